@@ -1,0 +1,150 @@
+"""The ``mp-ray`` command line: one sub-command per stage.
+
+    mp-ray retrain --config configs/quickstart.yaml      # train models into the store
+    mp-ray inspect runs/quickstart.zarr                  # what is in a store
+    mp-ray check-config configs/quickstart.yaml          # validate a config file
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from mp_ray.config import ConfigError, ExperimentConfig, load_experiment
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file.")]
+StorageOption = Annotated[
+    str | None,
+    typer.Option("--endpoint-url", help="S3 endpoint for s3:// stores (e.g. a MinIO server)."),
+]
+
+
+class ModelsPerSecond(ProgressColumn):
+    """Completed models per second since the start."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rate:,.0f} models/s", style="progress.data.speed")
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _load(config: Path, overrides: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return load_experiment(config, {k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def _storage_options(endpoint_url: str | None) -> dict[str, Any]:
+    return {"endpoint_url": endpoint_url} if endpoint_url else {}
+
+
+@app.command()
+def retrain(
+    config: ConfigOption,
+    store: Annotated[str | None, typer.Option(help="Override store.uri.")] = None,
+    rows: Annotated[int | None, typer.Option(help="Override store.n_rows.")] = None,
+    actors: Annotated[int | None, typer.Option(help="Override retrain.num_actors.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    report_json: Annotated[
+        Path | None, typer.Option(help="Also write the run report as JSON here.")
+    ] = None,
+) -> None:
+    """Retrain models on sampled subsets with Ray actors and write them to the store."""
+    from mp_ray.ray_session import connect
+    from mp_ray.retrain import RetrainError, prepare_store, run_retrain
+    from mp_ray.store import StoreMismatchError, format_summary, summarize
+
+    experiment = _load(
+        config, {"store.uri": store, "store.n_rows": rows, "retrain.num_actors": actors}
+    )
+    try:
+        store_handle, dataset = prepare_store(experiment)
+    except (ValueError, FileNotFoundError, StoreMismatchError) as err:
+        _fail(str(err))
+    pending_rows = sum(len(store_handle.block_rows(b)) for b in store_handle.pending_blocks())
+    console.print(
+        f"store {store_handle.uri}: {store_handle.spec.n_rows} rows, "
+        f"{pending_rows} to train on dataset {dataset.name} (n={dataset.n_train})"
+    )
+    connect()
+    columns = (
+        TextColumn("retraining"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} models"),
+        ModelsPerSecond(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, disable=not progress) as bar:
+            task = bar.add_task("retrain", total=pending_rows)
+            report = run_retrain(
+                experiment, dataset, on_result=lambda r: bar.advance(task, r["rows"])
+            )
+    except RetrainError as err:
+        _fail(f"{err}\nrows already written are kept; rerun the same command to resume")
+    except KeyboardInterrupt:
+        done = store_handle.n_blocks - len(store_handle.pending_blocks())
+        console.print(
+            f"interrupted: {done}/{store_handle.n_blocks} blocks are done and kept; "
+            "rerun the same command to resume"
+        )
+        raise typer.Exit(code=130) from None
+    console.print(
+        f"trained {report.rows_trained} models in {report.seconds:.1f} s "
+        f"({report.models_per_second:,.0f} models/s); skipped {report.blocks_skipped} "
+        f"finished blocks; retried {sum(report.retries.values())}"
+    )
+    if report_json:
+        report_json.write_text(json.dumps(report.to_json(), indent=2))
+    print(format_summary(summarize(store_handle)))
+
+
+@app.command()
+def inspect(
+    store: Annotated[str, typer.Argument(help="Store URI: a path or s3://bucket/key.zarr.")],
+    endpoint_url: StorageOption = None,
+    parquet: Annotated[
+        str | None, typer.Option(help="Export the scalar columns to this Parquet file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Summarise a store: counts, shapes, provenance and metric statistics."""
+    from mp_ray.store import ExperimentStore, StoreNotFoundError, export_parquet, format_summary
+    from mp_ray.store import summarize as summarize_store
+
+    options = _storage_options(endpoint_url)
+    try:
+        handle = ExperimentStore.open(store, options)
+    except StoreNotFoundError as err:
+        _fail(str(err))
+    summary = summarize_store(handle)
+    print(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+    if parquet:
+        count = export_parquet(handle, parquet, options)
+        console.print(f"wrote {count} rows to {parquet}")
+
+
+@app.command("check-config")
+def check_config(config: Annotated[Path, typer.Argument(help="Experiment YAML file.")]) -> None:
+    """Validate an experiment config and print it with every default filled in."""
+    experiment = _load(config, {})
+    print(json.dumps(experiment.model_dump(mode="json"), indent=2))
+
+
+if __name__ == "__main__":
+    app(prog_name="mp-ray")

@@ -1,0 +1,265 @@
+"""Experiment configuration: pydantic models for every stage, loaded from YAML.
+
+Every model forbids unknown fields, so a typo such as ``num_actor: 2`` is an error that names
+the field instead of a silently ignored setting. One YAML file describes one experiment::
+
+    seed: 0
+    dataset: {source: sklearn, name: breast_cancer}
+    learner: {kind: logistic, C: 1.0}
+    sampler: {kind: bernoulli, alpha: 0.5}
+    store: {uri: runs/quickstart.zarr, n_rows: 2000, block_rows: 250}
+    retrain: {num_actors: 2, num_cpus: 1}
+
+Load it with :func:`load_experiment`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is malformed; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SKLEARN_DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
+
+
+class DatasetConfig(_Strict):
+    """Where the training data comes from and how it is split and scaled."""
+
+    source: Literal["sklearn", "synthetic", "file"] = Field(
+        description="sklearn: a bundled scikit-learn data set; synthetic: a generated "
+        "classification or regression problem; file: Parquet, CSV or NPY on a path or s3://."
+    )
+    name: str | None = Field(
+        default=None,
+        description="For source=sklearn: one of breast_cancer, digits, wine, iris, diabetes.",
+    )
+    path: str | None = Field(
+        default=None,
+        description="For source=file: the feature file (.parquet, .csv, .npy or .npz), local "
+        "or s3://. A .npz holds arrays 'X' and 'y'.",
+    )
+    labels_path: str | None = Field(
+        default=None, description="For a .npy feature file: the .npy file holding the labels."
+    )
+    label_column: str = Field(
+        default="label", description="For Parquet/CSV files: the column holding the labels."
+    )
+    task: Literal["classification", "regression"] = Field(
+        default="classification",
+        description="For source=synthetic or file: whether labels are classes or real values.",
+    )
+    n_samples: int = Field(default=600, gt=0, description="source=synthetic: number of rows.")
+    n_features: int = Field(default=10, gt=0, description="source=synthetic: number of features.")
+    n_classes: int = Field(default=2, ge=2, description="source=synthetic: number of classes.")
+    class_sep: float = Field(
+        default=1.0, gt=0, description="source=synthetic: separation of the class clusters."
+    )
+    label_noise: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="source=synthetic: fraction of labels assigned at random.",
+    )
+    val_fraction: float = Field(
+        default=0.15, ge=0, lt=1, description="Fraction of rows held out for validation."
+    )
+    test_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="Fraction of rows held out for testing."
+    )
+    max_train: int | None = Field(
+        default=None,
+        gt=0,
+        description="Keep at most this many training rows (the ground set size n).",
+    )
+    scaling: Literal["standard", "unit_ball", "none"] = Field(
+        default="standard",
+        description="standard: zero mean, unit variance fitted on the training split; "
+        "unit_ball: standard, then divided by the largest training row norm (‖x‖ ≤ 1).",
+    )
+    split_seed: int = Field(default=0, description="Seed of the train/validation/test split.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for s3:// files (e.g. endpoint_url); credentials come from "
+        "the environment, never from this file.",
+    )
+
+    @model_validator(mode="after")
+    def _check_source(self) -> DatasetConfig:
+        if self.source == "sklearn" and self.name not in SKLEARN_DATASETS:
+            raise ValueError(
+                f"dataset.name must be one of {', '.join(SKLEARN_DATASETS)} for source=sklearn,"
+                f" got {self.name!r}"
+            )
+        if self.source == "file" and not self.path:
+            raise ValueError("dataset.path is required for source=file")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("dataset.val_fraction + dataset.test_fraction must be below 0.9")
+        return self
+
+
+class LearnerConfig(_Strict):
+    """The learning algorithm A whose trained parameters mp-ray predicts."""
+
+    kind: Literal["logistic", "ridge", "mlp"] = Field(
+        description="logistic: L2-regularised logistic regression (binary or multinomial); "
+        "ridge: ridge regression (one-hot ±1 targets for classes); mlp: one-hidden-layer MLP."
+    )
+    C: float = Field(
+        default=1.0,
+        gt=0,
+        description="logistic: inverse regularisation, objective ½‖W‖² + C·Σ_{i∈S} ℓ_i "
+        "(scikit-learn's form; intercepts unpenalised).",
+    )
+    alpha: float = Field(
+        default=1.0, gt=0, description="ridge: objective Σ_{i∈S}(yᵢ − xᵢ·w − b)² + alpha·‖w‖²."
+    )
+    tol: float = Field(
+        default=1e-8,
+        gt=0,
+        description="Convex learners: stop when the gradient norm of the objective is below "
+        "tol · max(1, ‖gradient at the start‖).",
+    )
+    max_iter: int = Field(default=500, gt=0, description="Convex learners: iteration cap.")
+    hidden: int = Field(default=32, gt=0, description="mlp: hidden width.")
+    epochs: int = Field(default=30, gt=0, description="mlp: passes over the subset.")
+    lr: float = Field(default=0.1, gt=0, description="mlp: SGD learning rate.")
+    batch_size: int = Field(default=32, gt=0, description="mlp: minibatch size.")
+    weight_decay: float = Field(default=1e-4, ge=0, description="mlp: L2 weight decay.")
+    dtype: Literal["float32", "float64"] = Field(
+        default="float64",
+        description="Precision of training (parameters are stored as float32).",
+    )
+
+
+class SamplerConfig(_Strict):
+    """How subsets are drawn; row r of the store is drawn from (seed, r) alone."""
+
+    kind: Literal["bernoulli", "fixed_size", "uniform_size", "leave_one_out", "permutation"] = (
+        Field(
+            description="bernoulli: each point kept with probability alpha (datamodels); "
+            "fixed_size: a uniform subset of round(alpha·n) points; uniform_size: size uniform "
+            "in [min_size, max_size], then a uniform subset (ModelPred); leave_one_out: row 0 "
+            "is the full set, row i+1 drops point i; permutation: the prefixes of random "
+            "permutations, row r = prefix of length (r mod n) + 1 of permutation r // n."
+        )
+    )
+    alpha: float = Field(
+        default=0.5, gt=0, le=1, description="bernoulli/fixed_size: the subset fraction."
+    )
+    min_size: int = Field(default=1, ge=0, description="uniform_size: smallest subset size.")
+    max_size: int | None = Field(
+        default=None, ge=1, description="uniform_size: largest subset size (default n)."
+    )
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> SamplerConfig:
+        if self.max_size is not None and self.max_size < self.min_size:
+            raise ValueError("sampler.max_size must be at least sampler.min_size")
+        return self
+
+
+class StoreConfig(_Strict):
+    """Where retraining rows are written."""
+
+    uri: str = Field(
+        description="A local path, s3://bucket/key.zarr, or memory://name (this process only)."
+    )
+    n_rows: int | None = Field(
+        default=None,
+        gt=0,
+        description="Number of retrained models N (leave_one_out: defaults to n + 1).",
+    )
+    block_rows: int = Field(
+        default=250,
+        gt=0,
+        description="Rows per block = rows per Zarr chunk = one actor task. Aim for chunks of "
+        "≥ 1 MB on S3.",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for s3:// (e.g. endpoint_url); credentials come from the "
+        "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), never from this file.",
+    )
+
+
+class RetrainConfig(_Strict):
+    """The pool of Ray actors that retrains models block by block."""
+
+    num_actors: int = Field(default=2, gt=0, description="Number of retraining actors.")
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs reserved per actor.")
+    num_gpus: float = Field(
+        default=0.0, ge=0, description="GPUs per actor; fractional values share a GPU."
+    )
+    max_in_flight: int = Field(
+        default=2, gt=0, description="Blocks queued per actor at once (backpressure)."
+    )
+    max_retries: int = Field(
+        default=3, ge=0, description="Times a block is retried after its actor died."
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each actor requires."
+    )
+
+
+class ExperimentConfig(_Strict):
+    """One experiment: a dataset, a learner, a sampler, a store and how to retrain."""
+
+    seed: int = Field(default=0, ge=0, description="Root seed; all randomness derives from it.")
+    dataset: DatasetConfig
+    learner: LearnerConfig
+    sampler: SamplerConfig
+    store: StoreConfig
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in err.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_experiment(data: Any, source: str = "<dict>") -> ExperimentConfig:
+    """Validate a mapping as an :class:`ExperimentConfig`; errors name each bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data)}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment config; ``overrides`` maps dotted keys (``store.uri``) to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return parse_experiment(data, str(path))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot override {dotted}: {key} is not a mapping")
+    node[leaf] = value

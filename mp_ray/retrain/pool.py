@@ -1,0 +1,154 @@
+"""A pool of Ray actors that trains store blocks, with backpressure, retries and progress.
+
+Each actor holds the dataset (fetched once from the object store) and a
+:class:`~mp_ray.retrain.block.BlockTrainer`; it trains whole blocks and writes them straight
+to the store, returning only block ids and timings. The driver keeps at most
+``max_in_flight`` blocks queued per actor. When an actor dies, its queued blocks go back to
+the front of the queue (at most ``max_retries`` times each) and a fresh actor takes its
+place; a block the dead actor managed to mark done is not trained again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+import torch
+from ray.exceptions import RayActorError
+
+from mp_ray.config import ExperimentConfig, RetrainConfig
+from mp_ray.data import Dataset
+from mp_ray.retrain.block import BlockTrainer, pick_device
+from mp_ray.store import ExperimentStore
+
+
+class RetrainError(RuntimeError):
+    """Retraining could not complete (a block failed too often, or its code raised)."""
+
+
+class RetrainActor:
+    """Ray actor body: one BlockTrainer on the device Ray granted this actor."""
+
+    def __init__(self, config: ExperimentConfig, dataset: Dataset, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.trainer = BlockTrainer(config, dataset, pick_device(bool(ray.get_gpu_ids())))
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def run_block(self, block: int) -> dict[str, Any]:
+        result = self.trainer.run_block(block)
+        result["node_id"] = self.node_id
+        return result
+
+
+@dataclass
+class PoolOutcome:
+    """What the pool did: per-block results, retry counts and actor replacements."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    retries: Counter[int] = field(default_factory=Counter)
+    actors_replaced: int = 0
+
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One queued block and the actor (by slot and handle) it was sent to."""
+
+    slot: int
+    actor: Any
+    block: int
+
+
+class ActorPool:
+    """Runs a list of blocks on ``retrain.num_actors`` actors; see the module docstring."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        dataset_ref: ray.ObjectRef,
+        store: ExperimentStore,
+        name_prefix: str,
+    ) -> None:
+        self.config = config
+        self.retrain: RetrainConfig = config.retrain
+        self.dataset_ref = dataset_ref
+        self.store = store
+        self.name_prefix = name_prefix
+        self._remote = ray.remote(RetrainActor)
+        self._started = 0
+        self.actors = [self._start_actor() for _ in range(self.retrain.num_actors)]
+
+    def _start_actor(self) -> ray.actor.ActorHandle:
+        self._started += 1
+        options: dict[str, Any] = {
+            "num_cpus": self.retrain.num_cpus,
+            "num_gpus": self.retrain.num_gpus,
+            "max_restarts": 0,
+            "name": f"{self.name_prefix}-{self._started}",
+        }
+        if self.retrain.resources:
+            options["resources"] = dict(self.retrain.resources)
+        threads = max(1, round(self.retrain.num_cpus))
+        return self._remote.options(**options).remote(self.config, self.dataset_ref, threads)
+
+    def run(self, blocks: list[int], on_result: ProgressCallback | None = None) -> PoolOutcome:
+        """Train every block in ``blocks``; raises :class:`RetrainError` if one cannot be."""
+        outcome = PoolOutcome()
+        queue = deque(blocks)
+        in_flight: dict[ray.ObjectRef, _Task] = {}
+        try:
+            while queue or in_flight:
+                self._submit(queue, in_flight)
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                task = in_flight.pop(ready[0])
+                result = self._collect(ready[0], task, queue, outcome)
+                if result is not None:
+                    outcome.results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+        finally:
+            for actor in self.actors:
+                ray.kill(actor)
+        return outcome
+
+    def _submit(self, queue: deque[int], in_flight: dict[ray.ObjectRef, _Task]) -> None:
+        """Top every actor up to ``max_in_flight`` queued blocks, round-robin."""
+        load = Counter(task.slot for task in in_flight.values())
+        for _ in range(self.retrain.max_in_flight):
+            for slot, actor in enumerate(self.actors):
+                if queue and load[slot] < self.retrain.max_in_flight:
+                    task = _Task(slot=slot, actor=actor, block=queue.popleft())
+                    in_flight[actor.run_block.remote(task.block)] = task
+                    load[slot] += 1
+
+    def _collect(
+        self, ref: ray.ObjectRef, task: _Task, queue: deque[int], outcome: PoolOutcome
+    ) -> dict[str, Any] | None:
+        """The block's result, or None after re-queueing it because its actor died."""
+        try:
+            return ray.get(ref)
+        except RayActorError as err:
+            if err.actor_init_failed:
+                raise RetrainError(f"a retraining actor failed to start: {err}") from err
+            if self.actors[task.slot] is task.actor:
+                self.actors[task.slot] = self._start_actor()
+                outcome.actors_replaced += 1
+            if self.store.is_block_done(task.block):
+                # The actor died after marking the block done: it is complete, keep it.
+                rows = len(self.store.block_rows(task.block))
+                return {"block": task.block, "rows": rows, "skipped": False, "seconds": 0.0}
+            outcome.retries[task.block] += 1
+            if outcome.retries[task.block] > self.retrain.max_retries:
+                raise RetrainError(
+                    f"block {task.block} failed {outcome.retries[task.block]} times (its actor "
+                    f"died each time); last error: {err}"
+                ) from err
+            queue.appendleft(task.block)
+            return None
+        except ray.exceptions.RayTaskError as err:
+            raise RetrainError(f"training block {task.block} raised: {err}") from err

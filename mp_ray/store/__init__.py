@@ -1,0 +1,20 @@
+"""The Zarr store that holds retrained models row by row (see :mod:`mp_ray.store.experiment`)."""
+
+from mp_ray.store.experiment import (
+    BlockShapeError,
+    ExperimentStore,
+    StoreNotFoundError,
+)
+from mp_ray.store.spec import StoreMismatchError, StoreSpec
+from mp_ray.store.summary import export_parquet, format_summary, summarize
+
+__all__ = [
+    "BlockShapeError",
+    "ExperimentStore",
+    "StoreMismatchError",
+    "StoreNotFoundError",
+    "StoreSpec",
+    "export_parquet",
+    "format_summary",
+    "summarize",
+]

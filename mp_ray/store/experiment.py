@@ -1,0 +1,198 @@
+"""The retraining store: one Zarr v3 group per experiment, rows = retrained models.
+
+Layout (N rows, n training points, d parameters, T targets, k metrics, B = block_rows)::
+
+    <uri>/                  group attrs: {"mp_ray": StoreSpec as JSON}
+        masks    (N, n) bool     chunks (B, n)   which training points each model saw
+        params   (N, d) float32  chunks (B, d)   the trained parameter vectors
+        outputs  (N, T) float32  chunks (B, T)   model outputs on the test split (margins)
+        metrics  (N, k) float32  chunks (B, k)   names in the spec's metric_names
+        seeds    (N,)   int64    chunks (B,)     each row's training seed
+        done     (N/B,) bool     chunks (1,)     block b is complete
+
+A block is one chunk of every array, written by exactly one worker, so writers never share
+a chunk and need no lock. ``done[b]`` is set only after the block's data is written: a
+rerun skips done blocks and rewrites half-written ones whole. Plain zarr-python reads it::
+
+    zarr.open_group(uri, mode="r")["params"][:100]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import zarr
+
+from mp_ray.store.location import normalise_uri, open_store
+from mp_ray.store.spec import StoreMismatchError, StoreSpec
+
+SPEC_ATTR = "mp_ray"
+
+ROW_ARRAYS = ("masks", "params", "outputs", "metrics", "seeds")
+
+
+class StoreNotFoundError(FileNotFoundError):
+    """No mp-ray store exists at the URI."""
+
+
+class BlockShapeError(ValueError):
+    """Data handed to :meth:`ExperimentStore.write_block` does not fit the block."""
+
+
+def _row_array_layout(spec: StoreSpec) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape per row (after the row axis) and dtype of each row array."""
+    return {
+        "masks": ((spec.n_train,), "bool"),
+        "params": ((spec.n_params,), "float32"),
+        "outputs": ((spec.n_targets,), "float32"),
+        "metrics": ((len(spec.metric_names),), "float32"),
+        "seeds": ((), "int64"),
+    }
+
+
+class ExperimentStore:
+    """Read and write one experiment's rows; see the module docstring for the layout."""
+
+    def __init__(self, group: zarr.Group, spec: StoreSpec, uri: str) -> None:
+        self.group = group
+        self.spec = spec
+        self.uri = uri
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def create_or_open(
+        cls, uri: str, spec: StoreSpec, storage_options: dict[str, Any] | None = None
+    ) -> ExperimentStore:
+        """Create the store declared by ``spec``, or reopen it if it already matches ``spec``.
+
+        Raises :class:`StoreMismatchError` when a store exists at ``uri`` with another spec
+        or another dataset's fingerprint; nothing in it is changed.
+        """
+        uri = normalise_uri(uri)
+        group = zarr.open_group(open_store(uri, storage_options), mode="a")
+        if SPEC_ATTR in group.attrs:
+            existing = StoreSpec.from_json(dict(group.attrs[SPEC_ATTR]))
+            spec.check_compatible(existing, uri)
+            return cls(group, existing, uri)
+        if len(list(group.keys())) > 0:
+            raise StoreMismatchError(f"{uri} holds a Zarr group that is not an mp-ray store")
+        cls._declare(group, spec)
+        return cls(group, spec, uri)
+
+    @classmethod
+    def open(
+        cls, uri: str, storage_options: dict[str, Any] | None = None, read_only: bool = True
+    ) -> ExperimentStore:
+        """Open an existing store; raises :class:`StoreNotFoundError` if there is none."""
+        uri = normalise_uri(uri)
+        store = open_store(uri, storage_options, read_only=read_only)
+        try:
+            group = zarr.open_group(store, mode="r" if read_only else "r+")
+        except FileNotFoundError as err:
+            raise StoreNotFoundError(f"no mp-ray store at {uri}") from err
+        if SPEC_ATTR not in group.attrs:
+            raise StoreNotFoundError(f"{uri} is a Zarr group but not an mp-ray store")
+        return cls(group, StoreSpec.from_json(dict(group.attrs[SPEC_ATTR])), uri)
+
+    @staticmethod
+    def _declare(group: zarr.Group, spec: StoreSpec) -> None:
+        block = spec.block_rows
+        for name, (row_shape, dtype) in _row_array_layout(spec).items():
+            group.create_array(
+                name,
+                shape=(spec.n_rows, *row_shape),
+                chunks=(block, *row_shape),
+                dtype=dtype,
+                fill_value=0,
+                dimension_names=("row", *(f"{name}_col",) * len(row_shape)),
+            )
+        group.create_array("done", shape=(spec.n_blocks,), chunks=(1,), dtype="bool")
+        group["metrics"].attrs["names"] = list(spec.metric_names)
+        # The spec goes last: a store without it is an interrupted declaration.
+        group.attrs[SPEC_ATTR] = spec.to_json()
+
+    # -- blocks ------------------------------------------------------------------------
+
+    @property
+    def n_blocks(self) -> int:
+        return self.spec.n_blocks
+
+    def block_rows(self, block: int) -> np.ndarray:
+        """The row indices of ``block`` (the last block may be short), int64 (≤ B,)."""
+        if not 0 <= block < self.n_blocks:
+            raise IndexError(f"block {block} out of range: the store has {self.n_blocks} blocks")
+        start = block * self.spec.block_rows
+        return np.arange(start, min(start + self.spec.block_rows, self.spec.n_rows))
+
+    def done_blocks(self) -> np.ndarray:
+        """Completion flag of every block, bool ``(n_blocks,)``."""
+        return np.asarray(self.group["done"][:], dtype=bool)
+
+    def pending_blocks(self) -> list[int]:
+        """Blocks not yet marked done, in order."""
+        return [int(b) for b in np.flatnonzero(~self.done_blocks())]
+
+    def is_block_done(self, block: int) -> bool:
+        return bool(self.group["done"][block])
+
+    def write_block(self, block: int, rows: Mapping[str, np.ndarray]) -> None:
+        """Write every row array of ``block``, then mark it done.
+
+        ``rows`` maps each of masks, params, outputs, metrics, seeds to an array whose first
+        axis is the block's rows. Shapes and finiteness are checked before anything is
+        written, so a bad block leaves the store as it was.
+        """
+        rows_of_block = self.block_rows(block)
+        checked = {
+            name: self._checked(name, rows.get(name), len(rows_of_block), block)
+            for name in ROW_ARRAYS
+        }
+        span = slice(int(rows_of_block[0]), int(rows_of_block[-1]) + 1)
+        for name, values in checked.items():
+            self.group[name][span] = values
+        self.group["done"][block] = True
+
+    def _checked(self, name: str, values: np.ndarray | None, n: int, block: int) -> np.ndarray:
+        row_shape, dtype = _row_array_layout(self.spec)[name]
+        if values is None:
+            raise BlockShapeError(f"block {block}: missing array {name!r}")
+        values = np.asarray(values)
+        if values.shape != (n, *row_shape):
+            raise BlockShapeError(
+                f"block {block}: {name} has shape {values.shape}, expected {(n, *row_shape)}"
+            )
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise BlockShapeError(f"block {block}: {name} holds NaN or infinite values")
+        return values.astype(dtype, copy=False)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def completed_rows(self) -> np.ndarray:
+        """Indices of all rows in done blocks, int64 ``(M,)``."""
+        done = np.flatnonzero(self.done_blocks())
+        if done.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([self.block_rows(int(b)) for b in done])
+
+    def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """Rows of one array (all rows when ``rows`` is None); fancy indices are allowed."""
+        if name not in (*ROW_ARRAYS, "done"):
+            raise KeyError(f"unknown array {name!r}; the store has {', '.join(ROW_ARRAYS)}")
+        array = self.group[name]
+        if rows is None:
+            return array[:]
+        if isinstance(rows, slice):
+            return array[rows]
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.spec.n_rows):
+            raise IndexError(f"row indices must lie in [0, {self.spec.n_rows}) for {self.uri}")
+        return array.get_orthogonal_selection((rows, *(slice(None),) * (array.ndim - 1)))
+
+    def metrics_table(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The metrics of ``rows`` (default: all completed rows) as named columns."""
+        rows = self.completed_rows() if rows is None else np.asarray(rows)
+        values = self.read("metrics", rows)
+        return {name: values[:, j] for j, name in enumerate(self.spec.metric_names)}

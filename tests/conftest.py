@@ -1,0 +1,70 @@
+"""Shared fixtures: one local Ray session and one local S3 (moto) server for the whole run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from mp_ray.ray_session import apply_ray_env_defaults
+
+# Fake credentials for the local moto server, exported before Ray starts so its workers
+# inherit them (real deployments take credentials from their own environment).
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+os.environ.update(S3_CREDENTIALS)
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A real local Ray with 4 logical CPUs (actors reserve 1 each), stopped at the end."""
+    import ray
+
+    apply_ray_env_defaults()
+    temp_dir = tempfile.mkdtemp(prefix="mpr", dir="/tmp")
+    ray.init(
+        address="local",
+        num_cpus=4,
+        object_store_memory=512 * 1024**2,
+        include_dashboard=False,
+        _temp_dir=temp_dir,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict[str, str]]:
+    """A real S3-compatible HTTP server (moto) on 127.0.0.1; yields fsspec storage options.
+
+    Credentials come from the environment set at the top of this module.
+    """
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield {"endpoint_url": f"http://127.0.0.1:{port}"}
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: dict[str, str]) -> str:
+    """A fresh, empty bucket on the moto server; returns its name."""
+    import uuid
+
+    import boto3
+
+    name = f"mpr-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", region_name="us-east-1", endpoint_url=s3_server["endpoint_url"])
+    client.create_bucket(Bucket=name)
+    return name
