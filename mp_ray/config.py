@@ -250,8 +250,9 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+    if isinstance(data, dict):
+        for dotted, value in (overrides or {}).items():
+            _set_dotted(data, dotted, value)
     return parse_experiment(data, str(path))
 
 

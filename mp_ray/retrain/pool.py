@@ -10,6 +10,7 @@ place; a block the dead actor managed to mark done is not trained again.
 
 from __future__ import annotations
 
+import os
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ class RetrainActor:
 
     def run_block(self, block: int) -> dict[str, Any]:
         result = self.trainer.run_block(block)
-        result["node_id"] = self.node_id
+        result.update(node_id=self.node_id, pid=os.getpid())
         return result
 
 

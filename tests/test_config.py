@@ -1,0 +1,78 @@
+"""Configs: YAML validated by pydantic, with errors that name the offending field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mp_ray.config import ConfigError, ExperimentConfig, load_experiment, parse_experiment
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+BASE = {
+    "dataset": {"source": "sklearn", "name": "iris"},
+    "learner": {"kind": "logistic"},
+    "sampler": {"kind": "bernoulli", "alpha": 0.5},
+    "store": {"uri": "runs/x.zarr", "n_rows": 100},
+}
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_experiment_configs_validate(path):
+    if path.name == "serve.yaml":
+        pytest.skip("a Serve config, not an experiment")
+    assert isinstance(load_experiment(path), ExperimentConfig)
+
+
+def test_defaults_are_filled(tmp_path):
+    config = load_experiment(write(tmp_path, BASE))
+    assert config.seed == 0
+    assert config.retrain.num_actors == 2
+    assert config.dataset.scaling == "standard"
+
+
+@pytest.mark.parametrize(
+    ("patch", "names"),
+    [
+        ({"retrain": {"num_actor": 2}}, "retrain.num_actor"),
+        ({"learner": {"kind": "logistic", "c": 1.0}}, "learner.c"),
+        ({"learner": {"kind": "svm"}}, "learner.kind"),
+        ({"sampler": {"kind": "bernoulli", "alpha": 1.5}}, "sampler.alpha"),
+        ({"store": {"uri": "x", "block_rows": 0}}, "store.block_rows"),
+        ({"dataset": {"source": "sklearn", "name": "mnist"}}, "dataset.name must be one of"),
+        ({"dataset": {"source": "file"}}, "dataset.path is required"),
+        ({"retrain": {"num_gpus": "lots"}}, "retrain.num_gpus"),
+        ({"sampler": {"kind": "uniform_size", "min_size": 5, "max_size": 2}}, "max_size"),
+    ],
+)
+def test_bad_fields_are_named(tmp_path, patch, names):
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        load_experiment(write(tmp_path, {**BASE, **patch}))
+
+
+def test_missing_section_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="learner: Field required"):
+        parse_experiment({k: v for k, v in BASE.items() if k != "learner"})
+    path = tmp_path / "broken.yaml"
+    path.write_text("dataset: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_experiment(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_experiment(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_experiment(write(tmp_path, [1, 2]))
+
+
+def test_dotted_overrides(tmp_path):
+    config = load_experiment(
+        write(tmp_path, BASE), {"store.uri": "s3://b/x.zarr", "retrain.num_actors": 3}
+    )
+    assert config.store.uri == "s3://b/x.zarr"
+    assert config.retrain.num_actors == 3
