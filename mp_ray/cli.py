@@ -1,8 +1,8 @@
 """The ``mp-ray`` command line: one sub-command per stage.
 
-    mp-ray retrain --config configs/quickstart.yaml      # train models into the store
-    mp-ray inspect runs/quickstart.zarr                  # what is in a store
-    mp-ray check-config configs/quickstart.yaml          # validate a config file
+mp-ray retrain --config configs/quickstart.yaml      # train models into the store
+mp-ray inspect runs/quickstart.zarr                  # what is in a store
+mp-ray check-config configs/quickstart.yaml          # validate a config file
 """
 
 from __future__ import annotations

@@ -30,9 +30,7 @@ CLASSIFICATION_METRICS = (
     "test_loss",
     "test_accuracy",
 )
-REGRESSION_METRICS = tuple(
-    name.replace("accuracy", "r2") for name in CLASSIFICATION_METRICS
-)
+REGRESSION_METRICS = tuple(name.replace("accuracy", "r2") for name in CLASSIFICATION_METRICS)
 
 
 def metric_names(dataset: Dataset) -> tuple[str, ...]:
@@ -100,9 +98,9 @@ class BlockTrainer:
         mask_t = torch.as_tensor(masks, device=learner.device)
         params = learner.fit_batch(mask_t, seeds)
         subset_size = mask_t.sum(dim=1).clamp(min=1).to(learner.dtype)
-        train_loss = (
-            learner.per_sample_loss(params, data.X_train, data.y_train) * mask_t
-        ).sum(dim=1) / subset_size
+        train_loss = (learner.per_sample_loss(params, data.X_train, data.y_train) * mask_t).sum(
+            dim=1
+        ) / subset_size
         columns = [
             mask_t.sum(dim=1).to(learner.dtype),
             learner.degenerate(mask_t).to(learner.dtype),

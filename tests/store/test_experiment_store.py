@@ -174,9 +174,7 @@ def test_s3_round_trip_and_reopen(s3_server, s3_bucket):
     fill(store, [0, 2])
     reopened = ExperimentStore.create_or_open(uri, SPEC, s3_server)
     assert reopened.pending_blocks() == [1]
-    np.testing.assert_allclose(
-        reopened.read("params", np.array([1, 9]))[:, 0], [1, 9], atol=1e-6
-    )
+    np.testing.assert_allclose(reopened.read("params", np.array([1, 9]))[:, 0], [1, 9], atol=1e-6)
     group = zarr.open_group(uri, mode="r", storage_options={**s3_server, "anon": False})
     assert group["seeds"][8] == 8000
     with pytest.raises(StoreMismatchError, match="n_rows: store has 10"):

@@ -1,0 +1,104 @@
+"""The ``mp-ray`` command line, run as users run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+import yaml
+from typer.testing import CliRunner
+
+from mp_ray.cli import app
+from mp_ray.store import ExperimentStore
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+runner = CliRunner()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_retrain_then_inspect(ray_session, tmp_path):
+    uri = str(tmp_path / "quick.zarr")
+    report = tmp_path / "report.json"
+    args = ["retrain", "-c", str(QUICKSTART), "--store", uri, "--rows", "500"]
+    result = runner.invoke(app, [*args, "--no-progress", "--report-json", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "500 / 500 done" in result.stdout
+    assert json.loads(report.read_text())["rows_trained"] == 500
+
+    result = runner.invoke(app, ["inspect", uri, "--json", "--parquet", str(tmp_path / "r.pq")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rows_done"] == 500 and summary["shapes"]["params"] == [500, 31]
+    assert summary["metrics"]["test_accuracy"]["mean"] > 0.9
+    assert pq.read_table(tmp_path / "r.pq").num_rows == 500
+
+    # Rerunning the finished job trains nothing.
+    result = runner.invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "trained 0 models" in result.output and "skipped 2 finished blocks" in result.output
+
+
+def test_bad_config_and_missing_store_exit_with_a_message(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    config = yaml.safe_load(QUICKSTART.read_text())
+    config["retrain"]["num_actor"] = 3
+    bad.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["retrain", "-c", str(bad)])
+    assert result.exit_code == 2
+    assert "retrain.num_actor" in result.output
+
+    result = runner.invoke(app, ["inspect", str(tmp_path / "none.zarr")])
+    assert result.exit_code == 2
+    assert "no mp-ray store" in result.output
+
+
+def test_check_config_prints_defaults():
+    result = runner.invoke(app, ["check-config", str(QUICKSTART)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["retrain"]["max_retries"] == 3
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_ctrl_c_then_rerun_resumes(ray_session, tmp_path):
+    """A real `mp-ray retrain` process on the shared cluster, interrupted with SIGINT."""
+    config = yaml.safe_load(QUICKSTART.read_text())
+    config["dataset"] = {"source": "sklearn", "name": "digits"}
+    config["store"] = {"uri": str(tmp_path / "digits.zarr"), "n_rows": 3000, "block_rows": 100}
+    path = tmp_path / "digits.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    command = [sys.executable, "-m", "mp_ray.cli", "retrain", "-c", str(path), "--no-progress"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    done = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        try:
+            done = ExperimentStore.open(config["store"]["uri"]).done_blocks().sum()
+        except FileNotFoundError:
+            continue
+        if done >= 2:
+            process.send_signal(signal.SIGINT)
+            break
+    _, stderr = process.communicate(timeout=60)
+    assert done >= 2, stderr
+    assert process.returncode == 130, stderr
+    assert "rerun the same command to resume" in stderr
+    finished = 30 - len(ExperimentStore.open(config["store"]["uri"]).pending_blocks())
+    assert 2 <= finished < 30
+
+    result = runner.invoke(app, ["retrain", "-c", str(path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"skipped {finished} finished blocks" in result.output
+    assert "3000 / 3000 done" in result.stdout
