@@ -41,9 +41,7 @@ class Learner(ABC):
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
         self.n_classes = n_classes
         self.X = self.as_tensor(X)
-        self.y = torch.as_tensor(np.asarray(y) if isinstance(y, np.ndarray) else y).to(
-            self.device
-        )
+        self.y = self.labels(y)
 
     def as_tensor(self, array: ArrayLike) -> torch.Tensor:
         """Convert an array to this learner's device and floating dtype."""
@@ -66,17 +64,14 @@ class Learner(ABC):
         learners). The result for a row depends only on (data, mask, seed).
         """
 
+    @property
+    def n_outputs(self) -> int:
+        """c: one output for binary classification and regression, else one per class."""
+        return 1 if self.n_classes <= 2 else self.n_classes
+
     @abstractmethod
     def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         """Raw outputs (logits or regression values) ``(K, m, c)`` for ``params (K, d)``."""
-
-    @abstractmethod
-    def predict(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
-        """Predicted class ids (int64) or regression values, shape ``(K, m)``."""
-
-    @abstractmethod
-    def margin(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
-        """The per-example output datamodels predict, ``(K, m)``: the correct-class margin."""
 
     @abstractmethod
     def per_sample_loss(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
@@ -87,21 +82,91 @@ class Learner(ABC):
         """The exact regularised training objective on each subset, ``(K,)``."""
 
     @abstractmethod
-    def objective_grad(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
-        """Gradient of :meth:`objective` (the first-order optimality residual), ``(K, d)``."""
+    def intercept_mask(self) -> torch.Tensor:
+        """Which of the d parameters are intercepts / biases, bool ``(d,)``."""
 
-    @abstractmethod
-    def hvp(self, params: torch.Tensor, masks: ArrayLike, v: torch.Tensor) -> torch.Tensor:
-        """Hessian of :meth:`objective` times ``v (K, d)``, ``(K, d)``."""
+    def labels(self, y: ArrayLike) -> torch.Tensor:
+        """Labels on this learner's device: int64 class ids, or floats for regression."""
+        y = torch.as_tensor(y, device=self.device)
+        return y.to(self.dtype) if self.n_classes == 1 else y.long()
 
-    @abstractmethod
-    def per_sample_grads(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
-        """Gradient of each example's loss under one model ``params (d,)``, ``(m, d)``."""
+    def masks_tensor(self, masks: ArrayLike) -> torch.Tensor:
+        """Masks as a float tensor of sample weights on this learner's device, ``(K, n)``."""
+        masks = torch.as_tensor(masks, device=self.device)
+        if masks.ndim != 2 or masks.shape[1] != self.n_train:
+            raise ValueError(
+                f"masks must have shape (K, {self.n_train}) for this training set, got "
+                f"{tuple(masks.shape)}"
+            )
+        return masks.to(self.dtype)
 
-    @abstractmethod
+    def predict(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
+        """Predicted class ids (int64) or regression values, shape ``(K, m)``."""
+        out = self.decision(params, X)
+        if self.n_classes == 1:
+            return out[..., 0]
+        if self.n_classes == 2:
+            return (out[..., 0] > 0).long()
+        return out.argmax(dim=-1)
+
+    def margin(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
+        """The output datamodels predict, ``(K, m)``: the correct-class margin.
+
+        Binary: (2y − 1)·logit; multiclass: logit_y − max_{k≠y} logit_k; regression:
+        −|ŷ − y| (larger is better in every case).
+        """
+        out = self.decision(params, X)
+        y = self.labels(y)
+        if self.n_classes == 1:
+            return -(out[..., 0] - y).abs()
+        if self.n_classes == 2:
+            return (2 * y - 1).to(out.dtype) * out[..., 0]
+        index = y.expand(out.shape[0], -1).unsqueeze(-1)
+        correct = out.gather(-1, index).squeeze(-1)
+        others = out.scatter(-1, index, float("-inf")).amax(dim=-1)
+        return correct - others
+
     def score(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
         """Accuracy (classification) or R² (regression) of each model, ``(K,)``."""
+        y = self.labels(y)
+        predicted = self.predict(params, X)
+        if self.n_classes > 1:
+            return (predicted == y).to(self.dtype).mean(dim=1)
+        residual = ((predicted - y) ** 2).sum(dim=1)
+        total = ((y - y.mean()) ** 2).sum().clamp(min=torch.finfo(self.dtype).tiny)
+        return 1 - residual / total
 
-    @abstractmethod
+    def objective_grad(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
+        """Gradient of :meth:`objective` (the first-order optimality residual), ``(K, d)``.
+
+        Differentiable in ``params`` (by autograd here; learners may give it in closed form).
+        """
+        with torch.enable_grad():
+            theta = params if params.requires_grad else params.detach().requires_grad_(True)
+            value = self.objective(theta, masks).sum()
+            return torch.autograd.grad(value, theta, create_graph=params.requires_grad)[0]
+
+    def hvp(self, params: torch.Tensor, masks: ArrayLike, v: torch.Tensor) -> torch.Tensor:
+        """Hessian of :meth:`objective` times ``v (K, d)``, ``(K, d)``."""
+        with torch.enable_grad():
+            theta = params.detach().requires_grad_(True)
+            grad = self.objective_grad(theta, masks)
+            return torch.autograd.grad((grad * v).sum(), theta)[0]
+
+    def per_sample_grads(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
+        """Gradient of each example's loss under one model ``params (d,)``, ``(m, d)``."""
+        X, y = self.as_tensor(X), self.labels(y)
+        return torch.func.jacrev(lambda theta: self.per_sample_loss(theta[None], X, y)[0])(
+            params.detach().to(self.dtype)
+        )
+
     def degenerate(self, masks: ArrayLike) -> torch.Tensor:
-        """Which subsets have no well-defined optimum and get the documented fallback, (K,)."""
+        """Subsets with no well-defined optimum, bool ``(K,)``: empty ones, and for
+        classification those missing a class; their result is documented per learner."""
+        weights = self.masks_tensor(masks)
+        if self.n_classes == 1:
+            return weights.sum(dim=1) == 0
+        counts = weights @ torch.nn.functional.one_hot(self.y.long(), self.n_classes).to(
+            weights.dtype
+        )
+        return (counts == 0).any(dim=1)

@@ -1,0 +1,27 @@
+"""Batched learners: the algorithms whose trained parameters mp-ray predicts."""
+
+from __future__ import annotations
+
+import torch
+
+from mp_ray.config import LearnerConfig
+from mp_ray.learners.base import ArrayLike, Learner
+from mp_ray.learners.logistic import LogisticRegression
+from mp_ray.learners.mlp import MLP
+from mp_ray.learners.ridge import Ridge
+
+LEARNERS: dict[str, type[Learner]] = {"logistic": LogisticRegression, "ridge": Ridge, "mlp": MLP}
+
+
+def make_learner(
+    config: LearnerConfig,
+    X: ArrayLike,
+    y: ArrayLike,
+    n_classes: int,
+    device: torch.device | str = "cpu",
+) -> Learner:
+    """The learner ``config.kind`` over the training set ``X (n, p)``, ``y (n,)``."""
+    return LEARNERS[config.kind](config, X, y, n_classes, device)
+
+
+__all__ = ["LEARNERS", "MLP", "Learner", "LogisticRegression", "Ridge", "make_learner"]
