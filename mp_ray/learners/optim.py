@@ -72,7 +72,8 @@ def newton(
     f, g, hess = value_grad_hess(theta, active)
     threshold = tol * torch.linalg.vector_norm(g, dim=1).clamp(min=1.0)
     iterations = 0
-    for iterations in range(1, max_iter + 1):
+    while iterations < max_iter:
+        iterations += 1
         done = torch.linalg.vector_norm(g, dim=1) <= threshold
         converged[active[done]] = True
         keep = ~done
@@ -106,7 +107,8 @@ def lbfgs(
     threshold = tol * torch.linalg.vector_norm(g, dim=1).clamp(min=1.0)
     history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, y, rho)
     iterations = 0
-    for iterations in range(1, max_iter + 1):
+    while iterations < max_iter:
+        iterations += 1
         done = torch.linalg.vector_norm(g, dim=1) <= threshold
         converged[active[done]] = True
         if bool(done.any()):
@@ -115,7 +117,7 @@ def lbfgs(
             history = [(s[keep], y[keep], rho[keep]) for s, y, rho in history]
         if active.numel() == 0:
             break
-        direction = -_two_loop(g, history, lambda q: precondition(q, active))
+        direction = -_two_loop(g, history, lambda q, rows=active: precondition(q, rows))
         slope = (g * direction).sum(1)
         # Guard against a non-descent direction (stale curvature pairs): use -P⁻¹g.
         bad = slope >= 0
