@@ -8,6 +8,7 @@ on a local path or any fsspec URL such as ``s3://`` (options from ``storage_opti
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import fsspec
@@ -77,11 +78,18 @@ def _synthetic(config: DatasetConfig) -> RawData:
             random_state=rng_seed,
         )
     else:
+        informative = max(2, config.n_features // 2, math.ceil(math.log2(config.n_classes)))
+        if informative > config.n_features:
+            raise DatasetError(
+                f"synthetic data with {config.n_classes} classes needs at least {informative} "
+                f"features, got n_features={config.n_features}"
+            )
         X, y = skdata.make_classification(
             n_samples=config.n_samples,
             n_features=config.n_features,
-            n_informative=max(2, config.n_features // 2),
+            n_informative=informative,
             n_redundant=0,
+            n_clusters_per_class=1,
             n_classes=config.n_classes,
             class_sep=config.class_sep,
             flip_y=config.label_noise,
