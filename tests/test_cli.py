@@ -73,8 +73,8 @@ def test_check_config_prints_defaults():
 def test_ctrl_c_then_rerun_resumes(ray_session, tmp_path):
     """A real `mp-ray retrain` process on the shared cluster, interrupted with SIGINT."""
     config = yaml.safe_load(QUICKSTART.read_text())
-    config["dataset"] = {"source": "sklearn", "name": "digits"}
-    config["store"] = {"uri": str(tmp_path / "digits.zarr"), "n_rows": 3000, "block_rows": 100}
+    config["dataset"] = {"source": "sklearn", "name": "digits", "max_train": 300}
+    config["store"] = {"uri": str(tmp_path / "digits.zarr"), "n_rows": 1200, "block_rows": 60}
     path = tmp_path / "digits.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
@@ -95,10 +95,10 @@ def test_ctrl_c_then_rerun_resumes(ray_session, tmp_path):
     assert done >= 2, stderr
     assert process.returncode == 130, stderr
     assert "rerun the same command to resume" in stderr
-    finished = 30 - len(ExperimentStore.open(config["store"]["uri"]).pending_blocks())
-    assert 2 <= finished < 30
+    finished = 20 - len(ExperimentStore.open(config["store"]["uri"]).pending_blocks())
+    assert 2 <= finished < 20
 
     result = runner.invoke(app, ["retrain", "-c", str(path), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert f"skipped {finished} finished blocks" in result.output
-    assert "3000 / 3000 done" in result.stdout
+    assert "1200 / 1200 done" in result.stdout
