@@ -127,12 +127,12 @@ def test_bad_files_are_named(tmp_path, table):
     with pytest.raises(DatasetError, match="data file not found"):
         from_file(str(tmp_path / "missing.parquet"))
     pq.write_table(tbl.append_column("note", pa.array(["x"] * len(y))), tmp_path / "s.parquet")
-    with pytest.raises(DatasetError, match="feature column 'note' of s.parquet is not numeric"):
+    with pytest.raises(DatasetError, match=r"feature column 'note' of s\.parquet is not numeric"):
         from_file(str(tmp_path / "s.parquet"))
     bad = X.copy()
     bad[4, 2] = np.nan
     np.savez(tmp_path / "nan.npz", X=bad, y=y)
-    with pytest.raises(DatasetError, match="NaN or infinite values .*row 4, column 'x2'"):
+    with pytest.raises(DatasetError, match=r"NaN or infinite values .*row 4, column 'x2'"):
         from_file(str(tmp_path / "nan.npz"))
     np.savez(tmp_path / "short.npz", X=X, y=y[:-3])
     with pytest.raises(DatasetError, match=f"{len(y)} feature rows but {len(y) - 3} labels"):
@@ -141,12 +141,12 @@ def test_bad_files_are_named(tmp_path, table):
     with pytest.raises(DatasetError, match="1 class"):
         from_file(str(tmp_path / "one.npz"))
     np.save(tmp_path / "X.npy", X)
-    with pytest.raises(DatasetError, match="set dataset.labels_path"):
+    with pytest.raises(DatasetError, match=r"set dataset\.labels_path"):
         from_file(str(tmp_path / "X.npy"))
     with pytest.raises(DatasetError, match="unsupported data file"):
         from_file(str(tmp_path / "d.txt"))
 
 
 def test_too_small_split_is_explained():
-    with pytest.raises(DatasetError, match="cannot split .* with every class in each split"):
+    with pytest.raises(DatasetError, match=r"cannot split .* with every class in each split"):
         load(source="synthetic", n_samples=12, n_classes=4, n_features=4)
