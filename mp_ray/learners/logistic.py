@@ -10,15 +10,20 @@ Objective on a subset S (scikit-learn's ``LogisticRegression(C=C)``; intercepts 
   the intercepts; starting from b = 0, the solution keeps Σ_j b_j = 0 (the gradient in b sums
   to zero over classes), as scikit-learn's does.
 
-Solvers (all K subsets in one vectorised computation; masks are sample weights):
+Solvers (all K subsets in one vectorised computation; masks are sample weights). Each
+subset starts from an *anchor*: the optimum of the full training set with every sample
+weight equal to f, the grid fraction (``ANCHOR_FRACTIONS``) nearest to |S|/n — the
+expectation of the subset's objective — solved once per grid point and cached.
 
 - binary: damped Newton with the exact Hessians ``R + C·X̃ᵀ diag(m∘σ(1−σ)) X̃``, formed for
   all K models as one GEMM ``(K, n) @ (n, d²)`` over precomputed outer products x̃x̃ᵀ and
   solved by batched Cholesky;
-- multinomial: L-BFGS preconditioned per subset by ``I + C·|S|/n · H_D`` with H_D the data
-  Hessian of the full training set at its own optimum (one eigendecomposition shared by all
-  subsets, so applying it costs two (d × d) GEMMs per iteration).
+- multinomial: L-BFGS whose initial inverse Hessian is ``(I + C·|S|/n · H_f)⁻¹``, with H_f
+  the full training set's data Hessian at the anchor (one eigendecomposition per grid point,
+  so applying it costs two (d × d) GEMMs per iteration), scaled by the latest curvature pair.
 
+Everything a row's solve uses comes from its own mask, so its result does not depend on
+the other rows of the batch.
 Both stop when ‖∇J_S‖ ≤ tol · max(1, ‖∇J_S(θ₀)‖) (``LearnerConfig.tol``).
 
 Degenerate subsets — empty, or missing a class — have no finite optimum (the intercept of
@@ -35,6 +40,8 @@ from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import LinearLearner
 from mp_ray.learners.optim import Rows, lbfgs, newton
 
+ANCHOR_FRACTIONS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
 
 class LogisticRegression(LinearLearner):
     """L2-regularised logistic regression; see the module docstring for the objective."""
@@ -48,7 +55,10 @@ class LogisticRegression(LinearLearner):
         self.C = config.C
         self.X_aug = self.augmented(self.X)
         self._regularised = (~self.intercept_mask()).to(self.dtype)
-        self._precond: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Subset-size fractions at which full-data anchors are solved (see _anchor).
+        self._grid = torch.tensor(ANCHOR_FRACTIONS, dtype=self.dtype, device=self.device)
+        self._anchors: dict[int, torch.Tensor] = {}
+        self._curvatures: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         # The label of each training point as its target column(s), (n, c).
         self._onehot = (
             self.y.to(self.dtype)[:, None]
@@ -142,7 +152,9 @@ class LogisticRegression(LinearLearner):
     def _solve(self, weights: torch.Tensor) -> torch.Tensor:
         """Optimal parameters for non-degenerate subsets ``weights (K, n)``, (K, d)."""
         cfg = self.config
-        theta0 = torch.zeros(weights.shape[0], self.n_params, dtype=self.dtype, device=self.device)
+        fractions = weights.sum(dim=1) / self.n_train
+        nearest = (fractions[:, None] - self._grid[None, :]).abs().argmin(dim=1)
+        theta0 = self._anchor(nearest)
 
         def value(theta: torch.Tensor, rows: Rows) -> torch.Tensor:
             return self._evaluate(theta, weights[rows])[0]
@@ -154,34 +166,59 @@ class LogisticRegression(LinearLearner):
 
             return newton(value, value_grad_hess, theta0, cfg.tol, cfg.max_iter).theta
 
-        eigvals, eigvecs = self._full_data_curvature()
-        fractions = weights.sum(dim=1) / self.n_train
-
         def value_grad(theta: torch.Tensor, rows: Rows):  # type: ignore[no-untyped-def]
             return self._evaluate(theta, weights[rows], grad=True)[:2]
 
         def precondition(g: torch.Tensor, rows: Rows) -> torch.Tensor:
-            scale = 1.0 / (1.0 + self.C * fractions[rows, None] * eigvals[None, :])
-            return ((g @ eigvecs) * scale) @ eigvecs.T
+            """(I + C·f·H_anchor)⁻¹ g, each row with the curvature of its own anchor."""
+            out = torch.empty_like(g)
+            for index in nearest[rows].unique().tolist():
+                group = nearest[rows] == index
+                eigvals, eigvecs = self._anchor_curvature(index)
+                scale = 1.0 / (1.0 + self.C * fractions[rows[group], None] * eigvals[None, :])
+                out[group] = ((g[group] @ eigvecs) * scale) @ eigvecs.T
+            return out
 
-        return lbfgs(value, value_grad, precondition, theta0, cfg.tol, cfg.max_iter).theta
+        theta = lbfgs(value, value_grad, precondition, theta0, cfg.tol, cfg.max_iter).theta
+        return self._centre_intercepts(theta)
 
-    def _full_data_curvature(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eigenvalues (d,) and eigenvectors (d, d) of the full training set's data Hessian at
-        its optimum (the intercept shift Newton leaves free does not change the Hessian)."""
-        if self._precond is None:
-            full = torch.ones(1, self.n_train, dtype=self.dtype, device=self.device)
-            theta0 = torch.zeros(1, self.n_params, dtype=self.dtype, device=self.device)
+    # -- anchors: full-data solutions that start and precondition the subset solves ---------
+
+    def _anchor(self, grid_index: torch.Tensor) -> torch.Tensor:
+        """Starting points ``(K, d)``: for each row, the optimum of the full training set with
+        every weight equal to the row's grid fraction f (the subset objective's expectation
+        for a subset of size f·n), solved once per grid point by Newton and cached."""
+        missing = sorted(set(grid_index.tolist()) - self._anchors.keys())
+        if missing:
+            weights = self._grid[missing, None].expand(-1, self.n_train).to(self.dtype)
+            start = torch.zeros(len(missing), self.n_params, dtype=self.dtype, device=self.device)
 
             def value(theta: torch.Tensor, rows: Rows) -> torch.Tensor:
-                return self._evaluate(theta, full)[0]
+                return self._evaluate(theta, weights[rows])[0]
 
             def value_grad_hess(theta: torch.Tensor, rows: Rows):  # type: ignore[no-untyped-def]
-                return self._evaluate(theta, full, grad=True, hess=True)
+                return self._evaluate(theta, weights[rows], grad=True, hess=True)
 
-            theta_full = newton(value, value_grad_hess, theta0, 1e-6, 50).theta
-            logits = self.decision_augmented(theta_full, self.X_aug)
-            data_hessian = self._data_hessian(logits, full)[0]
-            eigvals, eigvecs = torch.linalg.eigh(data_hessian)
-            self._precond = (eigvals.clamp(min=0), eigvecs)
-        return self._precond
+            solved = newton(value, value_grad_hess, start, 1e-10, 100).theta
+            for index, theta in zip(missing, self._centre_intercepts(solved), strict=True):
+                self._anchors[index] = theta
+        return torch.stack([self._anchors[i] for i in grid_index.tolist()])
+
+    def _anchor_curvature(self, grid_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigenvalues (d,) and eigenvectors (d, d) of the full training set's data Hessian
+        (unit weights, no C) at the anchor of ``grid_index``; cached."""
+        if grid_index not in self._curvatures:
+            anchor = self._anchor(torch.tensor([grid_index]))
+            logits = self.decision_augmented(anchor, self.X_aug)
+            full = torch.ones(1, self.n_train, dtype=self.dtype, device=self.device)
+            eigvals, eigvecs = torch.linalg.eigh(self._data_hessian(logits, full)[0])
+            self._curvatures[grid_index] = (eigvals.clamp(min=0), eigvecs)
+        return self._curvatures[grid_index]
+
+    def _centre_intercepts(self, theta: torch.Tensor) -> torch.Tensor:
+        """Shift multinomial intercepts to sum to zero (the softmax ignores the shift)."""
+        if self.n_outputs == 1:
+            return theta
+        coef = self.coefficients(theta).clone()
+        coef[..., -1] -= coef[..., -1].mean(dim=1, keepdim=True)
+        return coef.reshape(theta.shape)
