@@ -199,7 +199,8 @@ class LogisticRegression(LinearLearner):
             def value_grad_hess(theta: torch.Tensor, rows: Rows):  # type: ignore[no-untyped-def]
                 return self._evaluate(theta, weights[rows], grad=True, hess=True)
 
-            solved = newton(value, value_grad_hess, start, 1e-10, 100).theta
+            tol = max(1e-10, 100 * torch.finfo(self.dtype).eps)
+            solved = newton(value, value_grad_hess, start, tol, 100).theta
             for index, theta in zip(missing, self._centre_intercepts(solved), strict=True):
                 self._anchors[index] = theta
         return torch.stack([self._anchors[i] for i in grid_index.tolist()])

@@ -43,22 +43,31 @@ def _line_search(
     direction: torch.Tensor,
     slope: torch.Tensor,
     rows: Rows,
+    first_step: float = 1.0,
 ) -> torch.Tensor:
-    """Largest t in {1, ½, ¼, …} with f(θ + t·dir) ≤ f(θ) + 1e-4·t·slope, per row."""
-    t = torch.ones_like(f)
-    # Near the optimum f changes below its rounding error; accept such steps.
-    slack = 64 * torch.finfo(f.dtype).eps * f.abs().clamp(min=1.0)
-    candidate = theta + direction
+    """Largest t in {first_step, first_step/2, …} with f(θ + t·dir) ≤ f(θ) + 1e-4·t·slope,
+    per row."""
+    t = torch.full_like(f, first_step)
+    candidate = theta + first_step * direction
     pending = torch.arange(f.shape[0], device=f.device)
     for _ in range(MAX_HALVINGS):
         trial = value(candidate[pending], rows[pending])
-        failed = trial > f[pending] + ARMIJO * t[pending] * slope[pending] + slack[pending]
+        failed = ~_sufficient_decrease(trial, f[pending], t[pending], slope[pending])
         pending = pending[failed]
         if pending.numel() == 0:
             break
         t[pending] /= 2
         candidate[pending] = theta[pending] + t[pending, None] * direction[pending]
     return candidate
+
+
+def _sufficient_decrease(
+    trial: torch.Tensor, f: torch.Tensor, t: torch.Tensor, slope: torch.Tensor
+) -> torch.Tensor:
+    """Armijo's condition; near the optimum f changes below its rounding error, and such
+    steps are accepted."""
+    slack = 64 * torch.finfo(f.dtype).eps * f.abs().clamp(min=1.0)
+    return trial <= f + ARMIJO * t * slope + slack
 
 
 def newton(
@@ -124,8 +133,23 @@ def lbfgs(
         if bool(bad.any()):
             direction[bad] = -precondition(g, active)[bad]
             slope = (g * direction).sum(1)
-        new_theta = _line_search(value, theta[active], f, direction, slope, active)
+        # The full step is tried together with its gradient; rows whose step is too long
+        # backtrack from t = ½ and are evaluated again.
+        new_theta = theta[active] + direction
         new_f, new_g = value_grad(new_theta, active)
+        retry = torch.nonzero(~_sufficient_decrease(new_f, f, torch.ones_like(f), slope))
+        if retry.numel():
+            retry = retry.squeeze(1)
+            new_theta[retry] = _line_search(
+                value,
+                theta[active[retry]],
+                f[retry],
+                direction[retry],
+                slope[retry],
+                active[retry],
+                first_step=0.5,
+            )
+            new_f[retry], new_g[retry] = value_grad(new_theta[retry], active[retry])
         s, y = new_theta - theta[active], new_g - g
         curvature = (s * y).sum(1)
         rho = torch.where(curvature > 1e-12, 1.0 / curvature.clamp(min=1e-12), 0.0)
