@@ -19,7 +19,7 @@ from rich.text import Text
 from mp_ray.config import ConfigError, ExperimentConfig, load_experiment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file.")]
 StorageOption = Annotated[

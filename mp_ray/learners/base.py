@@ -19,6 +19,13 @@ from mp_ray.config import LearnerConfig
 ArrayLike = np.ndarray | torch.Tensor
 
 
+def _writable(array: ArrayLike) -> ArrayLike:
+    """A read-only numpy array (e.g. one from Ray's object store) copied; anything else as is."""
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        return array.copy()
+    return array
+
+
 class Learner(ABC):
     """A deterministic training algorithm over a fixed ground set.
 
@@ -45,7 +52,7 @@ class Learner(ABC):
 
     def as_tensor(self, array: ArrayLike) -> torch.Tensor:
         """Convert an array to this learner's device and floating dtype."""
-        return torch.as_tensor(array).to(device=self.device, dtype=self.dtype)
+        return torch.as_tensor(_writable(array)).to(device=self.device, dtype=self.dtype)
 
     @property
     def n_train(self) -> int:
@@ -87,12 +94,12 @@ class Learner(ABC):
 
     def labels(self, y: ArrayLike) -> torch.Tensor:
         """Labels on this learner's device: int64 class ids, or floats for regression."""
-        y = torch.as_tensor(y, device=self.device)
+        y = torch.as_tensor(_writable(y), device=self.device)
         return y.to(self.dtype) if self.n_classes == 1 else y.long()
 
     def masks_tensor(self, masks: ArrayLike) -> torch.Tensor:
         """Masks as a float tensor of sample weights on this learner's device, ``(K, n)``."""
-        masks = torch.as_tensor(masks, device=self.device)
+        masks = torch.as_tensor(_writable(masks), device=self.device)
         if masks.ndim != 2 or masks.shape[1] != self.n_train:
             raise ValueError(
                 f"masks must have shape (K, {self.n_train}) for this training set, got "
