@@ -212,6 +212,46 @@ class RetrainConfig(_Strict):
     )
 
 
+class PredictorConfig(_Strict):
+    """The ModelPred set function f(S) ≈ θ(S) and how it is fitted (see mp_ray/predictor)."""
+
+    width: int = Field(default=128, ge=4, description="Width of φ and ρ (ρ's last hidden: /2).")
+    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate.")
+    epochs: int = Field(default=50, gt=0, description="Maximum passes over the training rows.")
+    batch_size: int = Field(default=64, gt=0, description="Subsets per minibatch.")
+    lambda_global: float = Field(
+        default=0.0,
+        ge=0,
+        description="Strength of the global regulariser: the learner's KKT residual at the "
+        "predicted parameters (0 switches it off).",
+    )
+    lambda_local: float = Field(
+        default=0.0,
+        ge=0,
+        description="Strength of the local regulariser |L_S(f(S)) − L_S(θ(S))| (0: off).",
+    )
+    l1: float = Field(default=0.0, ge=0, description="L1 penalty on the predictor's weights.")
+    l2: float = Field(default=0.0, ge=0, description="L2 penalty on the predictor's weights.")
+    unlabelled_per_batch: int = Field(
+        default=0,
+        ge=0,
+        description="Extra sampled subsets per minibatch without retrained parameters; only the "
+        "global regulariser sees them.",
+    )
+    val_fraction: float = Field(
+        default=0.1, gt=0, lt=0.5, description="Share of store blocks used for early stopping."
+    )
+    test_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=0.5,
+        description="Share of store blocks held out for evaluation (never fitted or tuned on).",
+    )
+    patience: int = Field(
+        default=5, gt=0, description="Epochs without validation improvement before stopping."
+    )
+
+
 class ExperimentConfig(_Strict):
     """One experiment: a dataset, a learner, a sampler, a store and how to retrain."""
 
@@ -221,6 +261,7 @@ class ExperimentConfig(_Strict):
     sampler: SamplerConfig
     store: StoreConfig
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    predictor: PredictorConfig = Field(default_factory=PredictorConfig)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -1,0 +1,108 @@
+"""The ModelPred training loss, every term batched over the B subsets of a minibatch.
+
+With θ(S) the retrained parameters of subset S (from the store), θ̂(S) = f(S) the predicted
+ones, J_S the learner's own regularised training objective on S (stated exactly in the
+learner's docstring; for L2 logistic regression J_S(W, b) = ½‖W‖² + C·Σ_{i∈S} ℓ_i) and
+L_S(θ) = (1/|S|)·Σ_{i∈S} ℓ_i(θ) the mean training loss on S::
+
+    loss = (1/(B·d)) Σ_S ‖ẑ(S) − z(S)‖²                                 parameter regression
+         + λ_global · (1/B') Σ_{S'} (‖∇_W J_{S'}(θ̂(S'))‖ + ‖∇_b J_{S'}(θ̂(S'))‖)    global
+         + λ_local  · (1/B) Σ_S |L_S(θ̂(S)) − L_S(θ(S))|                    local
+         + λ_1 · Σ_W ‖W‖₁ + λ_2 · Σ_W ‖W‖_F                             predictor weights
+
+ẑ, z are the standardised predicted and retrained parameters (:class:`TargetScaler`); W runs
+over the predictor's weight matrices. The global term is the first-order (KKT) optimality
+residual of the learner at the prediction, split into its weight and intercept blocks as in
+the reference code of Zeng et al.; it needs no retrained θ, so S' ranges over the B
+labelled subsets and B_u extra sampled subsets without ground truth (B' = B + B_u). Every
+strength 0 switches its term off (and skips its computation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mp_ray.learners import Learner
+from mp_ray.predictor.model import SetFunction
+from mp_ray.predictor.scaling import TargetScaler
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Strengths of the regularisers (0 switches a term off)."""
+
+    global_kkt: float = 0.0
+    local_utility: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+
+
+def kkt_residual(learner: Learner, params: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """‖∇_W J_S(θ)‖ + ‖∇_b J_S(θ)‖ per subset; ``params (B, d)``, ``masks (B, n)`` → (B,)."""
+    grad = learner.objective_grad(params, masks)
+    intercept = learner.intercept_mask()
+    weights_part = torch.linalg.vector_norm(grad[:, ~intercept], dim=1)
+    return weights_part + torch.linalg.vector_norm(grad[:, intercept], dim=1)
+
+
+def mean_train_loss(learner: Learner, params: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """L_S(θ), the mean per-sample training loss over each subset, (B,); 0 for an empty S."""
+    losses = learner.per_sample_loss(params, learner.X, learner.y)
+    weights = masks.to(losses.dtype)
+    return (losses * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def weight_penalties(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_W ‖W‖₁, Σ_W ‖W‖_F) over the model's weight matrices (biases excluded)."""
+    matrices = [p for p in model.parameters() if p.ndim == 2]
+    l1 = torch.stack([w.abs().sum() for w in matrices]).sum()
+    l2 = torch.stack([torch.linalg.matrix_norm(w) for w in matrices]).sum()
+    return l1, l2
+
+
+def modelpred_loss(
+    model: SetFunction,
+    learner: Learner,
+    scaler: TargetScaler,
+    elements: torch.Tensor,
+    masks: torch.Tensor,
+    targets: torch.Tensor,
+    unlabelled: torch.Tensor | None,
+    weights: LossWeights,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The total loss (scalar) and its terms, for one minibatch.
+
+    ``elements (n, e)`` are the ground set's set elements, ``masks (B, n)`` the labelled
+    subsets with retrained ``targets (B, d)`` in parameter units, ``unlabelled (B_u, n)``
+    extra subsets for the global term (or None).
+    """
+    n = elements.shape[0]
+    phi = model.embed(elements)  # one φ pass serves every subset of the batch
+    predicted_std = model.from_pooled(model.pooled(masks, phi, n))
+    mse = torch.mean((predicted_std - scaler.transform(targets)) ** 2)
+    terms = {"mse": mse}
+    total = mse
+    if weights.global_kkt or weights.local_utility:
+        predicted = scaler.inverse(predicted_std).to(learner.dtype)
+    if weights.global_kkt:
+        kkt_masks, kkt_params = masks, predicted
+        if unlabelled is not None and unlabelled.shape[0]:
+            extra = scaler.inverse(model.from_pooled(model.pooled(unlabelled, phi, n)))
+            kkt_masks = torch.cat([masks, unlabelled])
+            kkt_params = torch.cat([predicted, extra.to(learner.dtype)])
+        terms["global"] = kkt_residual(learner, kkt_params, kkt_masks).mean()
+        total = total + weights.global_kkt * terms["global"]
+    if weights.local_utility:
+        gap = mean_train_loss(learner, predicted, masks) - mean_train_loss(
+            learner, targets.to(learner.dtype), masks
+        )
+        terms["local"] = gap.abs().mean()
+        total = total + weights.local_utility * terms["local"]
+    if weights.l1 or weights.l2:
+        l1, l2 = weight_penalties(model)
+        terms["l1"], terms["l2"] = l1, l2
+        total = total + weights.l1 * l1 + weights.l2 * l2
+    return total, terms

@@ -1,0 +1,130 @@
+"""A fitted ModelPred predictor: subsets in, parameter vectors out, no training and no Ray.
+
+A checkpoint is a directory (local or any fsspec URL such as ``s3://``) holding::
+
+    model.pt          the SetFunction's state dict
+    predictor.json    widths, target standardisation, learner config, class count, and the
+                      fingerprints of the dataset and store it was fitted on
+    elements.npy      the ground set's set elements z_i = [x_i, onehot(y_i)], (n, e)
+
+so :meth:`Predictor.load` needs nothing else. Predicting B models costs one ``masks @ Φ``
+with Φ = φ(Z) cached, plus ρ.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+import torch
+
+from mp_ray.predictor.model import SetFunction, element_features
+from mp_ray.predictor.scaling import TargetScaler
+
+MODEL_FILE = "model.pt"
+META_FILE = "predictor.json"
+ELEMENTS_FILE = "elements.npy"
+
+
+@dataclass
+class PredictorMeta:
+    """What a checkpoint records besides the weights."""
+
+    width: int
+    n_params: int
+    n_classes: int
+    scaler: TargetScaler
+    learner: dict[str, Any]
+    dataset_fingerprint: str
+    store_uri: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "scaler": self.scaler.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PredictorMeta:
+        return cls(**{**data, "scaler": TargetScaler.from_json(data["scaler"])})
+
+
+class Predictor:
+    """f(S) ≈ θ(S) for subsets of one ground set (and points added to it)."""
+
+    def __init__(self, model: SetFunction, elements: torch.Tensor, meta: PredictorMeta) -> None:
+        self.model = model.eval()
+        self.elements = elements
+        self.meta = meta
+        with torch.no_grad():
+            self.phi = model.embed(elements)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.elements.shape[0])
+
+    def _masks(self, masks: np.ndarray | torch.Tensor, width: int, what: str) -> torch.Tensor:
+        masks = torch.as_tensor(np.asarray(masks))
+        if masks.ndim != 2 or masks.shape[1] != width:
+            raise ValueError(f"{what} must have shape (B, {width}), got {tuple(masks.shape)}")
+        return masks.to(torch.float32)
+
+    @torch.no_grad()
+    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Predicted parameters ``(B, d)`` of the models trained on ``masks (B, n)``."""
+        masks = self._masks(masks, self.n_train, "masks")
+        pooled = self.model.pooled(masks, self.phi, self.n_train)
+        return self.meta.scaler.inverse(self.model.from_pooled(pooled))
+
+    @torch.no_grad()
+    def predict_with_points(
+        self,
+        masks: np.ndarray | torch.Tensor,
+        X_new: np.ndarray,
+        y_new: np.ndarray,
+        new_masks: np.ndarray | torch.Tensor,
+    ) -> torch.Tensor:
+        """Parameters ``(B, d)`` of models trained on ``masks (B, n)`` of the ground set plus
+        ``new_masks (B, m)`` of m new points ``X_new (m, p)``, ``y_new (m,)``.
+
+        New points enter the same pooled sum through their own φ; the size feature counts
+        them too (relative to the ground-set size n the predictor was fitted on).
+        """
+        masks = self._masks(masks, self.n_train, "masks")
+        new_masks = self._masks(new_masks, len(y_new), "new_masks")
+        if new_masks.shape[0] != masks.shape[0]:
+            raise ValueError("masks and new_masks must describe the same number of subsets")
+        phi_new = self.model.embed(element_features(X_new, y_new, self.meta.n_classes))
+        pooled = self.model.pooled(
+            torch.cat([masks, new_masks], dim=1), torch.cat([self.phi, phi_new]), self.n_train
+        )
+        return self.meta.scaler.inverse(self.model.from_pooled(pooled))
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def save(self, directory: str, storage_options: dict[str, Any] | None = None) -> None:
+        """Write the checkpoint files into ``directory`` (local path or fsspec URL)."""
+        fs, root = fsspec.core.url_to_fs(directory, **(storage_options or {}))
+        fs.makedirs(root, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(self.model.state_dict(), buffer)
+        fs.pipe_file(f"{root}/{MODEL_FILE}", buffer.getvalue())
+        fs.pipe_file(f"{root}/{META_FILE}", json.dumps(self.meta.to_json(), indent=2).encode())
+        buffer = io.BytesIO()
+        np.save(buffer, self.elements.numpy())
+        fs.pipe_file(f"{root}/{ELEMENTS_FILE}", buffer.getvalue())
+
+    @classmethod
+    def load(cls, directory: str, storage_options: dict[str, Any] | None = None) -> Predictor:
+        """Read a checkpoint written by :meth:`save` (no Ray needed)."""
+        fs, root = fsspec.core.url_to_fs(directory, **(storage_options or {}))
+        if not fs.exists(f"{root}/{META_FILE}"):
+            raise FileNotFoundError(f"no mp-ray predictor checkpoint at {directory}")
+        meta = PredictorMeta.from_json(json.loads(fs.cat_file(f"{root}/{META_FILE}")))
+        elements = torch.as_tensor(np.load(io.BytesIO(fs.cat_file(f"{root}/{ELEMENTS_FILE}"))))
+        model = SetFunction(elements.shape[1], meta.n_params, meta.width)
+        state = torch.load(io.BytesIO(fs.cat_file(f"{root}/{MODEL_FILE}")), weights_only=True)
+        model.load_state_dict(state)
+        return cls(model, elements, meta)
