@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from mp_ray.learners import Learner
-from mp_ray.predictor.model import SetFunction
 from mp_ray.predictor.scaling import TargetScaler
 
 
@@ -64,7 +63,7 @@ def weight_penalties(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def modelpred_loss(
-    model: SetFunction,
+    model: nn.Module,
     learner: Learner,
     scaler: TargetScaler,
     elements: torch.Tensor,
@@ -75,28 +74,24 @@ def modelpred_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The total loss (scalar) and its terms, for one minibatch.
 
-    ``elements (n, e)`` are the ground set's set elements, ``masks (B, n)`` the labelled
-    subsets with retrained ``targets (B, d)`` in parameter units, ``unlabelled (B_u, n)``
-    extra subsets for the global term (or None).
+    ``model`` is a :class:`SetFunction` (or a data-parallel wrapper of one: it is called
+    once, on all subsets together); ``elements (n, e)`` are the ground set's set elements,
+    ``masks (B, n)`` the labelled subsets with retrained ``targets (B, d)`` in parameter
+    units, ``unlabelled (B_u, n)`` extra subsets for the global term (or None).
     """
-    n = elements.shape[0]
-    phi = model.embed(elements)  # one φ pass serves every subset of the batch
-    predicted_std = model.from_pooled(model.pooled(masks, phi, n))
+    extra = unlabelled if weights.global_kkt and unlabelled is not None else masks[:0]
+    outputs = model(torch.cat([masks, extra]), elements)
+    predicted_std = outputs[: len(masks)]
     mse = torch.mean((predicted_std - scaler.transform(targets)) ** 2)
     terms = {"mse": mse}
     total = mse
-    if weights.global_kkt or weights.local_utility:
-        predicted = scaler.inverse(predicted_std).to(learner.dtype)
+    predicted = scaler.inverse(outputs).to(learner.dtype)
     if weights.global_kkt:
-        kkt_masks, kkt_params = masks, predicted
-        if unlabelled is not None and unlabelled.shape[0]:
-            extra = scaler.inverse(model.from_pooled(model.pooled(unlabelled, phi, n)))
-            kkt_masks = torch.cat([masks, unlabelled])
-            kkt_params = torch.cat([predicted, extra.to(learner.dtype)])
-        terms["global"] = kkt_residual(learner, kkt_params, kkt_masks).mean()
+        kkt_masks = torch.cat([masks, extra])
+        terms["global"] = kkt_residual(learner, predicted, kkt_masks).mean()
         total = total + weights.global_kkt * terms["global"]
     if weights.local_utility:
-        gap = mean_train_loss(learner, predicted, masks) - mean_train_loss(
+        gap = mean_train_loss(learner, predicted[: len(masks)], masks) - mean_train_loss(
             learner, targets.to(learner.dtype), masks
         )
         terms["local"] = gap.abs().mean()

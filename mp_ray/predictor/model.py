@@ -75,5 +75,7 @@ class SetFunction(nn.Module):
         return self.rho(pooled)
 
     def forward(self, masks: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-        """``masks (B, n)`` over the elements ``Z (n, e)`` → standardised parameters (B, d)."""
+        """``masks (B, n)`` over the elements ``Z (n, e)`` → standardised parameters (B, d).
+
+        One φ pass over Z serves all B subsets."""
         return self.from_pooled(self.pooled(masks, self.embed(Z), Z.shape[0]))

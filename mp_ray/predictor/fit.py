@@ -1,0 +1,287 @@
+"""Fitting the ModelPred predictor with Ray Train: data-parallel workers over store blocks.
+
+Worker r of W reads blocks r, r + W, r + 2W, … of the store (whole chunks, never the whole
+store) and keeps its training and validation rows (:mod:`mp_ray.predictor.rows`). The
+model is wrapped by ``ray.train.torch.prepare_model`` (DDP: gloo on CPU, NCCL on GPU);
+every worker takes the same number of steps per epoch (the smallest worker's count).
+After each epoch the validation error — mean relative parameter error ‖θ̂ − θ‖/‖θ‖ over the
+validation rows of all workers — is all-reduced, so every worker makes the same
+early-stopping decision. Rank 0 reports a checkpoint holding the training state and the
+best predictor so far (a :class:`~mp_ray.predictor.predictor.Predictor` directory); running
+again with the same run name resumes from the latest one.
+
+    from mp_ray.predictor.fit import fit_predictor
+    outcome = fit_predictor(config, name="quickstart", storage_path="runs/train")
+    Predictor.load(outcome.predictor_uri)
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from mp_ray.config import ExperimentConfig
+from mp_ray.data import Dataset, load_dataset
+from mp_ray.learners import make_learner
+from mp_ray.predictor.losses import LossWeights, modelpred_loss
+from mp_ray.predictor.model import SetFunction, element_features
+from mp_ray.predictor.predictor import Predictor, PredictorMeta
+from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split
+from mp_ray.predictor.scaling import TargetScaler
+from mp_ray.sampling import make_sampler
+from mp_ray.store import ExperimentStore, StoreMismatchError
+
+STATE_FILE = "state.pt"
+PREDICTOR_DIR = "predictor"
+
+
+@dataclass
+class FitOutcome:
+    """Where the fitted predictor is and the last reported metrics."""
+
+    predictor_uri: str
+    checkpoint_path: str
+    metrics: dict[str, Any]
+
+
+def open_checked_store(config: ExperimentConfig, dataset: Dataset) -> ExperimentStore:
+    """The experiment's store, complete and built from ``dataset``."""
+    store = ExperimentStore.open(config.store.uri, config.store.storage_options)
+    if store.spec.dataset_fingerprint != dataset.fingerprint:
+        raise StoreMismatchError(
+            f"store {store.uri} was built from another dataset than the config's "
+            f"({store.spec.dataset_name}, fingerprint {store.spec.dataset_fingerprint[:16]}…)"
+        )
+    pending = store.pending_blocks()
+    if pending:
+        raise ValueError(
+            f"store {store.uri} has {len(pending)} unfinished blocks; run `mp-ray retrain` first"
+        )
+    return store
+
+
+def fit_scaler(store: ExperimentStore, val_fraction: float, test_fraction: float) -> TargetScaler:
+    """Target standardisation from the training rows, streamed block by block."""
+    total = np.zeros(store.spec.n_params)
+    total_sq = np.zeros(store.spec.n_params)
+    count = 0
+    for block in range(store.n_blocks):
+        rows = read_split(store, [block], TRAIN, val_fraction, test_fraction)
+        params = rows.params.astype(np.float64)
+        total += params.sum(axis=0)
+        total_sq += (params**2).sum(axis=0)
+        count += len(rows)
+    return TargetScaler.from_moments(count, total, total_sq)
+
+
+def fit_predictor(
+    config: ExperimentConfig,
+    name: str,
+    storage_path: str,
+    num_workers: int = 2,
+    use_gpu: bool = False,
+) -> FitOutcome:
+    """Fit the predictor on the experiment's store with ``num_workers`` Ray Train workers."""
+    dataset = load_dataset(config.dataset)
+    store = open_checked_store(config, dataset)
+    scaler = fit_scaler(store, config.predictor.val_fraction, config.predictor.test_fraction)
+    trainer = ray.train.torch.TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "experiment": config.model_dump(mode="json"),
+            "scaler": scaler.to_json(),
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=os.path.abspath(storage_path)
+            if "://" not in storage_path
+            else storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"predictor fit {name} ended without a checkpoint: {result.error}")
+    path = result.checkpoint.path
+    return FitOutcome(f"{path}/{PREDICTOR_DIR}", path, dict(result.metrics or {}))
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over workers (identity on one worker)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def _all_min(value: int, device: torch.device) -> int:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
+@torch.no_grad()
+def relative_error_sum(
+    model: torch.nn.Module,
+    scaler: TargetScaler,
+    elements: torch.Tensor,
+    rows: Rows,
+    device: torch.device,
+    chunk: int = 1024,
+) -> float:
+    """Σ over ``rows`` of ‖θ̂ − θ‖ / ‖θ‖ (a sum, for all-reducing into a mean)."""
+    total = 0.0
+    for start in range(0, len(rows), chunk):
+        masks = torch.as_tensor(rows.masks[start : start + chunk], device=device).float()
+        target = torch.as_tensor(rows.params[start : start + chunk], device=device).double()
+        predicted = scaler.inverse(model(masks, elements)).double()
+        error = torch.linalg.vector_norm(predicted - target, dim=1)
+        total += float((error / torch.linalg.vector_norm(target, dim=1).clamp(min=1e-12)).sum())
+    return total
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker; see the module docstring."""
+    torch.set_num_threads(1)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    config = ExperimentConfig.model_validate(loop_config["experiment"])
+    settings = config.predictor
+    scaler = TargetScaler.from_json(loop_config["scaler"])
+    device = ray.train.torch.get_device()
+    dataset = load_dataset(config.dataset)
+    store = open_checked_store(config, dataset)
+    learner = make_learner(
+        config.learner.model_copy(update={"dtype": "float32"}),
+        dataset.X_train,
+        dataset.y_train,
+        dataset.n_classes,
+        device,
+    )
+    elements = element_features(dataset.X_train, dataset.y_train, dataset.n_classes).to(device)
+    blocks = list(range(rank, store.n_blocks, world))
+    fractions = (settings.val_fraction, settings.test_fraction)
+    train_rows = read_split(store, blocks, TRAIN, *fractions)
+    val_rows = read_split(store, blocks, VAL, *fractions)
+    n_val = int(_all_sum([float(len(val_rows))], device)[0])
+    if n_val == 0:
+        raise ValueError("no validation rows: raise predictor.val_fraction or store.n_rows")
+
+    torch.manual_seed(config.seed)  # the same initialisation on every worker and every run
+    model = SetFunction(elements.shape[1], store.spec.n_params, settings.width)
+    state = _restore()
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = ray.train.torch.prepare_model(model)
+    module = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    progress = (
+        state["progress"]
+        if state is not None
+        else {"epoch": 0, "best": float("inf"), "bad_epochs": 0}
+    )
+    resumed_from = progress["epoch"]
+    best_model = state["best_model"] if state is not None else copy.deepcopy(module.state_dict())
+
+    weights = LossWeights(settings.lambda_global, settings.lambda_local, settings.l1, settings.l2)
+    sampler = make_sampler(config.sampler, dataset.n_train, config.seed)
+    unlabelled_count = settings.unlabelled_per_batch if sampler.default_rows is None else 0
+    batch = settings.batch_size
+    steps = _all_min(max(1, -(-len(train_rows) // batch)), device)
+
+    for epoch in range(progress["epoch"], settings.epochs):
+        order = np.random.default_rng([config.seed, epoch, rank]).permutation(len(train_rows))
+        model.train()
+        loss_sum = 0.0
+        for step in range(steps):
+            index = order[step * batch : (step + 1) * batch]
+            masks = torch.as_tensor(train_rows.masks[index], device=device).float()
+            targets = torch.as_tensor(train_rows.params[index], device=device)
+            unlabelled = None
+            if unlabelled_count:
+                first = (
+                    store.spec.n_rows + ((epoch * steps + step) * world + rank) * unlabelled_count
+                )
+                unlabelled = torch.as_tensor(
+                    sampler.masks(np.arange(first, first + unlabelled_count)), device=device
+                ).float()
+            loss, _ = modelpred_loss(
+                model, learner, scaler, elements, masks, targets, unlabelled, weights
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach())
+        model.eval()
+        val_sum, train_loss = _all_sum(
+            [relative_error_sum(model, scaler, elements, val_rows, device), loss_sum / steps],
+            device,
+        )
+        val_error = val_sum / n_val
+        if val_error < progress["best"]:
+            progress.update(best=val_error, bad_epochs=0)
+            best_model = copy.deepcopy(module.state_dict())
+        else:
+            progress["bad_epochs"] += 1
+        progress["epoch"] = epoch + 1
+        stop = progress["bad_epochs"] >= settings.patience
+        metrics = {
+            "epoch": epoch + 1,
+            "resumed_from_epoch": resumed_from,
+            "train_loss": train_loss / world,
+            "val_rel_error": val_error,
+            "best_val_rel_error": progress["best"],
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0:
+                torch.save(
+                    {
+                        "model": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "progress": progress,
+                        "best_model": best_model,
+                    },
+                    os.path.join(directory, STATE_FILE),
+                )
+                best = SetFunction(elements.shape[1], store.spec.n_params, settings.width)
+                best.load_state_dict(best_model)
+                meta = PredictorMeta(
+                    width=settings.width,
+                    n_params=store.spec.n_params,
+                    n_classes=dataset.n_classes,
+                    scaler=scaler,
+                    learner=config.learner.model_dump(mode="json"),
+                    dataset_fingerprint=dataset.fingerprint,
+                    store_uri=store.uri,
+                    extra={"val_rel_error": progress["best"], "epochs": epoch + 1},
+                )
+                Predictor(best, elements.cpu(), meta).save(os.path.join(directory, PREDICTOR_DIR))
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if stop:
+            break
+
+
+def _restore() -> dict[str, Any] | None:
+    """The training state of the latest checkpoint of this run, if it has one."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return torch.load(os.path.join(directory, STATE_FILE), weights_only=False)

@@ -1,0 +1,77 @@
+"""Which store rows fit, stop early and evaluate the predictor, and reading them by block.
+
+Each row falls in one split — train, validation or test — by a hash of (root seed, unit),
+where the unit is the row itself, or its permutation chain for ``permutation`` stores so
+that test subsets never share a chain with training ones (as Zeng et al. split). Workers
+read whole blocks (chunk-aligned) and keep the rows of the split they need; rows flagged
+``degenerate`` (no optimum, θ = 0 by convention) are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mp_ray.store import ExperimentStore
+
+TRAIN, VAL, TEST = 0, 1, 2
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _uniform_hash(units: np.ndarray, seed: int) -> np.ndarray:
+    """A deterministic value in [0, 1) per unit (splitmix64 of seed and unit)."""
+    with np.errstate(over="ignore"):
+        x = units.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def row_splits(
+    store: ExperimentStore, rows: np.ndarray, val_fraction: float, test_fraction: float
+) -> np.ndarray:
+    """The split code (TRAIN, VAL or TEST) of each row, int8 ``(K,)``."""
+    spec = store.spec
+    units = rows // spec.n_train if spec.sampler.get("kind") == "permutation" else rows
+    u = _uniform_hash(np.asarray(units), spec.root_seed)
+    return np.where(u < test_fraction, TEST, np.where(u < test_fraction + val_fraction, VAL, TRAIN))
+
+
+@dataclass
+class Rows:
+    """Masks ``(M, n)`` bool and retrained parameters ``(M, d)`` float32 of some store rows."""
+
+    index: np.ndarray
+    masks: np.ndarray
+    params: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def read_split(
+    store: ExperimentStore,
+    blocks: list[int],
+    split: int,
+    val_fraction: float,
+    test_fraction: float,
+) -> Rows:
+    """The non-degenerate rows of ``split`` in ``blocks``, read one block at a time."""
+    degenerate_column = store.spec.metric_names.index("degenerate")
+    parts = []
+    for block in blocks:
+        rows = store.block_rows(block)
+        span = slice(int(rows[0]), int(rows[-1]) + 1)
+        keep = row_splits(store, rows, val_fraction, test_fraction) == split
+        keep &= store.read("metrics", span)[:, degenerate_column] == 0
+        if keep.any():
+            parts.append(
+                (rows[keep], store.read("masks", span)[keep], store.read("params", span)[keep])
+            )
+    if not parts:
+        n, d = store.spec.n_train, store.spec.n_params
+        return Rows(np.zeros(0, np.int64), np.zeros((0, n), bool), np.zeros((0, d), np.float32))
+    index, masks, params = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    return Rows(index, masks, params)

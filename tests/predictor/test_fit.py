@@ -1,0 +1,82 @@
+"""Fitting the predictor with Ray Train on 2 workers, resuming, and loading it without Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mp_ray.config import parse_experiment
+from mp_ray.predictor import Predictor
+from mp_ray.predictor.fit import fit_predictor
+from mp_ray.predictor.rows import TEST, read_split, row_splits
+from mp_ray.retrain import run_retrain
+from mp_ray.store import ExperimentStore
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+
+def experiment(tmp_path, epochs: int):
+    return parse_experiment(
+        {
+            "seed": 1,
+            "dataset": {"source": "sklearn", "name": "wine"},
+            "learner": {"kind": "logistic"},
+            "sampler": {"kind": "uniform_size", "min_size": 20},
+            "store": {"uri": str(tmp_path / "wine.zarr"), "n_rows": 800, "block_rows": 100},
+            "retrain": {"num_actors": 2},
+            "predictor": {
+                "epochs": epochs,
+                "width": 64,
+                "lr": 3e-3,
+                "batch_size": 32,
+                "lambda_global": 0.01,
+                "unlabelled_per_batch": 8,
+            },
+        }
+    )
+
+
+def test_fit_on_two_workers_resume_and_load(ray_session, tmp_path):
+    config = experiment(tmp_path, epochs=3)
+    run_retrain(config)
+    first = fit_predictor(config, name="wine", storage_path=str(tmp_path / "train"))
+    assert first.metrics["epoch"] == 3 and first.metrics["resumed_from_epoch"] == 0
+
+    # Rerunning the same run name continues from its latest checkpoint.
+    resumed = fit_predictor(
+        experiment(tmp_path, epochs=5), name="wine", storage_path=str(tmp_path / "train")
+    )
+    assert resumed.metrics["resumed_from_epoch"] == 3 and resumed.metrics["epoch"] == 5
+    assert resumed.metrics["best_val_rel_error"] <= first.metrics["best_val_rel_error"]
+
+    # The checkpoint loads without Ray and predicts held-out subsets better than the mean model.
+    predictor = Predictor.load(resumed.predictor_uri)
+    store = ExperimentStore.open(config.store.uri)
+    test = read_split(store, list(range(store.n_blocks)), TEST, 0.1, 0.1)
+    assert len(test) > 40
+    predicted = predictor.predict(test.masks).numpy()
+    norms = np.linalg.norm(test.params, axis=1)
+    ours = np.linalg.norm(predicted - test.params, axis=1) / norms
+    mean_model = np.linalg.norm(predictor.meta.scaler.mean - test.params, axis=1) / norms
+    assert ours.mean() < 0.9 * mean_model.mean()
+    assert predictor.meta.dataset_fingerprint == store.spec.dataset_fingerprint
+
+
+def test_splits_are_disjoint_and_chains_stay_together(ray_session, tmp_path):
+    config = experiment(tmp_path, epochs=1)
+    store_config = config.store.model_copy(update={"n_rows": 2 * 124, "block_rows": 62})
+    perm = config.model_copy(
+        update={
+            "sampler": config.sampler.model_copy(update={"kind": "permutation"}),
+            "store": store_config,
+        }
+    )
+    run_retrain(perm)
+    store = ExperimentStore.open(perm.store.uri)
+    rows = np.arange(store.spec.n_rows)
+    splits = row_splits(store, rows, 0.3, 0.3)
+    chains = rows // store.spec.n_train
+    for chain in np.unique(chains):
+        assert len(np.unique(splits[chains == chain])) == 1
+    fractions = row_splits(store, np.arange(100_000), 0.1, 0.2)
+    assert np.bincount(fractions.astype(int)) / 100_000 == pytest.approx([0.7, 0.1, 0.2], abs=0.01)
