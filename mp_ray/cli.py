@@ -115,6 +115,37 @@ def retrain(
 
 
 @app.command()
+def fit(
+    config: ConfigOption,
+    name: Annotated[str, typer.Option(help="Run name; rerunning a name resumes it.")] = "predictor",
+    storage_path: Annotated[
+        str, typer.Option(help="Where Ray Train keeps runs and checkpoints (path or s3://).")
+    ] = "runs/train",
+    workers: Annotated[int, typer.Option(help="Data-parallel Ray Train workers.")] = 2,
+    gpu: Annotated[bool, typer.Option(help="Give each worker a GPU.")] = False,
+) -> None:
+    """Fit the ModelPred predictor on the experiment's store with Ray Train."""
+    from ray.train import TrainingFailedError
+
+    from mp_ray.predictor.fit import fit_predictor
+    from mp_ray.ray_session import connect
+    from mp_ray.store import StoreMismatchError, StoreNotFoundError
+
+    experiment = _load(config, {})
+    connect()
+    try:
+        outcome = fit_predictor(experiment, name, storage_path, workers, gpu)
+    except (ValueError, StoreNotFoundError, StoreMismatchError, TrainingFailedError) as err:
+        _fail(str(err))
+    metrics = outcome.metrics
+    console.print(
+        f"fitted {metrics.get('epoch')} epochs; best validation relative parameter error "
+        f"{metrics.get('best_val_rel_error', float('nan')):.4f}"
+    )
+    print(outcome.predictor_uri)
+
+
+@app.command()
 def inspect(
     store: Annotated[str, typer.Argument(help="Store URI: a path or s3://bucket/key.zarr.")],
     endpoint_url: StorageOption = None,

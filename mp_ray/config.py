@@ -263,6 +263,21 @@ class ExperimentConfig(_Strict):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
 
+    def with_absolute_paths(self) -> ExperimentConfig:
+        """A copy whose local store and data paths are absolute, so that Ray workers with
+        another working directory find the same files."""
+        from mp_ray.store.location import normalise_uri
+
+        dataset = self.dataset.model_copy(
+            update={
+                key: normalise_uri(value)
+                for key in ("path", "labels_path")
+                if (value := getattr(self.dataset, key))
+            }
+        )
+        store = self.store.model_copy(update={"uri": normalise_uri(self.store.uri)})
+        return self.model_copy(update={"dataset": dataset, "store": store})
+
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]

@@ -91,6 +91,7 @@ def fit_predictor(
     use_gpu: bool = False,
 ) -> FitOutcome:
     """Fit the predictor on the experiment's store with ``num_workers`` Ray Train workers."""
+    config = config.with_absolute_paths()
     dataset = load_dataset(config.dataset)
     store = open_checked_store(config, dataset)
     scaler = fit_scaler(store, config.predictor.val_fraction, config.predictor.test_fraction)
@@ -103,6 +104,7 @@ def fit_predictor(
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=ray.train.RunConfig(
             name=name,
+            failure_config=ray.train.FailureConfig(max_failures=1),
             storage_path=os.path.abspath(storage_path)
             if "://" not in storage_path
             else storage_path,

@@ -25,7 +25,7 @@ from mp_ray.learners import make_learner
 from mp_ray.retrain.block import build_spec
 from mp_ray.retrain.pool import ActorPool, ProgressCallback
 from mp_ray.store import ExperimentStore
-from mp_ray.store.location import is_memory_uri, normalise_uri
+from mp_ray.store.location import is_memory_uri
 
 
 @dataclass
@@ -70,9 +70,7 @@ def run_retrain(
     on_result: ProgressCallback | None = None,
 ) -> RetrainReport:
     """Train every pending block of the experiment's store on a pool of Ray actors."""
-    config = config.model_copy(
-        update={"store": config.store.model_copy(update={"uri": normalise_uri(config.store.uri)})}
-    )
+    config = config.with_absolute_paths()
     store, dataset = prepare_store(config, dataset)
     pending = store.pending_blocks()
     start = time.perf_counter()
