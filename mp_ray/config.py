@@ -239,13 +239,18 @@ class PredictorConfig(_Strict):
         "global regulariser sees them.",
     )
     val_fraction: float = Field(
-        default=0.1, gt=0, lt=0.5, description="Share of store blocks used for early stopping."
+        default=0.1,
+        gt=0,
+        lt=0.5,
+        description="Share of store rows (whole chains for permutation stores) used for "
+        "early stopping.",
     )
     test_fraction: float = Field(
         default=0.1,
         gt=0,
         lt=0.5,
-        description="Share of store blocks held out for evaluation (never fitted or tuned on).",
+        description="Share of store rows (whole chains for permutation stores) held out for "
+        "evaluation (never fitted or tuned on).",
     )
     patience: int = Field(
         default=5, gt=0, description="Epochs without validation improvement before stopping."
