@@ -146,6 +146,33 @@ def fit(
 
 
 @app.command()
+def tune(
+    config: ConfigOption,
+    name: Annotated[str, typer.Option(help="Name of the search.")] = "search",
+    storage_path: Annotated[
+        str, typer.Option(help="Where Tune and its trials keep results (path or s3://).")
+    ] = "runs/tune",
+    samples: Annotated[int, typer.Option(help="Number of trials.")] = 8,
+    workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial.")] = 1,
+) -> None:
+    """Search the predictor's regularisation strengths, learning rate and width (ASHA)."""
+    from mp_ray.ray_session import connect
+    from mp_ray.tuning import tune_predictor
+
+    experiment = _load(config, {})
+    connect()
+    try:
+        outcome = tune_predictor(experiment, name, storage_path, samples, workers_per_trial)
+    except (ValueError, RuntimeError) as err:
+        _fail(str(err))
+    columns = ["lambda_global", "lambda_local", "lr", "width", "epochs", "val_rel_error"]
+    print(" ".join(f"{c:>14}" for c in columns))
+    for row in outcome.trials:
+        print(" ".join(f"{row.get(c, float('nan')):>14.4g}" for c in columns))
+    console.print(f"best predictor exported to {outcome.predictor_uri}")
+
+
+@app.command()
 def inspect(
     store: Annotated[str, typer.Argument(help="Store URI: a path or s3://bucket/key.zarr.")],
     endpoint_url: StorageOption = None,

@@ -89,8 +89,13 @@ def fit_predictor(
     storage_path: str,
     num_workers: int = 2,
     use_gpu: bool = False,
+    resources_per_worker: dict[str, float] | None = None,
+    callbacks: list[ray.train.UserCallback] | None = None,
 ) -> FitOutcome:
-    """Fit the predictor on the experiment's store with ``num_workers`` Ray Train workers."""
+    """Fit the predictor on the experiment's store with ``num_workers`` Ray Train workers.
+
+    ``resources_per_worker`` and ``callbacks`` pass through to Ray Train (Tune's driver sets
+    them, see :mod:`mp_ray.tuning`)."""
     config = config.with_absolute_paths()
     dataset = load_dataset(config.dataset)
     store = open_checked_store(config, dataset)
@@ -101,7 +106,9 @@ def fit_predictor(
             "experiment": config.model_dump(mode="json"),
             "scaler": scaler.to_json(),
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources_per_worker
+        ),
         run_config=ray.train.RunConfig(
             name=name,
             failure_config=ray.train.FailureConfig(max_failures=1),
@@ -109,6 +116,7 @@ def fit_predictor(
             if "://" not in storage_path
             else storage_path,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
     )
     result = trainer.fit()

@@ -1,0 +1,16 @@
+"""Ray job entrypoint for the predictor's hyperparameter search.
+
+    ray job submit --working-dir . -- python jobs/tune.py --config configs/quickstart.yaml \\
+        --samples 16 --workers-per-trial 2
+
+Connects to the cluster that runs the job (``RAY_ADDRESS``), or starts a local Ray.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mp_ray.cli import app
+
+if __name__ == "__main__":
+    app(["tune", *sys.argv[1:]], prog_name="jobs/tune.py")
