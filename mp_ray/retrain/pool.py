@@ -65,6 +65,26 @@ class _Task:
     block: int
 
 
+def check_cluster_fits(retrain: RetrainConfig) -> None:
+    """Fail fast when the cluster lacks a resource an actor asks for (Ray would wait forever).
+
+    Checked against the cluster's current totals; on an autoscaling cluster start with the
+    resource present (e.g. a minimum of one GPU worker)."""
+    available = ray.cluster_resources()
+    wanted = {"CPU": retrain.num_cpus, "GPU": retrain.num_gpus, **retrain.resources}
+    missing = [
+        f"{name}={amount:g} (cluster has {available.get(name, 0):g})"
+        for name, amount in wanted.items()
+        if amount > available.get(name, 0)
+    ]
+    if missing:
+        raise RetrainError(
+            "each retraining actor asks for more than this Ray cluster has: "
+            + ", ".join(missing)
+            + "; lower retrain.num_cpus / num_gpus / resources or add nodes"
+        )
+
+
 class ActorPool:
     """Runs a list of blocks on ``retrain.num_actors`` actors; see the module docstring."""
 
@@ -82,6 +102,7 @@ class ActorPool:
         self.name_prefix = name_prefix
         self._remote = ray.remote(RetrainActor)
         self._started = 0
+        check_cluster_fits(self.retrain)
         self.actors = [self._start_actor() for _ in range(self.retrain.num_actors)]
 
     def _start_actor(self) -> ray.actor.ActorHandle:

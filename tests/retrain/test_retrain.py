@@ -12,7 +12,7 @@ import torch
 from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
-from mp_ray.retrain import run_retrain
+from mp_ray.retrain import RetrainError, run_retrain
 from mp_ray.sampling import make_sampler, row_seeds
 from mp_ray.store import ExperimentStore, StoreMismatchError
 
@@ -132,3 +132,14 @@ def test_retrain_into_s3(ray_session, s3_server, s3_bucket):
     store = ExperimentStore.open(config.store.uri, s3_server)
     assert store.pending_blocks() == []
     assert store.metrics_table()["test_accuracy"].mean() > 0.85
+
+
+def test_actor_demands_the_cluster_cannot_meet_fail_fast(ray_session, tmp_path):
+    config = experiment(str(tmp_path / "gpu.zarr"), n_rows=20)
+    gpu = config.model_copy(
+        update={
+            "retrain": config.retrain.model_copy(update={"num_gpus": 1, "resources": {"big": 1}})
+        }
+    )
+    with pytest.raises(RetrainError, match=r"GPU=1 \(cluster has 0\), big=1 \(cluster has 0\)"):
+        run_retrain(gpu)
