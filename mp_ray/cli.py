@@ -173,6 +173,26 @@ def tune(
 
 
 @app.command()
+def evaluate(
+    config: ConfigOption,
+    predictor: Annotated[str, typer.Option(help="Predictor checkpoint directory (or s3://).")],
+    output: Annotated[Path | None, typer.Option(help="Also write the table as JSON.")] = None,
+) -> None:
+    """Compare predicted with retrained models on the store's held-out test rows."""
+    from mp_ray.predictor.evaluation import evaluate_on_store, format_table
+    from mp_ray.store import StoreMismatchError, StoreNotFoundError
+
+    experiment = _load(config, {})
+    try:
+        table = evaluate_on_store(experiment, predictor)
+    except (ValueError, FileNotFoundError, StoreNotFoundError, StoreMismatchError) as err:
+        _fail(str(err))
+    print(format_table(table))
+    if output:
+        output.write_text(json.dumps(table, indent=2))
+
+
+@app.command()
 def inspect(
     store: Annotated[str, typer.Argument(help="Store URI: a path or s3://bucket/key.zarr.")],
     endpoint_url: StorageOption = None,

@@ -7,6 +7,7 @@ import pytest
 
 from mp_ray.config import parse_experiment
 from mp_ray.predictor import Predictor
+from mp_ray.predictor.evaluation import evaluate_on_store
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.rows import TEST, read_split, row_splits
 from mp_ray.retrain import run_retrain
@@ -60,6 +61,13 @@ def test_fit_on_two_workers_resume_and_load(ray_session, tmp_path):
     mean_model = np.linalg.norm(predictor.meta.scaler.mean - test.params, axis=1) / norms
     assert ours.mean() < 0.9 * mean_model.mean()
     assert predictor.meta.dataset_fingerprint == store.spec.dataset_fingerprint
+
+    # The evaluation on the store's test rows covers ModelPred and both baselines.
+    table = evaluate_on_store(config, resumed.predictor_uri)
+    overall = {row["method"]: row for row in table if row["subset size"] == "all"}
+    assert set(overall) == {"ModelPred", "full data θ(D)", "influence functions"}
+    assert overall["ModelPred"]["rows"] == len(test)
+    assert overall["ModelPred"]["rel_error"] == pytest.approx(float(ours.mean()), rel=1e-4)
 
 
 def test_splits_are_disjoint_and_chains_stay_together(ray_session, tmp_path):

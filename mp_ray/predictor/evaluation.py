@@ -1,0 +1,134 @@
+"""Predicted models against retrained ones, on held-out store rows, broken down by size.
+
+For each held-out subset S with retrained θ(S) and a method's prediction θ̂(S):
+
+- ``rel_error``: ‖θ̂ − θ‖ / ‖θ‖;
+- ``agreement``: share of test points on which the two models predict the same label;
+- ``accuracy_gap``: test accuracy of θ̂ minus that of θ;
+- test losses of both, summarised per group by their Spearman and Pearson correlation.
+
+Every method is anything with ``predict(masks (B, n)) -> params (B, d)``: the fitted
+:class:`~mp_ray.predictor.predictor.Predictor` and the baselines of :mod:`mp_ray.baselines`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from scipy import stats
+
+from mp_ray.baselines import FullDataModel, InfluenceFunction
+from mp_ray.config import ExperimentConfig
+from mp_ray.data import Dataset, load_dataset
+from mp_ray.learners import Learner, make_learner
+from mp_ray.predictor.predictor import Predictor
+from mp_ray.predictor.rows import TEST, Rows, read_split
+from mp_ray.store import ExperimentStore, StoreMismatchError
+
+SIZE_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)  # subset size as a fraction of n
+
+
+class ParamPredictor(Protocol):
+    def predict(self, masks: np.ndarray) -> torch.Tensor: ...
+
+
+def compare_models(
+    learner: Learner, predicted: torch.Tensor, actual: torch.Tensor, dataset: Dataset
+) -> dict[str, np.ndarray]:
+    """Per-row comparison of ``predicted`` and ``actual`` parameters ``(B, d)``."""
+    predicted, actual = predicted.to(learner.dtype), actual.to(learner.dtype)
+    X, y = dataset.X_test, dataset.y_test
+    error = torch.linalg.vector_norm(predicted - actual, dim=1)
+    scale = torch.linalg.vector_norm(actual, dim=1).clamp(min=1e-12)
+    same = (learner.predict(predicted, X) == learner.predict(actual, X)).double().mean(dim=1)
+    return {
+        "rel_error": (error / scale).cpu().numpy(),
+        "agreement": same.cpu().numpy(),
+        "accuracy_gap": (learner.score(predicted, X, y) - learner.score(actual, X, y))
+        .cpu()
+        .numpy(),
+        "loss_predicted": learner.per_sample_loss(predicted, X, y).mean(dim=1).cpu().numpy(),
+        "loss_actual": learner.per_sample_loss(actual, X, y).mean(dim=1).cpu().numpy(),
+    }
+
+
+def _varies(values: np.ndarray) -> bool:
+    """Whether values differ by more than rounding (a correlation is defined)."""
+    return bool(np.ptp(values) > 1e-9 * max(1.0, float(np.abs(values).max())))
+
+
+def _summary(values: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, float]:
+    count = int(keep.sum())
+    row: dict[str, float] = {"rows": count}
+    if count == 0:
+        return row
+    row["rel_error"] = float(values["rel_error"][keep].mean())
+    row["agreement"] = float(values["agreement"][keep].mean())
+    row["accuracy_gap"] = float(values["accuracy_gap"][keep].mean())
+    predicted, actual = values["loss_predicted"][keep], values["loss_actual"][keep]
+    if count > 2 and _varies(predicted) and _varies(actual):  # else undefined
+        row["loss_spearman"] = float(stats.spearmanr(predicted, actual).statistic)
+        row["loss_pearson"] = float(np.corrcoef(predicted, actual)[0, 1])
+    return row
+
+
+def evaluation_table(
+    learner: Learner,
+    methods: Mapping[str, ParamPredictor],
+    rows: Rows,
+    dataset: Dataset,
+    edges: tuple[float, ...] = SIZE_EDGES,
+) -> list[dict[str, Any]]:
+    """One table row per (method, non-empty size group), "all" first for each method."""
+    actual = torch.as_tensor(rows.params)
+    fraction = rows.masks.sum(axis=1) / rows.masks.shape[1]
+    groups = {"all": np.ones(len(rows), dtype=bool)}
+    for low, high in itertools.pairwise(edges):
+        groups[f"{low:.0%}–{high:.0%}"] = (fraction > low) & (fraction <= high)
+    table = []
+    for name, method in methods.items():
+        values = compare_models(learner, method.predict(rows.masks), actual, dataset)
+        for group, keep in groups.items():
+            if keep.any():
+                table.append({"method": name, "subset size": group, **_summary(values, keep)})
+    return table
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    """A fixed-width text rendering of :func:`evaluation_table`."""
+    columns = ["rel_error", "agreement", "accuracy_gap", "loss_spearman", "loss_pearson"]
+    lines = [f"{'method':<22}{'subset size':<12}{'rows':>6}" + "".join(f"{c:>14}" for c in columns)]
+    for row in table:
+        cells = "".join(f"{row[c]:>14.4f}" if c in row else f"{'–':>14}" for c in columns)
+        lines.append(f"{row['method']:<22}{row['subset size']:<12}{row['rows']:>6}{cells}")
+    return "\n".join(lines)
+
+
+def evaluate_on_store(config: ExperimentConfig, predictor_uri: str) -> list[dict[str, Any]]:
+    """The evaluation table of a fitted predictor and the baselines on the store's test rows
+    (the rows no fit or search ever sees)."""
+    config = config.with_absolute_paths()
+    dataset = load_dataset(config.dataset)
+    store = ExperimentStore.open(config.store.uri, config.store.storage_options)
+    predictor = Predictor.load(predictor_uri, config.store.storage_options)
+    if predictor.meta.dataset_fingerprint != dataset.fingerprint:
+        raise StoreMismatchError(
+            f"predictor {predictor_uri} was fitted on another dataset than the config's"
+        )
+    settings = config.predictor
+    rows = read_split(
+        store, list(range(store.n_blocks)), TEST, settings.val_fraction, settings.test_fraction
+    )
+    if len(rows) == 0:
+        raise ValueError(f"store {store.uri} has no test rows; raise predictor.test_fraction")
+    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    methods = {
+        "ModelPred": predictor,
+        FullDataModel.name: FullDataModel(learner),
+        InfluenceFunction.name: InfluenceFunction(learner),
+    }
+    return evaluation_table(learner, methods, rows, dataset)
