@@ -1,8 +1,11 @@
 """The ``mp-ray`` command line: one sub-command per stage.
 
-mp-ray retrain --config configs/quickstart.yaml      # train models into the store
-mp-ray inspect runs/quickstart.zarr                  # what is in a store
-mp-ray check-config configs/quickstart.yaml          # validate a config file
+mp-ray retrain  -c configs/quickstart.yaml            # retrain models into the store
+mp-ray inspect  runs/quickstart.zarr                  # what is in a store
+mp-ray fit      -c configs/quickstart.yaml            # fit the predictor (Ray Train)
+mp-ray tune     -c configs/quickstart.yaml            # search its hyperparameters (Ray Tune)
+mp-ray evaluate -c configs/quickstart.yaml --predictor CKPT   # against retraining
+mp-ray check-config configs/quickstart.yaml           # validate a config file
 """
 
 from __future__ import annotations
