@@ -1,9 +1,13 @@
-"""What linear learners share: the parameter layout and the batched decision function.
+"""What linear learners share: the parameter layout and the batched outputs and gradients.
 
 A linear model has c output columns (c = 1 for binary classification and regression, else
 one per class). Its flattened parameters ``(d,)`` with d = c·(p + 1) view as ``(c, p + 1)``:
 row j holds output j's weights followed by its intercept. With x̃ = [x, 1], output j of
-example x is ``x̃ · θ[j]``; for K models and m examples this is one GEMM.
+example x is ``x̃ · θ[j]``.
+
+For K models the outputs on m examples are one GEMM, ``X̃ (m, p+1) @ Θ (p+1, c·K)``, laid
+out ``(m, c, K)``: models innermost, so reductions over classes run over contiguous rows of
+models. A gradient ``Σ_i r_i ⊗ x̃_i`` for residuals ``r (m, c, K)`` is the transposed GEMM.
 """
 
 from __future__ import annotations
@@ -38,13 +42,42 @@ class LinearLearner(Learner):
         X = self.as_tensor(X)
         return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
 
-    def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
-        return self.decision_augmented(params, self.augmented(X))
+    def outputs(self, params: torch.Tensor, X_aug: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(m, c, K)`` of ``params (K, d)`` on augmented inputs ``X_aug (m, p + 1)``."""
+        n_models = params.shape[0]
+        columns = self.coefficients(params.to(self.dtype)).permute(2, 1, 0)  # (p+1, c, K)
+        out = X_aug @ columns.reshape(X_aug.shape[1], -1)
+        return out.view(X_aug.shape[0], self.n_outputs, n_models)
 
-    def decision_augmented(self, params: torch.Tensor, X_aug: torch.Tensor) -> torch.Tensor:
-        """Outputs ``(K, m, c)`` for already augmented inputs ``X_aug (m, p + 1)``."""
-        return torch.einsum("mp,kcp->kmc", X_aug, self.coefficients(params.to(self.dtype)))
+    def pullback(self, residual: torch.Tensor, X_aug: torch.Tensor) -> torch.Tensor:
+        """``Σ_i residual[i] ⊗ x̃_i`` per model for ``residual (m, c, K)``, as ``(K, d)``."""
+        n_models = residual.shape[2]
+        out = X_aug.T @ residual.reshape(X_aug.shape[0], -1)  # (p+1, c·K)
+        return out.view(-1, self.n_outputs, n_models).permute(2, 1, 0).reshape(n_models, -1)
+
+    def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
+        return self.outputs(params, self.augmented(X)).permute(2, 0, 1)
 
     def weight_norm_sq(self, params: torch.Tensor) -> torch.Tensor:
         """‖W‖² over the weights (intercepts excluded), (K,)."""
         return (self.coefficients(params)[..., :-1] ** 2).sum(dim=(1, 2))
+
+    def penalised(self) -> torch.Tensor:
+        """1.0 for weights, 0.0 for intercepts, ``(d,)`` in this learner's dtype."""
+        return (~self.intercept_mask()).to(self.dtype)
+
+
+def upper_outer(X: torch.Tensor) -> torch.Tensor:
+    """The upper triangles of the outer products x xᵀ of the rows of ``X (m, q)``, as
+    ``(m, q(q+1)/2)``: Σ_i w_i x_i x_iᵀ for K weight vectors is then one GEMM."""
+    rows, cols = torch.triu_indices(X.shape[1], X.shape[1], device=X.device)
+    return X[:, rows] * X[:, cols]
+
+
+def symmetric(upper: torch.Tensor, q: int) -> torch.Tensor:
+    """Symmetric ``(…, q, q)`` matrices from their upper triangles ``(…, q(q+1)/2)``."""
+    rows, cols = torch.triu_indices(q, q, device=upper.device)
+    out = upper.new_empty(*upper.shape[:-1], q * q)
+    out.index_copy_(-1, rows * q + cols, upper)
+    out.index_copy_(-1, cols * q + rows, upper)
+    return out.view(*upper.shape[:-1], q, q)

@@ -4,19 +4,24 @@ Model: ``out(x) = W₂ tanh(W₁ x + b₁) + b₂`` with width h = ``hidden`` an
 logit for two classes, one per class for more, one value for regression). Flattened
 parameters ``(d,)``, d = h·p + h + c·h + c, in the order [W₁ (h, p), b₁, W₂ (c, h), b₂].
 
-Objective on S (what SGD minimises, and what :meth:`objective` returns)::
+Objective on S (what SGD minimises, and what :meth:`MLP.objective` returns)::
 
     J_S(θ) = (1/|S|)·Σ_{i∈S} ℓ_i(θ) + (weight_decay/2)·‖θ‖²
 
 with ℓ the cross-entropy (binary / softmax) or the squared error (regression).
 
-Algorithm, identical for every subset: initialise like ``torch.nn.Linear`` (uniform in
-±1/√fan_in) from the row's seed; then ``epochs·⌈n/batch_size⌉`` SGD steps with learning
-rate ``lr``, each on ``batch_size`` points taken in order from a stream of random
-permutations of the subset (the stream also comes from the row's seed). Every subset gets
-the same number of steps (n is the ground-set size), so a row's result depends only on
-(data, mask, seed), never on the other rows of its batch. The K models train together:
-``torch.func.vmap`` over ``torch.func.grad`` of one model's minibatch loss.
+Algorithm A(S, seed), as a ``DataLoader(shuffle=True, drop_last=False)`` loop would run it:
+initialise like ``torch.nn.Linear`` (uniform in ±1/√fan_in); then ``epochs`` passes over
+S, each a fresh random permutation of S cut into ⌈|S|/batch_size⌉ minibatches (the last
+one shorter), one SGD step ``θ ← θ − lr·(∇ mean_{i∈B} ℓ_i + weight_decay·θ)`` per
+minibatch. The initialisation and the permutations come from two numpy generators seeded
+by the row's seed alone.
+
+Vectorisation: the K models step together, ``torch.func.vmap`` over ``torch.func.grad`` of
+one model's minibatch loss. Minibatches are padded to ``batch_size`` with zero-weight
+entries, and a model with fewer steps than the largest subset of the batch idles (no
+update, no decay) once its own steps are done, so a row's result depends only on
+(data, mask, seed), never on the other rows of its batch.
 
 Degenerate subsets: an empty subset takes no steps and keeps its initialisation.
 """
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
+from mp_ray.config import LearnerConfig
 from mp_ray.learners.base import ArrayLike, Learner
 
 
@@ -38,7 +44,14 @@ class MLP(Learner):
 
     name = "mlp"
 
-    def __init__(self, config, X, y, n_classes, device="cpu") -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        config: LearnerConfig,
+        X: ArrayLike,
+        y: ArrayLike,
+        n_classes: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
         super().__init__(config, X, y, n_classes, device)
         p, h, c = self.X.shape[1], config.hidden, self.n_outputs
         # (name, shape, fan_in) of each parameter block, in flattening order.
@@ -53,18 +66,11 @@ class MLP(Learner):
             [torch.full((math.prod(s),), n.startswith("b")) for n, s, _ in self.blocks]
         ).to(self.device)
 
-    def _unflatten(self, theta: torch.Tensor) -> list[torch.Tensor]:
-        parts, start = [], 0
-        for _, shape, _ in self.blocks:
-            size = math.prod(shape)
-            parts.append(theta[start : start + size].reshape(shape))
-            start += size
-        return parts
-
     def _forward(self, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         """One model: ``theta (d,)``, ``X (m, p)`` → outputs (m, c)."""
-        w1, b1, w2, b2 = self._unflatten(theta)
-        return torch.tanh(X @ w1.T + b1) @ w2.T + b2
+        w1, b1, w2, b2 = torch.split(theta, [math.prod(s) for _, s, _ in self.blocks])
+        hidden = torch.tanh(X @ w1.view(self.blocks[0][1]).T + b1)
+        return hidden @ w2.view(self.blocks[2][1]).T + b2
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-example loss of outputs ``(..., m, c)`` against labels ``(m,)``, (..., m)."""
@@ -95,63 +101,73 @@ class MLP(Learner):
 
     # -- training --------------------------------------------------------------------------
 
-    def initial_params(self, seeds: np.ndarray) -> torch.Tensor:
+    def initial_params(self, seeds: ArrayLike) -> torch.Tensor:
         """``torch.nn.Linear``-style uniform initialisation from each row's seed, (K, d)."""
-        rows = []
-        for seed in seeds:
-            generator = torch.Generator().manual_seed(int(seed))
-            rows.append(
-                torch.cat(
-                    [
-                        (
-                            torch.rand(math.prod(shape), generator=generator, dtype=torch.float64)
-                            * 2
-                            - 1
-                        )
-                        / math.sqrt(fan_in)
-                        for _, shape, fan_in in self.blocks
-                    ]
-                )
+        rows = [
+            np.concatenate(
+                [
+                    rng.uniform(-1, 1, math.prod(shape)) / math.sqrt(fan_in)
+                    for _, shape, fan_in in self.blocks
+                ]
             )
-        return torch.stack(rows).to(device=self.device, dtype=self.dtype)
+            for rng in _generators(seeds, stream=0)
+        ]
+        return torch.as_tensor(np.stack(rows), dtype=self.dtype, device=self.device)
 
-    def minibatch_stream(self, masks: np.ndarray, seeds: np.ndarray, n_steps: int) -> np.ndarray:
-        """Indices of every step's minibatch per model, int64 ``(K, n_steps, batch_size)``.
+    def minibatches(self, masks: np.ndarray, seeds: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every step's minibatch per model: indices int32 and a bool mask of real entries
+        (False = padding), both ``(K, steps, batch_size)``, steps = epochs·⌈max_k |S_k|/B⌉.
 
-        Model k reads its subset in the order of consecutive random permutations drawn from
-        ``seeds[k]``; an empty subset gets zeros (its steps are masked out).
-        """
-        batch = self.config.batch_size
-        out = np.zeros((len(seeds), n_steps * batch), dtype=np.int64)
-        for k, (mask, seed) in enumerate(zip(masks, seeds, strict=True)):
-            subset = np.flatnonzero(mask)
-            if subset.size == 0:
-                continue
-            rng = np.random.default_rng(int(seed))
-            laps = -(-out.shape[1] // subset.size)
-            out[k] = np.concatenate([rng.permutation(subset) for _ in range(laps)])[: out.shape[1]]
-        return out.reshape(len(seeds), n_steps, batch)
+        Model k's steps are ``epochs`` passes over its subset in the order of random
+        permutations from ``seeds[k]``; the last minibatch of a pass is padded, and the
+        model's steps after its own are all padding."""
+        batch, epochs = self.config.batch_size, self.config.epochs
+        sizes = masks.sum(axis=1)
+        per_epoch = -(-sizes // batch)  # ⌈|S_k| / B⌉
+        steps = epochs * int(per_epoch.max(initial=0))
+        index = np.zeros((len(masks), steps * batch), dtype=np.int32)
+        weight = np.zeros((len(masks), steps * batch), dtype=bool)
+        for k, rng in enumerate(_generators(seeds, stream=1)):
+            subset = np.flatnonzero(masks[k])
+            span = per_epoch[k] * batch
+            for epoch in range(epochs if subset.size else 0):
+                start = epoch * span
+                index[k, start : start + subset.size] = rng.permutation(subset)
+                weight[k, start : start + subset.size] = True
+        shape = (len(masks), steps, batch)
+        return (
+            torch.as_tensor(index.reshape(shape), device=self.device),
+            torch.as_tensor(weight.reshape(shape), device=self.device),
+        )
 
     def fit_batch(self, masks: ArrayLike, seeds: ArrayLike | None = None) -> torch.Tensor:
-        weights = self.masks_tensor(masks)
-        mask_np = weights.bool().cpu().numpy()
-        seeds_np = (
-            np.arange(len(mask_np)) if seeds is None else np.asarray(torch.as_tensor(seeds).cpu())
-        )
+        """Train K models by SGD; ``seeds`` default to 0 for every row."""
+        mask_np = self.masks_tensor(masks).bool().cpu().numpy()
+        seeds = np.zeros(len(mask_np), dtype=np.int64) if seeds is None else _numpy(seeds)
         cfg = self.config
-        n_steps = cfg.epochs * -(-self.n_train // cfg.batch_size)
-        theta = self.initial_params(seeds_np)
-        stream = torch.as_tensor(
-            self.minibatch_stream(mask_np, seeds_np, n_steps), device=self.device
-        )
-        active = (weights.sum(dim=1) > 0).to(self.dtype)[:, None]
+        theta = self.initial_params(seeds)
+        index, weight = self.minibatches(mask_np, seeds)
 
-        def batch_loss(th: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return self._loss(self._forward(th, X), y).mean()
+        def batch_loss(
+            th: torch.Tensor, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+        ) -> torch.Tensor:
+            """Mean loss of one model over the real entries of its minibatch."""
+            return (self._loss(self._forward(th, X), y) * w).sum() / w.sum().clamp(min=1.0)
 
         step_grad = vmap(grad(batch_loss))
-        for step in range(n_steps):
-            index = stream[:, step]
-            g = step_grad(theta, self.X[index], self.y[index])
-            theta = theta - cfg.lr * active * (g + cfg.weight_decay * theta)
+        for step in range(index.shape[1]):
+            rows, w = index[:, step].long(), weight[:, step].to(self.dtype)
+            live = w[:, :1]  # a step's first entry is real unless the model idles
+            g = step_grad(theta, self.X[rows], self.y[rows], w)
+            theta = theta - cfg.lr * live * (g + cfg.weight_decay * theta)
         return theta
+
+
+def _numpy(array: ArrayLike) -> np.ndarray:
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
+def _generators(seeds: ArrayLike, stream: int) -> list[np.random.Generator]:
+    """One numpy generator per row, seeded by (seed, stream): stream 0 initialises, stream 1
+    orders the minibatches, so each is independent of how much the other draws."""
+    return [np.random.default_rng([int(seed), stream]) for seed in _numpy(seeds).reshape(-1)]

@@ -5,13 +5,14 @@ Objective on a subset S (scikit-learn's ``Ridge(alpha)``; intercepts unpenalised
     J_S(θ) = Σ_{i∈S} ‖t_i − W x_i − b‖² + alpha·‖W‖²_F
 
 with targets t_i = y_i for regression (c = 1) and, for classification, scikit-learn's
-``RidgeClassifier`` encoding: a single ±1 column for two classes, one-hot ±1 columns for
-more. Parameters use the linear layout of :mod:`mp_ray.learners.linear`.
+``RidgeClassifier`` encoding over all classes of the training set: a single ±1 column for
+two classes, one-hot ±1 columns for more. Parameters use the linear layout of
+:mod:`mp_ray.learners.linear`, d = c·(p + 1).
 
 Solution per subset, with mask weights m: centre X and t by their m-weighted means over S,
 solve ``(X_cᵀ diag(m) X_c + alpha·I) W = X_cᵀ diag(m) t_c`` by batched Cholesky (all K
-Gram matrices are one GEMM over precomputed outer products) and set b = t̄ − W x̄.
-The per-sample loss is the squared error ‖t_i − W x_i − b‖².
+Gram matrices are one GEMM over the precomputed upper triangles of x xᵀ) and set
+b = t̄ − W x̄. The per-sample loss is the squared error ‖t_i − W x_i − b‖².
 
 Degenerate subsets: the empty subset (no data fixes the intercept) gets θ = 0.
 """
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import torch
 
+from mp_ray.config import LearnerConfig
 from mp_ray.learners.base import ArrayLike
-from mp_ray.learners.linear import LinearLearner
+from mp_ray.learners.linear import LinearLearner, symmetric, upper_outer
 
 
 class Ridge(LinearLearner):
@@ -29,11 +31,22 @@ class Ridge(LinearLearner):
 
     name = "ridge"
 
-    def __init__(self, config, X, y, n_classes, device="cpu") -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        config: LearnerConfig,
+        X: ArrayLike,
+        y: ArrayLike,
+        n_classes: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
         super().__init__(config, X, y, n_classes, device)
         self.alpha = config.alpha
+        self.X_aug = self.augmented(self.X)
         self.targets = self.encode(self.y)
-        self._outer = torch.einsum("mi,mj->mij", self.X, self.X).reshape(self.n_train, -1)
+        # Centring by the training mean first keeps the subset Gram matrices accurate.
+        self._centre = self.X.mean(dim=0)
+        self._X_centred = self.X - self._centre
+        self._outer = upper_outer(self._X_centred)
 
     def encode(self, y: ArrayLike) -> torch.Tensor:
         """Regression targets ``(m, c)``: y itself, or ±1 class indicators."""
@@ -56,22 +69,36 @@ class Ridge(LinearLearner):
         losses = self.per_sample_loss(params, self.X, self.y)
         return self.alpha * self.weight_norm_sq(params) + (weights * losses).sum(dim=1)
 
+    def objective_grad(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
+        """``2·alpha·1_W∘θ + 2·Σ_i m_i (out_i − t_i) ⊗ x̃_i`` in closed form, (K, d)."""
+        params = params.to(self.dtype)
+        weights = self.masks_tensor(masks).T[:, None]  # (n, 1, K)
+        residual = (self.outputs(params, self.X_aug) - self.targets[..., None]) * weights
+        return 2 * (self.alpha * params * self.penalised() + self.pullback(residual, self.X_aug))
+
+    def hvp(self, params: torch.Tensor, masks: ArrayLike, v: torch.Tensor) -> torch.Tensor:
+        """``2·alpha·1_W∘v + 2·Σ_i m_i (x̃_i·v) ⊗ x̃_i`` (the Hessian is constant), (K, d)."""
+        v = v.to(self.dtype)
+        weights = self.masks_tensor(masks).T[:, None]
+        curved = self.outputs(v, self.X_aug) * weights
+        return 2 * (self.alpha * v * self.penalised() + self.pullback(curved, self.X_aug))
+
     def fit_batch(self, masks: ArrayLike, seeds: ArrayLike | None = None) -> torch.Tensor:
         weights = self.masks_tensor(masks)
         n_models, p = weights.shape[0], self.n_features
         counts = weights.sum(dim=1, keepdim=True)
         safe = counts.clamp(min=1.0)
-        x_mean = weights @ self.X / safe  # (K, p)
+        x_mean = weights @ self._X_centred / safe  # (K, p), relative to the training mean
         t_mean = weights @ self.targets / safe  # (K, c)
         # Σ m_i (x_i − x̄)(x_i − x̄)ᵀ = Σ m_i x_i x_iᵀ − |S| x̄ x̄ᵀ
-        gram = (weights @ self._outer).reshape(n_models, p, p)
+        gram = symmetric(weights @ self._outer, p)
         gram = gram - counts[..., None] * x_mean[:, :, None] * x_mean[:, None, :]
         gram = gram + self.alpha * torch.eye(p, dtype=self.dtype, device=self.device)
         # Σ m_i (x_i − x̄)(t_i − t̄)ᵀ = Σ m_i x_i t_iᵀ − |S| x̄ t̄ᵀ
-        cross = torch.einsum("kn,np,nc->kpc", weights, self.X, self.targets)
+        cross = torch.einsum("kn,np,nc->kpc", weights, self._X_centred, self.targets)
         cross = cross - counts[..., None] * x_mean[:, :, None] * t_mean[:, None, :]
-        coef = torch.linalg.solve(gram, cross)  # (K, p, c)
-        intercept = t_mean - torch.einsum("kp,kpc->kc", x_mean, coef)
+        coef = torch.cholesky_solve(cross, torch.linalg.cholesky(gram))  # (K, p, c)
+        intercept = t_mean - torch.einsum("kp,kpc->kc", x_mean + self._centre, coef)
         params = torch.cat([coef.transpose(1, 2), intercept[..., None]], dim=2)
         params = params.reshape(n_models, self.n_params)
         return torch.where(counts > 0, params, torch.zeros_like(params))
