@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mp_ray.sampling import permutation_groups
 from mp_ray.store import ExperimentStore
 
 TRAIN, VAL, TEST = 0, 1, 2
@@ -34,7 +35,8 @@ def row_splits(
 ) -> np.ndarray:
     """The split code (TRAIN, VAL or TEST) of each row, int8 ``(K,)``."""
     spec = store.spec
-    units = rows // spec.n_train if spec.sampler.get("kind") == "permutation" else rows
+    permutation = spec.sampler.get("kind") == "permutation"
+    units = permutation_groups(rows, spec.n_train) if permutation else rows
     u = _uniform_hash(np.asarray(units), spec.root_seed)
     return np.where(u < test_fraction, TEST, np.where(u < test_fraction + val_fraction, VAL, TRAIN))
 
