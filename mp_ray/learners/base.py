@@ -133,6 +133,12 @@ class Learner(ABC):
         others = out.scatter(-1, index, float("-inf")).amax(dim=-1)
         return correct - others
 
+    def mean_subset_loss(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
+        """L_S(θ): the mean per-sample training loss over each subset, (K,); 0 when S is empty."""
+        weights = self.masks_tensor(masks)
+        losses = self.per_sample_loss(params, self.X, self.y)
+        return (losses * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
     def score(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
         """Accuracy (classification) or R² (regression) of each model, ``(K,)``."""
         y = self.labels(y)

@@ -1,6 +1,6 @@
 """ModelPred: a set function from training subsets to trained parameters."""
 
-from mp_ray.predictor.losses import LossWeights, kkt_residual, mean_train_loss, modelpred_loss
+from mp_ray.predictor.losses import LossWeights, kkt_residual, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
 from mp_ray.predictor.scaling import TargetScaler
@@ -13,6 +13,5 @@ __all__ = [
     "TargetScaler",
     "element_features",
     "kkt_residual",
-    "mean_train_loss",
     "modelpred_loss",
 ]

@@ -3,7 +3,7 @@
 With θ(S) the retrained parameters of subset S (from the store), θ̂(S) = f(S) the predicted
 ones, J_S the learner's own regularised training objective on S (stated exactly in the
 learner's docstring; for L2 logistic regression J_S(W, b) = ½‖W‖² + C·Σ_{i∈S} ℓ_i) and
-L_S(θ) = (1/|S|)·Σ_{i∈S} ℓ_i(θ) the mean training loss on S::
+L_S(θ) = (1/|S|)·Σ_{i∈S} ℓ_i(θ) the mean training loss on S (``Learner.mean_subset_loss``)::
 
     loss = (1/(B·d)) Σ_S ‖ẑ(S) − z(S)‖²                                 parameter regression
          + λ_global · (1/B') Σ_{S'} (‖∇_W J_{S'}(θ̂(S'))‖ + ‖∇_b J_{S'}(θ̂(S'))‖)    global
@@ -47,13 +47,6 @@ def kkt_residual(learner: Learner, params: torch.Tensor, masks: torch.Tensor) ->
     return weights_part + torch.linalg.vector_norm(grad[:, intercept], dim=1)
 
 
-def mean_train_loss(learner: Learner, params: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """L_S(θ), the mean per-sample training loss over each subset, (B,); 0 for an empty S."""
-    losses = learner.per_sample_loss(params, learner.X, learner.y)
-    weights = masks.to(losses.dtype)
-    return (losses * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-
 def weight_penalties(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ_W ‖W‖₁, Σ_W ‖W‖_F) over the model's weight matrices (biases excluded)."""
     matrices = [p for p in model.parameters() if p.ndim == 2]
@@ -91,8 +84,8 @@ def modelpred_loss(
         terms["global"] = kkt_residual(learner, predicted, kkt_masks).mean()
         total = total + weights.global_kkt * terms["global"]
     if weights.local_utility:
-        gap = mean_train_loss(learner, predicted[: len(masks)], masks) - mean_train_loss(
-            learner, targets.to(learner.dtype), masks
+        gap = learner.mean_subset_loss(predicted[: len(masks)], masks) - learner.mean_subset_loss(
+            targets.to(learner.dtype), masks
         )
         terms["local"] = gap.abs().mean()
         total = total + weights.local_utility * terms["local"]

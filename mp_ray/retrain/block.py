@@ -97,16 +97,12 @@ class BlockTrainer:
         learner, data = self.learner, self.dataset
         mask_t = torch.as_tensor(masks, device=learner.device)
         params = learner.fit_batch(mask_t, seeds)
-        subset_size = mask_t.sum(dim=1).clamp(min=1).to(learner.dtype)
-        train_loss = (learner.per_sample_loss(params, data.X_train, data.y_train) * mask_t).sum(
-            dim=1
-        ) / subset_size
         columns = [
             mask_t.sum(dim=1).to(learner.dtype),
             learner.degenerate(mask_t).to(learner.dtype),
             learner.objective(params, mask_t),
             torch.linalg.vector_norm(learner.objective_grad(params, mask_t), dim=1),
-            train_loss,
+            learner.mean_subset_loss(params, mask_t),
             learner.per_sample_loss(params, data.X_val, data.y_val).mean(dim=1),
             learner.score(params, data.X_val, data.y_val),
             learner.per_sample_loss(params, data.X_test, data.y_test).mean(dim=1),
