@@ -216,8 +216,13 @@ class PredictorConfig(_Strict):
     """The ModelPred set function f(S) ≈ θ(S) and how it is fitted (see mp_ray/predictor)."""
 
     width: int = Field(default=128, ge=4, description="Width of φ and ρ (ρ's last hidden: /2).")
-    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate.")
-    epochs: int = Field(default=50, gt=0, description="Maximum passes over the training rows.")
+    lr: float = Field(default=3e-3, gt=0, description="Adam's initial learning rate.")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        default="cosine",
+        description="cosine: anneal the learning rate from lr to 0 over `epochs`, stepped once "
+        "per epoch; constant: keep lr throughout.",
+    )
+    epochs: int = Field(default=150, gt=0, description="Maximum passes over the training rows.")
     batch_size: int = Field(default=64, gt=0, description="Subsets per minibatch.")
     lambda_global: float = Field(
         default=0.0,
@@ -253,7 +258,7 @@ class PredictorConfig(_Strict):
         "evaluation (never fitted or tuned on).",
     )
     patience: int = Field(
-        default=5, gt=0, description="Epochs without validation improvement before stopping."
+        default=20, gt=0, description="Epochs without validation improvement before stopping."
     )
 
 

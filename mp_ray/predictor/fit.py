@@ -18,6 +18,7 @@ again with the same run name resumes from the latest one.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from mp_ray.config import ExperimentConfig
+from mp_ray.config import ExperimentConfig, PredictorConfig
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import make_learner
 from mp_ray.predictor.losses import LossWeights, modelpred_loss
@@ -216,6 +217,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     for epoch in range(progress["epoch"], settings.epochs):
         order = np.random.default_rng([config.seed, epoch, rank]).permutation(len(train_rows))
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(settings, epoch)
         model.train()
         loss_sum = 0.0
         for step in range(steps):
@@ -286,6 +289,14 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
         if stop:
             break
+
+
+def epoch_lr(settings: PredictorConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (0-based) under ``settings.lr_schedule``: a function of
+    the epoch alone, so a resumed run continues the same schedule."""
+    if settings.lr_schedule == "cosine":
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * epoch / settings.epochs))
+    return settings.lr
 
 
 def _restore() -> dict[str, Any] | None:

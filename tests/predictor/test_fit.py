@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mp_ray.config import parse_experiment
+from mp_ray.config import PredictorConfig, parse_experiment
 from mp_ray.predictor import Predictor
 from mp_ray.predictor.evaluation import evaluate_on_store
-from mp_ray.predictor.fit import fit_predictor
+from mp_ray.predictor.fit import epoch_lr, fit_predictor
 from mp_ray.predictor.rows import TEST, read_split, row_splits
 from mp_ray.retrain import run_retrain
 from mp_ray.store import ExperimentStore
@@ -88,3 +88,11 @@ def test_splits_are_disjoint_and_chains_stay_together(ray_session, tmp_path):
         assert len(np.unique(splits[chains == chain])) == 1
     fractions = row_splits(store, np.arange(100_000), 0.1, 0.2)
     assert np.bincount(fractions.astype(int)) / 100_000 == pytest.approx([0.7, 0.1, 0.2], abs=0.01)
+
+
+def test_learning_rate_schedule_is_a_function_of_the_epoch():
+    cosine = PredictorConfig(lr=1e-2, epochs=10)
+    assert [round(epoch_lr(cosine, e), 6) for e in (0, 5, 10)] == [1e-2, 5e-3, 0.0]
+    assert all(epoch_lr(cosine, e) > epoch_lr(cosine, e + 1) for e in range(9))
+    constant = PredictorConfig(lr=1e-2, epochs=10, lr_schedule="constant")
+    assert {epoch_lr(constant, e) for e in range(10)} == {1e-2}

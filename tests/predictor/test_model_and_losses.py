@@ -59,9 +59,11 @@ def test_permutation_invariance_and_masked_sum_equals_per_set_path(wine, model, 
     torch.testing.assert_close(model(masks[:, order], Z[order]), batched, rtol=1e-5, atol=1e-5)
     for k, mask in enumerate(masks):
         members = Z[mask]
+        total = model.embed(members).sum(dim=0)
         pooled = torch.cat(
             [
-                model.embed(members).sum(dim=0) / wine.n_train,
+                total / wine.n_train,
+                total / len(members),
                 torch.tensor([len(members) / wine.n_train]),
             ]
         )
