@@ -1,0 +1,67 @@
+"""Utilities: what the model trained on S is worth, on an evaluation set, for a batch of S.
+
+U(S) is a score of the model θ(S) on fixed evaluation data ``(X, y)`` (usually the
+validation split):
+
+- ``accuracy``: share of correct predictions (R² for regression);
+- ``neg_loss``: minus the mean unregularised loss (cross-entropy, squared error).
+
+U(∅) and the utility of any subset without an optimum are those of the learner's
+fallback θ = 0 (the uniform predictor for logistic regression), whichever
+:class:`~mp_ray.apps.models.SubsetModels` answers. :meth:`Utility.outputs` gives the
+per-example model outputs (correct-class margins) that datamodel-style applications use.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from mp_ray.apps.models import Masks, SubsetModels
+
+Metric = Literal["accuracy", "neg_loss"]
+
+
+class Utility:
+    """U(S) for batches of subsets; see the module docstring."""
+
+    def __init__(
+        self, models: SubsetModels, X: np.ndarray, y: np.ndarray, metric: Metric = "accuracy"
+    ) -> None:
+        if metric not in ("accuracy", "neg_loss"):
+            raise ValueError(f"unknown utility metric {metric!r}; use 'accuracy' or 'neg_loss'")
+        if len(X) != len(y) or len(X) == 0:
+            raise ValueError(
+                f"evaluation data must be non-empty and aligned, got {len(X)} / {len(y)}"
+            )
+        self.models = models
+        self.learner = models.learner
+        self.X = self.learner.as_tensor(X)
+        self.y = self.learner.labels(y)
+        self.metric = metric
+        self.evaluations = 0  # subsets scored so far (each one model trained or predicted)
+
+    @property
+    def n_train(self) -> int:
+        return self.models.n_train
+
+    def of_params(self, params: torch.Tensor) -> np.ndarray:
+        """The utility of given parameters ``(B, d)``, float64 ``(B,)``."""
+        if self.metric == "accuracy":
+            values = self.learner.score(params, self.X, self.y)
+        else:
+            values = -self.learner.per_sample_loss(params, self.X, self.y).mean(dim=1)
+        return values.double().cpu().numpy()
+
+    def __call__(self, masks: Masks) -> np.ndarray:
+        """U(S) for each row of ``masks (B, n)``, float64 ``(B,)``."""
+        self.evaluations += len(masks)
+        return self.of_params(self.models.params(masks))
+
+    def outputs(self, masks: Masks) -> np.ndarray:
+        """Correct-class margins of each model on each evaluation example, ``(B, m)``."""
+        self.evaluations += len(masks)
+        params = self.models.params(masks)
+        return self.learner.margin(params, self.X, self.y).double().cpu().numpy()
