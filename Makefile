@@ -1,4 +1,5 @@
-# Two commands: `make demo` runs a real retraining job end to end; `make test` runs the tests.
+# Two commands: `make demo` runs the pipeline end to end (retrain, fit, tune, evaluate);
+# `make test` runs the tests.
 # Both create .venv and install the package into it when missing (fast when already done).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -15,8 +16,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+DEMO := --config configs/quickstart.yaml
+
 demo: $(STAMP)
-	$(BIN)/mp-ray retrain --config configs/quickstart.yaml
+	$(BIN)/mp-ray retrain $(DEMO)
+	$(BIN)/mp-ray fit $(DEMO) --name quickstart --export runs/predictors/quickstart
+	$(BIN)/mp-ray tune $(DEMO) --name quickstart --samples 4
+	$(BIN)/mp-ray evaluate $(DEMO) --predictor fit=runs/predictors/quickstart \
+		--predictor tuned=runs/tune/quickstart/best
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -126,10 +126,15 @@ def fit(
     ] = "runs/train",
     workers: Annotated[int, typer.Option(help="Data-parallel Ray Train workers.")] = 2,
     gpu: Annotated[bool, typer.Option(help="Give each worker a GPU.")] = False,
+    export: Annotated[
+        str | None,
+        typer.Option(help="Also copy the best predictor to this directory (path or s3://)."),
+    ] = None,
 ) -> None:
     """Fit the ModelPred predictor on the experiment's store with Ray Train."""
     from ray.train import TrainingFailedError
 
+    from mp_ray.predictor import Predictor
     from mp_ray.predictor.fit import fit_predictor
     from mp_ray.ray_session import connect
     from mp_ray.store import StoreMismatchError, StoreNotFoundError
@@ -145,6 +150,9 @@ def fit(
         f"fitted {metrics.get('epoch')} epochs; best validation relative parameter error "
         f"{metrics.get('best_val_rel_error', float('nan')):.4f}"
     )
+    if export:
+        Predictor.load(outcome.predictor_uri).save(export)
+        console.print(f"best predictor exported to {export}")
     print(outcome.predictor_uri)
 
 
@@ -178,7 +186,13 @@ def tune(
 @app.command()
 def evaluate(
     config: ConfigOption,
-    predictor: Annotated[str, typer.Option(help="Predictor checkpoint directory (or s3://).")],
+    predictor: Annotated[
+        list[str],
+        typer.Option(
+            help="Predictor checkpoint directory (or s3://); repeat to compare several, "
+            "optionally labelled as LABEL=URI."
+        ),
+    ],
     output: Annotated[Path | None, typer.Option(help="Also write the table as JSON.")] = None,
 ) -> None:
     """Compare predicted with retrained models on the store's held-out test rows."""
@@ -187,12 +201,24 @@ def evaluate(
 
     experiment = _load(config, {})
     try:
-        table = evaluate_on_store(experiment, predictor)
+        table = evaluate_on_store(experiment, _labelled(predictor))
     except (ValueError, FileNotFoundError, StoreNotFoundError, StoreMismatchError) as err:
         _fail(str(err))
     print(format_table(table))
     if output:
         output.write_text(json.dumps(table, indent=2))
+
+
+def _labelled(uris: list[str]) -> dict[str, str]:
+    """Method names for predictor URIs: "ModelPred" for one, "ModelPred (LABEL)" for
+    ``LABEL=URI``, else numbered."""
+    named = {}
+    for index, value in enumerate(uris, start=1):
+        label, sep, uri = value.partition("=")
+        if not sep or "/" in label or ":" in label:
+            label, uri = (str(index) if len(uris) > 1 else ""), value
+        named[f"ModelPred ({label})" if label else "ModelPred"] = uri
+    return named
 
 
 @app.command()

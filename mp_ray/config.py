@@ -71,6 +71,14 @@ class DatasetConfig(_Strict):
         le=1,
         description="source=synthetic: fraction of labels assigned at random.",
     )
+    flip_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Classification: share of training labels changed to another class at "
+        "random (from split_seed), to test noisy-label detection; the changed rows are "
+        "recorded in Dataset.flipped. Validation and test labels stay clean.",
+    )
     val_fraction: float = Field(
         default=0.15, ge=0, lt=1, description="Fraction of rows held out for validation."
     )
@@ -223,7 +231,12 @@ class PredictorConfig(_Strict):
         "per epoch; constant: keep lr throughout.",
     )
     epochs: int = Field(default=150, gt=0, description="Maximum passes over the training rows.")
-    batch_size: int = Field(default=64, gt=0, description="Subsets per minibatch.")
+    batch_size: int = Field(
+        default=64,
+        gt=0,
+        description="Subsets per optimisation step, over all data-parallel workers together "
+        "(each takes its share), so results do not depend on the worker count.",
+    )
     lambda_global: float = Field(
         default=0.0,
         ge=0,
@@ -240,8 +253,8 @@ class PredictorConfig(_Strict):
     unlabelled_per_batch: int = Field(
         default=0,
         ge=0,
-        description="Extra sampled subsets per minibatch without retrained parameters; only the "
-        "global regulariser sees them.",
+        description="Extra sampled subsets per optimisation step (over all workers) without "
+        "retrained parameters; only the global regulariser sees them.",
     )
     val_fraction: float = Field(
         default=0.1,

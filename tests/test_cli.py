@@ -48,6 +48,42 @@ def test_retrain_then_inspect(ray_session, tmp_path):
     assert "trained 0 models" in result.output and "skipped 2 finished blocks" in result.output
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_fit_rerun_export_then_evaluate(ray_session, tmp_path):
+    config = yaml.safe_load(QUICKSTART.read_text())
+    config["store"] = {"uri": str(tmp_path / "quick.zarr"), "n_rows": 500, "block_rows": 250}
+    config["predictor"].update(epochs=3, patience=3)
+    path = tmp_path / "quick.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert runner.invoke(app, ["retrain", "-c", str(path), "--no-progress"]).exit_code == 0
+    export = tmp_path / "predictor"
+    args = ["fit", "-c", str(path), "--storage-path", str(tmp_path / "train"), "--name", "q"]
+    result = runner.invoke(app, [*args, "--export", str(export)])
+    assert result.exit_code == 0, result.output
+    assert "fitted 3 epochs" in result.output and (export / "model.pt").exists()
+    # Rerunning a finished fit resumes at its end and reports the same predictor.
+    rerun = runner.invoke(app, args)
+    assert rerun.exit_code == 0, rerun.output
+    assert rerun.stdout.strip().splitlines()[-1] == result.stdout.strip().splitlines()[-1]
+
+    table = tmp_path / "table.json"
+    args = ["evaluate", "-c", str(path), "--output", str(table)]
+    result = runner.invoke(app, [*args, "--predictor", f"fit={export}", "--predictor", str(export)])
+    assert result.exit_code == 0, result.output
+    rows = {
+        row["method"]: row for row in json.loads(table.read_text()) if row["subset size"] == "all"
+    }
+    assert set(rows) == {
+        "ModelPred (fit)",
+        "ModelPred (2)",
+        "full data θ(D)",
+        "influence functions",
+    }
+    assert all(0.5 < row["agreement"] <= 1 for row in rows.values())
+    assert rows["ModelPred (fit)"]["rel_error"] == rows["ModelPred (2)"]["rel_error"]
+
+
 def test_bad_config_and_missing_store_exit_with_a_message(tmp_path):
     bad = tmp_path / "bad.yaml"
     config = yaml.safe_load(QUICKSTART.read_text())

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mp_ray.apps.models import Masks, SubsetModels
+from mp_ray.learners import Learner
 
 Metric = Literal["accuracy", "neg_loss"]
 
@@ -65,3 +66,21 @@ class Utility:
         self.evaluations += len(masks)
         params = self.models.params(masks)
         return self.learner.margin(params, self.X, self.y).double().cpu().numpy()
+
+
+def class_probabilities(
+    learner: Learner,
+    params: torch.Tensor,
+    X: np.ndarray,
+    temperature: float | torch.Tensor = 1.0,
+) -> torch.Tensor:
+    """Predicted class probabilities of each model on each example, ``(K, m, c)``, from the
+    logits divided by ``temperature`` (c = 2 for binary models, whose single logit z gives
+    [1 − σ(z), σ(z)])."""
+    if learner.n_classes < 2:
+        raise ValueError("class probabilities need a classification learner")
+    logits = learner.decision(params, X) / temperature
+    if learner.n_classes == 2:
+        positive = torch.sigmoid(logits[..., 0])
+        return torch.stack([1 - positive, positive], dim=-1)
+    return torch.softmax(logits, dim=-1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
@@ -18,7 +18,8 @@ class Dataset:
 
     Shapes: ``X_* (m, p) float32``; ``y_* (m,)`` int64 class ids in ``[0, n_classes)`` for
     classification, float32 for regression (``n_classes == 1``). The training split is the
-    ground set: subsets and masks index its rows ``0..n-1``.
+    ground set: subsets and masks index its rows ``0..n-1``. ``flipped (k,)`` lists the
+    training rows whose labels were deliberately changed (``DatasetConfig.flip_fraction``).
     """
 
     name: str
@@ -31,6 +32,7 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     feature_names: tuple[str, ...]
+    flipped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n_train(self) -> int:

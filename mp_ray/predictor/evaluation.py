@@ -108,17 +108,22 @@ def format_table(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_on_store(config: ExperimentConfig, predictor_uri: str) -> list[dict[str, Any]]:
-    """The evaluation table of a fitted predictor and the baselines on the store's test rows
-    (the rows no fit or search ever sees)."""
+def evaluate_on_store(
+    config: ExperimentConfig, predictor_uris: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The evaluation table of fitted predictors (method name → checkpoint URI) and the
+    baselines on the store's test rows (the rows no fit or search ever sees)."""
     config = config.with_absolute_paths()
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open(config.store.uri, config.store.storage_options)
-    predictor = Predictor.load(predictor_uri, config.store.storage_options)
-    if predictor.meta.dataset_fingerprint != dataset.fingerprint:
-        raise StoreMismatchError(
-            f"predictor {predictor_uri} was fitted on another dataset than the config's"
-        )
+    predictors = {}
+    for name, uri in predictor_uris.items():
+        predictor = Predictor.load(uri, config.store.storage_options)
+        if predictor.meta.dataset_fingerprint != dataset.fingerprint:
+            raise StoreMismatchError(
+                f"predictor {uri} was fitted on another dataset than the config's"
+            )
+        predictors[name] = predictor
     settings = config.predictor
     rows = read_split(
         store, list(range(store.n_blocks)), TEST, settings.val_fraction, settings.test_fraction
@@ -127,7 +132,7 @@ def evaluate_on_store(config: ExperimentConfig, predictor_uri: str) -> list[dict
         raise ValueError(f"store {store.uri} has no test rows; raise predictor.test_fraction")
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     methods = {
-        "ModelPred": predictor,
+        **predictors,
         FullDataModel.name: FullDataModel(learner),
         InfluenceFunction.name: InfluenceFunction(learner),
     }

@@ -3,7 +3,8 @@
 Worker r of W reads blocks r, r + W, r + 2W, … of the store (whole chunks, never the whole
 store) and keeps its training and validation rows (:mod:`mp_ray.predictor.rows`). The
 model is wrapped by ``ray.train.torch.prepare_model`` (DDP: gloo on CPU, NCCL on GPU);
-every worker takes the same number of steps per epoch (the smallest worker's count).
+a step's ``batch_size`` subsets are shared out over the workers, and every worker takes the
+same number of steps per epoch (the smallest worker's count).
 After each epoch the validation error — mean relative parameter error ‖θ̂ − θ‖/‖θ‖ over the
 validation rows of all workers — is all-reduced, so every worker makes the same
 early-stopping decision. Rank 0 reports a checkpoint holding the training state and the
@@ -211,8 +212,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     weights = LossWeights(settings.lambda_global, settings.lambda_local, settings.l1, settings.l2)
     sampler = make_sampler(config.sampler, dataset.n_train, config.seed)
-    unlabelled_count = settings.unlabelled_per_batch if sampler.default_rows is None else 0
-    batch = settings.batch_size
+    # batch_size and unlabelled_per_batch count over all workers; each takes its share.
+    unlabelled_count = (
+        _share(settings.unlabelled_per_batch, world) if sampler.default_rows is None else 0
+    )
+    batch = _share(settings.batch_size, world)
     steps = _all_min(max(1, -(-len(train_rows) // batch)), device)
 
     for epoch in range(progress["epoch"], settings.epochs):
@@ -289,6 +293,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
         if stop:
             break
+
+
+def _share(total: int, world: int) -> int:
+    """One worker's part of a per-step count (at least 1 when the count is not 0)."""
+    return max(1, -(-total // world)) if total else 0
 
 
 def epoch_lr(settings: PredictorConfig, epoch: int) -> float:

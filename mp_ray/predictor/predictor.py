@@ -78,6 +78,17 @@ class Predictor:
         pooled = self.model.pooled(masks, self.phi, self.n_train)
         return self.meta.scaler.inverse(self.model.from_pooled(pooled))
 
+    def predict_soft(self, weights: torch.Tensor) -> torch.Tensor:
+        """Parameters ``(B, d)`` for fractional memberships ``weights (B, n)`` in [0, 1],
+        differentiable in ``weights`` (the continuous relaxation of data selection); a
+        {0, 1} row gives :meth:`predict`'s answer."""
+        if weights.ndim != 2 or weights.shape[1] != self.n_train:
+            raise ValueError(
+                f"weights must have shape (B, {self.n_train}), got {tuple(weights.shape)}"
+            )
+        pooled = self.model.pooled(weights.to(torch.float32), self.phi, self.n_train)
+        return self.meta.scaler.inverse(self.model.from_pooled(pooled))
+
     @torch.no_grad()
     def predict_with_points(
         self,

@@ -63,7 +63,7 @@ def test_fit_on_two_workers_resume_and_load(ray_session, tmp_path):
     assert predictor.meta.dataset_fingerprint == store.spec.dataset_fingerprint
 
     # The evaluation on the store's test rows covers ModelPred and both baselines.
-    table = evaluate_on_store(config, resumed.predictor_uri)
+    table = evaluate_on_store(config, {"ModelPred": resumed.predictor_uri})
     overall = {row["method"]: row for row in table if row["subset size"] == "all"}
     assert set(overall) == {"ModelPred", "full data θ(D)", "influence functions"}
     assert overall["ModelPred"]["rows"] == len(test)

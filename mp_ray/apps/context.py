@@ -1,0 +1,56 @@
+"""What an application command needs from a config: the data, the learner, and the subset
+models — a fitted predictor when one is given, else retraining."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mp_ray.apps.models import PredictedModels, RetrainedModels, SubsetModels
+from mp_ray.config import ExperimentConfig
+from mp_ray.data import Dataset, load_dataset
+from mp_ray.learners import Learner, make_learner
+from mp_ray.predictor import Predictor
+from mp_ray.store import StoreMismatchError
+
+
+@dataclass
+class AppContext:
+    """The experiment's dataset and learner, and how models for subsets are obtained."""
+
+    config: ExperimentConfig
+    dataset: Dataset
+    learner: Learner
+    models: SubsetModels
+    retrained: RetrainedModels  # ground truth, for checks such as removal curves
+
+    @property
+    def source(self) -> str:
+        return "predictor" if isinstance(self.models, PredictedModels) else "retrain"
+
+
+def app_context(
+    config: ExperimentConfig,
+    predictor_uri: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> AppContext:
+    """Load the dataset and learner of ``config``; use the predictor at ``predictor_uri``
+    (checked to be fitted on this very dataset) or, without one, retraining."""
+    dataset = load_dataset(config.dataset)
+    learner = make_learner(
+        config.learner, dataset.X_train, dataset.y_train, dataset.n_classes, device
+    )
+    retrained = RetrainedModels(learner)
+    models: SubsetModels = retrained
+    if predictor_uri:
+        predictor = Predictor.load(predictor_uri, storage_options)
+        if predictor.meta.dataset_fingerprint != dataset.fingerprint:
+            raise StoreMismatchError(
+                f"predictor {predictor_uri} was fitted on another dataset than the config's "
+                f"({dataset.name}, fingerprint {dataset.fingerprint[:16]}…)"
+            )
+        models = PredictedModels(predictor, learner)
+    return AppContext(config, dataset, learner, models, retrained)
