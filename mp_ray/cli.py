@@ -6,54 +6,38 @@ mp-ray fit      -c configs/quickstart.yaml            # fit the predictor (Ray T
 mp-ray tune     -c configs/quickstart.yaml            # search its hyperparameters (Ray Tune)
 mp-ray evaluate -c configs/quickstart.yaml --predictor CKPT   # against retraining
 mp-ray check-config configs/quickstart.yaml           # validate a config file
+
+Applications (a fitted predictor with --predictor CKPT, else retraining):
+
+mp-ray value        -c CONFIG --method tmc        # data values, removal curves, noisy labels
+mp-ray select       -c CONFIG --size 100          # the best subset of a given size
+mp-ray memorization -c CONFIG                     # memorisation and influence scores
+mp-ray calibrate    -c CONFIG                     # ensemble calibration, reliability diagram
+mp-ray counterfactual -c CONFIG --target 0 --remove 1,2,3   # prediction without points
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
-from rich.text import Text
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mp_ray.config import ConfigError, ExperimentConfig, load_experiment
+from mp_ray import cli_apps  # noqa: F401  (registers the application commands on `app`)
+from mp_ray.cli_support import (
+    ConfigOption,
+    ModelsPerSecond,
+    StorageOption,
+    app,
+    console,
+    fail,
+    load_config,
+    storage_options,
+)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True, soft_wrap=True)
-
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file.")]
-StorageOption = Annotated[
-    str | None,
-    typer.Option("--endpoint-url", help="S3 endpoint for s3:// stores (e.g. a MinIO server)."),
-]
-
-
-class ModelsPerSecond(ProgressColumn):
-    """Completed models per second since the start."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        rate = task.completed / elapsed if elapsed > 0 else 0.0
-        return Text(f"{rate:,.0f} models/s", style="progress.data.speed")
-
-
-def _fail(message: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
-
-
-def _load(config: Path, overrides: dict[str, Any]) -> ExperimentConfig:
-    try:
-        return load_experiment(config, {k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as err:
-        _fail(str(err))
-
-
-def _storage_options(endpoint_url: str | None) -> dict[str, Any]:
-    return {"endpoint_url": endpoint_url} if endpoint_url else {}
+app.info.help = __doc__
 
 
 @app.command()
@@ -72,13 +56,13 @@ def retrain(
     from mp_ray.retrain import RetrainError, prepare_store, run_retrain
     from mp_ray.store import StoreMismatchError, format_summary, summarize
 
-    experiment = _load(
+    experiment = load_config(
         config, {"store.uri": store, "store.n_rows": rows, "retrain.num_actors": actors}
     )
     try:
         store_handle, dataset = prepare_store(experiment)
     except (ValueError, FileNotFoundError, StoreMismatchError) as err:
-        _fail(str(err))
+        fail(str(err))
     pending_rows = sum(len(store_handle.block_rows(b)) for b in store_handle.pending_blocks())
     console.print(
         f"store {store_handle.uri}: {store_handle.spec.n_rows} rows, "
@@ -99,7 +83,7 @@ def retrain(
                 experiment, dataset, on_result=lambda r: bar.advance(task, r["rows"])
             )
     except RetrainError as err:
-        _fail(f"{err}\nrows already written are kept; rerun the same command to resume")
+        fail(f"{err}\nrows already written are kept; rerun the same command to resume")
     except KeyboardInterrupt:
         done = store_handle.n_blocks - len(store_handle.pending_blocks())
         console.print(
@@ -139,12 +123,12 @@ def fit(
     from mp_ray.ray_session import connect
     from mp_ray.store import StoreMismatchError, StoreNotFoundError
 
-    experiment = _load(config, {})
+    experiment = load_config(config, {})
     connect()
     try:
         outcome = fit_predictor(experiment, name, storage_path, workers, gpu)
     except (ValueError, StoreNotFoundError, StoreMismatchError, TrainingFailedError) as err:
-        _fail(str(err))
+        fail(str(err))
     metrics = outcome.metrics
     console.print(
         f"fitted {metrics.get('epoch')} epochs; best validation relative parameter error "
@@ -170,12 +154,12 @@ def tune(
     from mp_ray.ray_session import connect
     from mp_ray.tuning import tune_predictor
 
-    experiment = _load(config, {})
+    experiment = load_config(config, {})
     connect()
     try:
         outcome = tune_predictor(experiment, name, storage_path, samples, workers_per_trial)
     except (ValueError, RuntimeError) as err:
-        _fail(str(err))
+        fail(str(err))
     columns = ["lambda_global", "lambda_local", "lr", "width", "epochs", "val_rel_error"]
     print(" ".join(f"{c:>14}" for c in columns))
     for row in outcome.trials:
@@ -199,11 +183,11 @@ def evaluate(
     from mp_ray.predictor.evaluation import evaluate_on_store, format_table
     from mp_ray.store import StoreMismatchError, StoreNotFoundError
 
-    experiment = _load(config, {})
+    experiment = load_config(config, {})
     try:
         table = evaluate_on_store(experiment, _labelled(predictor))
     except (ValueError, FileNotFoundError, StoreNotFoundError, StoreMismatchError) as err:
-        _fail(str(err))
+        fail(str(err))
     print(format_table(table))
     if output:
         output.write_text(json.dumps(table, indent=2))
@@ -234,11 +218,11 @@ def inspect(
     from mp_ray.store import ExperimentStore, StoreNotFoundError, export_parquet, format_summary
     from mp_ray.store import summarize as summarize_store
 
-    options = _storage_options(endpoint_url)
+    options = storage_options(endpoint_url)
     try:
         handle = ExperimentStore.open(store, options)
     except StoreNotFoundError as err:
-        _fail(str(err))
+        fail(str(err))
     summary = summarize_store(handle)
     print(json.dumps(summary, indent=2) if as_json else format_summary(summary))
     if parquet:
@@ -249,7 +233,7 @@ def inspect(
 @app.command("check-config")
 def check_config(config: Annotated[Path, typer.Argument(help="Experiment YAML file.")]) -> None:
     """Validate an experiment config and print it with every default filled in."""
-    experiment = _load(config, {})
+    experiment = load_config(config, {})
     print(json.dumps(experiment.model_dump(mode="json"), indent=2))
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 
 from mp_ray.apps.context import AppContext, app_context
-from mp_ray.config import parse_experiment
+from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.retrain import run_retrain
 
 
 @pytest.fixture(scope="session")
-def fitted(ray_session, tmp_path_factory) -> AppContext:
+def fitted_run(ray_session, tmp_path_factory) -> tuple[ExperimentConfig, str]:
+    """The experiment and its fitted predictor's checkpoint URI."""
     root = tmp_path_factory.mktemp("apps")
     config = parse_experiment(
         {
@@ -33,4 +34,10 @@ def fitted(ray_session, tmp_path_factory) -> AppContext:
     )
     run_retrain(config)
     outcome = fit_predictor(config, "apps", str(root / "train"), num_workers=1)
-    return app_context(config, outcome.predictor_uri)
+    return config, outcome.predictor_uri
+
+
+@pytest.fixture(scope="session")
+def fitted(fitted_run) -> AppContext:
+    """The applications' context over the fitted predictor (retraining beside it)."""
+    return app_context(*fitted_run)

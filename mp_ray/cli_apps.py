@@ -1,0 +1,300 @@
+"""The application commands of ``mp-ray``: each answers from a fitted predictor when
+``--predictor`` is given, else by retraining the learner (exact, slower)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import numpy as np
+import typer
+
+from mp_ray.cli_support import ConfigOption, app, console, fail, load_config
+
+if TYPE_CHECKING:
+    from mp_ray.apps.context import AppContext
+
+PredictorOption = Annotated[
+    str | None,
+    typer.Option(help="Predictor checkpoint directory (or s3://); without it, retrain."),
+]
+SeedOption = Annotated[int, typer.Option(help="Root seed of the sampled subsets.")]
+
+
+def _context(config: Path, predictor: str | None) -> AppContext:
+    from mp_ray.apps.context import app_context
+    from mp_ray.store import StoreMismatchError
+
+    experiment = load_config(config, {})
+    try:
+        return app_context(experiment, predictor, experiment.store.storage_options)
+    except (ValueError, FileNotFoundError, StoreMismatchError) as err:
+        fail(str(err))
+
+
+def _answered_by(context: AppContext) -> str:
+    return (
+        f"models from the {'predictor' if context.source == 'predictor' else 'learner (retrained)'}"
+    )
+
+
+@app.command()
+def value(
+    config: ConfigOption,
+    predictor: PredictorOption = None,
+    method: Annotated[
+        Literal["tmc", "beta", "banzhaf", "loo"], typer.Option(help="Valuation method.")
+    ] = "tmc",
+    metric: Annotated[
+        Literal["accuracy", "neg_loss"], typer.Option(help="Utility on the validation split.")
+    ] = "neg_loss",
+    max_samples: Annotated[
+        int, typer.Option(help="Budget: permutations (tmc, beta) or subsets (banzhaf).")
+    ] = 500,
+    stderr_tol: Annotated[
+        float | None, typer.Option(help="Stop once every standard error is below this.")
+    ] = None,
+    truncation: Annotated[
+        float | None, typer.Option(help="tmc: relative truncation tolerance (0 disables).")
+    ] = 0.01,
+    alpha: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' α.")] = 16.0,
+    beta: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' β.")] = 1.0,
+    seed: SeedOption = 0,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the values to this Parquet file.")
+    ] = None,
+    store_name: Annotated[
+        str | None, typer.Option(help="Also save the values in the store under this name.")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Directory for the value and removal-curve PNGs.")
+    ] = None,
+) -> None:
+    """Value every training point; report noisy-label detection and removal curves."""
+    from mp_ray.apps import Utility
+    from mp_ray.apps.plots import removal_curves, value_distribution
+    from mp_ray.apps.valuation import (
+        Convergence,
+        banzhaf_msr,
+        beta_shapley,
+        leave_one_out,
+        tmc_shapley,
+    )
+    from mp_ray.apps.valuation.tasks import noisy_label_detection, removal_curve
+    from mp_ray.store import ExperimentStore, StoreMismatchError, StoreNotFoundError
+
+    context = _context(config, predictor)
+    data = context.dataset
+    utility = Utility(context.models, data.X_val, data.y_val, metric)
+    try:
+        convergence = Convergence(max_samples=max_samples, stderr_tol=stderr_tol)
+    except ValueError as err:
+        fail(str(err))
+    console.print(
+        f"valuing {data.n_train} points of {data.name} by {method}, {_answered_by(context)}"
+    )
+    if method == "loo":
+        result = leave_one_out(utility)
+    elif method == "tmc":
+        result = tmc_shapley(utility, convergence, seed, truncation or None)
+    elif method == "beta":
+        result = beta_shapley(utility, convergence, alpha, beta, seed)
+    else:
+        result = banzhaf_msr(utility, convergence, seed)
+    result.params.update(dataset_fingerprint=data.fingerprint, models=context.source)
+    console.print(
+        f"{result.n_evaluations:,} models in {result.seconds:.1f} s; "
+        f"converged: {result.converged}; largest standard error {result.stderr.max():.3g}"
+    )
+    order = result.ranking()
+    print(f"{'rank':>5} {'index':>6} {'value':>12} {'stderr':>10}")
+    for rank in [*range(5), *range(len(order) - 5, len(order))]:
+        i = order[rank]
+        print(f"{rank + 1:>5} {i:>6} {result.values[i]:>12.5f} {result.stderr[i]:>10.5f}")
+    if len(data.flipped):
+        detection = noisy_label_detection(result.values, data.flipped)
+        print(
+            f"noisy labels ({detection['flipped']} flipped): F1 {detection['f1']:.3f}, "
+            f"AUC {detection['auc']:.3f}"
+        )
+    if output:
+        result.to_parquet(str(output))
+        console.print(f"values written to {output}")
+    if store_name:
+        experiment = context.config
+        try:
+            store = ExperimentStore.open(
+                experiment.store.uri, experiment.store.storage_options, read_only=False
+            )
+            result.to_store(store, store_name)
+        except (StoreNotFoundError, StoreMismatchError, ValueError) as err:
+            fail(str(err))
+        console.print(f"values saved in {store.uri} under valuation/{store_name}")
+    if plots:
+        plots.mkdir(parents=True, exist_ok=True)
+        test_utility = Utility(context.retrained, data.X_test, data.y_test, "accuracy")
+        curves = [removal_curve(test_utility, result.values, order) for order in ("high", "low")]
+        for curve in curves:
+            steps = ", ".join(f"{u:.3f}" for u in curve.utilities)
+            print(f"test accuracy removing {curve.order}-value points first: {steps}")
+        value_distribution(result.values, plots / "values.png", data.flipped, result.method)
+        removal_curves({result.method: curves}, plots / "removal.png", "test accuracy")
+        console.print(f"plots written to {plots}/values.png and {plots}/removal.png")
+
+
+@app.command()
+def select(
+    config: ConfigOption,
+    size: Annotated[int, typer.Option(help="How many training points to keep.")],
+    predictor: PredictorOption = None,
+    method: Annotated[
+        Literal["greedy", "relaxed"],
+        typer.Option(help="greedy forward selection, or the predictor's continuous relaxation."),
+    ] = "greedy",
+    values: Annotated[
+        Path | None, typer.Option(help="Parquet values (mp-ray value) for a top-k baseline.")
+    ] = None,
+    seed: SeedOption = 0,
+    output: Annotated[Path | None, typer.Option(help="Write the selection as JSON.")] = None,
+) -> None:
+    """Choose a subset of a given size; retrain it and compare with random subsets."""
+    from mp_ray.apps import PredictedModels, Utility
+    from mp_ray.apps.selection import compare_selections, greedy_selection, relaxed_selection
+    from mp_ray.apps.valuation import ValuationResult
+
+    context = _context(config, predictor)
+    data = context.dataset
+    try:
+        if method == "relaxed":
+            if not isinstance(context.models, PredictedModels):
+                fail("--method relaxed needs --predictor (it differentiates through it)")
+            result = relaxed_selection(context.models, data.X_val, data.y_val, size, seed=seed)
+        else:
+            utility = Utility(context.models, data.X_val, data.y_val, "accuracy")
+            result = greedy_selection(utility, size, seed=seed)
+        baseline = ValuationResult.from_parquet(str(values)).values if values else None
+        test_utility = Utility(context.retrained, data.X_test, data.y_test, "accuracy")
+        scores = compare_selections(test_utility, {method: result.mask}, size, baseline, seed=seed)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    console.print(
+        f"selected {size} points by {method} in {result.seconds:.1f} s, {_answered_by(context)}"
+    )
+    print("retrained test accuracy of subsets of the same size:")
+    for name, score in scores.items():
+        print(f"  {name:<24} {score:.4f}")
+    if output:
+        payload = {"method": method, "indices": result.indices.tolist(), "test_accuracy": scores}
+        output.write_text(json.dumps(payload, indent=2))
+
+
+@app.command()
+def memorization(
+    config: ConfigOption,
+    predictor: PredictorOption = None,
+    subsets: Annotated[int, typer.Option(help="Sampled subsets (models).")] = 2000,
+    alpha: Annotated[float, typer.Option(help="Probability of keeping each point.")] = 0.7,
+    top: Annotated[int, typer.Option(help="How many of the most memorised points to print.")] = 10,
+    seed: SeedOption = 0,
+    output: Annotated[
+        Path | None, typer.Option(help="Write memorisation scores to this Parquet file.")
+    ] = None,
+) -> None:
+    """Memorisation of each training point and its influence on the test points."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mp_ray.apps.memorization import memorization as estimate
+
+    context = _context(config, predictor)
+    data = context.dataset
+    try:
+        result = estimate(context.models, data.X_test, data.y_test, subsets, alpha, seed)
+    except ValueError as err:
+        fail(str(err))
+    console.print(f"{subsets} models in {result.seconds:.1f} s, {_answered_by(context)}")
+    print(f"{'index':>6} {'label':>6} {'memorisation':>13} {'stderr':>8} {'top influence':>14}")
+    for i in np.argsort(-result.memorization, kind="stable")[:top]:
+        j = int(np.argmax(result.influence[i]))
+        print(
+            f"{i:>6} {data.y_train[i]:>6} {result.memorization[i]:>13.3f} "
+            f"{result.memorization_stderr[i]:>8.3f} {result.influence[i, j]:>8.3f} (test {j})"
+        )
+    if output:
+        table = pa.table(
+            {
+                "index": np.arange(data.n_train),
+                "memorization": result.memorization,
+                "stderr": result.memorization_stderr,
+                "max_influence": result.influence.max(axis=1),
+            }
+        )
+        pq.write_table(table, output)
+
+
+@app.command()
+def calibrate(
+    config: ConfigOption,
+    predictor: PredictorOption = None,
+    models: Annotated[int, typer.Option(help="Ensemble size.")] = 100,
+    fraction: Annotated[float, typer.Option(help="Each member's share of the training set.")] = 0.8,
+    seed: SeedOption = 0,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the reliability diagram PNG here.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the table as JSON.")] = None,
+) -> None:
+    """Calibration of a subsampled ensemble against θ(D) and temperature scaling."""
+    from mp_ray.apps.calibration import calibrate as run
+    from mp_ray.apps.plots import reliability_diagram
+
+    context = _context(config, predictor)
+    data = context.dataset
+    try:
+        result = run(
+            context.models, data.X_val, data.y_val, data.X_test, data.y_test, models, fraction, seed
+        )
+    except ValueError as err:
+        fail(str(err))
+    console.print(f"calibrated in {result.seconds:.1f} s, {_answered_by(context)}")
+    print(f"{'method':<40}{'ECE':>8}{'NLL':>8}{'accuracy':>10}")
+    for name, row in result.rows.items():
+        print(f"{name:<40}{row['ece']:>8.4f}{row['nll']:>8.4f}{row['accuracy']:>10.4f}")
+    if plot:
+        reliability_diagram(result.diagrams, plot)
+        console.print(f"reliability diagram written to {plot}")
+    if output:
+        output.write_text(json.dumps(result.rows, indent=2))
+
+
+@app.command()
+def counterfactual(
+    config: ConfigOption,
+    target: Annotated[list[int], typer.Option(help="Test-split index of a target (repeat).")],
+    remove: Annotated[str, typer.Option(help="Training indices to remove, comma-separated.")],
+    predictor: PredictorOption = None,
+) -> None:
+    """How the targets' predictions change when the given training points are removed."""
+    from mp_ray.apps.counterfactual import counterfactual_removal
+
+    context = _context(config, predictor)
+    data = context.dataset
+    try:
+        removed = [int(part) for part in remove.split(",") if part.strip()]
+        targets = np.asarray(target)
+        if targets.min() < 0 or targets.max() >= len(data.y_test):
+            raise ValueError(f"--target must lie in [0, {len(data.y_test)})")
+        result = counterfactual_removal(
+            context.models, data.X_test[targets], data.y_test[targets], [removed]
+        )
+    except ValueError as err:
+        fail(str(err))
+    console.print(f"removing {len(removed)} points, {_answered_by(context)}")
+    print(f"{'target':>7} {'label':>6} {'p(label) before':>16} {'after':>8} {'margin change':>14}")
+    for k, t in enumerate(targets):
+        print(
+            f"{t:>7} {data.y_test[t]:>6} {result.before['probability'][k]:>16.4f} "
+            f"{result.after['probability'][0, k]:>8.4f} {result.change('margin')[0, k]:>14.4f}"
+            + ("  (prediction flips)" if result.flipped[0, k] else "")
+        )

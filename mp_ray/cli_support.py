@@ -1,0 +1,50 @@
+"""What every ``mp-ray`` command shares: the Typer app, the console, config loading and
+failing with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import ProgressColumn, Task
+from rich.text import Text
+
+from mp_ray.config import ConfigError, ExperimentConfig, load_experiment
+
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+console = Console(stderr=True, soft_wrap=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file.")]
+StorageOption = Annotated[
+    str | None,
+    typer.Option("--endpoint-url", help="S3 endpoint for s3:// stores (e.g. a MinIO server)."),
+]
+
+
+class ModelsPerSecond(ProgressColumn):
+    """Completed models per second since the start."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rate:,.0f} models/s", style="progress.data.speed")
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` and exit with status 2."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def load_config(config: Path, overrides: dict[str, Any]) -> ExperimentConfig:
+    """The experiment config with the given overrides (None values skipped), or fail."""
+    try:
+        return load_experiment(config, {k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as err:
+        fail(str(err))
+
+
+def storage_options(endpoint_url: str | None) -> dict[str, Any]:
+    return {"endpoint_url": endpoint_url} if endpoint_url else {}

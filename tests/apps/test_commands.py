@@ -1,0 +1,126 @@
+"""The application commands, run as users run them, on the shared fitted predictor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mp_ray.apps.valuation import ValuationResult
+from mp_ray.cli import app
+from mp_ray.store import ExperimentStore
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def config_file(fitted_run, tmp_path_factory):
+    config, _ = fitted_run
+    path = tmp_path_factory.mktemp("commands") / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return str(path)
+
+
+def run(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_value_writes_parquet_store_and_plots(fitted_run, config_file, tmp_path):
+    config, predictor = fitted_run
+    out = tmp_path / "values.parquet"
+    result = run(
+        "value",
+        "-c",
+        config_file,
+        "--predictor",
+        predictor,
+        "--max-samples",
+        "40",
+        "--output",
+        str(out),
+        "--store-name",
+        "tmc",
+        "--plots",
+        str(tmp_path),
+    )
+    assert "noisy labels (24 flipped)" in result.stdout
+    saved = ValuationResult.from_parquet(str(out))
+    stored = ValuationResult.from_store(ExperimentStore.open(config.store.uri), "tmc")
+    np.testing.assert_array_equal(saved.values, stored.values)
+    assert stored.params["models"] == "predictor" and len(stored) == 120
+    assert (tmp_path / "values.png").stat().st_size > 0
+    assert (tmp_path / "removal.png").stat().st_size > 0
+
+
+def test_select_memorization_calibrate_counterfactual(fitted_run, config_file, tmp_path):
+    _, predictor = fitted_run
+    out = tmp_path / "selection.json"
+    run("select", "-c", config_file, "--predictor", predictor, "--size", "20", "--output", str(out))
+    selection = json.loads(out.read_text())
+    assert len(selection["indices"]) == 20 and "random (mean of 20)" in selection["test_accuracy"]
+
+    result = run("memorization", "-c", config_file, "--predictor", predictor, "--top", "3")
+    assert len(result.stdout.strip().splitlines()) == 4
+
+    out = tmp_path / "calibration.json"
+    run(
+        "calibrate",
+        "-c",
+        config_file,
+        "--predictor",
+        predictor,
+        "--output",
+        str(out),
+        "--plot",
+        str(tmp_path / "reliability.png"),
+    )
+    assert all(0 <= row["ece"] <= 1 for row in json.loads(out.read_text()).values())
+
+    result = run(
+        "counterfactual",
+        "-c",
+        config_file,
+        "--predictor",
+        predictor,
+        "--target",
+        "0",
+        "--remove",
+        "1,2,3",
+    )
+    assert "p(label) before" in result.stdout
+
+
+def test_bad_application_inputs_fail_with_a_message(fitted_run, config_file, tmp_path):
+    _, predictor = fitted_run
+    result = runner.invoke(
+        app,
+        [
+            "counterfactual",
+            "-c",
+            config_file,
+            "--target",
+            "0",
+            "--remove",
+            "1,500",
+            "--predictor",
+            predictor,
+        ],
+    )
+    assert result.exit_code == 2 and "outside [0, 120)" in result.output
+    result = runner.invoke(
+        app, ["select", "-c", config_file, "--size", "10", "--method", "relaxed"]
+    )
+    assert result.exit_code == 2 and "needs --predictor" in result.output
+    other = yaml.safe_load(Path(config_file).read_text())
+    other["dataset"]["flip_fraction"] = 0.0
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(other))
+    result = runner.invoke(app, ["value", "-c", str(path), "--predictor", predictor])
+    assert result.exit_code == 2 and "another dataset" in result.output
