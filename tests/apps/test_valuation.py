@@ -137,3 +137,15 @@ def test_bad_inputs_are_named():
         Convergence(max_samples=0)
     with pytest.raises(ValueError, match="stderr_tol"):
         Convergence(stderr_tol=-1.0)
+
+
+def test_truncation_waits_for_the_burn_in(game):
+    utility, _ = game
+    convergence = Convergence(max_samples=100, round_size=100)
+    early = tmc_shapley(utility, convergence, truncation_rtol=0.5, batch_size=100)
+    late = tmc_shapley(
+        utility, convergence, truncation_rtol=0.5, batch_size=100, burn_in_fraction=0.75
+    )
+    # A loose tolerance truncates at once; with the burn-in, 6 of 8 prefixes are scored first.
+    assert early.n_evaluations < late.n_evaluations
+    assert late.n_evaluations >= 2 + 100 * 5

@@ -19,7 +19,8 @@ Estimators:
   of all permutations in a round are scored in chunks, one batch of masks per call.
   Truncation (Ghorbani & Zou, 2019, TMC): once a prefix's utility is within
   ``truncation_rtol·|U(D)|`` of U(D), the rest of that permutation contributes 0 and is not
-  scored (pyDVL's ``RelativeTruncation``).
+  scored; with ``burn_in_fraction`` the check starts at prefix length ⌈burn_in·n⌉ (pyDVL's
+  ``RelativeTruncation(rtol, burn_in_fraction)``).
 - :func:`banzhaf_msr` (Wang & Jia, 2023, maximum sample reuse): Bernoulli(½) subsets, each
   scored once and used for every point: v_i = mean U(S ∋ i) − mean U(S ∌ i).
 
@@ -153,9 +154,11 @@ def _prefix_utilities(
     empty: float,
     truncation_rtol: float | None,
     batch_size: int,
+    burn_in: int = 0,
 ) -> tuple[np.ndarray, int]:
     """U of every prefix π[:j], j = 0..n, of each permutation ``(P, n)`` → ``(P, n + 1)``,
-    with truncated tails held at their truncation value; and the number of models scored."""
+    with truncated tails held at their truncation value (no truncation before prefix length
+    ``burn_in``); and the number of models scored."""
     count, n = permutations.shape
     ranks = np.empty_like(permutations)
     ranks[np.arange(count)[:, None], permutations] = np.arange(n)
@@ -175,11 +178,12 @@ def _prefix_utilities(
         still = []
         for a, p in enumerate(active):
             last = min(int(lengths[a, -1]), n - 1)
-            if truncation_rtol is not None:
-                span = values[p, position[p] : last + 1]
+            first = max(int(position[p]), burn_in)
+            if truncation_rtol is not None and first <= last:
+                span = values[p, first : last + 1]
                 close = np.nonzero(np.abs(span - full) <= truncation_rtol * abs(full))[0]
                 if close.size:
-                    cut = position[p] + int(close[0])
+                    cut = first + int(close[0])
                     values[p, cut + 1 :] = values[p, cut]
                     continue
             if last + 1 >= n:
@@ -198,9 +202,13 @@ def permutation_semivalue(
     truncation_rtol: float | None = None,
     batch_size: int = 1024,
     method: str = "semivalue",
+    burn_in_fraction: float = 0.0,
 ) -> ValuationResult:
     """Permutation-sampling estimate of the semivalue with weights ``ω (n,)`` (see the
-    module docstring); ``batch_size`` subsets are scored per call."""
+    module docstring); ``batch_size`` subsets are scored per call; truncation is checked
+    from prefix length ``burn_in_fraction·n`` on."""
+    if not 0 <= burn_in_fraction <= 1:
+        raise ValueError(f"burn_in_fraction must lie in [0, 1], got {burn_in_fraction}")
     start = time.perf_counter()
     n = utility.n_train
     if weights.shape != (n,):
@@ -214,7 +222,13 @@ def permutation_semivalue(
         count = min(convergence.round_size, convergence.max_samples - samples)
         permutations = _permutations(seed, samples, count, n)
         prefix, scored = _prefix_utilities(
-            utility, permutations, full, empty, truncation_rtol, batch_size
+            utility,
+            permutations,
+            full,
+            empty,
+            truncation_rtol,
+            batch_size,
+            math.ceil(burn_in_fraction * n),
         )
         evaluations += scored
         marginals = np.empty((count, n))
@@ -236,6 +250,7 @@ def permutation_semivalue(
             "seed": seed,
             "samples": samples,
             "truncation_rtol": truncation_rtol,
+            "burn_in_fraction": burn_in_fraction,
             "max_samples": convergence.max_samples,
             "stderr_tol": convergence.stderr_tol,
         },
@@ -248,6 +263,7 @@ def tmc_shapley(
     seed: int = 0,
     truncation_rtol: float | None = 0.01,
     batch_size: int = 1024,
+    burn_in_fraction: float = 0.0,
 ) -> ValuationResult:
     """Truncated Monte-Carlo Shapley (Ghorbani & Zou, 2019)."""
     return permutation_semivalue(
@@ -258,6 +274,7 @@ def tmc_shapley(
         truncation_rtol,
         batch_size,
         method="tmc_shapley",
+        burn_in_fraction=burn_in_fraction,
     )
 
 

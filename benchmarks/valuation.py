@@ -1,0 +1,266 @@
+"""TMC-Shapley three ways: mp-ray with the predictor, mp-ray with retraining, and pyDVL.
+
+On breast_cancer cut to ``--n-train`` training points with ``--flip`` of their labels
+flipped (the noisy points to detect), L2 logistic regression (C = 1), utility = minus the
+validation log-loss, the same number of permutations ``--permutations`` and the same
+truncation (relative tolerance 0.01 after a burn-in of 40% of each permutation, pyDVL's
+TMC default) for all three:
+
+- **mp-ray, predictor**: ModelPred fitted once on a store of ``--store-rows`` retrained
+  models (subsets of uniform size); its one-off cost (retraining the store, fitting) is
+  reported separately from the valuation time;
+- **mp-ray, retraining**: the batched learner trains every scored prefix, same seed and so
+  the same permutations as the predictor run — the exact counterpart of the predictor run;
+- **pyDVL** 0.10 ``TMCShapleyValuation`` with scikit-learn's ``LogisticRegression``
+  (lbfgs, tol 1e-6) and ``joblib`` over all cores.
+
+Reported: wall time, Spearman correlation with the retraining-based values (same
+permutations) and with a converged reference (retraining, ``--reference-factor`` × the
+permutations, another seed), noisy-label detection F1 / AUC.
+
+pyDVL 0.10 pins numpy < 2, which the rest of the stack (torch, zarr 3) does not use; it is
+installed without its pins (``make bench-deps``) and works with numpy 2 for this method.
+
+    .venv/bin/python benchmarks/valuation.py [--n-train 200] [--permutations 100]
+        [--work runs/benchmarks/valuation] [--out benchmarks/results]
+
+Writes ``valuation.{json,md,png}`` to ``--out`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import sklearn
+import torch
+from joblib import parallel_config
+from sklearn.linear_model import LogisticRegression
+
+from mp_ray.apps import Utility
+from mp_ray.apps.context import app_context
+from mp_ray.apps.valuation import Convergence, ValuationResult, tmc_shapley
+from mp_ray.apps.valuation.tasks import noisy_label_detection, rank_correlation
+from mp_ray.config import ExperimentConfig
+from mp_ray.predictor.fit import fit_predictor
+from mp_ray.ray_session import connect
+from mp_ray.retrain import run_retrain
+
+RTOL, BURN_IN = 0.01, 0.4  # pyDVL's TMC defaults, used by all three
+
+
+def experiment(args: argparse.Namespace) -> ExperimentConfig:
+    return ExperimentConfig.model_validate(
+        {
+            "seed": 0,
+            "dataset": {
+                "source": "sklearn",
+                "name": "breast_cancer",
+                "max_train": args.n_train,
+                "flip_fraction": args.flip,
+            },
+            "learner": {"kind": "logistic", "C": 1.0, "tol": 1e-6},
+            "sampler": {"kind": "uniform_size", "min_size": 5},
+            "store": {
+                "uri": str(args.work / f"bc{args.n_train}-flip{args.flip}.zarr"),
+                "n_rows": args.store_rows,
+                "block_rows": 500,
+            },
+            "retrain": {"num_actors": 2, "num_cpus": 1},
+            "predictor": {"width": 128, "lr": 3e-3, "epochs": args.epochs, "batch_size": 64},
+        }
+    ).with_absolute_paths()
+
+
+def pydvl_tmc(
+    X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, permutations: int
+) -> tuple[np.ndarray, float]:
+    """pyDVL's TMC-Shapley values ``(n,)`` and wall time."""
+    from pydvl.valuation import (
+        Dataset,
+        MaxUpdates,
+        ModelUtility,
+        RelativeTruncation,
+        SupervisedScorer,
+        TMCShapleyValuation,
+    )
+
+    train = Dataset(X.astype(np.float64), y)
+    val = Dataset(X_val.astype(np.float64), y_val)
+    # A subset with one class cannot be fitted; its utility is that of the uniform model.
+    scorer = SupervisedScorer("neg_log_loss", val, default=-math.log(2))
+    model = LogisticRegression(C=1.0, tol=1e-6, max_iter=10000)
+    utility = ModelUtility(model, scorer, show_warnings=False)
+    valuation = TMCShapleyValuation(
+        utility,
+        truncation=RelativeTruncation(rtol=RTOL, burn_in_fraction=BURN_IN),
+        is_done=MaxUpdates(permutations),
+        seed=0,
+        show_warnings=False,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings(), parallel_config(n_jobs=os.cpu_count()):
+        warnings.simplefilter("ignore")
+        valuation.fit(train)
+    seconds = time.perf_counter() - start
+    result = valuation.result
+    values = np.zeros(len(y))
+    values[np.asarray(result.indices)] = np.asarray(result.values)
+    return values, seconds
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    config = experiment(args)
+    connect()
+    start = time.perf_counter()
+    report = run_retrain(config)
+    retrain_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    name = f"valuation-bc{args.n_train}-flip{args.flip}-e{args.epochs}-r{args.store_rows}"
+    outcome = fit_predictor(config, name, str(args.work / "train"), num_workers=2)
+    fit_seconds = time.perf_counter() - start
+    context = app_context(config, outcome.predictor_uri)
+    data = context.dataset
+    convergence = Convergence(max_samples=args.permutations, round_size=25)
+
+    def mp_ray(models: Any, permutations: Convergence, seed: int) -> ValuationResult:
+        utility = Utility(models, data.X_val, data.y_val, "neg_loss")
+        return tmc_shapley(utility, permutations, seed, RTOL, burn_in_fraction=BURN_IN)
+
+    results: dict[str, tuple[np.ndarray, float, int | None]] = {}
+    predicted = mp_ray(context.models, convergence, seed=0)
+    results["mp-ray, predictor"] = (predicted.values, predicted.seconds, predicted.n_evaluations)
+    retrained = mp_ray(context.retrained, convergence, seed=0)
+    results["mp-ray, retraining"] = (retrained.values, retrained.seconds, retrained.n_evaluations)
+    pydvl_values, pydvl_seconds = pydvl_tmc(
+        data.X_train, data.y_train, data.X_val, data.y_val, args.permutations
+    )
+    results["pyDVL TMC (scikit-learn)"] = (pydvl_values, pydvl_seconds, None)
+    reference = mp_ray(
+        context.retrained,
+        Convergence(max_samples=args.reference_factor * args.permutations, round_size=50),
+        seed=1,
+    )
+    rows = []
+    for method, (values, seconds, evaluations) in results.items():
+        detection = noisy_label_detection(values, data.flipped)
+        rows.append(
+            {
+                "method": method,
+                "seconds": seconds,
+                "models_scored": evaluations,
+                "speedup_vs_pydvl": pydvl_seconds / seconds,
+                "spearman_vs_retraining": rank_correlation(values, retrained.values),
+                "spearman_vs_reference": rank_correlation(values, reference.values),
+                "noisy_f1": detection["f1"],
+                "noisy_auc": detection["auc"],
+            }
+        )
+    return {
+        "n_train": data.n_train,
+        "flipped": len(data.flipped),
+        "permutations": args.permutations,
+        "reference_permutations": args.reference_factor * args.permutations,
+        "store_rows": report.n_rows,
+        "retrain_store_seconds": retrain_seconds,
+        "fit_seconds": fit_seconds,
+        "predictor_val_rel_error": outcome.metrics.get("best_val_rel_error"),
+        "rows": rows,
+        "values": {method: values.tolist() for method, (values, _, _) in results.items()},
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"breast_cancer, n = {result['n_train']} ({result['flipped']} labels flipped), "
+        f"{result['permutations']} permutations, truncation rtol {RTOL} after {BURN_IN:.0%}; "
+        f"reference: retraining with {result['reference_permutations']} permutations.",
+        "",
+        "| method | seconds | models scored | speed-up vs pyDVL | Spearman vs retraining "
+        "(same permutations) | Spearman vs reference | noisy F1 | noisy AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        scored = f"{row['models_scored']:,}" if row["models_scored"] else "–"
+        lines.append(
+            f"| {row['method']} | {row['seconds']:.2f} | {scored} "
+            f"| **{row['speedup_vs_pydvl']:,.0f}×** | {row['spearman_vs_retraining']:.3f} "
+            f"| {row['spearman_vs_reference']:.3f} | {row['noisy_f1']:.3f} "
+            f"| {row['noisy_auc']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Predictor one-off cost: retraining the {result['store_rows']:,}-row store "
+        f"{result['retrain_store_seconds']:.1f} s, fitting it {result['fit_seconds']:.0f} s "
+        f"(validation relative parameter error {result['predictor_val_rel_error']:.3f}).",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Each method's values against the retraining-based ones; flipped points marked."""
+    values = {k: np.asarray(v) for k, v in result["values"].items()}
+    reference = values["mp-ray, retraining"]
+    others = [k for k in values if k != "mp-ray, retraining"]
+    fig, axes = plt.subplots(1, len(others), figsize=(5 * len(others), 4), squeeze=False)
+    rows = {row["method"]: row for row in result["rows"]}
+    for ax, method in zip(axes[0], others, strict=True):
+        ax.scatter(reference, values[method], s=8)
+        ax.set_xlabel("TMC-Shapley, mp-ray retraining")
+        ax.set_ylabel(method)
+        ax.set_title(
+            f"{method}: Spearman {rows[method]['spearman_vs_retraining']:.2f}, "
+            f"{rows[method]['seconds']:.1f} s",
+            fontsize=9,
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-train", type=int, default=200)
+    parser.add_argument("--flip", type=float, default=0.1, help="share of labels flipped")
+    parser.add_argument("--permutations", type=int, default=100)
+    parser.add_argument("--reference-factor", type=int, default=10)
+    parser.add_argument("--store-rows", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--work", type=Path, default=Path("runs/benchmarks/valuation"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    args.work = args.work.absolute()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    result = run(args)
+    result["meta"] = {
+        "torch_threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "versions": {"torch": torch.__version__, "scikit-learn": sklearn.__version__},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "valuation.json").write_text(json.dumps(result, indent=2))
+    table = markdown(result)
+    (args.out / "valuation.md").write_text(table + "\n")
+    plot(result, args.out / "valuation.png")
+    print(table)
+    for row in result["rows"]:
+        print(f"{row['method']}: {row['speedup_vs_pydvl']:,.0f}× pyDVL's speed")
+
+
+if __name__ == "__main__":
+    main()
