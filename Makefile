@@ -25,12 +25,14 @@ demo: $(STAMP)
 	$(BIN)/mp-ray evaluate $(DEMO) --predictor fit=runs/predictors/quickstart \
 		--predictor tuned=runs/tune/quickstart/best
 
-# pyDVL, the peer of benchmarks/valuation.py: its 0.10 release pins numpy < 2, which torch and
-# zarr 3 here do not use, so it is installed without its pins (its TMC runs on numpy 2).
-bench-deps: $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt cvxpy==1.9.3
-	$(BIN)/python -m pip install --quiet --no-deps pydvl==0.10.0 pyDeprecate==0.14.0 \
-		more-itertools==11.2.1 psutil==7.2.2 tqdm==4.70.1
+# pyDVL, the peer of benchmarks/valuation.py, pins numpy < 2 (mp-ray uses numpy 2, zarr 3):
+# it gets its own environment, which the benchmark runs as a subprocess.
+bench-deps: .venv-pydvl/.installed
+
+.venv-pydvl/.installed:
+	$(PYTHON) -m venv .venv-pydvl
+	.venv-pydvl/bin/python -m pip install --quiet pydvl==0.10.0
+	touch $@
 
 test: $(STAMP)
 	$(BIN)/ruff check .

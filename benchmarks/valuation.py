@@ -12,14 +12,16 @@ TMC default) for all three:
 - **mp-ray, retraining**: the batched learner trains every scored prefix, same seed and so
   the same permutations as the predictor run — the exact counterpart of the predictor run;
 - **pyDVL** 0.10 ``TMCShapleyValuation`` with scikit-learn's ``LogisticRegression``
-  (lbfgs, tol 1e-6) and ``joblib`` over all cores.
+  (lbfgs, tol 1e-6) and ``joblib`` over all cores, timed around its ``fit`` alone.
 
 Reported: wall time, Spearman correlation with the retraining-based values (same
 permutations) and with a converged reference (retraining, ``--reference-factor`` × the
 permutations, another seed), noisy-label detection F1 / AUC.
 
-pyDVL 0.10 pins numpy < 2, which the rest of the stack (torch, zarr 3) does not use; it is
-installed without its pins (``make bench-deps``) and works with numpy 2 for this method.
+pyDVL 0.10 pins numpy < 2 and numcodecs < 0.16, against mp-ray's numpy 2 and zarr 3, so it
+lives in its own virtual environment (``make bench-deps`` creates ``.venv-pydvl``) and runs
+as a subprocess (``peers/pydvl_tmc.py``) on the same arrays, exchanged through ``.npz``
+files; the one benchmark run reports all three.
 
     .venv/bin/python benchmarks/valuation.py [--n-train 200] [--permutations 100]
         [--work runs/benchmarks/valuation] [--out benchmarks/results]
@@ -31,11 +33,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
+import subprocess
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import sklearn
 import torch
-from joblib import parallel_config
-from sklearn.linear_model import LogisticRegression
 
 from mp_ray.apps import Utility
 from mp_ray.apps.context import app_context
@@ -59,6 +58,7 @@ from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
 
 RTOL, BURN_IN = 0.01, 0.4  # pyDVL's TMC defaults, used by all three
+PEER = Path(__file__).parent / "peers" / "pydvl_tmc.py"
 
 
 def experiment(args: argparse.Namespace) -> ExperimentConfig:
@@ -85,40 +85,28 @@ def experiment(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def pydvl_tmc(
-    X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, permutations: int
+    args: argparse.Namespace,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
 ) -> tuple[np.ndarray, float]:
-    """pyDVL's TMC-Shapley values ``(n,)`` and wall time."""
-    from pydvl.valuation import (
-        Dataset,
-        MaxUpdates,
-        ModelUtility,
-        RelativeTruncation,
-        SupervisedScorer,
-        TMCShapleyValuation,
-    )
-
-    train = Dataset(X.astype(np.float64), y)
-    val = Dataset(X_val.astype(np.float64), y_val)
-    # A subset with one class cannot be fitted; its utility is that of the uniform model.
-    scorer = SupervisedScorer("neg_log_loss", val, default=-math.log(2))
-    model = LogisticRegression(C=1.0, tol=1e-6, max_iter=10000)
-    utility = ModelUtility(model, scorer, show_warnings=False)
-    valuation = TMCShapleyValuation(
-        utility,
-        truncation=RelativeTruncation(rtol=RTOL, burn_in_fraction=BURN_IN),
-        is_done=MaxUpdates(permutations),
-        seed=0,
-        show_warnings=False,
-    )
-    start = time.perf_counter()
-    with warnings.catch_warnings(), parallel_config(n_jobs=os.cpu_count()):
-        warnings.simplefilter("ignore")
-        valuation.fit(train)
-    seconds = time.perf_counter() - start
-    result = valuation.result
-    values = np.zeros(len(y))
-    values[np.asarray(result.indices)] = np.asarray(result.values)
-    return values, seconds
+    """pyDVL's TMC-Shapley values ``(n,)`` and the wall time of its fit, run by
+    ``peers/pydvl_tmc.py`` in pyDVL's own environment (see the module docstring)."""
+    python = Path(args.pydvl_python)
+    if not python.exists():
+        raise SystemExit(f"{python} not found: run `make bench-deps` first (or --pydvl-python)")
+    data, out = args.work / "pydvl-in.npz", args.work / "pydvl-out.npz"
+    np.savez(data, X=X, y=y, X_val=X_val, y_val=y_val)
+    command = [
+        str(python),
+        str(PEER),
+        *("--data", str(data), "--out", str(out), "--permutations", str(args.permutations)),
+        *("--rtol", str(RTOL), "--burn-in", str(BURN_IN), "--jobs", str(os.cpu_count())),
+    ]
+    subprocess.run(command, check=True)
+    result = np.load(out)
+    return result["values"], float(result["seconds"])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -145,7 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     retrained = mp_ray(context.retrained, convergence, seed=0)
     results["mp-ray, retraining"] = (retrained.values, retrained.seconds, retrained.n_evaluations)
     pydvl_values, pydvl_seconds = pydvl_tmc(
-        data.X_train, data.y_train, data.X_val, data.y_val, args.permutations
+        args, data.X_train, data.y_train, data.X_val, data.y_val
     )
     results["pyDVL TMC (scikit-learn)"] = (pydvl_values, pydvl_seconds, None)
     reference = mp_ray(
@@ -240,8 +228,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=Path("runs/benchmarks/valuation"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--pydvl-python", default=".venv-pydvl/bin/python")
     args = parser.parse_args()
     args.work = args.work.absolute()
+    args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     result = run(args)
