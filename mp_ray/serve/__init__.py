@@ -1,0 +1,1 @@
+"""Ray Serve: the predictor and its applications as an HTTP service (see ``app``)."""

@@ -1,0 +1,220 @@
+"""The Ray Serve application: a FastAPI ingress over a fitted predictor and its experiment.
+
+Endpoints (JSON, schemas in :mod:`mp_ray.serve.schemas`, OpenAPI at ``/docs``):
+
+- ``GET /v1/health`` (process up) and ``GET /v1/ready`` (predictor loaded) — no key needed;
+- ``GET /v1/metadata`` — dataset fingerprint, store, learner, fit metrics;
+- ``POST /v1/predict`` — the model for a subset: parameters, or predictions on inputs;
+  concurrent requests share one predictor call through ``@serve.batch``;
+- ``POST /v1/values``, ``/v1/select``, ``/v1/memorization``, ``/v1/calibrated``,
+  ``/v1/counterfactual`` — the applications of :mod:`mp_ray.apps` on the predictor.
+
+Security and bad input: when ``MP_RAY_API_KEY`` is set in the replicas' environment (set it
+where Ray starts; never in a config file), every ``/v1`` endpoint but health and ready
+needs it in the ``X-API-Key`` header (401 otherwise). Bodies above ``MP_RAY_MAX_BODY_BYTES``
+(default 8 MiB) get 413; malformed or out-of-range fields get 422 naming the field. An
+error in one request is answered and logged; the replica keeps serving.
+
+Two deployments: ``Gateway`` (the FastAPI ingress: validation, key, limits) forwards to
+``PredictorDeployment`` (the model replicas, which scale and batch), retrying a request
+whose model replica died. ``reconfigure`` of the predictor deployment (Serve's
+``user_config``) swaps the checkpoint in place: ``{"predictor_uri": "..."}``.
+:func:`build_app` is the application builder used by ``serve run`` / ``serve deploy`` and
+``mp-ray serve``.
+"""
+
+import asyncio
+import hmac
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.serve.handle import DeploymentHandle
+
+from mp_ray.apps.context import app_context
+from mp_ray.config import load_experiment
+from mp_ray.serve import schemas
+from mp_ray.serve.service import ModelPredService, RequestError, describe
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+API_KEY_ENV = "MP_RAY_API_KEY"  # when set on the replicas, /v1 endpoints need X-API-Key
+MAX_BODY_ENV = "MP_RAY_MAX_BODY_BYTES"
+OPEN_PATHS = ("/v1/health", "/v1/ready", "/docs", "/openapi.json")
+
+api = FastAPI(
+    title="mp-ray",
+    version="1",
+    description="Models trained on any subset of the training data, predicted without "
+    "retraining, and the data questions they answer.",
+)
+
+
+def _limits() -> tuple[str | None, int]:
+    """This replica's API key (None: open) and largest body, from its environment (read per
+    request: module state is not shared between Serve's copies of the app and the class)."""
+    max_body = os.environ.get(MAX_BODY_ENV, "")
+    return (
+        os.environ.get(API_KEY_ENV) or None,
+        int(max_body) if max_body.isdigit() else DEFAULT_MAX_BODY_BYTES,
+    )
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next: Any) -> Any:
+    """413 for an oversized body, then 401 for a missing or wrong key — before the body is
+    read or validated."""
+    api_key, max_body = _limits()
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_body:
+        return JSONResponse(status_code=413, content={"detail": f"body above {max_body} bytes"})
+    if api_key and request.url.path not in OPEN_PATHS:
+        given = request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            detail = "missing or wrong X-API-Key header"
+            return JSONResponse(status_code=401, content={"detail": detail})
+    return await call_next(request)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field (without echoing inputs, which may hold NaN)."""
+    detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in error.errors()]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
+@api.exception_handler(RequestError)
+async def _request_error(request: Request, error: RequestError) -> JSONResponse:
+    return JSONResponse(status_code=422, content=describe(error))
+
+
+@serve.deployment(max_ongoing_requests=128)
+class PredictorDeployment:
+    """A model replica: the experiment's data and learner and the fitted predictor; every
+    answer is computed here (see :class:`~mp_ray.serve.service.ModelPredService`)."""
+
+    def __init__(self, config: str, predictor_uri: str, batching: bool = True) -> None:
+        torch.set_num_threads(1)
+        self.config_path = config
+        self.batching = batching
+        self.service = self._load(predictor_uri)
+
+    def _load(self, predictor_uri: str) -> ModelPredService:
+        experiment = load_experiment(self.config_path)
+        context = app_context(experiment, predictor_uri, experiment.store.storage_options)
+        return ModelPredService(context, version=predictor_uri)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Swap the predictor checkpoint without restarting the replica."""
+        uri = (user_config or {}).get("predictor_uri")
+        if uri and uri != self.service.version:
+            self.service = self._load(uri)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _batched_params(self, masks: list[np.ndarray]) -> list[torch.Tensor]:
+        """Predicted parameters for concurrent requests, one predictor call for all."""
+        return list(self.service.predict_params(np.stack(masks)))
+
+    async def predict(self, body: schemas.PredictRequest) -> schemas.PredictResponse:
+        mask = self.service.mask(body)
+        if self.batching:
+            params = await self._batched_params(mask)
+        else:
+            params = self.service.predict_params(mask[None])[0]
+        return self.service.predict_response(body, params)
+
+    def answer(self, endpoint: str, body: Any = None) -> Any:
+        """The answer of one of the service's other endpoints (``values``, ``metadata``…)."""
+        method = getattr(self.service, endpoint)
+        return method() if body is None else method(body)
+
+
+RETRIES = 3  # attempts per request when the model replica serving it dies
+
+
+@serve.deployment(max_ongoing_requests=256)
+@serve.ingress(api)
+class Gateway:
+    """The HTTP ingress: validates requests (FastAPI) and forwards them to the predictor
+    replicas through a deployment handle. Requests are idempotent, so one whose replica
+    dies mid-call is sent again to a live replica: a killed model replica loses nothing."""
+
+    def __init__(self, predictor: DeploymentHandle) -> None:
+        self.predictor = predictor
+
+    async def _ask(self, method: str, *args: Any) -> Any:
+        for attempt in range(RETRIES):
+            try:
+                return await getattr(self.predictor, method).remote(*args)
+            except RayTaskError as err:  # the request's own error: answer it (422)
+                cause = getattr(err, "cause", None)
+                if isinstance(cause, RequestError):
+                    raise RequestError(cause.field, cause.message) from None
+                raise
+            except (RayActorError, ActorUnavailableError):
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    @api.get("/v1/health")
+    def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/v1/ready")
+    async def ready(self) -> dict[str, Any]:
+        metadata = await self._ask("answer", "metadata")
+        return {"ready": True, "version": metadata.version}
+
+    @api.get("/v1/metadata", response_model=schemas.Metadata)
+    async def metadata(self) -> schemas.Metadata:
+        return await self._ask("answer", "metadata")
+
+    @api.post("/v1/predict", response_model=schemas.PredictResponse)
+    async def predict(self, body: schemas.PredictRequest) -> schemas.PredictResponse:
+        return await self._ask("predict", body)
+
+    @api.post("/v1/values", response_model=schemas.ValuesResponse)
+    async def values(self, body: schemas.ValuesRequest) -> schemas.ValuesResponse:
+        return await self._ask("answer", "values", body)
+
+    @api.post("/v1/select", response_model=schemas.SelectResponse)
+    async def select(self, body: schemas.SelectRequest) -> schemas.SelectResponse:
+        return await self._ask("answer", "select", body)
+
+    @api.post("/v1/memorization", response_model=schemas.MemorizationResponse)
+    async def memorization(self, body: schemas.MemorizationRequest) -> schemas.MemorizationResponse:
+        return await self._ask("answer", "memorization", body)
+
+    @api.post("/v1/calibrated", response_model=schemas.CalibratedResponse)
+    async def calibrated(self, body: schemas.CalibratedRequest) -> schemas.CalibratedResponse:
+        return await self._ask("answer", "calibrated", body)
+
+    @api.post("/v1/counterfactual", response_model=schemas.CounterfactualResponse)
+    async def counterfactual(
+        self, body: schemas.CounterfactualRequest
+    ) -> schemas.CounterfactualResponse:
+        return await self._ask("answer", "counterfactual", body)
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """The application for ``serve run mp_ray.serve.app:build_app config=... predictor=...``
+    (and Serve config files): ``config`` is the experiment YAML, ``predictor`` the
+    checkpoint directory; optional ``batching`` (default true) and ``replicas`` of the
+    predictor deployment (a fixed count; a Serve config can set autoscaling instead)."""
+    missing = [key for key in ("config", "predictor") if key not in args]
+    if missing:
+        raise ValueError(f"mp-ray serve application needs args {missing}")
+    batching = str(args.get("batching", True)).lower() not in ("false", "0", "no")
+    predictor = PredictorDeployment
+    if "replicas" in args:
+        predictor = predictor.options(num_replicas=int(args["replicas"]))
+    model = predictor.bind(
+        config=str(args["config"]), predictor_uri=str(args["predictor"]), batching=batching
+    )
+    return Gateway.bind(model)

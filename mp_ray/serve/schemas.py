@@ -1,0 +1,163 @@
+"""Request and response bodies of the HTTP API (v1), validated by pydantic.
+
+Every field has bounds, so oversized or malformed requests are answered 422 with the
+offending field named, before any work is done. Limits that depend on the ground set
+(index range, mask length, feature count) are checked by
+:class:`~mp_ray.serve.service.ModelPredService` and answered the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_INPUT_ROWS = 4096  # feature rows per request
+MAX_BUDGET = 5000  # permutations / subsets / ensemble members per request
+MAX_INDICES = 1_000_000  # elements of one index list or mask
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _finite_rows(rows: list[list[float]] | None) -> list[list[float]] | None:
+    if rows is None:
+        return rows
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        raise ValueError("all rows must have the same number of features")
+    for r, row in enumerate(rows):
+        if any(not math.isfinite(v) for v in row):
+            raise ValueError(f"row {r} holds NaN or infinity")
+    return rows
+
+
+class Subset(_Body):
+    """A training subset, as indices into the ground set or as a 0/1 mask over it."""
+
+    indices: list[int] | None = Field(
+        default=None, max_length=MAX_INDICES, description="Training indices in the subset."
+    )
+    mask: list[bool] | None = Field(
+        default=None, max_length=MAX_INDICES, description="Membership of every training point."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Subset:
+        if (self.indices is None) == (self.mask is None):
+            raise ValueError("give exactly one of `indices` and `mask`")
+        if self.indices is not None and len(set(self.indices)) != len(self.indices):
+            raise ValueError("`indices` holds duplicates")
+        return self
+
+
+class PredictRequest(Subset):
+    """The model trained on a subset: its parameters, or its predictions on ``inputs``."""
+
+    inputs: list[list[float]] | None = Field(
+        default=None,
+        max_length=MAX_INPUT_ROWS,
+        description="Feature rows (already scaled like the training data) to predict on; "
+        "without them the parameters are returned.",
+    )
+
+    _check_inputs = field_validator("inputs")(_finite_rows)
+
+
+class PredictResponse(BaseModel):
+    n_points: int = Field(description="Size of the subset.")
+    params: list[float] | None = Field(default=None, description="Flattened parameters (d,).")
+    predictions: list[float] | None = Field(default=None, description="Predicted labels.")
+    probabilities: list[list[float]] | None = Field(
+        default=None, description="Class probabilities (classification), one row per input."
+    )
+
+
+class ValuesRequest(_Body):
+    method: Literal["tmc", "banzhaf", "loo"] = Field(default="tmc", description="Method.")
+    metric: Literal["accuracy", "neg_loss"] = Field(default="neg_loss", description="Utility.")
+    budget: int = Field(
+        default=200, ge=1, le=MAX_BUDGET, description="Permutations (tmc) or subsets (banzhaf)."
+    )
+    seed: int = Field(default=0, ge=0, description="Root seed of the sampled permutations.")
+
+
+class ValuesResponse(BaseModel):
+    method: str
+    values: list[float]
+    stderr: list[float]
+    models_scored: int
+    cached: bool = Field(description="Served from the cache of this predictor version.")
+
+
+class SelectRequest(_Body):
+    size: int = Field(ge=1, description="How many training points to select.")
+    method: Literal["greedy", "relaxed"] = "greedy"
+    seed: int = Field(default=0, ge=0)
+
+
+class SelectResponse(BaseModel):
+    indices: list[int]
+    predicted_accuracy: float = Field(description="Validation accuracy the predictor expects.")
+
+
+class MemorizationRequest(_Body):
+    subsets: int = Field(default=1000, ge=10, le=MAX_BUDGET)
+    alpha: float = Field(default=0.7, gt=0, lt=1)
+    seed: int = Field(default=0, ge=0)
+
+
+class MemorizationResponse(BaseModel):
+    memorization: list[float]
+    stderr: list[float]
+
+
+class CalibratedRequest(_Body):
+    inputs: list[list[float]] = Field(min_length=1, max_length=MAX_INPUT_ROWS)
+    n_models: int = Field(default=100, ge=1, le=MAX_BUDGET)
+    fraction: float = Field(default=0.8, gt=0, le=1)
+    seed: int = Field(default=0, ge=0)
+
+    _check_inputs = field_validator("inputs")(_finite_rows)
+
+
+class CalibratedResponse(BaseModel):
+    probabilities: list[list[float]] = Field(description="Ensemble class probabilities.")
+
+
+class CounterfactualRequest(_Body):
+    inputs: list[list[float]] = Field(min_length=1, max_length=MAX_INPUT_ROWS)
+    labels: list[int] = Field(min_length=1, max_length=MAX_INPUT_ROWS)
+    remove: list[int] = Field(max_length=MAX_INDICES, description="Training indices to drop.")
+
+    _check_inputs = field_validator("inputs")(_finite_rows)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> CounterfactualRequest:
+        if len(self.inputs) != len(self.labels):
+            raise ValueError("`inputs` and `labels` must have the same length")
+        if len(set(self.remove)) != len(self.remove):
+            raise ValueError("`remove` holds duplicates")
+        return self
+
+
+class CounterfactualResponse(BaseModel):
+    probability_before: list[float]
+    probability_after: list[float]
+    margin_change: list[float]
+    prediction_flips: list[bool]
+
+
+class Metadata(BaseModel):
+    version: str = Field(description="Identifies the loaded predictor (its checkpoint URI).")
+    dataset: str
+    dataset_fingerprint: str
+    store_uri: str
+    n_train: int
+    n_features: int
+    n_classes: int
+    n_params: int
+    learner: dict
+    metrics: dict
