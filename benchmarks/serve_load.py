@@ -1,0 +1,190 @@
+"""Load test of the model-prediction endpoint, with and without ``@serve.batch``.
+
+Starts the Serve application on this machine's Ray (loopback only), then for each of
+``--clients`` concurrency levels runs that many async httpx clients, each sending
+``POST /v1/predict`` for a random subset (reproducible from the request number) back to
+back, for ``--seconds`` seconds or ``--max-requests`` requests, whichever comes first.
+Reports p50 / p99 latency and throughput per level, batched and unbatched, and the ratio.
+
+    .venv/bin/python benchmarks/serve_load.py [--config configs/quickstart.yaml]
+        [--predictor runs/predictors/quickstart] [--clients 1 16 64] [--seconds 10]
+
+(``make demo`` exports the default predictor.) Writes ``serve_load.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import httpx
+import matplotlib.pyplot as plt
+import numpy as np
+import ray
+from ray import serve
+
+from mp_ray.config import load_experiment
+from mp_ray.data import load_dataset
+from mp_ray.ray_session import apply_ray_env_defaults
+from mp_ray.serve.app import build_app
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def request_body(k: int, n: int) -> dict[str, Any]:
+    """Request k's subset: a uniform random size, then uniform indices."""
+    rng = np.random.default_rng([7, k])
+    size = int(rng.integers(1, n + 1))
+    return {"indices": np.sort(rng.choice(n, size, replace=False)).tolist()}
+
+
+async def load(base: str, clients: int, seconds: float, max_requests: int, n: int) -> dict:
+    """``clients`` concurrent closed-loop clients; latencies of the successful requests."""
+    latencies: list[float] = []
+    failures = 0
+    counter = iter(range(max_requests))
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal failures
+            for k in counter:
+                if time.perf_counter() > deadline:
+                    return
+                start = time.perf_counter()
+                response = await client.post("/v1/predict", json=request_body(k, n))
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    failures += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    values = np.asarray(latencies) * 1000
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "failures": failures,
+        "seconds": elapsed,
+        "throughput_rps": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+    }
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    n = load_dataset(load_experiment(args.config).dataset).n_train
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    base = f"http://127.0.0.1:{port}"
+    rows = []
+    for batching in (True, False):
+        application = build_app(
+            {"config": str(args.config), "predictor": args.predictor, "batching": batching}
+        )
+        serve.run(application, name="mp-ray", route_prefix="/", blocking=False)
+        httpx.post(f"{base}/v1/predict", json=request_body(0, n), timeout=60)  # warm-up
+        for clients in args.clients:
+            row = asyncio.run(load(base, clients, args.seconds, args.max_requests, n))
+            row["batching"] = batching
+            rows.append(row)
+            print(
+                f"batching={batching!s:<5} clients={clients:>3}: {row['throughput_rps']:7.1f} "
+                f"req/s, p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms, "
+                f"{row['failures']} failed"
+            )
+        serve.delete("mp-ray")
+    serve.shutdown()
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| @serve.batch | clients | requests | throughput (req/s) | p50 (ms) | p99 (ms) | failed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {'on' if r['batching'] else 'off'} | {r['clients']} | {r['requests']:,} "
+            f"| {r['throughput_rps']:,.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+            f"| {r['failures']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for batching in (True, False):
+        mine = [r for r in rows if r["batching"] == batching]
+        label = "@serve.batch" if batching else "unbatched"
+        clients = [r["clients"] for r in mine]
+        axes[0].plot(clients, [r["throughput_rps"] for r in mine], marker="o", label=label)
+        axes[1].plot(clients, [r["p99_ms"] for r in mine], marker="o", label=f"{label} p99")
+        axes[1].plot(
+            clients, [r["p50_ms"] for r in mine], marker="x", ls="--", label=f"{label} p50"
+        )
+    axes[0].set_ylabel("requests / s")
+    axes[1].set_ylabel("latency (ms)")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.legend(fontsize=8)
+    fig.suptitle("POST /v1/predict on this machine")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/quickstart.yaml"))
+    parser.add_argument("--predictor", default="runs/predictors/quickstart")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--max-requests", type=int, default=20000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    args.config = args.config.absolute()
+    apply_ray_env_defaults()
+    ray.init(address="local", include_dashboard=False)
+    rows = run(args)
+    meta = {
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "ray": ray.__version__,
+        "seconds_per_level": args.seconds,
+    }
+    ray.shutdown()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve_load.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    table = markdown(rows)
+    (args.out / "serve_load.md").write_text(table + "\n")
+    plot(rows, args.out / "serve_load.png")
+    print(table)
+    for clients in args.clients:
+        on, off = (
+            next(r for r in rows if r["clients"] == clients and r["batching"] == b)
+            for b in (True, False)
+        )
+        ratio = on["throughput_rps"] / off["throughput_rps"]
+        print(f"{clients} clients: batching gives {ratio:.2f}× the unbatched throughput")
+
+
+if __name__ == "__main__":
+    main()
