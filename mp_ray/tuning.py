@@ -11,8 +11,8 @@ the test rows are never seen. Searched (the default space):
 - ``lr``: log-uniform in [1e-4, 1e-2];
 - ``width``: 32, 64, 128 or 256.
 
-The trial driver holds almost no CPU (0.01) and each Train worker 0.99, so a trial on a
-small machine fits beside the others.
+The trial driver holds almost no CPU (0.01) and each Train worker 0.99; Tune runs only as
+many trials at once as the cluster's CPUs can place (:func:`concurrent_trials`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import ray
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
@@ -34,6 +35,7 @@ from mp_ray.predictor.fit import PREDICTOR_DIR, fit_predictor
 from mp_ray.predictor.predictor import Predictor
 
 METRIC = "val_rel_error"
+DRIVER_CPU, WORKER_CPU = 0.01, 0.99  # a trial's driver function and each of its workers
 STRENGTHS = [0.0, *np.logspace(-4, 0, 9).round(6).tolist()]
 TUNED_FIELDS = ("lambda_global", "lambda_local", "lr", "width")
 
@@ -70,9 +72,18 @@ def _trial(
         name=f"trial-{tune.get_context().get_trial_id()}",
         storage_path=storage_path,
         num_workers=workers,
-        resources_per_worker={"CPU": 0.99},
+        resources_per_worker={"CPU": WORKER_CPU},
         callbacks=[TuneReportCallback()],
     )
+
+
+def concurrent_trials(workers_per_trial: int) -> int:
+    """How many trials fit on the cluster at once (each Train worker holds 0.99 CPU).
+
+    Trials beyond that would wait for a worker group past Ray Train's start-up timeout and
+    keep retrying, so Tune starts a trial only when its workers can be placed."""
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    return max(1, int(cpus // (WORKER_CPU * workers_per_trial + DRIVER_CPU)))
 
 
 def tune_predictor(
@@ -95,7 +106,7 @@ def tune_predictor(
             storage_path=f"{storage_path}/{name}-trials",
             workers=workers_per_trial,
         ),
-        {"cpu": 0.01},
+        {"cpu": DRIVER_CPU},
     )
     tuner = tune.Tuner(
         trainable,
@@ -110,6 +121,7 @@ def tune_predictor(
                 grace_period=min(grace_period, config.predictor.epochs),
             ),
             search_alg=BasicVariantGenerator(random_state=config.seed),
+            max_concurrent_trials=concurrent_trials(workers_per_trial),
         ),
         run_config=tune.RunConfig(name=name, storage_path=storage_path),
     )
