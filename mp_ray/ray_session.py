@@ -41,7 +41,7 @@ def connect(num_cpus: int | None = None, object_store_memory: int | None = None)
         address="local",
         num_cpus=num_cpus,
         object_store_memory=object_store_memory,
-        include_dashboard=True,  # the State API, which Ray Train uses to clean up after stopped runs
+        include_dashboard=True,  # its State API lets Ray Train clean up stopped runs
         log_to_driver=True,
     )
     return True
