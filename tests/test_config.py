@@ -24,11 +24,27 @@ def write(tmp_path: Path, data: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+EXPERIMENTS = [path for path in CONFIGS if path.name != "serve.yaml"]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_shipped_experiment_configs_validate(path):
-    if path.name == "serve.yaml":
-        pytest.skip("a Serve config, not an experiment")
     assert isinstance(load_experiment(path), ExperimentConfig)
+
+
+def test_the_serve_config_is_valid_and_points_at_the_package():
+    from ray.serve.schema import ServeDeploySchema
+
+    from mp_ray.serve import app
+
+    path = next(path for path in CONFIGS if path.name == "serve.yaml")
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    (application,) = schema.applications
+    module, _, builder = application.import_path.partition(":")
+    assert module == app.__name__ and callable(getattr(app, builder))
+    assert (path.parents[1] / application.args["config"]).exists()
+    names = {deployment.name for deployment in application.deployments}
+    assert names == {app.Gateway.name, app.PredictorDeployment.name}
 
 
 def test_defaults_are_filled(tmp_path):
