@@ -87,7 +87,7 @@ class ValuesRequest(_Body):
 class ValuesResponse(BaseModel):
     method: str
     values: list[float]
-    stderr: list[float]
+    stderr: list[float] = Field(description="Standard errors; −1 where undefined (one sample).")
     models_scored: int
     cached: bool = Field(description="Served from the cache of this predictor version.")
 
