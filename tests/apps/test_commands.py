@@ -94,7 +94,7 @@ def test_select_memorization_calibrate_counterfactual(fitted_run, config_file, t
         "--remove",
         "1,2,3",
     )
-    assert "p(label) before" in result.stdout
+    assert "probability before" in result.stdout
 
 
 def test_bad_application_inputs_fail_with_a_message(fitted_run, config_file, tmp_path):
