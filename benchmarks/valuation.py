@@ -74,7 +74,7 @@ def experiment(args: argparse.Namespace) -> ExperimentConfig:
             "learner": {"kind": "logistic", "C": 1.0, "tol": 1e-6},
             "sampler": {"kind": "uniform_size", "min_size": 5},
             "store": {
-                "uri": str(args.work / f"bc{args.n_train}-flip{args.flip}.zarr"),
+                "uri": str(args.work / f"bc{args.n_train}-flip{args.flip}-r{args.store_rows}.zarr"),
                 "n_rows": args.store_rows,
                 "block_rows": 500,
             },
