@@ -120,8 +120,10 @@ def tune_predictor(
                 max_t=config.predictor.epochs,
                 grace_period=min(grace_period, config.predictor.epochs),
             ),
-            search_alg=BasicVariantGenerator(random_state=config.seed),
-            max_concurrent_trials=concurrent_trials(workers_per_trial),
+            # The generator's own limit: Tune's max_concurrent_trials only wraps Searchers.
+            search_alg=BasicVariantGenerator(
+                random_state=config.seed, max_concurrent=concurrent_trials(workers_per_trial)
+            ),
         ),
         run_config=tune.RunConfig(name=name, storage_path=storage_path),
     )
