@@ -1,4 +1,5 @@
-# Two commands: `make demo` runs the pipeline end to end (retrain, fit, tune, evaluate);
+# Two commands: `make demo` runs the pipeline end to end (retrain, fit, tune, evaluate, then
+# a valuation and a memorisation analysis from the fitted predictor, with their plots);
 # `make test` runs the tests.
 # Both create .venv and install the package into it when missing (fast when already done).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -24,6 +25,10 @@ demo: $(STAMP)
 	$(BIN)/mp-ray tune $(DEMO) --name quickstart --samples 4
 	$(BIN)/mp-ray evaluate $(DEMO) --predictor fit=runs/predictors/quickstart \
 		--predictor tuned=runs/tune/quickstart/best
+	$(BIN)/mp-ray value $(DEMO) --predictor runs/predictors/quickstart --max-samples 200 \
+		--output runs/values.parquet --plots runs/plots
+	$(BIN)/mp-ray memorization $(DEMO) --predictor runs/predictors/quickstart --top 5 \
+		--plot runs/plots/memorization.png
 
 # pyDVL, the peer of benchmarks/valuation.py, pins numpy < 2 (mp-ray uses numpy 2, zarr 3):
 # it gets its own environment, which the benchmark runs as a subprocess.

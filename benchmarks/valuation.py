@@ -23,7 +23,7 @@ lives in its own virtual environment (``make bench-deps`` creates ``.venv-pydvl`
 as a subprocess (``peers/pydvl_tmc.py``) on the same arrays, exchanged through ``.npz``
 files; the one benchmark run reports all three.
 
-    .venv/bin/python benchmarks/valuation.py [--n-train 200] [--permutations 100]
+    .venv/bin/python benchmarks/valuation.py [--n-train 200] [--permutations 500]
         [--work runs/benchmarks/valuation] [--out benchmarks/results]
 
 Writes ``valuation.{json,md,png}`` to ``--out`` and prints the table.
@@ -221,10 +221,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--flip", type=float, default=0.1, help="share of labels flipped")
-    parser.add_argument("--permutations", type=int, default=100)
-    parser.add_argument("--reference-factor", type=int, default=10)
-    parser.add_argument("--store-rows", type=int, default=10000)
-    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--permutations", type=int, default=500)
+    parser.add_argument("--reference-factor", type=int, default=4)
+    parser.add_argument("--store-rows", type=int, default=30000)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=Path("runs/benchmarks/valuation"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))

@@ -200,12 +200,16 @@ def memorization(
     output: Annotated[
         Path | None, typer.Option(help="Write memorisation scores to this Parquet file.")
     ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the memorisation histogram PNG here.")
+    ] = None,
 ) -> None:
     """Memorisation of each training point and its influence on the test points."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from mp_ray.apps.memorization import memorization as estimate
+    from mp_ray.apps.plots import value_distribution
 
     context = _context(config, predictor)
     data = context.dataset
@@ -231,6 +235,11 @@ def memorization(
             }
         )
         pq.write_table(table, output)
+    if plot:
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        title = f"Memorisation over {subsets} subsets (α = {alpha})"
+        value_distribution(result.memorization, plot, data.flipped, title, "memorisation")
+        console.print(f"histogram written to {plot}")
 
 
 @app.command()

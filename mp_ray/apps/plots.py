@@ -36,9 +36,14 @@ def removal_curves(
 
 
 def value_distribution(
-    values: np.ndarray, path: str | Path, flipped: np.ndarray | None = None, title: str = ""
+    values: np.ndarray,
+    path: str | Path,
+    flipped: np.ndarray | None = None,
+    title: str = "",
+    xlabel: str = "value",
 ) -> Path:
-    """Histogram of data values; points with known flipped labels drawn separately."""
+    """Histogram of per-point scores (data values, memorisation); points with known flipped
+    labels drawn separately."""
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.histogram_bin_edges(values, bins=40)
     if flipped is not None and len(flipped):
@@ -49,7 +54,7 @@ def value_distribution(
         ax.legend(fontsize=8)
     else:
         ax.hist(values, bins=bins)
-    ax.set_xlabel("value")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("training points")
     ax.set_title(title or "Data values")
     fig.tight_layout()
