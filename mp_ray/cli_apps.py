@@ -308,3 +308,49 @@ def counterfactual(
             f"{result.after[kind][0, k]:>8.4f} {result.change('margin')[0, k]:>14.4f}"
             + ("  (prediction flips)" if result.flipped[0, k] else "")
         )
+
+
+@app.command()
+def serve(
+    config: ConfigOption,
+    predictor: Annotated[str, typer.Option(help="Predictor checkpoint directory (or s3://).")],
+    host: Annotated[str, typer.Option(help="HTTP host (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    replicas: Annotated[int, typer.Option(help="Serve replicas.")] = 1,
+    batching: Annotated[bool, typer.Option(help="Share predictor calls (@serve.batch).")] = True,
+    block: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C.")] = True,
+) -> None:
+    """Serve the predictor and the applications over HTTP with Ray Serve.
+
+    Starts an embedded Ray on this machine, or deploys to the cluster at RAY_ADDRESS. Set
+    MP_RAY_API_KEY in the environment to require an X-API-Key header."""
+    import time
+
+    from ray import serve as ray_serve
+
+    from mp_ray.ray_session import connect
+    from mp_ray.serve.app import build_app
+
+    load_config(config, {})  # fail early on a bad config
+    connect()
+    ray_serve.start(http_options={"host": host, "port": port})
+    application = build_app(
+        {
+            "config": str(config.resolve()),
+            "predictor": predictor,
+            "batching": batching,
+            "replicas": replicas,
+        }
+    )
+    try:
+        ray_serve.run(application, name="mp-ray", route_prefix="/", blocking=False)
+    except Exception as err:  # a replica that cannot start (bad checkpoint, wrong dataset)
+        fail(f"the service did not start: {err}")
+    console.print(f"serving on http://{host}:{port}/v1 (OpenAPI at http://{host}:{port}/docs)")
+    if not block:
+        return
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        ray_serve.shutdown()
