@@ -22,6 +22,7 @@ import torch
 
 from mp_ray.apps.models import SubsetModels
 from mp_ray.apps.utility import class_probabilities
+from mp_ray.sampling import FixedSizeSampler
 
 
 def reliability(
@@ -76,11 +77,7 @@ def subsample_masks(n: int, count: int, fraction: float, seed: int) -> np.ndarra
     """``count`` uniformly random subsets of round(fraction·n) points, ``(count, n)``."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
-    size = max(1, round(fraction * n))
-    masks = np.zeros((count, n), dtype=bool)
-    for r in range(count):
-        masks[r, np.random.default_rng([seed, r]).choice(n, size, replace=False)] = True
-    return masks
+    return FixedSizeSampler(n, seed, fraction).masks(np.arange(count))
 
 
 @dataclass

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mp_ray.apps.models import SubsetModels
+from mp_ray.sampling import BernoulliSampler
 
 
 @dataclass
@@ -42,7 +43,7 @@ def sample_masks(n: int, count: int, alpha: float, seed: int) -> np.ndarray:
     """Bernoulli(α) masks ``(count, n)``, row r from (seed, r)."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    return np.stack([np.random.default_rng([seed, r]).random(n) < alpha for r in range(count)])
+    return BernoulliSampler(n, seed, alpha).masks(np.arange(count))
 
 
 def conditional_gap(

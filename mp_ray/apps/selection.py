@@ -21,6 +21,7 @@ import torch
 
 from mp_ray.apps.models import PredictedModels
 from mp_ray.apps.utility import Utility
+from mp_ray.sampling import FixedSizeSampler
 
 
 @dataclass
@@ -136,9 +137,7 @@ def compare_selections(
         top = np.zeros(n, dtype=bool)
         top[np.argsort(-np.asarray(values), kind="stable")[:size]] = True
         rows["top values"] = top
-    random_masks = np.zeros((n_random, n), dtype=bool)
-    for r in range(n_random):
-        random_masks[r, np.random.default_rng([seed, r]).choice(n, size, replace=False)] = True
+    random_masks = FixedSizeSampler(n, seed, size / n).masks(np.arange(n_random))
     names = list(rows)
     scores = retrained(np.concatenate([np.stack([rows[k] for k in names]), random_masks]))
     out = dict(zip(names, scores[: len(names)].tolist(), strict=True))

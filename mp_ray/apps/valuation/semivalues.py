@@ -40,6 +40,7 @@ import numpy as np
 
 from mp_ray.apps.utility import Utility
 from mp_ray.apps.valuation.result import ValuationResult
+from mp_ray.sampling import BernoulliSampler, PermutationSampler
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,21 @@ def leave_one_out(utility: Utility) -> ValuationResult:
 
 
 def _permutations(seed: int, first: int, count: int, n: int) -> np.ndarray:
-    """Permutations ``first .. first + count − 1`` of range(n), each from (seed, index)."""
-    return np.stack(
-        [
-            np.random.default_rng([seed, index]).permutation(n)
-            for index in range(first, first + count)
-        ]
-    )
+    """Permutations ``first .. first + count − 1`` of range(n): the orders of the sampler's
+    permutation chains, each from (seed, index)."""
+    sampler = PermutationSampler(n, seed)
+    return np.stack([np.argsort(sampler.ranks(index)) for index in range(first, first + count)])
+
+
+def _run_params(utility: Utility, convergence: Convergence, seed: int, samples: int) -> dict:
+    """What every Monte-Carlo result records about its run."""
+    return {
+        "metric": utility.metric,
+        "seed": seed,
+        "samples": samples,
+        "max_samples": convergence.max_samples,
+        "stderr_tol": convergence.stderr_tol,
+    }
 
 
 def _prefix_utilities(
@@ -246,13 +255,9 @@ def permutation_semivalue(
         converged=converged,
         seconds=time.perf_counter() - start,
         params={
-            "metric": utility.metric,
-            "seed": seed,
-            "samples": samples,
+            **_run_params(utility, convergence, seed, samples),
             "truncation_rtol": truncation_rtol,
             "burn_in_fraction": burn_in_fraction,
-            "max_samples": convergence.max_samples,
-            "stderr_tol": convergence.stderr_tol,
         },
     )
 
@@ -311,15 +316,11 @@ def banzhaf_msr(
     sums = np.zeros((2, n))  # Σ U over subsets without / with i
     squares = np.zeros((2, n))
     counts = np.zeros((2, n), dtype=np.int64)
+    sampler = BernoulliSampler(n, seed, 0.5)
     samples, converged, stderr = 0, False, np.full(n, np.inf)
     while samples < convergence.max_samples and not converged:
         count = min(batch_size, convergence.max_samples - samples)
-        masks = np.stack(
-            [
-                np.random.default_rng([seed, r]).random(n) < 0.5
-                for r in range(samples, samples + count)
-            ]
-        )
+        masks = sampler.masks(np.arange(samples, samples + count))
         scores = utility(masks)
         inside = masks.T.astype(np.float64)  # (n, B)
         for side, member in ((1, inside), (0, 1.0 - inside)):
@@ -341,11 +342,5 @@ def banzhaf_msr(
         n_evaluations=samples,
         converged=converged,
         seconds=time.perf_counter() - start,
-        params={
-            "metric": utility.metric,
-            "seed": seed,
-            "samples": samples,
-            "max_samples": convergence.max_samples,
-            "stderr_tol": convergence.stderr_tol,
-        },
+        params=_run_params(utility, convergence, seed, samples),
     )
