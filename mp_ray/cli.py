@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mp_ray import cli_apps  # noqa: F401  (registers the application commands on `app`)
+from mp_ray import cli_apps, cli_datamodels  # noqa: F401  (register their commands on `app`)
 from mp_ray.cli_support import (
     ConfigOption,
     ModelsPerSecond,
@@ -33,6 +33,7 @@ from mp_ray.cli_support import (
     app,
     console,
     fail,
+    labelled_predictors,
     load_config,
     storage_options,
 )
@@ -185,24 +186,12 @@ def evaluate(
 
     experiment = load_config(config, {})
     try:
-        table = evaluate_on_store(experiment, _labelled(predictor))
+        table = evaluate_on_store(experiment, labelled_predictors(predictor))
     except (ValueError, FileNotFoundError, StoreNotFoundError, StoreMismatchError) as err:
         fail(str(err))
     print(format_table(table))
     if output:
         output.write_text(json.dumps(table, indent=2))
-
-
-def _labelled(uris: list[str]) -> dict[str, str]:
-    """Method names for predictor URIs: "ModelPred" for one, "ModelPred (LABEL)" for
-    ``LABEL=URI``, else numbered."""
-    named = {}
-    for index, value in enumerate(uris, start=1):
-        label, sep, uri = value.partition("=")
-        if not sep or "/" in label or ":" in label:
-            label, uri = (str(index) if len(uris) > 1 else ""), value
-        named[f"ModelPred ({label})" if label else "ModelPred"] = uri
-    return named
 
 
 @app.command()

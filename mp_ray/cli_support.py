@@ -48,3 +48,15 @@ def load_config(config: Path, overrides: dict[str, Any]) -> ExperimentConfig:
 
 def storage_options(endpoint_url: str | None) -> dict[str, Any]:
     return {"endpoint_url": endpoint_url} if endpoint_url else {}
+
+
+def labelled_predictors(uris: list[str]) -> dict[str, str]:
+    """Method names for predictor URIs: "ModelPred" for one, "ModelPred (LABEL)" for
+    ``LABEL=URI``, else numbered."""
+    named = {}
+    for index, value in enumerate(uris, start=1):
+        label, sep, uri = value.partition("=")
+        if not sep or "/" in label or ":" in label:
+            label, uri = (str(index) if len(uris) > 1 else ""), value
+        named[f"ModelPred ({label})" if label else "ModelPred"] = uri
+    return named

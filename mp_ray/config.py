@@ -275,6 +275,55 @@ class PredictorConfig(_Strict):
     )
 
 
+class DatamodelsConfig(_Strict):
+    """Linear datamodels (Ilyas et al., 2022): an L1-regularised linear model per target from
+    subset indicators to the store's ``outputs``.
+
+    Store rows are split as the predictor's (``predictor.val_fraction`` and
+    ``predictor.test_fraction``), so every method is scored on the same held-out rows: each
+    target's λ is chosen on the validation rows, then refitted on train + validation rows.
+    """
+
+    n_lambdas: int = Field(
+        default=30, ge=2, description="Points on the geometric λ path from λ_max down."
+    )
+    lambda_min_ratio: float = Field(
+        default=1e-3, gt=0, lt=1, description="Smallest λ of the path as a fraction of λ_max."
+    )
+    path_patience: int = Field(
+        default=3,
+        ge=1,
+        description="A target leaves the path after this many λ's without a lower validation "
+        "error (its best λ is kept).",
+    )
+    tol: float = Field(
+        default=1e-6,
+        gt=0,
+        description="Stop a target's solve when its duality gap is below tol · ‖y − ȳ‖²/m "
+        "(scikit-learn's Lasso criterion).",
+    )
+    max_iter: int = Field(
+        default=2000, gt=0, description="Proximal-gradient iteration cap per λ and block."
+    )
+    target_block: int = Field(
+        default=1024,
+        gt=0,
+        description="Targets solved together; bounds memory to a few (n, block) matrices.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the solver runs; auto picks a GPU when present."
+    )
+    num_cpus: float = Field(
+        default=1.0, ge=0, description="CPUs reserved for the Ray task that fits the datamodels."
+    )
+    num_gpus: float = Field(
+        default=0.0,
+        ge=0,
+        description="GPUs reserved for that task (fractions allowed); with device=auto the "
+        "solver then runs on the GPU.",
+    )
+
+
 class ExperimentConfig(_Strict):
     """One experiment: a dataset, a learner, a sampler, a store and how to retrain."""
 
@@ -285,6 +334,7 @@ class ExperimentConfig(_Strict):
     store: StoreConfig
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
+    datamodels: DatamodelsConfig = Field(default_factory=DatamodelsConfig)
 
     def with_absolute_paths(self) -> ExperimentConfig:
         """A copy whose local store and data paths are absolute, so that Ray workers with

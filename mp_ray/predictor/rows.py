@@ -43,11 +43,13 @@ def row_splits(
 
 @dataclass
 class Rows:
-    """Masks ``(M, n)`` bool and retrained parameters ``(M, d)`` float32 of some store rows."""
+    """Masks ``(M, n)`` bool and retrained parameters ``(M, d)`` float32 of some store rows,
+    and their outputs on the targets ``(M, T)`` float32 when read."""
 
     index: np.ndarray
     masks: np.ndarray
     params: np.ndarray
+    outputs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -59,8 +61,10 @@ def read_split(
     split: int,
     val_fraction: float,
     test_fraction: float,
+    with_outputs: bool = False,
 ) -> Rows:
-    """The non-degenerate rows of ``split`` in ``blocks``, read one block at a time."""
+    """The non-degenerate rows of ``split`` in ``blocks``, read one block at a time, with
+    their ``outputs`` when ``with_outputs``."""
     degenerate_column = store.spec.metric_names.index("degenerate")
     parts = []
     for block in blocks:
@@ -69,11 +73,12 @@ def read_split(
         keep = row_splits(store, rows, val_fraction, test_fraction) == split
         keep &= store.read("metrics", span)[:, degenerate_column] == 0
         if keep.any():
-            parts.append(
-                (rows[keep], store.read("masks", span)[keep], store.read("params", span)[keep])
-            )
+            arrays = ("masks", "params", "outputs") if with_outputs else ("masks", "params")
+            parts.append((rows[keep], *(store.read(name, span)[keep] for name in arrays)))
     if not parts:
-        n, d = store.spec.n_train, store.spec.n_params
-        return Rows(np.zeros(0, np.int64), np.zeros((0, n), bool), np.zeros((0, d), np.float32))
-    index, masks, params = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
-    return Rows(index, masks, params)
+        n, d, t = store.spec.n_train, store.spec.n_params, store.spec.n_targets
+        empty = Rows(np.zeros(0, np.int64), np.zeros((0, n), bool), np.zeros((0, d), np.float32))
+        if with_outputs:
+            empty.outputs = np.zeros((0, t), np.float32)
+        return empty
+    return Rows(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))

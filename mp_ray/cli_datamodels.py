@@ -1,0 +1,135 @@
+"""The datamodel commands of ``mp-ray``: fit datamodels on a store, explain one target with
+them, and score every method's predicted behaviour against retraining (the LDS table)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from mp_ray.cli_support import ConfigOption, app, console, fail, labelled_predictors, load_config
+
+NameOption = Annotated[
+    str, typer.Option("--name", help="Datamodels name inside the store (datamodels/NAME).")
+]
+
+
+@app.command()
+def datamodels(config: ConfigOption, name: NameOption = "default") -> None:
+    """Fit linear datamodels for every test target of the store (a Ray task; GPU if the
+    config reserves one) and write them into the store."""
+    from mp_ray.datamodels.job import run_datamodels
+    from mp_ray.ray_session import connect
+    from mp_ray.store import StoreMismatchError, StoreNotFoundError
+
+    experiment = load_config(config, {})
+    connect()
+    try:
+        summary = run_datamodels(experiment, name)
+    except (ValueError, StoreNotFoundError, StoreMismatchError) as err:
+        fail(str(err))
+    rows = summary["rows"]
+    console.print(
+        f"datamodels/{name}: {summary['n_targets']} targets × {summary['n_train']} points from "
+        f"{rows['train']} + {rows['val']} rows in {summary['fit_seconds']:.2f} s on "
+        f"{summary['device']}; mean non-zero weights {summary['mean_nonzero']:.1f}"
+    )
+    if "test_lds" in summary:
+        console.print(f"LDS on {rows['test']} held-out rows: {summary['test_lds']:.3f}")
+    print(f"{summary['store']}/datamodels/{name}")
+
+
+@app.command()
+def explain(
+    config: ConfigOption,
+    target: Annotated[int, typer.Option(help="Index of the target in the test split.")],
+    top: Annotated[int, typer.Option(help="How many supporters, opponents, neighbours.")] = 10,
+    max_k: Annotated[
+        int, typer.Option(help="Brittleness: largest support set tried before giving up.")
+    ] = 100,
+    name: NameOption = "default",
+) -> None:
+    """A target through its datamodel: top supporters and opponents, the smallest removal
+    predicted to flip it (checked by retraining), and its nearest targets."""
+    from mp_ray.apps.context import app_context
+    from mp_ray.datamodels.apps import brittleness, nearest_targets, support
+    from mp_ray.datamodels.storage import DatamodelsNotFoundError, read_datamodels
+    from mp_ray.evaluation.outputs import ParameterOutputs
+    from mp_ray.store import ExperimentStore, StoreMismatchError, StoreNotFoundError
+
+    experiment = load_config(config, {})
+    try:
+        context = app_context(experiment, None, experiment.store.storage_options)
+        store = ExperimentStore.open(experiment.store.uri, experiment.store.storage_options)
+        model, _ = read_datamodels(store, name)
+        found = support(model, target, top)
+        neighbours, similarity = nearest_targets(model, target, top)
+    except (ValueError, DatamodelsNotFoundError, StoreNotFoundError, StoreMismatchError) as err:
+        fail(str(err))
+    data = context.dataset
+    retrained = ParameterOutputs(
+        context.retrained.params, context.learner, data.X_test, data.y_test
+    )
+    flip = brittleness(model, retrained, np.array([target]), max_k)
+    console.print(
+        f"target {target} (label {data.y_test[target]}), full-data margin "
+        f"{flip.full_margin[0]:+.3f}"
+    )
+    console.print(f"supporters: {_pairs(found.supporters, found.supporter_weights)}")
+    console.print(f"opponents:  {_pairs(found.opponents, found.opponent_weights)}")
+    if flip.predicted_k[0]:
+        verdict = "flips" if flip.confirmed[0] else "does not flip"
+        console.print(
+            f"removing its top {flip.predicted_k[0]} supporters is predicted to flip it; "
+            f"retrained without them its margin is {flip.retrained_margin[0]:+.3f} ({verdict})"
+        )
+    else:
+        console.print(f"no removal of ≤ {max_k} top supporters is predicted to flip it")
+    console.print(f"nearest targets: {_pairs(neighbours, similarity)}")
+
+
+def _pairs(indices: np.ndarray, values: np.ndarray) -> str:
+    return ", ".join(f"{i} ({v:+.3g})" for i, v in zip(indices, values, strict=True)) or "none"
+
+
+@app.command()
+def lds(
+    config: ConfigOption,
+    predictor: Annotated[
+        list[str] | None,
+        typer.Option(help="ModelPred checkpoint (or LABEL=URI); repeat to compare several."),
+    ] = None,
+    name: NameOption = "default",
+    loo: Annotated[int, typer.Option(help="Points removed one at a time and retrained.")] = 40,
+    counterfactual: Annotated[
+        int, typer.Option(help="Targets retrained without their top supporters.")
+    ] = 30,
+    output: Annotated[Path | None, typer.Option(help="Also write the table as JSON.")] = None,
+) -> None:
+    """Score every method's predicted outputs against retraining on the store's held-out
+    rows: LDS, leave-one-out correlation and the counterfactual removal test."""
+    from mp_ray.datamodels.storage import DatamodelsNotFoundError
+    from mp_ray.evaluation.compare import format_behaviour_table
+    from mp_ray.evaluation.report import behaviour_report
+    from mp_ray.store import StoreMismatchError, StoreNotFoundError
+
+    experiment = load_config(config, {})
+    try:
+        report = behaviour_report(
+            experiment, labelled_predictors(predictor or []), name, None, loo, counterfactual
+        )
+    except (ValueError, DatamodelsNotFoundError, StoreNotFoundError, StoreMismatchError) as err:
+        fail(str(err))
+    info = report.info
+    console.print(
+        f"{info['test_rows']} held-out rows of {info['store_rows']} ({info['sampler']['kind']}, "
+        f"α = {info['sampler'].get('alpha')}), {info['n_train']} points, "
+        f"{info['n_targets']} targets; {info['loo_points']} leave-one-out removals, "
+        f"{info['counterfactual_targets']} counterfactual targets (top {info['support_size']})"
+    )
+    print(format_behaviour_table(report.table))
+    if output:
+        output.write_text(json.dumps({"info": info, "table": report.table}, indent=2))

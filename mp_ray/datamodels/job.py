@@ -1,0 +1,65 @@
+"""Fit the datamodels of an experiment from its store, as a Ray task (on a GPU when the
+config reserves one), and write them back into the store.
+
+    summary = run_datamodels(config)       # from a driver connected to Ray
+
+The task reads the training and validation rows (the predictor's row split, so the test
+rows stay held out for every method), fits, writes ``datamodels/<name>`` and scores the
+result on the test rows (LDS).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+
+from mp_ray.config import ExperimentConfig
+from mp_ray.data import load_dataset
+from mp_ray.datamodels.fit import fit_datamodels, solver_device
+from mp_ray.datamodels.storage import write_datamodels
+from mp_ray.evaluation.scores import lds
+from mp_ray.predictor.fit import open_checked_store
+from mp_ray.predictor.rows import TEST, TRAIN, VAL, read_split
+
+
+def fit_from_store(config: ExperimentConfig, name: str = "default") -> dict[str, Any]:
+    """Fit, write and score the datamodels of ``config``'s store; a JSON-able summary."""
+    dataset = load_dataset(config.dataset)
+    store = open_checked_store(config, dataset, read_only=False)
+    blocks = list(range(store.n_blocks))
+    fractions = (config.predictor.val_fraction, config.predictor.test_fraction)
+    train, val, test = (
+        read_split(store, blocks, split, *fractions, with_outputs=True)
+        for split in (TRAIN, VAL, TEST)
+    )
+    start = time.perf_counter()
+    datamodels = fit_datamodels(
+        train.masks, train.outputs, val.masks, val.outputs, config.datamodels
+    )
+    seconds = time.perf_counter() - start
+    summary: dict[str, Any] = {
+        "name": name,
+        "store": store.uri,
+        "sampler": dict(store.spec.sampler),
+        "rows": {"train": len(train), "val": len(val), "test": len(test)},
+        "n_train": datamodels.n_train,
+        "n_targets": datamodels.n_targets,
+        "device": str(solver_device(config.datamodels)),
+        "fit_seconds": seconds,
+        "mean_nonzero": float((datamodels.weights != 0).sum(axis=1).mean()),
+        "config": config.datamodels.model_dump(),
+    }
+    if len(test) >= 3:
+        summary["test_lds"] = lds(datamodels.outputs, test.masks, test.outputs).mean
+    write_datamodels(store, datamodels, summary, name)
+    return summary
+
+
+def run_datamodels(config: ExperimentConfig, name: str = "default") -> dict[str, Any]:
+    """:func:`fit_from_store` in a Ray task with the config's CPUs and GPUs."""
+    config = config.with_absolute_paths()
+    settings = config.datamodels
+    task = ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)(fit_from_store)
+    return ray.get(task.remote(config, name))

@@ -1,0 +1,87 @@
+"""One table that scores every method on the same ground truth.
+
+Ground truth comes from retraining (:class:`Truth`): the store's held-out rows (their
+masks and recorded outputs) for the LDS, and models retrained without chosen points for
+the removal tests. Each method is an :data:`~mp_ray.evaluation.outputs.OutputFn`; its
+row of the table gives the LDS, the leave-one-out correlation, the counterfactual test
+(removing each target's top supporters: predicted vs actual change of that target's
+output) and the seconds it took to answer all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mp_ray.evaluation.outputs import OutputFn
+from mp_ray.evaluation.scores import (
+    lds,
+    output_changes,
+    paired_correlation,
+    removal_correlation,
+)
+
+
+@dataclass
+class Removals:
+    """Removals from the full training set, ``masks (R, n)``, and the retrained output
+    changes ``(R, T)``; ``targets (R,)`` pairs each removal with one target (the
+    counterfactual test) or is None (every target counts: leave-one-out)."""
+
+    masks: np.ndarray
+    changes: np.ndarray
+    targets: np.ndarray | None = None
+
+
+@dataclass
+class Truth:
+    """Held-out masks ``(K, n)`` with their retrained outputs ``(K, T)``, and removals."""
+
+    masks: np.ndarray
+    outputs: np.ndarray
+    leave_one_out: Removals | None = None
+    counterfactual: Removals | None = None
+
+
+def score_method(outputs: OutputFn, truth: Truth) -> dict[str, Any]:
+    """One row of the table: LDS, leave-one-out correlation and counterfactual test."""
+    start = time.perf_counter()
+    row: dict[str, Any] = {"lds": lds(outputs, truth.masks, truth.outputs).mean}
+    if truth.leave_one_out is not None:
+        removals = truth.leave_one_out
+        predicted = output_changes(outputs, removals.masks)
+        row["loo"] = removal_correlation(predicted, removals.changes).mean
+    if truth.counterfactual is not None:
+        removals = truth.counterfactual
+        rows = np.arange(len(removals.masks))
+        predicted = output_changes(outputs, removals.masks)[rows, removals.targets]
+        actual = removals.changes[rows, removals.targets]
+        row["cf_pearson"], row["cf_spearman"] = paired_correlation(predicted, actual)
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def behaviour_table(methods: dict[str, OutputFn], truth: Truth) -> list[dict[str, Any]]:
+    """A row per method (name → outputs), in the given order."""
+    return [{"method": name, **score_method(fn, truth)} for name, fn in methods.items()]
+
+
+COLUMNS = {
+    "lds": "LDS",
+    "loo": "LOO ρ",
+    "cf_pearson": "removal r",
+    "cf_spearman": "removal ρ",
+    "seconds": "seconds",
+}
+
+
+def format_behaviour_table(table: list[dict[str, Any]]) -> str:
+    """A fixed-width text rendering of :func:`behaviour_table`."""
+    lines = [f"{'method':<24}" + "".join(f"{title:>12}" for title in COLUMNS.values())]
+    for row in table:
+        cells = "".join(f"{row[key]:>12.3f}" if key in row else f"{'–':>12}" for key in COLUMNS)
+        lines.append(f"{row['method']:<24}{cells}")
+    return "\n".join(lines)

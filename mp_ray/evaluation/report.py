@@ -1,0 +1,119 @@
+"""The behaviour table of an experiment: every available method scored on one ground truth.
+
+Methods: each fitted ModelPred checkpoint given (name → URI), the store's datamodels (when
+fitted), first-order influence functions, and any further parameter predictors passed in.
+Ground truth: the store's test rows (held out from every fit), ``n_loo`` single points
+removed from the full set and retrained, and, with datamodels, ``n_counterfactual``
+targets each retrained without its ``support_size`` top supporters. The points and targets
+are drawn from the experiment's root seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mp_ray.apps.models import PredictedModels, RetrainedModels
+from mp_ray.baselines import InfluenceFunction
+from mp_ray.config import ExperimentConfig
+from mp_ray.data import load_dataset
+from mp_ray.datamodels.apps import support
+from mp_ray.datamodels.fit import Datamodels
+from mp_ray.datamodels.storage import read_datamodels
+from mp_ray.evaluation.compare import Removals, Truth, behaviour_table
+from mp_ray.evaluation.outputs import OutputFn, ParameterOutputs, ParamsFn
+from mp_ray.evaluation.scores import output_changes, removal_masks
+from mp_ray.learners import make_learner
+from mp_ray.predictor import Predictor
+from mp_ray.predictor.fit import open_checked_store
+from mp_ray.predictor.rows import TEST, read_split
+from mp_ray.sampling import row_rng
+from mp_ray.store import StoreMismatchError
+
+EVALUATION_STREAM = 0xE7A1  # the draws of removed points and counterfactual targets
+
+
+@dataclass
+class BehaviourReport:
+    """The table (one dict per method) and what it was measured on."""
+
+    table: list[dict[str, Any]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def behaviour_report(
+    config: ExperimentConfig,
+    predictor_uris: dict[str, str] | None = None,
+    datamodels_name: str | None = "default",
+    extra: dict[str, ParamsFn] | None = None,
+    n_loo: int = 40,
+    n_counterfactual: int = 30,
+    support_size: int | None = None,
+) -> BehaviourReport:
+    """Score every method of the experiment; see the module docstring. ``extra`` maps more
+    method names to parameter predictors ``masks (B, n) -> params (B, d)``; the default
+    ``support_size`` is 5% of the training points."""
+    config = config.with_absolute_paths()
+    dataset = load_dataset(config.dataset)
+    store = open_checked_store(config, dataset)
+    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    settings = config.predictor
+    test = read_split(
+        store,
+        list(range(store.n_blocks)),
+        TEST,
+        settings.val_fraction,
+        settings.test_fraction,
+        with_outputs=True,
+    )
+    if len(test) < 3:
+        raise ValueError(f"store {store.uri} has {len(test)} test rows; the LDS needs 3 or more")
+
+    def outputs_of(predict: ParamsFn) -> OutputFn:
+        return ParameterOutputs(predict, learner, dataset.X_test, dataset.y_test)
+
+    methods: dict[str, OutputFn] = {}
+    for name, uri in (predictor_uris or {}).items():
+        predictor = Predictor.load(uri, config.store.storage_options)
+        if predictor.meta.dataset_fingerprint != dataset.fingerprint:
+            raise StoreMismatchError(f"predictor {uri} was fitted on another dataset")
+        methods[name] = outputs_of(PredictedModels(predictor, learner).params)
+    datamodels: Datamodels | None = None
+    if datamodels_name is not None:
+        datamodels, _ = read_datamodels(store, datamodels_name)
+        methods["datamodels"] = datamodels.outputs
+    for name, predict in (extra or {}).items():
+        methods[name] = outputs_of(predict)
+    methods[InfluenceFunction.name] = outputs_of(InfluenceFunction(learner).predict)
+
+    retrained = outputs_of(RetrainedModels(learner).params)
+    n = dataset.n_train
+    rng = row_rng(config.seed, EVALUATION_STREAM, 0)
+    points = np.sort(rng.choice(n, size=min(n_loo, n), replace=False))
+    loo_masks = removal_masks(n, [np.array([i]) for i in points])
+    truth = Truth(
+        test.masks, test.outputs, Removals(loo_masks, output_changes(retrained, loo_masks))
+    )
+    k = support_size or max(1, round(0.05 * n))
+    if datamodels is not None:
+        n_targets = datamodels.n_targets
+        targets = np.sort(
+            rng.choice(n_targets, size=min(n_counterfactual, n_targets), replace=False)
+        )
+        removed = [support(datamodels, int(t), k).supporters for t in targets]
+        cf_masks = removal_masks(n, removed)
+        truth.counterfactual = Removals(cf_masks, output_changes(retrained, cf_masks), targets)
+    info = {
+        "store": store.uri,
+        "sampler": dict(store.spec.sampler),
+        "store_rows": store.spec.n_rows,
+        "test_rows": len(test),
+        "n_train": n,
+        "n_targets": store.spec.n_targets,
+        "loo_points": len(points),
+        "counterfactual_targets": 0 if truth.counterfactual is None else len(targets),
+        "support_size": k,
+    }
+    return BehaviourReport(behaviour_table(methods, truth), info)

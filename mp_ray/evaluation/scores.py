@@ -1,0 +1,98 @@
+"""Scores of predicted model outputs against retraining, shared by every method.
+
+- :func:`lds` — the linear datamodeling score (Park et al., TRAK): for held-out subsets
+  (masks never fitted on) and the outputs of the models actually retrained on them, the
+  mean over targets of Spearman's ρ between predicted and actual outputs.
+- :func:`removal_correlation` — for a list of removals from the full training set (single
+  points: leave-one-out; groups: leave-group-out; a target's top supporters: the
+  counterfactual test), the correlation between predicted and retrained output changes.
+
+Correlations of a target whose actual outputs are all equal are undefined and left out
+of the means (and reported as NaN per target).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from mp_ray.evaluation.outputs import OutputFn
+
+
+@dataclass
+class Score:
+    """A mean correlation and its per-target values ``(T,)`` (NaN where undefined)."""
+
+    mean: float
+    per_target: np.ndarray
+
+
+def columnwise_spearman(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Spearman's ρ between matching columns of two ``(K, T)`` arrays, ``(T,)``."""
+    predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
+    if predicted.shape != actual.shape or predicted.ndim != 2:
+        raise ValueError(
+            f"predicted and actual outputs must both be (K, T), got {predicted.shape} and "
+            f"{actual.shape}"
+        )
+    a = stats.rankdata(predicted, axis=0)
+    b = stats.rankdata(actual, axis=0)
+    a -= a.mean(axis=0)
+    b -= b.mean(axis=0)
+    norm = np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, (a * b).sum(axis=0) / norm, np.nan)
+
+
+def _score(per_target: np.ndarray) -> Score:
+    defined = per_target[np.isfinite(per_target)]
+    return Score(float(defined.mean()) if defined.size else float("nan"), per_target)
+
+
+def lds(outputs: OutputFn, masks: np.ndarray, actual: np.ndarray) -> Score:
+    """The linear datamodeling score of a method on held-out ``masks (K, n)`` whose
+    retrained outputs are ``actual (K, T)``."""
+    if len(masks) != len(actual):
+        raise ValueError(f"{len(masks)} masks but {len(actual)} rows of actual outputs")
+    if len(masks) < 3:
+        raise ValueError("the LDS needs at least 3 held-out subsets")
+    return _score(columnwise_spearman(outputs(masks), actual))
+
+
+def removal_masks(n: int, removals: list[np.ndarray]) -> np.ndarray:
+    """Masks ``(R, n)`` of the full training set minus each removal (indices into 0…n−1)."""
+    masks = np.ones((len(removals), n), dtype=bool)
+    for row, removed in enumerate(removals):
+        removed = np.asarray(removed, dtype=np.int64)
+        if removed.size and (removed.min() < 0 or removed.max() >= n):
+            raise ValueError(f"removal {row} has indices outside 0…{n - 1}")
+        masks[row, removed] = False
+    return masks
+
+
+def output_changes(outputs: OutputFn, removal: np.ndarray) -> np.ndarray:
+    """Output changes ``(R, T)`` from the full-data model to the models of the removal
+    masks ``(R, n)``, as a method predicts them."""
+    full = outputs(np.ones((1, removal.shape[1]), dtype=bool))
+    return outputs(removal) - full
+
+
+def removal_correlation(predicted: np.ndarray, actual: np.ndarray) -> Score:
+    """Per target, Spearman's ρ across removals between predicted and actual output changes
+    ``(R, T)``; its mean over targets (leave-one-out / leave-group-out correlation)."""
+    if len(predicted) < 3:
+        raise ValueError("a removal correlation needs at least 3 removals")
+    return _score(columnwise_spearman(predicted, actual))
+
+
+def paired_correlation(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
+    """Pearson's r and Spearman's ρ between paired predicted and actual changes ``(R,)``
+    (the counterfactual test: one removal per target, its own target's change)."""
+    predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
+    if predicted.shape != actual.shape or predicted.ndim != 1 or len(predicted) < 3:
+        raise ValueError("paired changes must be two vectors of the same length ≥ 3")
+    pearson = float(stats.pearsonr(predicted, actual).statistic)
+    spearman = float(stats.spearmanr(predicted, actual).statistic)
+    return pearson, spearman
