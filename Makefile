@@ -1,5 +1,6 @@
-# Two commands: `make demo` runs the pipeline end to end (retrain, fit, tune, evaluate, then
-# a valuation and a memorisation analysis from the fitted predictor, with their plots);
+# Two commands: `make demo` runs the pipeline end to end (retrain, fit, tune, evaluate, a
+# valuation and a memorisation analysis from the fitted predictor with their plots, then
+# datamodels and the LDS table of every method);
 # `make test` runs the tests.
 # Both create .venv and install the package into it when missing (fast when already done).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -29,6 +30,9 @@ demo: $(STAMP)
 		--output runs/values.parquet --plots runs/plots
 	$(BIN)/mp-ray memorization $(DEMO) --predictor runs/predictors/quickstart --top 5 \
 		--plot runs/plots/memorization.png
+	$(BIN)/mp-ray datamodels $(DEMO)
+	$(BIN)/mp-ray lds $(DEMO) --predictor fit=runs/predictors/quickstart \
+		--predictor tuned=runs/tune/quickstart/best
 
 # pyDVL, the peer of benchmarks/valuation.py, pins numpy < 2 (mp-ray uses numpy 2, zarr 3):
 # it gets its own environment, which the benchmark runs as a subprocess.
