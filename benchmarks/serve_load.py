@@ -4,7 +4,9 @@ Starts the Serve application on this machine's Ray (loopback only), then for eac
 ``--clients`` concurrency levels runs that many async httpx clients, each sending
 ``POST /v1/predict`` for a random subset (reproducible from the request number) back to
 back, for ``--seconds`` seconds or ``--max-requests`` requests, whichever comes first.
-Reports p50 / p99 latency and throughput per level, batched and unbatched, and the ratio.
+Reports p50 / p99 latency and throughput per level, batched and unbatched, and beside
+them Serve's own floor on this machine: a one-replica FastAPI ingress that parses the same
+body and answers a constant (no model, no second hop).
 
     .venv/bin/python benchmarks/serve_load.py [--config configs/quickstart.yaml]
         [--predictor runs/predictors/quickstart] [--clients 1 16 64] [--seconds 10]
@@ -31,12 +33,19 @@ import httpx
 import matplotlib.pyplot as plt
 import numpy as np
 import ray
+from fastapi import FastAPI
 from ray import serve
 
 from mp_ray.config import load_experiment
 from mp_ray.data import load_dataset
 from mp_ray.ray_session import apply_ray_env_defaults
 from mp_ray.serve.app import build_app
+
+VARIANTS = {
+    "batched": "mp-ray, @serve.batch",
+    "unbatched": "mp-ray, unbatched",
+    "floor": "Serve floor (constant answer)",
+}
 
 
 def _free_port() -> int:
@@ -89,27 +98,52 @@ async def load(base: str, clients: int, seconds: float, max_requests: int, n: in
     }
 
 
+floor_api = FastAPI()
+
+
+@serve.deployment(max_ongoing_requests=256)
+@serve.ingress(floor_api)
+class Floor:
+    """Serve's own floor: an ingress that parses the same request body and answers a
+    constant, with no model and no second hop."""
+
+    @floor_api.post("/v1/predict")
+    async def predict(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"size": len(body["indices"])}
+
+
+def measure(base: str, args: argparse.Namespace, n: int, variant: str) -> list[dict[str, Any]]:
+    """Every concurrency level against the application now deployed."""
+    httpx.post(f"{base}/v1/predict", json=request_body(0, n), timeout=60)  # warm-up
+    rows = []
+    for clients in args.clients:
+        row = asyncio.run(load(base, clients, args.seconds, args.max_requests, n))
+        row["variant"] = variant
+        rows.append(row)
+        print(
+            f"{variant:<10} clients={clients:>3}: {row['throughput_rps']:7.1f} "
+            f"req/s, p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms, "
+            f"{row['failures']} failed"
+        )
+    return rows
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     n = load_dataset(load_experiment(args.config).dataset).n_train
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     rows = []
-    for batching in (True, False):
-        application = build_app(
-            {"config": str(args.config), "predictor": args.predictor, "batching": batching}
-        )
-        serve.run(application, name="mp-ray", route_prefix="/", blocking=False)
-        httpx.post(f"{base}/v1/predict", json=request_body(0, n), timeout=60)  # warm-up
-        for clients in args.clients:
-            row = asyncio.run(load(base, clients, args.seconds, args.max_requests, n))
-            row["batching"] = batching
-            rows.append(row)
-            print(
-                f"batching={batching!s:<5} clients={clients:>3}: {row['throughput_rps']:7.1f} "
-                f"req/s, p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms, "
-                f"{row['failures']} failed"
+    for variant in VARIANTS:
+        if variant == "floor":
+            application = Floor.bind()
+        else:
+            batching = variant == "batched"
+            application = build_app(
+                {"config": str(args.config), "predictor": args.predictor, "batching": batching}
             )
+        serve.run(application, name="mp-ray", route_prefix="/", blocking=False)
+        rows += measure(base, args, n, variant)
         serve.delete("mp-ray")
     serve.shutdown()
     return rows
@@ -117,12 +151,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| @serve.batch | clients | requests | throughput (req/s) | p50 (ms) | p99 (ms) | failed |",
+        "| deployment | clients | requests | throughput (req/s) | p50 (ms) | p99 (ms) | failed |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {'on' if r['batching'] else 'off'} | {r['clients']} | {r['requests']:,} "
+            f"| {VARIANTS[r['variant']]} | {r['clients']} | {r['requests']:,} "
             f"| {r['throughput_rps']:,.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
             f"| {r['failures']} |"
         )
@@ -131,9 +165,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for batching in (True, False):
-        mine = [r for r in rows if r["batching"] == batching]
-        label = "@serve.batch" if batching else "unbatched"
+    for variant, label in VARIANTS.items():
+        mine = [r for r in rows if r["variant"] == variant]
         clients = [r["clients"] for r in mine]
         axes[0].plot(clients, [r["throughput_rps"] for r in mine], marker="o", label=label)
         axes[1].plot(clients, [r["p99_ms"] for r in mine], marker="o", label=f"{label} p99")
@@ -178,12 +211,14 @@ def main() -> None:
     plot(rows, args.out / "serve_load.png")
     print(table)
     for clients in args.clients:
-        on, off = (
-            next(r for r in rows if r["clients"] == clients and r["batching"] == b)
-            for b in (True, False)
+        on, off, floor = (
+            next(r for r in rows if r["clients"] == clients and r["variant"] == v) for v in VARIANTS
         )
-        ratio = on["throughput_rps"] / off["throughput_rps"]
-        print(f"{clients} clients: batching gives {ratio:.2f}× the unbatched throughput")
+        print(
+            f"{clients} clients: batching gives {on['throughput_rps'] / off['throughput_rps']:.2f}"
+            f"× the unbatched throughput, {on['throughput_rps'] / floor['throughput_rps']:.2f}× "
+            "the floor's"
+        )
 
 
 if __name__ == "__main__":
