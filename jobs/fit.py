@@ -1,6 +1,6 @@
 """Ray job entrypoint for fitting the predictor.
 
-    ray job submit --working-dir . -- python jobs/fit.py --config configs/quickstart.yaml \\
+    ray job submit --working-dir . -- python jobs/fit.py --config configs/cluster.yaml \\
         --storage-path s3://my-bucket/mp-ray/train --workers 4
 
 Connects to the cluster that runs the job (``RAY_ADDRESS``), or starts a local Ray.
@@ -12,5 +12,11 @@ import sys
 
 from mp_ray.cli import app
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """Run ``mp-ray fit`` with this script's arguments."""
     app(["fit", *sys.argv[1:]], prog_name="jobs/fit.py")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Ray job entrypoint for retraining.
 
-    ray job submit --working-dir . -- python jobs/retrain.py --config configs/quickstart.yaml
+    ray job submit --working-dir . -- python jobs/retrain.py --config configs/cluster.yaml
 
 Connects to the cluster that runs the job (``RAY_ADDRESS``), or starts a local Ray.
 """
@@ -11,5 +11,11 @@ import sys
 
 from mp_ray.cli import app
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """Run ``mp-ray retrain`` with this script's arguments."""
     app(["retrain", *sys.argv[1:]], prog_name="jobs/retrain.py")
+
+
+if __name__ == "__main__":
+    main()

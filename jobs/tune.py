@@ -1,6 +1,6 @@
 """Ray job entrypoint for the predictor's hyperparameter search.
 
-    ray job submit --working-dir . -- python jobs/tune.py --config configs/quickstart.yaml \\
+    ray job submit --working-dir . -- python jobs/tune.py --config configs/cluster.yaml \\
         --samples 16 --workers-per-trial 2
 
 Connects to the cluster that runs the job (``RAY_ADDRESS``), or starts a local Ray.
@@ -12,5 +12,11 @@ import sys
 
 from mp_ray.cli import app
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """Run ``mp-ray tune`` with this script's arguments."""
     app(["tune", *sys.argv[1:]], prog_name="jobs/tune.py")
+
+
+if __name__ == "__main__":
+    main()

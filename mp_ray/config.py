@@ -207,7 +207,10 @@ class RetrainConfig(_Strict):
     num_actors: int = Field(default=2, gt=0, description="Number of retraining actors.")
     num_cpus: float = Field(default=1.0, ge=0, description="CPUs reserved per actor.")
     num_gpus: float = Field(
-        default=0.0, ge=0, description="GPUs per actor; fractional values share a GPU."
+        default=0.0,
+        ge=0,
+        description="GPUs per actor; fractional values share a GPU between actors (0.25: four "
+        "actors per GPU, for models small enough that one actor cannot keep a GPU busy).",
     )
     max_in_flight: int = Field(
         default=2, gt=0, description="Blocks queued per actor at once (backpressure)."
@@ -217,6 +220,13 @@ class RetrainConfig(_Strict):
     )
     resources: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources each actor requires."
+    )
+    scheduling_strategy: Literal["SPREAD", "DEFAULT"] = Field(
+        default="SPREAD",
+        description="Where Ray places the actors (and their replacements): SPREAD over as many "
+        "nodes as have room, so that one lost node takes few actors with it and every node's "
+        "network reaches the store; DEFAULT is Ray's hybrid policy, which fills a node before "
+        "using the next (fewer nodes for an autoscaler to start).",
     )
 
 

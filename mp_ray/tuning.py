@@ -31,7 +31,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from mp_ray.config import ExperimentConfig
-from mp_ray.predictor.fit import PREDICTOR_DIR, fit_predictor
+from mp_ray.predictor.fit import PREDICTOR_DIR, checkpoint_uri, fit_predictor
 from mp_ray.predictor.predictor import Predictor
 
 METRIC = "val_rel_error"
@@ -145,7 +145,8 @@ def tune_predictor(
     trials.sort(key=lambda row: row[METRIC])
     best = trials[0]
     export = f"{storage_path}/{name}/best"
-    Predictor.load(f"{best[CHECKPOINT_PATH_KEY]}/{PREDICTOR_DIR}").save(export)
+    best_checkpoint = checkpoint_uri(best[CHECKPOINT_PATH_KEY], storage_path)
+    Predictor.load(f"{best_checkpoint}/{PREDICTOR_DIR}").save(export)
     with fsspec.open(f"{storage_path}/{name}/trials.json", "w") as handle:
         json.dump(trials, handle, indent=2)
     return TuneOutcome(

@@ -132,8 +132,18 @@ def fit_predictor(
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"predictor fit {name} ended without a checkpoint: {result.error}")
-    path = result.checkpoint.path
+    path = checkpoint_uri(result.checkpoint.path, storage_path)
     return FitOutcome(f"{path}/{PREDICTOR_DIR}", path, dict(result.metrics or {}))
+
+
+def checkpoint_uri(path: str, storage_path: str) -> str:
+    """A URI for a checkpoint path that Ray Train reports under ``storage_path``.
+
+    Ray Train gives paths inside its pyarrow filesystem, without the scheme
+    (``bucket/train/run/checkpoint_…`` for ``s3://bucket/train``); put it back so that fsspec
+    reads the checkpoint from the same place. Local paths are returned unchanged."""
+    scheme, sep, _ = storage_path.partition("://")
+    return f"{scheme}://{path}" if sep and "://" not in path else path
 
 
 def _all_sum(values: list[float], device: torch.device) -> list[float]:

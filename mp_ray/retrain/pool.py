@@ -6,6 +6,10 @@ to the store, returning only block ids and timings. The driver keeps at most
 ``max_in_flight`` blocks queued per actor. When an actor dies, its queued blocks go back to
 the front of the queue (at most ``max_retries`` times each) and a fresh actor takes its
 place; a block the dead actor managed to mark done is not trained again.
+
+Placement: actors are scheduled with ``retrain.scheduling_strategy`` (``SPREAD`` by default,
+one actor per node before a second on any node) and ask for ``retrain.num_gpus`` each, so a
+fractional value packs several actors of small models onto one GPU.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class ActorPool:
             "num_gpus": self.retrain.num_gpus,
             "max_restarts": 0,
             "name": f"{self.name_prefix}-{self._started}",
+            "scheduling_strategy": self.retrain.scheduling_strategy,
         }
         if self.retrain.resources:
             options["resources"] = dict(self.retrain.resources)
