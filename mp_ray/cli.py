@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mp_ray import cli_apps, cli_datamodels  # noqa: F401  (register their commands on `app`)
+from mp_ray import cli_apps, cli_datamodels, cli_distill  # noqa: F401  (register commands)
 from mp_ray.cli_support import (
     ConfigOption,
     ModelsPerSecond,

@@ -103,6 +103,9 @@ def lds(
         typer.Option(help="ModelPred checkpoint (or LABEL=URI); repeat to compare several."),
     ] = None,
     name: NameOption = "default",
+    distilled: Annotated[
+        bool, typer.Option(help="Also score the saved distilled datamodel (mp-ray distill).")
+    ] = False,
     loo: Annotated[int, typer.Option(help="Points removed one at a time and retrained.")] = 40,
     counterfactual: Annotated[
         int, typer.Option(help="Targets retrained without their top supporters.")
@@ -112,16 +115,26 @@ def lds(
     """Score every method's predicted outputs against retraining on the store's held-out
     rows: LDS, leave-one-out correlation and the counterfactual removal test."""
     from mp_ray.datamodels.storage import DatamodelsNotFoundError
+    from mp_ray.distill import DistilledNotFoundError, load_distilled
     from mp_ray.evaluation.compare import format_behaviour_table
     from mp_ray.evaluation.report import behaviour_report
     from mp_ray.store import StoreMismatchError, StoreNotFoundError
 
     experiment = load_config(config, {})
     try:
+        extra = {}
+        if distilled:
+            extra["distilled datamodel"] = load_distilled(experiment).predict
         report = behaviour_report(
-            experiment, labelled_predictors(predictor or []), name, None, loo, counterfactual
+            experiment, labelled_predictors(predictor or []), name, extra, loo, counterfactual
         )
-    except (ValueError, DatamodelsNotFoundError, StoreNotFoundError, StoreMismatchError) as err:
+    except (
+        ValueError,
+        DatamodelsNotFoundError,
+        DistilledNotFoundError,
+        StoreNotFoundError,
+        StoreMismatchError,
+    ) as err:
         fail(str(err))
     info = report.info
     console.print(

@@ -285,6 +285,60 @@ class PredictorConfig(_Strict):
     )
 
 
+class DistillConfig(_Strict):
+    """The distilled datamodel (Ye et al., 2024; see mp_ray/distill): per-group synthetic
+    examples whose reverse gradient step from θ(D) reproduces retraining without the group."""
+
+    groups_per_class: int = Field(
+        default=4,
+        ge=2,
+        description="k-means clusters per class (fewer for a class with fewer points); at "
+        "least 2, so that removing one group never empties a class.",
+    )
+    synthetic_per_group: int = Field(
+        default=4, gt=0, description="Synthetic examples learned for each group."
+    )
+    init: Literal["real", "random"] = Field(
+        default="real",
+        description="real: start each group's synthetic examples at k-means centroids of its "
+        "own points, soft-labelled halfway between θ*'s prediction and the group's class; "
+        "random: Gaussian features with the training mean and spread, random soft labels.",
+    )
+    learn_step: bool = Field(
+        default=True,
+        description="Learn the reverse step size η with the synthetic examples; else keep the "
+        "initial η, chosen so that the initial steps have the retrained changes' total norm.",
+    )
+    iterations: int = Field(default=500, gt=0, description="Adam steps of the distillation.")
+    lr: float = Field(default=0.05, gt=0, description="Adam's learning rate for the distillation.")
+    objective: Literal["margin", "loss"] = Field(
+        default="margin",
+        description="The evaluation objective E of the attribution matrix: margin: the "
+        "learner's correct-class margin (the store's outputs); loss: the per-example loss.",
+    )
+    holdout_removals: int = Field(
+        default=50,
+        ge=3,
+        description="Held-out validation removals (unions of groups), retrained and never "
+        "distilled on.",
+    )
+    holdout_union: int = Field(
+        default=2, ge=2, description="Groups removed together in each held-out removal."
+    )
+    validation_rows: int = Field(
+        default=500,
+        ge=0,
+        description="At most this many of the store's test rows (random subsets, never "
+        "distilled on) to validate predict(masks) on; 0 skips them.",
+    )
+    uri: str | None = Field(
+        default=None,
+        description="Where the distilled datamodel is saved: a Zarr group URI (path, s3:// "
+        "with store.storage_options, or memory://); default: the 'distill' group inside the "
+        "experiment's store, which must exist.",
+    )
+
+
 class DatamodelsConfig(_Strict):
     """Linear datamodels (Ilyas et al., 2022): an L1-regularised linear model per target from
     subset indicators to the store's ``outputs``.
@@ -345,6 +399,7 @@ class ExperimentConfig(_Strict):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     datamodels: DatamodelsConfig = Field(default_factory=DatamodelsConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
     def with_absolute_paths(self) -> ExperimentConfig:
         """A copy whose local store and data paths are absolute, so that Ray workers with

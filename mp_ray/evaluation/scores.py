@@ -29,18 +29,21 @@ class Score:
     per_target: np.ndarray
 
 
-def columnwise_spearman(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
-    """Spearman's ρ between matching columns of two ``(K, T)`` arrays, ``(T,)``."""
+def columnwise_correlation(
+    predicted: np.ndarray, actual: np.ndarray, rank: bool = True
+) -> np.ndarray:
+    """Spearman's ρ (Pearson's r unless ``rank``) between matching columns of two ``(K, T)``
+    arrays, ``(T,)``; NaN where either column is constant."""
     predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
     if predicted.shape != actual.shape or predicted.ndim != 2:
         raise ValueError(
             f"predicted and actual outputs must both be (K, T), got {predicted.shape} and "
             f"{actual.shape}"
         )
-    a = stats.rankdata(predicted, axis=0)
-    b = stats.rankdata(actual, axis=0)
-    a -= a.mean(axis=0)
-    b -= b.mean(axis=0)
+    if rank:
+        predicted, actual = stats.rankdata(predicted, axis=0), stats.rankdata(actual, axis=0)
+    a = predicted - predicted.mean(axis=0)
+    b = actual - actual.mean(axis=0)
     norm = np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, (a * b).sum(axis=0) / norm, np.nan)
@@ -58,7 +61,7 @@ def lds(outputs: OutputFn, masks: np.ndarray, actual: np.ndarray) -> Score:
         raise ValueError(f"{len(masks)} masks but {len(actual)} rows of actual outputs")
     if len(masks) < 3:
         raise ValueError("the LDS needs at least 3 held-out subsets")
-    return _score(columnwise_spearman(outputs(masks), actual))
+    return _score(columnwise_correlation(outputs(masks), actual))
 
 
 def removal_masks(n: int, removals: list[np.ndarray]) -> np.ndarray:
@@ -84,7 +87,7 @@ def removal_correlation(predicted: np.ndarray, actual: np.ndarray) -> Score:
     ``(R, T)``; its mean over targets (leave-one-out / leave-group-out correlation)."""
     if len(predicted) < 3:
         raise ValueError("a removal correlation needs at least 3 removals")
-    return _score(columnwise_spearman(predicted, actual))
+    return _score(columnwise_correlation(predicted, actual))
 
 
 def paired_correlation(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
