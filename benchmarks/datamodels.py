@@ -131,7 +131,8 @@ def lasso_cv_loop(
     mse, weights = np.zeros(Y_train.shape[1]), np.zeros((Y_train.shape[1], M_train.shape[1]))
     for t in range(Y_train.shape[1]):
         model = LassoCV(alphas=lambdas[:, t], cv=fold).fit(X_all, Y_all[:, t])
-        mse[t] = model.mse_path_[list(model.alphas_).index(model.alpha_), 0]
+        path = np.asarray(model.mse_path_).reshape(len(model.alphas_), -1)  # (K, folds)
+        mse[t] = path[list(model.alphas_).index(model.alpha_), 0]
         weights[t] = model.coef_ / scaler_all.scale_
     return mse, weights
 
@@ -204,6 +205,7 @@ def behaviour(config: ExperimentConfig, work: Path, name: str) -> dict[str, Any]
     start = time.perf_counter()
     report = behaviour_report(config, {"ModelPred": str(export)}, "default", extra)
     report_seconds = time.perf_counter() - start
+    fits.update(report.info["setup_seconds"])
     for row in report.table:
         row["fit_seconds"] = fits.get(row["method"])
     return {

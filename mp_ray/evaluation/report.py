@@ -10,6 +10,7 @@ are drawn from the experiment's root seed.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +87,10 @@ def behaviour_report(
         methods["datamodels"] = datamodels.outputs
     for name, predict in (extra or {}).items():
         methods[name] = outputs_of(predict)
-    methods[InfluenceFunction.name] = outputs_of(InfluenceFunction(learner).predict)
+    start = time.perf_counter()
+    influence = InfluenceFunction(learner)  # θ(D) and the inverse Hessian
+    setup_seconds = {InfluenceFunction.name: time.perf_counter() - start}
+    methods[InfluenceFunction.name] = outputs_of(influence.predict)
 
     retrained = outputs_of(RetrainedModels(learner).params)
     n = dataset.n_train
@@ -115,5 +119,6 @@ def behaviour_report(
         "loo_points": len(points),
         "counterfactual_targets": 0 if truth.counterfactual is None else len(targets),
         "support_size": k,
+        "setup_seconds": setup_seconds,
     }
     return BehaviourReport(behaviour_table(methods, truth), info)
