@@ -1,27 +1,34 @@
 """Load test of the model-prediction endpoint, with and without ``@serve.batch``.
 
 Starts the Serve application on this machine's Ray (loopback only), then for each of
-``--clients`` concurrency levels runs that many async httpx clients, each sending
-``POST /v1/predict`` for a random subset (reproducible from the request number) back to
-back, for ``--seconds`` seconds or ``--max-requests`` requests, whichever comes first.
-Reports p50 / p99 latency and throughput per level, batched and unbatched, and beside
-them Serve's own floor on this machine: a one-replica FastAPI ingress that parses the same
-body and answers a constant (no model, no second hop).
+``--clients`` concurrency levels runs that many closed-loop clients, each sending
+``POST /v1/predict`` back to back for ``--seconds`` seconds (or ``--max-requests``):
+async httpx clients with a random subset per request (reproducible from the request
+number), or ``wrk`` (``--client wrk``: one C thread, far less CPU taken from the 2 cores
+the server runs on, one subset's body). Reports p50 / p99 latency and throughput per
+level, batched and unbatched, and beside them Serve's own floor on this machine: a
+one-replica FastAPI ingress that parses the same body and answers a constant (no model,
+no second hop). ``--ingress`` picks Serve's Python HTTP proxy or its HAProxy ingress
+(``RAY_SERVE_ENABLE_HA_PROXY=1``: HAProxy in front of the ingress replicas' own ports).
 
     .venv/bin/python benchmarks/serve_load.py [--config configs/quickstart.yaml]
         [--predictor runs/predictors/quickstart] [--clients 1 16 64] [--seconds 10]
+        [--ingress proxy|haproxy] [--client httpx|wrk]
 
-(``make demo`` exports the default predictor.) Writes ``serve_load.{json,md,png}``.
+(``make demo`` exports the default predictor.) Writes
+``serve_load_<ingress>_<client>.{json,md,png}``.
 """
-
-from __future__ import annotations
 
 import argparse
 import asyncio
 import json
 import os
 import platform
+import re
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,7 @@ import httpx
 import matplotlib.pyplot as plt
 import numpy as np
 import ray
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from ray import serve
 
 from mp_ray.config import load_experiment
@@ -86,6 +93,8 @@ async def load(base: str, clients: int, seconds: float, max_requests: int, n: in
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - start
+    if not latencies:
+        raise RuntimeError(f"all {failures} requests to {base} failed")
     values = np.asarray(latencies) * 1000
     return {
         "clients": clients,
@@ -98,6 +107,8 @@ async def load(base: str, clients: int, seconds: float, max_requests: int, n: in
     }
 
 
+# This module keeps real annotations (no ``from __future__ import annotations``): FastAPI
+# reads the handler's ``Request`` annotation at runtime.
 floor_api = FastAPI()
 
 
@@ -108,8 +119,43 @@ class Floor:
     constant, with no model and no second hop."""
 
     @floor_api.post("/v1/predict")
-    async def predict(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"size": len(body["indices"])}
+    async def predict(self, request: Request) -> dict[str, Any]:
+        return {"size": len((await request.json())["indices"])}
+
+
+def wrk_load(base: str, clients: int, seconds: float, n: int) -> dict[str, Any]:
+    """The same closed loop driven by ``wrk`` (C, one thread; far less client CPU than
+    Python on the 2 cores the server shares), posting request 1's body every time."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = [[{json.dumps(request_body(1, n))}]]\n"
+        )
+    command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:.0f}s", "--latency", "-s", script.name]
+    out = subprocess.run([*command, f"{base}/v1/predict"], capture_output=True, text=True).stdout
+    os.unlink(script.name)
+
+    def milliseconds(label: str) -> float:
+        value = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if value is None:
+            raise RuntimeError(f"wrk printed no {label} latency:\n{out}")
+        return float(value[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[value[2]]
+
+    total = int(re.search(r"(\d+) requests in", out)[1])
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    failures = (int(failed[1]) if failed else 0) + (
+        sum(int(x) for x in re.findall(r"\d+", errors[1])) if errors else 0
+    )
+    return {
+        "clients": clients,
+        "requests": total - failures,
+        "failures": failures,
+        "seconds": seconds,
+        "throughput_rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
+        "p50_ms": milliseconds("50%"),
+        "p99_ms": milliseconds("99%"),
+    }
 
 
 def measure(base: str, args: argparse.Namespace, n: int, variant: str) -> list[dict[str, Any]]:
@@ -117,7 +163,10 @@ def measure(base: str, args: argparse.Namespace, n: int, variant: str) -> list[d
     httpx.post(f"{base}/v1/predict", json=request_body(0, n), timeout=60)  # warm-up
     rows = []
     for clients in args.clients:
-        row = asyncio.run(load(base, clients, args.seconds, args.max_requests, n))
+        if args.client == "wrk":
+            row = wrk_load(base, clients, args.seconds, n)
+        else:
+            row = asyncio.run(load(base, clients, args.seconds, args.max_requests, n))
         row["variant"] = variant
         rows.append(row)
         print(
@@ -192,8 +241,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--max-requests", type=int, default=20000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--ingress",
+        choices=("proxy", "haproxy"),
+        default="proxy",
+        help="Serve's Python HTTP proxy, or its HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY)",
+    )
+    parser.add_argument(
+        "--client", choices=("httpx", "wrk"), default="httpx", help="the load generator"
+    )
     args = parser.parse_args()
     args.config = args.config.absolute()
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        parser.error("--client wrk needs the wrk binary on PATH (Debian: apt-get install wrk)")
+    if args.ingress == "haproxy":
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # read by the Serve processes Ray starts
     apply_ray_env_defaults()
     ray.init(address="local", include_dashboard=False)
     rows = run(args)
@@ -202,13 +264,16 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "ray": ray.__version__,
         "seconds_per_level": args.seconds,
+        "ingress": args.ingress,
+        "client": args.client,
     }
     ray.shutdown()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_load.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    stem = f"serve_load_{args.ingress}_{args.client}"
+    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows)
-    (args.out / "serve_load.md").write_text(table + "\n")
-    plot(rows, args.out / "serve_load.png")
+    (args.out / f"{stem}.md").write_text(table + "\n")
+    plot(rows, args.out / f"{stem}.png")
     print(table)
     for clients in args.clients:
         on, off, floor = (

