@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,13 +21,18 @@ from mp_ray.cli import app
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 
-def test_serve_command_starts_the_service(fitted_run, tmp_path):
+def _setup(fitted_run, tmp_path) -> tuple[Path, str, int]:
+    """The fixture's experiment as a YAML file, its predictor, and a free port."""
     config, predictor = fitted_run
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return path, predictor, sock.getsockname()[1]
+
+
+def test_serve_command_starts_the_service(fitted_run, tmp_path):
+    path, predictor, port = _setup(fitted_run, tmp_path)
     args = ["serve", "-c", str(path), "--predictor", predictor, "--port", str(port), "--no-block"]
     try:
         result = CliRunner().invoke(app, args)
@@ -43,12 +49,7 @@ def test_serve_command_starts_the_service(fitted_run, tmp_path):
 def test_serve_command_on_its_own_ray_uses_the_haproxy_ingress(fitted_run, tmp_path):
     """A fresh process: `mp-ray serve` starts an embedded Ray whose Serve ingress is HAProxy
     in front of the replicas; answers and errors are the same as through Serve's proxy."""
-    config, predictor = fitted_run
-    path = tmp_path / "experiment.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    path, predictor, port = _setup(fitted_run, tmp_path)
     command = [sys.executable, "-m", "mp_ray.cli", "serve", "-c", str(path)]
     command += ["--predictor", predictor, "--port", str(port)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
