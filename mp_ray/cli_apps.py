@@ -320,12 +320,13 @@ def serve(
     batching: Annotated[bool, typer.Option(help="Share predictor calls (@serve.batch).")] = True,
     block: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C.")] = True,
     ingress: Annotated[
-        Literal["haproxy", "proxy"],
+        Literal["proxy", "haproxy"],
         typer.Option(
-            help="An embedded Ray's HTTP ingress: Serve's HAProxy in front of the replicas "
-            "(fast), or its Python proxy. A cluster keeps its own setting."
+            help="An embedded Ray's HTTP ingress: Serve's Python proxy, or its HAProxy in "
+            "front of the replicas (faster; one replica per deployment, see README). A "
+            "cluster keeps its own setting."
         ),
-    ] = "haproxy",
+    ] = "proxy",
 ) -> None:
     """Serve the predictor and the applications over HTTP with Ray Serve.
 

@@ -47,11 +47,12 @@ def test_serve_command_starts_the_service(fitted_run, tmp_path):
 
 
 def test_serve_command_on_its_own_ray_uses_the_haproxy_ingress(fitted_run, tmp_path):
-    """A fresh process: `mp-ray serve` starts an embedded Ray whose Serve ingress is HAProxy
-    in front of the replicas; answers and errors are the same as through Serve's proxy."""
+    """A fresh process: `mp-ray serve --ingress haproxy` starts an embedded Ray whose Serve
+    ingress is HAProxy in front of the replicas; answers and errors are the same as through
+    Serve's proxy."""
     path, predictor, port = _setup(fitted_run, tmp_path)
     command = [sys.executable, "-m", "mp_ray.cli", "serve", "-c", str(path)]
-    command += ["--predictor", predictor, "--port", str(port)]
+    command += ["--predictor", predictor, "--port", str(port), "--ingress", "haproxy"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log = tmp_path / "serve.log"
     with log.open("w") as out:
