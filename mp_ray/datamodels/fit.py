@@ -99,7 +99,7 @@ def fit_datamodels(
     for start in range(0, n_targets, config.target_block):
         block = slice(start, min(start + config.target_block, n_targets))
         best = path.solve(Y_train[:, block], Y_val[:, block])
-        parts.append(refit.solve(Y_all[:, block], best, path.standardisation))
+        parts.append(refit.solve(Y_all[:, block], best, path.design.standardisation))
     # Every array has the targets on its last axis except the weights (T, n).
     weights, *rest = zip(*parts, strict=True)
     return Datamodels(np.concatenate(weights), *(np.concatenate(a, axis=-1) for a in rest))
@@ -130,20 +130,38 @@ class _PathResult:
     lambdas: torch.Tensor
 
 
+@dataclass
+class _Design:
+    """Masks ``(m, n)`` standardised on themselves, with their Gram matrix and the solver's
+    step 1/L, shared by every block of targets."""
+
+    standardisation: Standardisation
+    X: torch.Tensor
+    gram: torch.Tensor
+    step: float
+
+    @classmethod
+    def of(cls, masks: torch.Tensor) -> _Design:
+        standardisation = Standardisation.of(masks)
+        X = standardisation.apply(masks)
+        gram = X.T @ X / X.shape[0]
+        return cls(standardisation, X, gram, 1.0 / lipschitz(gram))
+
+    def moments(self, Y: torch.Tensor) -> Moments:
+        return Moments.of(self.X, Y, gram=self.gram)
+
+
 class _PathSolver:
     """The λ path on the training rows, scored on the validation rows."""
 
     def __init__(self, X_train: torch.Tensor, X_val: torch.Tensor, config: DatamodelsConfig):
         self.config = config
-        self.standardisation = Standardisation.of(X_train)
-        self.X = self.standardisation.apply(X_train)
-        self.X_val = self.standardisation.apply(X_val)
-        self.gram = self.X.T @ self.X / self.X.shape[0]
-        self.step = 1.0 / lipschitz(self.gram)
+        self.design = _Design.of(X_train)
+        self.X_val = self.design.standardisation.apply(X_val)
 
     def solve(self, Y: torch.Tensor, Y_val: torch.Tensor) -> _PathResult:
         cfg = self.config
-        moments = Moments.of(self.X, Y, gram=self.gram)
+        moments = self.design.moments(Y)
         ratios = torch.logspace(
             0, np.log10(cfg.lambda_min_ratio), cfg.n_lambdas, dtype=Y.dtype, device=Y.device
         )
@@ -159,7 +177,12 @@ class _PathSolver:
         for k in range(cfg.n_lambdas):
             part = moments.columns(on_path)
             solved = lasso(
-                part, lambdas[k, on_path], weights[:, on_path], cfg.tol, cfg.max_iter, self.step
+                part,
+                lambdas[k, on_path],
+                weights[:, on_path],
+                cfg.tol,
+                cfg.max_iter,
+                self.design.step,
             ).weights
             weights[:, on_path] = solved
             predicted = self.X_val @ solved + part.offset
@@ -182,20 +205,17 @@ class _Refit:
 
     def __init__(self, X_all: torch.Tensor, config: DatamodelsConfig) -> None:
         self.config = config
-        self.standardisation = Standardisation.of(X_all)
-        self.X = self.standardisation.apply(X_all)
-        self.gram = self.X.T @ self.X / self.X.shape[0]
-        self.step = 1.0 / lipschitz(self.gram)
+        self.design = _Design.of(X_all)
 
     def solve(
         self, Y: torch.Tensor, best: _PathResult, path_standardisation: Standardisation
     ) -> tuple[np.ndarray, ...]:
-        cfg, mine = self.config, self.standardisation
-        moments = Moments.of(self.X, Y, gram=self.gram)
+        cfg, mine = self.config, self.design.standardisation
+        moments = self.design.moments(Y)
         # Warm start: the path's solution, moved to this standardisation's units.
         start = best.weights / path_standardisation.scale[:, None] * mine.scale[:, None]
         start = start * mine.informative[:, None]
-        scaled = lasso(moments, best.lam, start, cfg.tol, cfg.max_iter, self.step).weights
+        scaled = lasso(moments, best.lam, start, cfg.tol, cfg.max_iter, self.design.step).weights
         raw = (scaled * mine.informative[:, None] / mine.scale[:, None]).T  # (T, n)
         bias = moments.offset - raw @ mine.mean
         return tuple(

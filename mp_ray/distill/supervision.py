@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mp_ray.apps.models import RetrainedModels
 from mp_ray.distill.groups import removal_masks, single_removals
 from mp_ray.learners import Learner
 
@@ -31,8 +32,7 @@ def retrain_without(learner: Learner, groups: np.ndarray, removed: np.ndarray) -
             f"removing groups {np.flatnonzero(removed[row]).tolist()} leaves a class without "
             "training points (no optimum to learn from): use more groups per class"
         )
-    parts = [learner.fit_batch(masks[i : i + BATCH]) for i in range(0, len(masks), BATCH)]
-    return torch.cat(parts) if parts else torch.zeros(0, learner.n_params, dtype=learner.dtype)
+    return RetrainedModels(learner, BATCH).params(masks)
 
 
 @dataclass
