@@ -14,7 +14,7 @@ whose median and maximum relative parameter error ‖θ − θ_ref‖ / ‖θ_re
 scikit-learn's on the reference subsets (float32 cannot match the tight level).
 
 mp-ray's time covers building the learner (its one-off anchor solves) and ``fit_batch`` on
-blocks of ``--block`` subsets (250 was the fastest of 100, 250, 500 and 1,000 on 2 cores);
+blocks of ``--block`` subsets (250 was the fastest of 125, 250, 500 and 1,000 on 2 cores);
 it is the median of 5 runs, as one run takes well under a second. scikit-learn's loop
 takes seconds to minutes and is timed once.
 

@@ -135,8 +135,9 @@ class LearnerConfig(_Strict):
     tol: float = Field(
         default=1e-8,
         gt=0,
-        description="Convex learners: stop when the gradient norm of the objective is below "
-        "tol · max(1, ‖gradient at the start‖).",
+        description="Convex learners: stop when the solver's (quasi-)Newton step, its estimate "
+        "of the distance to the optimum, is below tol · ‖θ‖ (the estimated relative parameter "
+        "error; raised to 1000·eps of the dtype, 1.2e-4 in float32).",
     )
     max_iter: int = Field(default=500, gt=0, description="Convex learners: iteration cap.")
     hidden: int = Field(default=32, gt=0, description="mlp: hidden width.")

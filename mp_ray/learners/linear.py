@@ -70,8 +70,9 @@ class LinearLearner(Learner):
 def upper_outer(X: torch.Tensor) -> torch.Tensor:
     """The upper triangles of the outer products x xᵀ of the rows of ``X (m, q)``, as
     ``(m, q(q+1)/2)``: Σ_i w_i x_i x_iᵀ for K weight vectors is then one GEMM."""
-    rows, cols = torch.triu_indices(X.shape[1], X.shape[1], device=X.device)
-    return X[:, rows] * X[:, cols]
+    # Row-major over the upper triangle, as torch.triu_indices orders it; contiguous slices
+    # instead of two (m, q(q+1)/2) gathers.
+    return torch.cat([X[:, i : i + 1] * X[:, i:] for i in range(X.shape[1])], dim=1)
 
 
 def symmetric(upper: torch.Tensor, q: int) -> torch.Tensor:

@@ -20,7 +20,10 @@ Solver (all K subsets in one vectorised computation; masks are sample weights): 
 - Preconditioner (the initial inverse Hessian of L-BFGS): ``P_f⁻¹ = (I + C·f·H_f)⁻¹``, H_f
   the full training set's data Hessian at the anchor, one d × d matrix per grid point, so
   applying it to all rows is one ``(K, d) @ (d, d)`` GEMM.
-- Each evaluation computes the logits of all K models as one GEMM
+- The first evaluation costs one GEMM for all rows that share an anchor: there, each
+  example's loss and gradient are the same for every row, so a row's objective and
+  gradient are its mask times the cached ``(n, 1 + d)`` matrix ``[ℓ_i, ∇ℓ_i]``.
+- Each later evaluation computes the logits of all K models as one GEMM
   ``X̃ (n, p+1) @ Θ (p+1, c·K)`` and the gradients as its transpose (see
   :mod:`mp_ray.learners.linear`); the softmax runs in place over an ``(n, c, K)`` array.
 
@@ -33,8 +36,9 @@ d = c·(p+1) makes per-model Hessians unaffordable, it is the only option of the
 digits: the distance from anchor to optimum, not the preconditioner, sets their number).
 ``benchmarks/retrain_throughput.py`` compares the result with scikit-learn.
 
-A row stops when ‖∇J_S‖ ≤ tol · max(1, ‖∇J_S(θ₀)‖) (``LearnerConfig.tol``) or after
-``max_iter`` iterations; see :mod:`mp_ray.learners.optim`. Everything a row's solve uses
+A row stops when its quasi-Newton step is at most tol · ‖θ‖ (``LearnerConfig.tol``, the
+estimated relative parameter error) or after ``max_iter`` iterations; see
+:mod:`mp_ray.learners.optim`. Everything a row's solve uses
 comes from its own mask, so its result does not depend on the other rows of the batch.
 
 Degenerate subsets — empty, or missing a class — have no finite optimum (the intercept of
@@ -52,7 +56,7 @@ import torch.nn.functional as F
 from mp_ray.config import LearnerConfig
 from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import LinearLearner, symmetric, upper_outer
-from mp_ray.learners.optim import Rows, lbfgs, newton
+from mp_ray.learners.optim import Rows, by_group, lbfgs, newton
 
 ANCHOR_FRACTIONS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -83,6 +87,7 @@ class LogisticRegression(LinearLearner):
         self._grid = torch.tensor(ANCHOR_FRACTIONS, dtype=self.dtype, device=self.device)
         self._anchors: dict[int, torch.Tensor] = {}
         self._preconditioners: dict[int, torch.Tensor] = {}
+        self._anchor_terms_cache: dict[int, torch.Tensor] = {}
 
     # -- the objective and its derivatives -------------------------------------------------
 
@@ -138,6 +143,18 @@ class LogisticRegression(LinearLearner):
         label_logits = self._label_logits(logits, self.labels(y))
         log_z, _ = self._log_partition(logits, probabilities=False)
         return (log_z - label_logits).T
+
+    def per_sample_grads(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
+        """``(p_i − onehot(y_i)) ⊗ x̃_i`` (binary: ``(σ(z_i) − y_i) x̃_i``) in closed form for
+        one model ``params (d,)``, ``(m, d)``."""
+        X_aug, y = self.augmented(X), self.labels(y)
+        _, prob = self._log_partition(self.outputs(params.detach()[None], X_aug))
+        residual = prob[:, :, 0]
+        if self.n_outputs == 1:
+            residual = residual - y.to(self.dtype)[:, None]
+        else:
+            residual[torch.arange(len(y), device=y.device), y] -= 1
+        return (residual[:, :, None] * X_aug[:, None, :]).reshape(len(y), -1)
 
     def objective(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
         return self._evaluate(params, self.masks_tensor(masks).T, order=0)[0]
@@ -195,13 +212,18 @@ class LogisticRegression(LinearLearner):
         if self.n_outputs == 1:
             curvature = (weights * prob[:, 0] * (1 - prob[:, 0])).T  # (K, n)
             return symmetric(curvature @ self._outer, q)
+        # A_i is symmetric: one block per class pair j ≤ l, mirrored into (l, j).
         c, n_models = self.n_outputs, prob.shape[2]
-        p = prob.permute(2, 0, 1)  # (K, n, c)
-        curvature = torch.diag_embed(p) - p[..., :, None] * p[..., None, :]
-        curvature = (curvature * weights.T[..., None, None]).reshape(n_models, -1, c * c)
-        blocks = symmetric(curvature.transpose(1, 2) @ self._outer, q)  # (K, c·c, q, q)
-        blocks = blocks.reshape(n_models, c, c, q, q).permute(0, 1, 3, 2, 4)
-        return blocks.reshape(n_models, c * q, c * q)
+        first, second = torch.triu_indices(c, c, device=prob.device)
+        p = prob.permute(2, 0, 1) * weights.T[..., None]  # (K, n, c), m_i p_i
+        curvature = -p[..., first] * prob.permute(2, 0, 1)[..., second]  # (K, n, pairs)
+        diagonal = first == second
+        curvature[..., diagonal] += p
+        blocks = symmetric(curvature.transpose(1, 2) @ self._outer, q)  # (K, pairs, q, q)
+        out = blocks.new_empty(n_models, c, c, q, q)
+        out[:, first, second] = blocks
+        out[:, second, first] = blocks
+        return out.permute(0, 1, 3, 2, 4).reshape(n_models, c * q, c * q)
 
     # -- training --------------------------------------------------------------------------
 
@@ -230,19 +252,21 @@ class LogisticRegression(LinearLearner):
 
         def precondition(g: torch.Tensor, rows: Rows) -> torch.Tensor:
             """P_f⁻¹ g, each row with the preconditioner of its own grid point."""
-            groups = nearest[rows]
-            indices = groups.unique().tolist()
-            if len(indices) == 1:
-                return g @ self._preconditioner(indices[0])
-            out = torch.empty_like(g)
-            for index in indices:
-                group = groups == index
-                out[group] = g[group] @ self._preconditioner(index)
-            return out
+            return by_group(nearest[rows], lambda i, group: g[group] @ self._preconditioner(i))
+
+        def data_terms(index: int, group: torch.Tensor | slice) -> torch.Tensor:
+            """[Σ_i m_i ℓ_i, Σ_i m_i ∇ℓ_i] at the anchor of grid point ``index`` for the rows
+            of ``group``, (k, 1 + d): one GEMM, as every row of the group starts there."""
+            return weights[:, group].T @ self._anchor_terms(index)
 
         theta0 = self._anchor(nearest)
-        theta = lbfgs(value, value_grad, precondition, theta0, cfg.tol, cfg.max_iter).theta
-        return self._centre_intercepts(theta)
+        terms = by_group(nearest, data_terms)
+        f0 = 0.5 * self.weight_norm_sq(theta0) + self.C * terms[:, 0]
+        g0 = theta0 * self._penalised + self.C * terms[:, 1:]
+        solve = lbfgs(
+            value, value_grad, precondition, theta0, cfg.tol, cfg.max_iter, start=(f0, g0)
+        )
+        return self._centre_intercepts(solve.theta)
 
     # -- anchors: full-data solutions that start and precondition the subset solves ---------
 
@@ -271,6 +295,16 @@ class LogisticRegression(LinearLearner):
             for index, theta in zip(missing, self._centre_intercepts(solved), strict=True):
                 self._anchors[index] = theta
         return torch.stack([self._anchors[i] for i in grid_index.tolist()])
+
+    def _anchor_terms(self, grid_index: int) -> torch.Tensor:
+        """Each training example's loss and loss gradient at the anchor of grid point
+        ``grid_index``, ``[ℓ_i, ∇ℓ_i]`` as ``(n, 1 + d)``; cached."""
+        if grid_index not in self._anchor_terms_cache:
+            anchor = self._anchor(torch.tensor([grid_index]))
+            losses = self.per_sample_loss(anchor, self.X, self.y)[0]
+            grads = self.per_sample_grads(anchor[0], self.X, self.y)
+            self._anchor_terms_cache[grid_index] = torch.cat([losses[:, None], grads], dim=1)
+        return self._anchor_terms_cache[grid_index]
 
     def _preconditioner(self, grid_index: int) -> torch.Tensor:
         """``(I + C·f·H_f)⁻¹ (d, d)``, H_f the full training set's data Hessian (unit weights)

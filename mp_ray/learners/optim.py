@@ -1,18 +1,23 @@
 """Batched solvers for smooth convex objectives: K independent problems in one computation.
 
-Both solvers take closures over the *active* rows (the problems not yet converged): each
-iteration only evaluates rows whose gradient norm is still above
-``tol · max(1, ‖gradient at the start‖)``; converged rows leave the batch. A step is first
-tried at full length together with everything the next iteration needs (the fused
-evaluation); rows where it fails Armijo's sufficient-decrease test backtrack by halving,
-one step length per row, evaluating only the objective.
+Both solvers take closures over the *active* rows (the problems not yet converged). A row
+stops when its (quasi-)Newton step d, the solver's estimate of θ* − θ, is at most
+``tol · ‖θ‖`` — so ``tol`` is the estimated relative parameter error, the quantity users
+compare — and that last step is then taken without a line search (it costs no evaluation
+and is second-order accurate); or when its gradient is down to the precision's rounding
+floor ``1000 · eps · max(1, ‖gradient at the start‖)``. Converged rows leave the batch. A
+step is first tried at full length together with everything the next iteration needs (the
+fused evaluation); rows where it fails Armijo's sufficient-decrease test backtrack by
+halving, one step length per row, evaluating only the objective.
 
 - :func:`newton`: exact Newton steps from batched Cholesky solves; for small d.
 - :func:`lbfgs`: limited-memory BFGS whose initial inverse Hessian is a caller-supplied
   preconditioner (e.g. the inverse Hessian of a nearby problem).
 
 Tolerances below ``1000 · eps`` of the dtype (1.2e-4 in float32) are raised to it: a
-gradient evaluated in that precision cannot certify more.
+step computed from a gradient in that precision cannot certify more. The estimate is a
+quasi-Newton one: on digits subsets at tol = 0.02 (float32) the measured relative errors
+against the exact optimum had median 0.019 and maximum 0.035.
 """
 
 from __future__ import annotations
@@ -94,9 +99,18 @@ def _step(
     return new_theta, state
 
 
-def _thresholds(g: torch.Tensor, tol: float) -> torch.Tensor:
+def _rounding_floor(g: torch.Tensor) -> torch.Tensor:
+    """The gradient norm below which a row's gradient is rounding noise, (A,)."""
+    return 1000 * torch.finfo(g.dtype).eps * torch.linalg.vector_norm(g, dim=1).clamp(min=1.0)
+
+
+def _finished(
+    theta: torch.Tensor, g: torch.Tensor, step: torch.Tensor, tol: float, floor: torch.Tensor
+) -> torch.Tensor:
+    """Rows whose ``step`` is within ``tol`` of ``theta`` or whose gradient is at the floor."""
     tol = max(tol, 1000 * torch.finfo(g.dtype).eps)
-    return tol * torch.linalg.vector_norm(g, dim=1).clamp(min=1.0)
+    norm = torch.linalg.vector_norm
+    return (norm(step, dim=1) <= tol * norm(theta, dim=1)) | (norm(g, dim=1) <= floor)
 
 
 def newton(
@@ -108,20 +122,22 @@ def newton(
     active = torch.arange(theta.shape[0], device=theta.device)
     converged = torch.zeros(theta.shape[0], dtype=torch.bool, device=theta.device)
     f, g, hess = evaluate(theta, active)
-    threshold = _thresholds(g, tol)
+    floor = _rounding_floor(g)
     iterations = 0
-    while iterations < max_iter:
-        done = torch.linalg.vector_norm(g, dim=1) <= threshold
-        converged[active[done]] = True
-        keep = ~done
-        active, f, g, hess, threshold = active[keep], f[keep], g[keep], hess[keep], threshold[keep]
-        if active.numel() == 0:
-            break
-        iterations += 1
+    while True:
         factor, info = torch.linalg.cholesky_ex(hess)
         step = torch.cholesky_solve(g.unsqueeze(-1), factor).squeeze(-1)
         # A numerically indefinite Hessian falls back to a gradient step.
         step = torch.where((info > 0)[:, None], g, step)
+        done = _finished(theta[active], g, step, tol, floor)
+        if bool(done.any()):
+            theta[active[done]] -= step[done]
+            converged[active[done]] = True
+            keep = ~done
+            active, f, g, step, floor = active[keep], f[keep], g[keep], step[keep], floor[keep]
+        if active.numel() == 0 or iterations == max_iter:
+            break
+        iterations += 1
         theta[active], (f, g, hess) = _step(
             value, evaluate, theta[active], f, -step, -torch.linalg.vecdot(g, step), active
         )
@@ -136,33 +152,41 @@ def lbfgs(
     tol: float,
     max_iter: int,
     memory: int = 10,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> SolveResult:
     """L-BFGS on K problems with ``precondition`` as the initial inverse Hessian;
-    ``evaluate`` returns (f, g). See the module docstring."""
+    ``evaluate`` returns (f, g). ``start``, when given, is (f, g) at ``theta0`` (a caller
+    may have them cheaper than an evaluation). See the module docstring."""
     theta = theta0.clone()
     active = torch.arange(theta.shape[0], device=theta.device)
     converged = torch.zeros(theta.shape[0], dtype=torch.bool, device=theta.device)
-    f, g = evaluate(theta, active)
-    threshold = _thresholds(g, tol)
+    f, g = evaluate(theta, active) if start is None else start
+    floor = _rounding_floor(g)
     history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, y, 1/sᵀy)
     iterations = 0
-    while iterations < max_iter:
-        done = torch.linalg.vector_norm(g, dim=1) <= threshold
-        converged[active[done]] = True
-        if bool(done.any()):
-            keep = ~done
-            active, f, g, threshold = active[keep], f[keep], g[keep], threshold[keep]
-            history = [(s[keep], y[keep], rho[keep]) for s, y, rho in history]
-        if active.numel() == 0:
-            break
-        iterations += 1
+    while True:
         direction = -_two_loop(g, history, lambda q, rows=active: precondition(q, rows))
-        slope = torch.linalg.vecdot(g, direction)
         # Stale curvature pairs can give an ascent direction: use −P⁻¹g there.
-        bad = slope >= 0
+        bad = torch.linalg.vecdot(g, direction) >= 0
         if bool(bad.any()):
             direction[bad] = -precondition(g[bad], active[bad])
-            slope = torch.linalg.vecdot(g, direction)
+        done = _finished(theta[active], g, direction, tol, floor)
+        if bool(done.any()):
+            theta[active[done]] += direction[done]
+            converged[active[done]] = True
+            keep = ~done
+            active, f, g, floor, direction = (
+                active[keep],
+                f[keep],
+                g[keep],
+                floor[keep],
+                direction[keep],
+            )
+            history = [(s[keep], y[keep], rho[keep]) for s, y, rho in history]
+        if active.numel() == 0 or iterations == max_iter:
+            break
+        iterations += 1
+        slope = torch.linalg.vecdot(g, direction)
         new_theta, (new_f, new_g) = _step(
             value, evaluate, theta[active], f, direction, slope, active
         )
@@ -172,6 +196,22 @@ def lbfgs(
         history = [*history[max(0, len(history) + 1 - memory) :], (s, y, rho)]
         theta[active], f, g = new_theta, new_f, new_g
     return SolveResult(theta, iterations, converged)
+
+
+def by_group(
+    groups: torch.Tensor, compute: Callable[[int, torch.Tensor | slice], torch.Tensor]
+) -> torch.Tensor:
+    """Row-wise results for rows labelled ``groups (A,)``: ``compute(label, selection)``
+    returns the rows of one label, (k, …), stacked back into the rows' order."""
+    labels = groups.unique().tolist()
+    if len(labels) == 1:
+        return compute(labels[0], slice(None))
+    parts = {label: compute(label, groups == label) for label in labels}
+    first = next(iter(parts.values()))
+    out = first.new_empty(len(groups), *first.shape[1:])
+    for label, part in parts.items():
+        out[groups == label] = part
+    return out
 
 
 def _two_loop(

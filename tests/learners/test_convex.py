@@ -136,6 +136,37 @@ def test_per_sample_grads_add_up_to_the_objective_gradient(dataset, subsets, nam
     torch.testing.assert_close(learner.objective_grad(params, mask)[0], regulariser + data_part)
 
 
+@pytest.mark.parametrize("name", CLASSIFICATION)
+def test_logistic_closed_form_per_sample_grads_equal_autodiff(dataset, name):
+    data = dataset(name)
+    learner = make_learner(
+        LearnerConfig(kind="logistic"), data.X_train, data.y_train, data.n_classes
+    )
+    theta = random_params(learner, 1)[0]
+    X, y = data.X_test, data.y_test  # not the training set the learner holds
+    autodiff = Learner.per_sample_grads(learner, theta, X, y)
+    torch.testing.assert_close(learner.per_sample_grads(theta, X, y), autodiff)
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION)
+def test_logistic_tolerance_is_the_relative_parameter_error(dataset, subsets, name):
+    """At a loose tol the error against the optimum stays within a small factor of tol
+    (the stop uses a quasi-Newton estimate of it) and shrinks with tol."""
+    data = dataset(name)
+    masks = subsets(data, seed=5)[:6]
+    optimum = make_learner(
+        LearnerConfig(kind="logistic", tol=1e-10), data.X_train, data.y_train, data.n_classes
+    ).fit_batch(masks)
+    errors = {}
+    for tol in (3e-2, 1e-3):
+        config = LearnerConfig(kind="logistic", tol=tol)
+        fitted = make_learner(config, data.X_train, data.y_train, data.n_classes).fit_batch(masks)
+        error = torch.linalg.vector_norm(fitted - optimum, dim=1)
+        errors[tol] = error / torch.linalg.vector_norm(optimum, dim=1)
+        assert errors[tol].max() <= 2 * tol
+    assert errors[1e-3].max() < errors[3e-2].max()
+
+
 @pytest.mark.parametrize("kind", ["logistic", "ridge"])
 @pytest.mark.parametrize("name", CLASSIFICATION)
 def test_fit_is_optimal_and_independent_of_batch_mates(dataset, subsets, name, kind):
