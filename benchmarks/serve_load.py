@@ -8,12 +8,13 @@ number), or ``wrk`` (``--client wrk``: one C thread, far less CPU taken from the
 the server runs on, one subset's body). Reports p50 / p99 latency and throughput per
 level, batched and unbatched, and beside them Serve's own floor on this machine: a
 one-replica FastAPI ingress that parses the same body and answers a constant (no model,
-no second hop). ``--ingress`` picks Serve's Python HTTP proxy or its HAProxy ingress
-(``RAY_SERVE_ENABLE_HA_PROXY=1``: HAProxy in front of the ingress replicas' own ports).
+no second hop). ``--ingress`` picks the embedded Ray's ingress as ``mp-ray serve`` does
+(:mod:`mp_ray.serve.ingress`): ``haproxy``, Ray's high-throughput mode (HAProxy in front of
+the ingress replicas' own ports, gRPC between deployments), or Serve's Python ``proxy``.
 
     .venv/bin/python benchmarks/serve_load.py [--config configs/quickstart.yaml]
         [--predictor runs/predictors/quickstart] [--clients 1 16 64] [--seconds 10]
-        [--ingress proxy|haproxy] [--client httpx|wrk]
+        [--ingress haproxy|proxy] [--client httpx|wrk]
 
 (``make demo`` exports the default predictor.) Writes
 ``serve_load_<ingress>_<client>.{json,md,png}``.
@@ -31,7 +32,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import matplotlib
 
@@ -41,12 +42,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import ray
 from fastapi import FastAPI, Request
-from ray import serve
 
 from mp_ray.config import load_experiment
 from mp_ray.data import load_dataset
 from mp_ray.ray_session import apply_ray_env_defaults
-from mp_ray.serve.app import build_app
+from mp_ray.serve.ingress import Ingress, use_ingress
 
 VARIANTS = {
     "batched": "mp-ray, @serve.batch",
@@ -107,20 +107,23 @@ async def load(base: str, clients: int, seconds: float, max_requests: int, n: in
     }
 
 
-# This module keeps real annotations (no ``from __future__ import annotations``): FastAPI
-# reads the handler's ``Request`` annotation at runtime.
-floor_api = FastAPI()
-
-
-@serve.deployment(max_ongoing_requests=256)
-@serve.ingress(floor_api)
-class Floor:
+def floor_application() -> Any:
     """Serve's own floor: an ingress that parses the same request body and answers a
-    constant, with no model and no second hop."""
+    constant, with no model and no second hop. (Built here, not at import: Serve is imported
+    only once the ingress is chosen. This module keeps real annotations, no ``from
+    __future__ import annotations``: FastAPI reads the handler's ``Request`` annotation.)"""
+    from ray import serve
 
-    @floor_api.post("/v1/predict")
-    async def predict(self, request: Request) -> dict[str, Any]:
-        return {"size": len((await request.json())["indices"])}
+    floor_api = FastAPI()
+
+    @serve.deployment(max_ongoing_requests=256)
+    @serve.ingress(floor_api)
+    class Floor:
+        @floor_api.post("/v1/predict")
+        async def predict(self, request: Request) -> dict[str, Any]:
+            return {"size": len((await request.json())["indices"])}
+
+    return Floor.bind()
 
 
 def wrk_load(base: str, clients: int, seconds: float, n: int) -> dict[str, Any]:
@@ -178,6 +181,10 @@ def measure(base: str, args: argparse.Namespace, n: int, variant: str) -> list[d
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from ray import serve
+
+    from mp_ray.serve.app import build_app
+
     n = load_dataset(load_experiment(args.config).dataset).n_train
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -185,7 +192,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for variant in VARIANTS:
         if variant == "floor":
-            application = Floor.bind()
+            application = floor_application()
         else:
             batching = variant == "batched"
             application = build_app(
@@ -243,9 +250,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
         "--ingress",
-        choices=("proxy", "haproxy"),
-        default="proxy",
-        help="Serve's Python HTTP proxy, or its HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY)",
+        choices=get_args(Ingress),
+        default="haproxy",
+        help="the embedded Ray's HTTP ingress, as for mp-ray serve",
     )
     parser.add_argument(
         "--client", choices=("httpx", "wrk"), default="httpx", help="the load generator"
@@ -254,8 +261,7 @@ def main() -> None:
     args.config = args.config.absolute()
     if args.client == "wrk" and shutil.which("wrk") is None:
         parser.error("--client wrk needs the wrk binary on PATH (Debian: apt-get install wrk)")
-    if args.ingress == "haproxy":
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # read by the Serve processes Ray starts
+    use_ingress(args.ingress)  # before Serve is imported, here and in the Ray it starts
     apply_ray_env_defaults()
     ray.init(address="local", include_dashboard=False)
     rows = run(args)

@@ -11,6 +11,7 @@ import numpy as np
 import typer
 
 from mp_ray.cli_support import ConfigOption, app, console, fail, load_config
+from mp_ray.serve.ingress import Ingress
 
 if TYPE_CHECKING:
     from mp_ray.apps.context import AppContext
@@ -316,17 +317,20 @@ def serve(
     predictor: Annotated[str, typer.Option(help="Predictor checkpoint directory (or s3://).")],
     host: Annotated[str, typer.Option(help="HTTP host (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-    replicas: Annotated[int, typer.Option(help="Serve replicas.")] = 1,
+    replicas: Annotated[int, typer.Option(help="Model replicas.")] = 1,
+    replica_cpus: Annotated[
+        float, typer.Option(help="Logical CPUs each model replica reserves.")
+    ] = 1.0,
     batching: Annotated[bool, typer.Option(help="Share predictor calls (@serve.batch).")] = True,
     block: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C.")] = True,
     ingress: Annotated[
-        Literal["proxy", "haproxy"],
+        Ingress,
         typer.Option(
-            help="An embedded Ray's HTTP ingress: Serve's Python proxy, or its HAProxy in "
-            "front of the replicas (faster; one replica per deployment, see README). A "
+            help="An embedded Ray's HTTP ingress: HAProxy in front of the replicas with gRPC "
+            "between deployments (Ray's high-throughput mode), or Serve's Python proxy. A "
             "cluster keeps its own setting."
         ),
-    ] = "proxy",
+    ] = "haproxy",
 ) -> None:
     """Serve the predictor and the applications over HTTP with Ray Serve.
 
@@ -336,16 +340,26 @@ def serve(
     import time
 
     import ray
-    from ray import serve as ray_serve
 
     from mp_ray.ray_session import connect
-    from mp_ray.serve.app import build_app
+    from mp_ray.serve.ingress import use_ingress
 
     load_config(config, {})  # fail early on a bad config
-    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
-        # Read by the Serve processes the embedded Ray starts.
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if ingress == "haproxy" else "0"
+    cluster = not ray.is_initialized() and bool(os.environ.get("RAY_ADDRESS"))
+    if not cluster and not ray.is_initialized():
+        use_ingress(ingress)  # before Serve is imported, here and in the Ray it starts
+    from ray import serve as ray_serve
+
+    from mp_ray.serve.app import build_app, cpus_needed
+
     connect()
+    # A cluster may autoscale; a Ray on this machine cannot, and Serve would wait forever.
+    needed, available = cpus_needed(replicas, replica_cpus), ray.cluster_resources().get("CPU", 0)
+    if not cluster and needed > available:
+        fail(
+            f"{replicas} model replica(s) × {replica_cpus:g} CPU + the gateway reserve "
+            f"{needed:g} CPUs, this Ray has {available:g}: lower --replicas or --replica-cpus"
+        )
     ray_serve.start(http_options={"host": host, "port": port})
     application = build_app(
         {
@@ -353,6 +367,7 @@ def serve(
             "predictor": predictor,
             "batching": batching,
             "replicas": replicas,
+            "replica_cpus": replica_cpus,
         }
     )
     try:

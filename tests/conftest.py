@@ -14,12 +14,16 @@ from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.ray_session import apply_ray_env_defaults
 from mp_ray.retrain import run_retrain
+from mp_ray.serve.ingress import use_ingress
 
 # Fake credentials for the local moto server, exported before Ray starts so its workers
 # inherit them (real deployments take credentials from their own environment).
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 os.environ.update(S3_CREDENTIALS)
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# Serve runs behind the ingress `mp-ray serve` starts by default; chosen before any test
+# module imports Serve (it reads the choice at import).
+use_ingress("haproxy")
 
 
 def _free_port() -> int:

@@ -152,6 +152,18 @@ def test_rayservice_serves_the_package_application_of_configs_serve_yaml():
     load_experiment(REPO / application.args["config"])
 
 
+def test_rayservice_pods_run_the_ingress_mp_ray_serve_starts():
+    from mp_ray.serve.ingress import INGRESS_ENVIRONMENT
+
+    ((_, service),) = _kube("RayService")
+    cluster = service["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    for pod in pods:
+        (container,) = pod["template"]["spec"]["containers"]
+        env = {v["name"]: v.get("value") for v in container["env"]}
+        assert INGRESS_ENVIRONMENT["haproxy"].items() <= env.items(), container["name"]
+
+
 def test_raycluster_has_a_cpu_head_and_an_autoscaled_gpu_worker_group():
     ((_, cluster),) = _kube("RayCluster")
     spec = cluster["spec"]

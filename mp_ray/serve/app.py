@@ -93,7 +93,16 @@ async def _request_error(request: Request, error: RequestError) -> JSONResponse:
     return JSONResponse(status_code=422, content=describe(error))
 
 
-@serve.deployment(max_ongoing_requests=128)
+GATEWAY_CPUS = 0.25  # logical CPUs the ingress reserves: it validates and forwards
+REPLICA_CPUS = 1.0  # logical CPUs a model replica reserves by default (one torch thread)
+
+
+def cpus_needed(replicas: int, replica_cpus: float = REPLICA_CPUS) -> float:
+    """Logical CPUs the application reserves with ``replicas`` model replicas."""
+    return GATEWAY_CPUS + replicas * replica_cpus
+
+
+@serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": REPLICA_CPUS})
 class PredictorDeployment:
     """A model replica: the experiment's data and learner and the fitted predictor; every
     answer is computed here (see :class:`~mp_ray.serve.service.ModelPredService`)."""
@@ -140,7 +149,7 @@ class PredictorDeployment:
 RETRIES = 3  # attempts per request when the model replica serving it dies
 
 
-@serve.deployment(max_ongoing_requests=256)
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": GATEWAY_CPUS})
 @serve.ingress(api)
 class Gateway:
     """The HTTP ingress: validates requests (FastAPI) and forwards them to the predictor
@@ -211,8 +220,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """The application for ``serve run mp_ray.serve.app:build_app config=... predictor=...``
     (and Serve config files): ``config`` is the experiment YAML, ``predictor`` the
     checkpoint directory; optional ``batching`` (default true), ``batch_wait_ms`` (how long
-    a batch waits for more requests, default 1 ms) and ``replicas`` of the predictor
-    deployment (a fixed count; a Serve config can set autoscaling instead)."""
+    a batch waits for more requests, default 1 ms), ``replicas`` of the predictor
+    deployment (a fixed count; a Serve config can set autoscaling instead) and
+    ``replica_cpus``, the logical CPUs each reserves (default 1)."""
     missing = [key for key in ("config", "predictor") if key not in args]
     if missing:
         raise ValueError(f"mp-ray serve application needs args {missing}")
@@ -220,6 +230,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     predictor = PredictorDeployment
     if "replicas" in args:
         predictor = predictor.options(num_replicas=int(args["replicas"]))
+    if "replica_cpus" in args:
+        predictor = predictor.options(ray_actor_options={"num_cpus": float(args["replica_cpus"])})
     model = predictor.bind(
         config=str(args["config"]),
         predictor_uri=str(args["predictor"]),

