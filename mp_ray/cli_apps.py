@@ -319,7 +319,7 @@ def serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     replicas: Annotated[int, typer.Option(help="Model replicas.")] = 1,
     replica_cpus: Annotated[
-        float, typer.Option(help="Logical CPUs each model replica reserves.")
+        float, typer.Option(min=0.0, help="Logical CPUs each model replica reserves.")
     ] = 1.0,
     batching: Annotated[bool, typer.Option(help="Share predictor calls (@serve.batch).")] = True,
     block: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C.")] = True,

@@ -38,8 +38,8 @@ digits: the distance from anchor to optimum, not the preconditioner, sets their 
 
 A row stops when its quasi-Newton step is at most tol · ‖θ‖ (``LearnerConfig.tol``, the
 estimated relative parameter error) or after ``max_iter`` iterations; see
-:mod:`mp_ray.learners.optim`. Everything a row's solve uses
-comes from its own mask, so its result does not depend on the other rows of the batch.
+:mod:`mp_ray.learners.optim`. Everything a row's solve uses comes from its own mask, so its
+result does not depend on the other rows of the batch.
 
 Degenerate subsets — empty, or missing a class — have no finite optimum (the intercept of
 an absent class diverges to −∞). Their result is defined as θ = 0 (the uniform predictor),

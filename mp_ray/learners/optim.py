@@ -127,9 +127,11 @@ def newton(
     while True:
         factor, info = torch.linalg.cholesky_ex(hess)
         step = torch.cholesky_solve(g.unsqueeze(-1), factor).squeeze(-1)
-        # A numerically indefinite Hessian falls back to a gradient step.
-        step = torch.where((info > 0)[:, None], g, step)
-        done = _finished(theta[active], g, step, tol, floor)
+        # A numerically indefinite Hessian falls back to a gradient step, which estimates
+        # nothing about the distance to the optimum (only the gradient floor stops it).
+        indefinite = (info > 0)[:, None]
+        step = torch.where(indefinite, g, step)
+        done = _finished(theta[active], g, step.masked_fill(indefinite, torch.inf), tol, floor)
         if bool(done.any()):
             theta[active[done]] -= step[done]
             converged[active[done]] = True
