@@ -29,6 +29,8 @@ from mp_ray.data import Dataset
 from mp_ray.retrain.block import BlockTrainer, pick_device
 from mp_ray.store import ExperimentStore
 
+KILL_WAIT_S = 60.0  # how long a stopped run waits for its killed actors' blocks to end
+
 
 class RetrainError(RuntimeError):
     """Retraining could not complete (a block failed too often, or its code raised)."""
@@ -141,6 +143,11 @@ class ActorPool:
         finally:
             for actor in self.actors:
                 ray.kill(actor)
+            # ray.kill is asynchronous: wait until the blocks still in flight have ended
+            # (written, or failed with their actor), so that none is written after an
+            # interrupted run returns and a resumed run sees the store as it will stay.
+            if in_flight:
+                ray.wait(list(in_flight), num_returns=len(in_flight), timeout=KILL_WAIT_S)
         return outcome
 
     def _submit(self, queue: deque[int], in_flight: dict[ray.ObjectRef, _Task]) -> None:
