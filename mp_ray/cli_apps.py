@@ -354,12 +354,15 @@ def serve(
 
     connect()
     # A cluster may autoscale; a Ray on this machine cannot, and Serve would wait forever.
-    needed, available = cpus_needed(replicas, replica_cpus), ray.cluster_resources().get("CPU", 0)
-    if not cluster and needed > available:
-        fail(
-            f"{replicas} model replica(s) × {replica_cpus:g} CPU + the gateway reserve "
-            f"{needed:g} CPUs, this Ray has {available:g}: lower --replicas or --replica-cpus"
-        )
+    if not cluster:
+        needed = cpus_needed(replicas, replica_cpus)
+        available = ray.cluster_resources().get("CPU", 0)
+        if needed > available:
+            fail(
+                f"{replicas} model replica(s) × {replica_cpus:g} CPU + the gateway reserve "
+                f"{needed:g} CPUs, this Ray has {available:g}: lower --replicas or "
+                "--replica-cpus"
+            )
     ray_serve.start(http_options={"host": host, "port": port})
     application = build_app(
         {

@@ -215,10 +215,11 @@ class LogisticRegression(LinearLearner):
         # A_i is symmetric: one block per class pair j ≤ l, mirrored into (l, j).
         c, n_models = self.n_outputs, prob.shape[2]
         first, second = torch.triu_indices(c, c, device=prob.device)
-        p = prob.permute(2, 0, 1) * weights.T[..., None]  # (K, n, c), m_i p_i
-        curvature = -p[..., first] * prob.permute(2, 0, 1)[..., second]  # (K, n, pairs)
+        p = prob.permute(2, 0, 1)  # (K, n, c)
+        weighted = p * weights.T[..., None]  # m_i p_i
+        curvature = -weighted[..., first] * p[..., second]  # (K, n, pairs)
         diagonal = first == second
-        curvature[..., diagonal] += p
+        curvature[..., diagonal] += weighted
         blocks = symmetric(curvature.transpose(1, 2) @ self._outer, q)  # (K, pairs, q, q)
         out = blocks.new_empty(n_models, c, c, q, q)
         out[:, first, second] = blocks
