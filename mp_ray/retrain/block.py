@@ -7,7 +7,10 @@ and the row index, so any worker on any node trains a block to the same result.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -65,6 +68,32 @@ def build_spec(config: ExperimentConfig, dataset: Dataset, learner: Learner) -> 
     )
 
 
+class RunStopped(RuntimeError):
+    """A block was trained after its run was stopped; it was not written."""
+
+
+class WriteFence:
+    """Lets a stopping run close a trainer's writes: after :meth:`close` returns, no block
+    write is in progress and none starts (the block stays pending for the next run)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextmanager
+    def write(self, block: int) -> Iterator[None]:
+        """Hold the fence open while ``block`` is written; raises RunStopped once closed."""
+        with self._lock:
+            if self._closed:
+                raise RunStopped(f"block {block} was trained after its run stopped; not written")
+            yield
+
+    def close(self) -> None:
+        """Wait for a write in progress to end, then refuse every later one."""
+        with self._lock:
+            self._closed = True
+
+
 def pick_device(use_gpu: bool) -> torch.device:
     """CUDA when a GPU was granted and is visible, else CPU."""
     return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
@@ -89,6 +118,7 @@ class BlockTrainer:
         self.store = ExperimentStore.create_or_open(
             config.store.uri, self.spec, config.store.storage_options
         )
+        self.fence = WriteFence()
 
     def train_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Train the models of ``rows (K,)``; returns the row arrays of the store layout."""
@@ -124,7 +154,8 @@ class BlockTrainer:
             return {"block": block, "rows": len(rows), "skipped": True, "seconds": 0.0}
         values = self.train_rows(rows)
         trained = time.perf_counter()
-        self.store.write_block(block, values)
+        with self.fence.write(block):
+            self.store.write_block(block, values)
         return {
             "block": block,
             "rows": len(rows),

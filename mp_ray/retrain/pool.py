@@ -26,10 +26,10 @@ from ray.exceptions import RayActorError
 
 from mp_ray.config import ExperimentConfig, RetrainConfig
 from mp_ray.data import Dataset
-from mp_ray.retrain.block import BlockTrainer, pick_device
+from mp_ray.retrain.block import BlockTrainer, RunStopped, pick_device
 from mp_ray.store import ExperimentStore
 
-KILL_WAIT_S = 60.0  # how long a stopped run waits for its killed actors' blocks to end
+STOP_WAIT_S = 60.0  # how long a stopping run waits for its actors' block writes to end
 
 
 class RetrainError(RuntimeError):
@@ -45,9 +45,17 @@ class RetrainActor:
         self.node_id = ray.get_runtime_context().get_node_id()
 
     def run_block(self, block: int) -> dict[str, Any]:
-        result = self.trainer.run_block(block)
+        try:
+            result = self.trainer.run_block(block)
+        except RunStopped:  # the driver stopped listening; the block stays pending
+            return {"block": block, "stopped": True}
         result.update(node_id=self.node_id, pid=os.getpid())
         return result
+
+    @ray.method(concurrency_group="control")
+    def stop(self) -> None:
+        """Close the trainer's writes (runs beside a block in training; see WriteFence)."""
+        self.trainer.fence.close()
 
 
 @dataclass
@@ -106,7 +114,8 @@ class ActorPool:
         self.dataset_ref = dataset_ref
         self.store = store
         self.name_prefix = name_prefix
-        self._remote = ray.remote(RetrainActor)
+        # run_block runs one at a time (the default group); stop has its own thread.
+        self._remote = ray.remote(concurrency_groups={"control": 1})(RetrainActor)
         self._started = 0
         check_cluster_fits(self.retrain)
         self.actors = [self._start_actor() for _ in range(self.retrain.num_actors)]
@@ -141,14 +150,21 @@ class ActorPool:
                     if on_result is not None:
                         on_result(result)
         finally:
-            for actor in self.actors:
-                ray.kill(actor)
-            # ray.kill is asynchronous: wait until the blocks still in flight have ended
-            # (written, or failed with their actor), so that none is written after an
-            # interrupted run returns and a resumed run sees the store as it will stay.
-            if in_flight:
-                ray.wait(list(in_flight), num_returns=len(in_flight), timeout=KILL_WAIT_S)
+            self._stop(in_flight)
         return outcome
+
+    def _stop(self, in_flight: dict[ray.ObjectRef, _Task]) -> None:
+        """Close the writes of actors with blocks in flight, then kill every actor.
+
+        ray.kill alone is asynchronous: a killed actor could still write a block after an
+        interrupted run returned, so a resumed run would see a store that is still changing.
+        Closing the fence first waits for a write in progress and refuses later ones."""
+        busy = {id(task.actor): task.actor for task in in_flight.values()}
+        stops = [actor.stop.remote() for actor in busy.values()]
+        if stops:
+            ray.wait(stops, num_returns=len(stops), timeout=STOP_WAIT_S)
+        for actor in self.actors:
+            ray.kill(actor)
 
     def _submit(self, queue: deque[int], in_flight: dict[ray.ObjectRef, _Task]) -> None:
         """Top every actor up to ``max_in_flight`` queued blocks, round-robin."""

@@ -12,7 +12,8 @@ import torch
 from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
-from mp_ray.retrain import RetrainError, run_retrain
+from mp_ray.retrain import BlockTrainer, RetrainError, run_retrain
+from mp_ray.retrain.block import RunStopped
 from mp_ray.sampling import make_sampler, row_seeds
 from mp_ray.store import ExperimentStore, StoreMismatchError
 
@@ -106,6 +107,16 @@ def test_interrupted_job_resumes_skipping_finished_blocks(ray_session, tmp_path)
     assert_store_is_exactly_the_experiment(config)
     # A third run has nothing left to do.
     assert run_retrain(config).blocks_trained == 0
+
+
+def test_a_closed_write_fence_leaves_the_block_pending(tmp_path):
+    config = experiment(str(tmp_path / "fence.zarr"))
+    trainer = BlockTrainer(config, load_dataset(config.dataset))
+    assert trainer.run_block(0)["skipped"] is False
+    trainer.fence.close()
+    with pytest.raises(RunStopped, match="block 1 was trained after its run stopped"):
+        trainer.run_block(1)
+    assert ExperimentStore.open(config.store.uri).pending_blocks() == list(range(1, 12))
 
 
 def test_store_from_another_dataset_is_refused(ray_session, tmp_path):
