@@ -8,6 +8,11 @@ example x is ``x̃ · θ[j]``.
 For K models the outputs on m examples are one GEMM, ``X̃ (m, p+1) @ Θ (p+1, c·K)``, laid
 out ``(m, c, K)``: models innermost, so reductions over classes run over contiguous rows of
 models. A gradient ``Σ_i r_i ⊗ x̃_i`` for residuals ``r (m, c, K)`` is the transposed GEMM.
+
+Objectives over the training set run through it in chunks of rows (:meth:`row_chunks`), so
+that the ``(m, c, K)`` intermediates of a chunk stay in the CPU's cache between the GEMM,
+the elementwise work and the transposed GEMM: on 2 CPU cores with K = 250 digits models that
+made an evaluation about a quarter faster than one pass over all rows.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import torch
 
 from mp_ray.learners.base import ArrayLike, Learner
+
+CHUNK_ELEMENTS = 2**19  # outputs (rows × c × K) per chunk of an objective's pass
 
 
 class LinearLearner(Learner):
@@ -42,18 +49,34 @@ class LinearLearner(Learner):
         X = self.as_tensor(X)
         return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
 
+    def columns(self, params: torch.Tensor) -> torch.Tensor:
+        """``params (K, d)`` as the right-hand side ``(p + 1, c·K)`` of the output GEMM."""
+        coefficients = self.coefficients(params.to(self.dtype))  # (K, c, p+1)
+        return coefficients.permute(2, 1, 0).reshape(self.n_features + 1, -1)
+
+    def from_columns(self, columns: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`columns`: ``(p + 1, c·K)`` back to ``(K, d)``."""
+        n_models = columns.shape[1] // self.n_outputs
+        out = columns.view(-1, self.n_outputs, n_models)
+        return out.permute(2, 1, 0).reshape(n_models, -1)
+
+    def column_outputs(self, columns: torch.Tensor, X_aug: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(m, c, K)`` of models given as :meth:`columns` on ``X_aug (m, p + 1)``."""
+        return (X_aug @ columns).view(X_aug.shape[0], self.n_outputs, -1)
+
     def outputs(self, params: torch.Tensor, X_aug: torch.Tensor) -> torch.Tensor:
         """Outputs ``(m, c, K)`` of ``params (K, d)`` on augmented inputs ``X_aug (m, p + 1)``."""
-        n_models = params.shape[0]
-        columns = self.coefficients(params.to(self.dtype)).permute(2, 1, 0)  # (p+1, c, K)
-        out = X_aug @ columns.reshape(X_aug.shape[1], -1)
-        return out.view(X_aug.shape[0], self.n_outputs, n_models)
+        return self.column_outputs(self.columns(params), X_aug)
 
     def pullback(self, residual: torch.Tensor, X_aug: torch.Tensor) -> torch.Tensor:
         """``Σ_i residual[i] ⊗ x̃_i`` per model for ``residual (m, c, K)``, as ``(K, d)``."""
-        n_models = residual.shape[2]
-        out = X_aug.T @ residual.reshape(X_aug.shape[0], -1)  # (p+1, c·K)
-        return out.view(-1, self.n_outputs, n_models).permute(2, 1, 0).reshape(n_models, -1)
+        return self.from_columns(X_aug.T @ residual.reshape(X_aug.shape[0], -1))
+
+    def row_chunks(self, n_models: int) -> list[slice]:
+        """Consecutive training rows in chunks of about ``CHUNK_ELEMENTS`` outputs of
+        ``n_models`` models each (see the module docstring)."""
+        size = max(16, CHUNK_ELEMENTS // (self.n_outputs * max(1, n_models)))
+        return [slice(start, start + size) for start in range(0, self.n_train, size)]
 
     def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         return self.outputs(params, self.augmented(X)).permute(2, 0, 1)

@@ -39,11 +39,13 @@ MAX_HALVINGS = 40
 
 @dataclass
 class SolveResult:
-    """Solutions ``theta (K, d)``, iterations used and which rows met the tolerance."""
+    """Solutions ``theta (K, d)``, iterations used and which rows met the tolerance; from
+    :func:`newton` also each row's last Hessian as its Cholesky factor ``(K, d, d)``."""
 
     theta: torch.Tensor
     iterations: int
     converged: torch.Tensor
+    hessian_factor: torch.Tensor | None = None
 
 
 def _sufficient_decrease(
@@ -122,6 +124,7 @@ def newton(
     active = torch.arange(theta.shape[0], device=theta.device)
     converged = torch.zeros(theta.shape[0], dtype=torch.bool, device=theta.device)
     f, g, hess = evaluate(theta, active)
+    factors = hess.new_zeros(hess.shape)
     floor = _rounding_floor(g)
     iterations = 0
     while True:
@@ -135,15 +138,17 @@ def newton(
         if bool(done.any()):
             theta[active[done]] -= step[done]
             converged[active[done]] = True
+            factors[active[done]] = factor[done]
             keep = ~done
             active, f, g, step, floor = active[keep], f[keep], g[keep], step[keep], floor[keep]
         if active.numel() == 0 or iterations == max_iter:
+            factors[active] = factor[~done]
             break
         iterations += 1
         theta[active], (f, g, hess) = _step(
             value, evaluate, theta[active], f, -step, -torch.linalg.vecdot(g, step), active
         )
-    return SolveResult(theta, iterations, converged)
+    return SolveResult(theta, iterations, converged, factors)
 
 
 def lbfgs(
