@@ -14,9 +14,13 @@ whose median and maximum relative parameter error ‖θ − θ_ref‖ / ‖θ_re
 scikit-learn's on the reference subsets (float32 cannot match the tight level).
 
 mp-ray's time covers building the learner (its one-off anchor solves) and ``fit_batch`` on
-blocks of ``--block`` subsets (250 was the fastest of 125, 250, 500 and 1,000 on 2 cores);
-it is the median of 5 runs, as one run takes well under a second. scikit-learn's loop
-takes seconds to minutes and is timed once.
+blocks of ``--block`` subsets (125 to 1,000 were alike on 2 cores). Timing is interleaved:
+scikit-learn's loop is split into ``--rounds`` slices of the subsets, and each slice is
+followed by one full mp-ray run on all of them. A shared 2-core machine drifts by up to 2×
+over seconds, so host load then weighs on both sides alike. scikit-learn's throughput is
+over all slices; mp-ray's is the median over its runs; the speed-up is their ratio, and
+the spread of the per-round ratios (each mp-ray run against the slice just before it) is
+reported with it.
 
     .venv/bin/python benchmarks/retrain_throughput.py [--n-models 1000] [--alpha 0.5]
         [--out benchmarks/results]
@@ -98,18 +102,15 @@ def sklearn_fit(
 
 
 def mp_ray_fit(
-    problem: Problem, masks: np.ndarray, tol: float, dtype: str, block: int, repeats: int = 1
+    problem: Problem, masks: np.ndarray, tol: float, dtype: str, block: int
 ) -> tuple[np.ndarray, float]:
-    """Parameters (K, d) and the median wall time over ``repeats`` runs of mp-ray, building
-    the learner included."""
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        config = LearnerConfig(kind="logistic", C=C, tol=tol, dtype=dtype)
-        learner = make_learner(config, problem.X, problem.y, problem.n_classes)
-        parts = [learner.fit_batch(masks[i : i + block]) for i in range(0, len(masks), block)]
-        seconds.append(time.perf_counter() - start)
-    return torch.cat(parts).double().numpy(), float(np.median(seconds))
+    """Parameters (K, d) and the wall time of one mp-ray run, building the learner included."""
+    start = time.perf_counter()
+    config = LearnerConfig(kind="logistic", C=C, tol=tol, dtype=dtype)
+    learner = make_learner(config, problem.X, problem.y, problem.n_classes)
+    parts = [learner.fit_batch(masks[i : i + block]) for i in range(0, len(masks), block)]
+    seconds = time.perf_counter() - start
+    return torch.cat(parts).double().numpy(), seconds
 
 
 def relative_errors(params: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -129,21 +130,60 @@ def matching_tolerance(
     return None
 
 
-def run_problem(problem: Problem, n_reference: int, block: int) -> list[dict]:
+@dataclass
+class Timings:
+    """Interleaved timings: scikit-learn per slice, mp-ray per run and dtype."""
+
+    sklearn_params: np.ndarray
+    sklearn_seconds: list[float]
+    mp_ray_params: dict[str, np.ndarray]
+    mp_ray_seconds: dict[str, list[float]]
+
+
+def interleaved(
+    problem: Problem, sk_tol: float, tols: dict[str, float], block: int, pieces: list
+) -> Timings:
+    """scikit-learn on each slice of the subsets in ``pieces`` (index arrays), each followed
+    by one mp-ray run on all subsets per dtype in ``tols``."""
+    sk_parts, sk_seconds = [], []
+    params: dict[str, np.ndarray] = {}
+    seconds: dict[str, list[float]] = {dtype: [] for dtype in tols}
+    for piece in pieces:
+        part, elapsed = sklearn_fit(problem, problem.masks[piece], sk_tol)
+        sk_parts.append(part)
+        sk_seconds.append(elapsed)
+        for dtype, tol in tols.items():
+            params[dtype], elapsed = mp_ray_fit(problem, problem.masks, tol, dtype, block)
+            seconds[dtype].append(elapsed)
+    return Timings(np.concatenate(sk_parts), sk_seconds, params, seconds)
+
+
+def run_problem(problem: Problem, n_reference: int, block: int, rounds: int) -> list[dict]:
     """One result row per (scikit-learn tolerance, mp-ray dtype)."""
     reference, _ = sklearn_fit(problem, problem.masks[:n_reference], 1e-10, solver="newton-cg")
     rows = []
     for sk_tol in SKLEARN_TOLS:
-        sk_params, sk_seconds = sklearn_fit(problem, problem.masks, sk_tol)
-        sk_errors = relative_errors(sk_params[:n_reference], reference)
+        sk_errors = relative_errors(
+            sklearn_fit(problem, problem.masks[:n_reference], sk_tol)[0], reference
+        )
+        tols, errors = {}, {}
         for dtype in ("float64", "float32"):
             match = matching_tolerance(problem, reference, sk_errors, dtype, block)
             if match is None:
                 print(f"{problem.name}: no {dtype} tolerance matches scikit-learn at {sk_tol:g}")
                 continue
-            tol, errors = match
-            params, seconds = mp_ray_fit(problem, problem.masks, tol, dtype, block, repeats=5)
-            between = relative_errors(params, sk_params)
+            tols[dtype], errors[dtype] = match
+        pieces = np.array_split(np.arange(len(problem.masks)), rounds)
+        timings = interleaved(problem, sk_tol, tols, block, pieces)
+        sk_seconds = sum(timings.sklearn_seconds)
+        slice_rates = [len(p) / t for p, t in zip(pieces, timings.sklearn_seconds, strict=True)]
+        for dtype, tol in tols.items():
+            params, runs = timings.mp_ray_params[dtype], timings.mp_ray_seconds[dtype]
+            seconds = float(np.median(runs))
+            ratios = [
+                len(problem.masks) / t / rate for t, rate in zip(runs, slice_rates, strict=True)
+            ]
+            between = relative_errors(params, timings.sklearn_params)
             rows.append(
                 {
                     "dataset": problem.name,
@@ -158,9 +198,10 @@ def run_problem(problem: Problem, n_reference: int, block: int) -> list[dict]:
                     "mp_ray_dtype": dtype,
                     "mp_ray_tol": tol,
                     "mp_ray_models_per_s": len(problem.masks) / seconds,
-                    "mp_ray_err_median": float(np.median(errors)),
-                    "mp_ray_err_max": float(errors.max()),
+                    "mp_ray_err_median": float(np.median(errors[dtype])),
+                    "mp_ray_err_max": float(errors[dtype].max()),
                     "speedup": sk_seconds / seconds,
+                    "round_speedups": [round(r, 2) for r in ratios],
                     "between_median": float(np.median(between)),
                     "between_max": float(between.max()),
                 }
@@ -171,15 +212,16 @@ def run_problem(problem: Problem, n_reference: int, block: int) -> list[dict]:
 def markdown(results: list[dict]) -> str:
     lines = [
         "| dataset (d) | sklearn tol | sklearn models/s | mp-ray dtype (tol) | mp-ray models/s"
-        " | speed-up | error vs optimum, sklearn: median / max | mp-ray: median / max"
-        " | mp-ray vs sklearn: median / max |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " | speed-up | per round: min–max | error vs optimum, sklearn: median / max"
+        " | mp-ray: median / max | mp-ray vs sklearn: median / max |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['dataset']} ({r['n_params']}) | {r['sklearn_tol']:g} "
             f"| {r['sklearn_models_per_s']:,.0f} | {r['mp_ray_dtype']} ({r['mp_ray_tol']:g}) "
             f"| {r['mp_ray_models_per_s']:,.0f} | **{r['speedup']:.1f}×** "
+            f"| {min(r['round_speedups']):.1f}–{max(r['round_speedups']):.1f}× "
             f"| {r['sklearn_err_median']:.1e} / {r['sklearn_err_max']:.1e} "
             f"| {r['mp_ray_err_median']:.1e} / {r['mp_ray_err_max']:.1e} "
             f"| {r['between_median']:.1e} / {r['between_max']:.1e} |"
@@ -221,6 +263,9 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="Bernoulli subset fraction")
     parser.add_argument("--n-reference", type=int, default=50)
     parser.add_argument("--block", type=int, default=250, help="subsets per fit_batch call")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="interleaved scikit-learn slices / mp-ray runs"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
@@ -230,13 +275,17 @@ def main() -> None:
         row
         for name in LOADERS
         for row in run_problem(
-            make_problem(name, args.n_models, args.alpha), args.n_reference, args.block
+            make_problem(name, args.n_models, args.alpha),
+            args.n_reference,
+            args.block,
+            args.rounds,
         )
     ]
     meta = {
         "alpha": args.alpha,
         "C": C,
         "block": args.block,
+        "rounds": args.rounds,
         "torch_threads": args.threads,
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
