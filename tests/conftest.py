@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 
 import pytest
+from ports import free_port
 
 from mp_ray.apps.context import AppContext, app_context
 from mp_ray.config import ExperimentConfig, parse_experiment
@@ -24,12 +24,6 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # Serve runs behind the ingress `mp-ray serve` starts by default; chosen before any test
 # module imports Serve (it reads the choice at import).
 use_ingress("haproxy")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +52,7 @@ def s3_server() -> Iterator[dict[str, str]]:
     """
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     yield {"endpoint_url": f"http://127.0.0.1:{port}"}

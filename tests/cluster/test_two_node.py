@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ports import free_port
 
 from mp_ray.config import ExperimentConfig, load_experiment
 from mp_ray.data import load_dataset
@@ -61,12 +61,6 @@ FAST_HEALTH_CHECKS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll ``condition`` every 0.25 s until it returns something truthy; fail after
     ``timeout`` seconds naming ``what``."""
@@ -85,8 +79,8 @@ class LocalCluster:
 
     def __init__(self, temp_dir: str) -> None:
         self.temp_dir = temp_dir
-        self.gcs_port = _free_port()
-        self.dashboard = f"http://127.0.0.1:{_free_port()}"
+        self.gcs_port = free_port()
+        self.dashboard = f"http://127.0.0.1:{free_port()}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
         self.env.update(
             PATH=f"{RAY.parent}{os.pathsep}{self.env.get('PATH', '')}",  # the jobs' `python`
@@ -115,7 +109,7 @@ class LocalCluster:
             "--node-ip-address=127.0.0.1",
             "--num-cpus=2",
             f"--object-store-memory={100 * 1024**2}",
-            *[f"{flag}={_free_port()}" for flag in ports],
+            *[f"{flag}={free_port()}" for flag in ports],
             *role,
         ]
         with open(Path(self.temp_dir) / log_name, "wb") as log:
@@ -139,7 +133,7 @@ class LocalCluster:
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={self.dashboard.rsplit(':', 1)[1]}",
-                f"--ray-client-server-port={_free_port()}",
+                f"--ray-client-server-port={free_port()}",
                 '--resources={"head_node": 1}',
             ],
             "head.log",

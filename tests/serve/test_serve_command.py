@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from ports import free_port
 from ray import serve
 from typer.testing import CliRunner
 
@@ -26,9 +26,7 @@ def _setup(fitted_run, tmp_path) -> tuple[Path, str, int]:
     config, predictor = fitted_run
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return path, predictor, sock.getsockname()[1]
+    return path, predictor, free_port()
 
 
 def test_serve_command_starts_the_service(fitted_run, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import ray
 import yaml
+from ports import free_port
 from ray import serve
 
 from mp_ray.apps import Utility
@@ -29,12 +29,6 @@ from mp_ray.serve.app import Gateway, PredictorDeployment
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 KEY = "test-key-123"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -54,7 +48,7 @@ def service(fitted_run, tmp_path_factory):
     config, predictor = fitted_run
     path = tmp_path_factory.mktemp("serve") / "experiment.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    port = _free_port()
+    port = free_port()
     env = {"MP_RAY_API_KEY": KEY, "MP_RAY_MAX_BODY_BYTES": "200000"}
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     deployment = PredictorDeployment.options(
