@@ -16,8 +16,9 @@ halving, one step length per row, evaluating only the objective.
 
 Tolerances below ``1000 · eps`` of the dtype (1.2e-4 in float32) are raised to it: a
 step computed from a gradient in that precision cannot certify more. The estimate is a
-quasi-Newton one: on digits subsets at tol = 0.02 (float32) the measured relative errors
-against the exact optimum had median 0.019 and maximum 0.035.
+quasi-Newton one: on 50 digits subsets (float32, preconditioned by the anchor's Hessian,
+see :mod:`mp_ray.learners.logistic`) the relative errors against the exact optimum had
+median / maximum 0.014 / 0.025 at tol = 0.02 and 0.021 / 0.034 at tol = 0.03.
 """
 
 from __future__ import annotations
