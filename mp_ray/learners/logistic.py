@@ -62,6 +62,7 @@ from mp_ray.learners.optim import Rows, by_group, lbfgs, newton
 # Newton's stop for an anchor: its last step ≤ 1e-2·‖θ‖, after which the error was ~1e-4 (a
 # start needs no more: subset optima lie ~30% away on digits).
 ANCHOR_TOL = 1e-2
+LOG2E = 1.0 / math.log(2.0)
 ANCHOR_FRACTIONS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -118,7 +119,9 @@ class LogisticRegression(LinearLearner):
         if max(-float(low), float(high)) > limit:
             shift = logits.detach().amax(dim=1, keepdim=True)
             logits = logits.sub_(shift)
-        exp = logits.exp_()
+        # e^z as 2^(z·log₂e): torch's exp2 runs 2–3× faster than its exp on CPU, and the
+        # product's rounding is one more rounding of z of the size the GEMM already made.
+        exp = logits.mul_(LOG2E).exp2_()
         total = exp.sum(dim=1)
         log_z = torch.log(total) if shift is None else torch.log(total) + shift[:, 0]
         if not probabilities:
