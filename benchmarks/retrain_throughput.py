@@ -14,8 +14,9 @@ whose median and maximum relative parameter error ‖θ − θ_ref‖ / ‖θ_re
 scikit-learn's on the reference subsets (float32 cannot match the tight level).
 
 mp-ray's time covers building the learner (its one-off anchor solves) and ``fit_batch`` on
-blocks of ``--block`` subsets (500 took 3–7% less time than 250, 375 or 750 in paired runs
-on 2 cores). Timing is interleaved:
+blocks of ``--block`` subsets (in paired runs on 2 cores, 500 took 5% less time than 250
+on digits but 37% more on breast_cancer, whose (n, K) arrays then outgrow the cache).
+Timing is interleaved:
 scikit-learn's loop is split into ``--rounds`` slices of the subsets, and each slice is
 followed by one full mp-ray run on all of them. A shared 2-core machine drifts by up to 2×
 over seconds, so host load then weighs on both sides alike. scikit-learn's throughput is
@@ -263,7 +264,7 @@ def main() -> None:
     parser.add_argument("--n-models", type=int, default=1000)
     parser.add_argument("--alpha", type=float, default=0.5, help="Bernoulli subset fraction")
     parser.add_argument("--n-reference", type=int, default=50)
-    parser.add_argument("--block", type=int, default=500, help="subsets per fit_batch call")
+    parser.add_argument("--block", type=int, default=250, help="subsets per fit_batch call")
     parser.add_argument(
         "--rounds", type=int, default=10, help="interleaved scikit-learn slices / mp-ray runs"
     )
