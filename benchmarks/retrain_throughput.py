@@ -16,13 +16,16 @@ scikit-learn's on the reference subsets (float32 cannot match the tight level).
 mp-ray's time covers building the learner (its one-off anchor solves) and ``fit_batch`` on
 blocks of ``--block`` subsets (in paired runs on 2 cores, 500 took 5% less time than 250
 on digits but 37% more on breast_cancer, whose (n, K) arrays then outgrow the cache).
-Timing is interleaved:
-scikit-learn's loop is split into ``--rounds`` slices of the subsets, and each slice is
-followed by one full mp-ray run on all of them. A shared 2-core machine drifts by up to 2×
-over seconds, so host load then weighs on both sides alike. scikit-learn's throughput is
-over all slices; mp-ray's is the median over its runs; the speed-up is their ratio, and
-the spread of the per-round ratios (each mp-ray run against the slice just before it) is
-reported with it.
+
+Timing is interleaved: scikit-learn's loop is split into ``--rounds`` slices of the
+subsets, and each slice is followed by one full mp-ray run on all of them. A shared 2-core
+machine drifts by up to 2× over seconds, so host load then weighs on both sides alike.
+Each timed mp-ray run follows an untimed warm-up fit of one block with a learner of its
+own: straight after scikit-learn's single-threaded slice, the idle second core and torch's
+sleeping threads made a run up to 2× slower (breast_cancer 154 against 76 ms back to back,
+digits 525 against 463 ms). scikit-learn's throughput is over all slices; mp-ray's is the
+median over its runs; the speed-up is their ratio, and the spread of the per-round ratios
+(each mp-ray run against the slice just before it) is reported with it.
 
     .venv/bin/python benchmarks/retrain_throughput.py [--n-models 1000] [--alpha 0.5]
         [--out benchmarks/results]
@@ -155,6 +158,7 @@ def interleaved(
         sk_parts.append(part)
         sk_seconds.append(elapsed)
         for dtype, tol in tols.items():
+            mp_ray_fit(problem, problem.masks[:block], tol, dtype, block)  # warm-up, untimed
             params[dtype], elapsed = mp_ray_fit(problem, problem.masks, tol, dtype, block)
             seconds[dtype].append(elapsed)
     return Timings(np.concatenate(sk_parts), sk_seconds, params, seconds)
