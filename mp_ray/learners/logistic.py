@@ -221,9 +221,7 @@ class LogisticRegression(LinearLearner):
             return value, gradient
         return value, gradient, torch.diag(self._penalised) + self.C * data_hessian
 
-    def _data_hessian(
-        self, prob: torch.Tensor, weights: torch.Tensor, rows: slice = slice(None)
-    ) -> torch.Tensor:
+    def _data_hessian(self, prob: torch.Tensor, weights: torch.Tensor, rows: slice) -> torch.Tensor:
         """Σ_i m_i A_i ⊗ x̃_i x̃_iᵀ over the training ``rows`` for their probabilities
         ``prob (m, c, K)``, with A_i = σ(1−σ) (binary) or diag(p_i) − p_i p_iᵀ (softmax); one
         GEMM over the precomputed upper triangles of x̃x̃ᵀ, (K, d, d)."""

@@ -5,7 +5,9 @@ Each actor holds the dataset (fetched once from the object store) and a
 to the store, returning only block ids and timings. The driver keeps at most
 ``max_in_flight`` blocks queued per actor. When an actor dies, its queued blocks go back to
 the front of the queue (at most ``max_retries`` times each) and a fresh actor takes its
-place; a block the dead actor managed to mark done is not trained again.
+place; a block the dead actor managed to mark done is not trained again. A run that ends
+(finished, failed or interrupted) first closes the writes of its actors that still have
+blocks in flight, then kills them, so nothing is written after it returns.
 
 Placement: actors are scheduled with ``retrain.scheduling_strategy`` (``SPREAD`` by default,
 one actor per node before a second on any node) and ask for ``retrain.num_gpus`` each, so a
