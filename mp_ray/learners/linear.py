@@ -74,7 +74,10 @@ class LinearLearner(Learner):
 
     def row_chunks(self, n_models: int) -> list[slice]:
         """Consecutive training rows in chunks of about ``CHUNK_ELEMENTS`` outputs of
-        ``n_models`` models each (see the module docstring)."""
+        ``n_models`` models each on a CPU (see the module docstring); all rows at once on
+        an accelerator, which has no such cache to fit and pays per kernel launch."""
+        if self.device.type != "cpu":
+            return [slice(0, self.n_train)]
         size = max(16, CHUNK_ELEMENTS // (self.n_outputs * max(1, n_models)))
         return [slice(start, start + size) for start in range(0, self.n_train, size)]
 
