@@ -13,7 +13,7 @@ Objectives over the training set run through it in chunks of rows (:meth:`row_ch
 that the ``(m, c, K)`` intermediates of a chunk stay in the CPU's cache between the GEMM,
 the elementwise work and the transposed GEMM. On 2 CPU cores with K = 250 digits models an
 evaluation took 46 instead of 60 µs per model; a whole fit took 0–9% less time in paired
-runs (20 each, at different times), as memory traffic weighs more when the host is busy.
+runs (20 each, at different times).
 """
 
 from __future__ import annotations
