@@ -146,7 +146,11 @@ class Timings:
 
 
 def interleaved(
-    problem: Problem, sk_tol: float, tols: dict[str, float], block: int, pieces: list
+    problem: Problem,
+    sk_tol: float,
+    tols: dict[str, float],
+    block: int,
+    pieces: list[np.ndarray],
 ) -> Timings:
     """scikit-learn on each slice of the subsets in ``pieces`` (index arrays), each followed
     by one mp-ray run on all subsets per dtype in ``tols``."""

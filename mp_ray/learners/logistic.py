@@ -272,7 +272,7 @@ class LogisticRegression(LinearLearner):
             return self._evaluate(theta, columns(rows), order=1)
 
         def precondition(g: torch.Tensor, rows: Rows) -> torch.Tensor:
-            """P_f⁻¹ g, each row with the preconditioner of its own grid point."""
+            """H_f⁻¹ g, each row with the preconditioner of its own grid point."""
             return by_group(nearest[rows], lambda i, group: g[group] @ self._preconditioner(i))
 
         def data_terms(index: int, group: torch.Tensor | slice) -> torch.Tensor:

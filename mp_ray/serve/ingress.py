@@ -9,10 +9,9 @@ Serve reads these variables when ``ray.serve`` is imported — in the Ray proces
 driver that deploys the application alike (a driver that imported Serve without them
 deploys a handle path that forgoes gRPC: measured at half the throughput) — so set them
 before importing Serve and before Ray starts. A cluster keeps its own setting: export them
-where ``ray start`` runs. HAProxy's stats
-and metrics ports (8404 and 9101, ``RAY_SERVE_HAPROXY_STATS_PORT`` /
-``RAY_SERVE_HAPROXY_METRICS_PORT``) listen on all interfaces; the service itself stays on the
-host given to Serve.
+where ``ray start`` runs. HAProxy's stats and metrics ports (8404 and 9101,
+``RAY_SERVE_HAPROXY_STATS_PORT`` / ``RAY_SERVE_HAPROXY_METRICS_PORT``) listen on all
+interfaces; the service itself stays on the host given to Serve.
 """
 
 import os
