@@ -10,11 +10,13 @@ batches of flattened parameter vectors.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from functools import partial
 
 import numpy as np
 import torch
 
 from mp_ray.config import LearnerConfig
+from mp_ray.learners.threads import model_groups, run_single_threaded
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -63,13 +65,39 @@ class Learner(ABC):
     def n_params(self) -> int:
         """d, the length of the flattened parameter vector."""
 
-    @abstractmethod
     def fit_batch(self, masks: ArrayLike, seeds: ArrayLike | None = None) -> torch.Tensor:
         """Train K models, one per row of ``masks (K, n) bool``; returns ``params (K, d)``.
 
         ``seeds (K,) int64`` drive any randomness of the algorithm (ignored by convex
-        learners). The result for a row depends only on (data, mask, seed).
+        learners). The result for a row depends only on (data, mask, seed). On a CPU, a
+        learner whose :meth:`_min_group` allows it trains the rows in groups, one per
+        intra-op thread, concurrently (:mod:`mp_ray.learners.threads`).
         """
+        weights = self.masks_tensor(masks)
+        groups = model_groups(weights.shape[0], self.device, self._min_group())
+        if len(groups) == 1:
+            return self._fit(weights, seeds)
+        self._prepare(weights)
+        tasks = [
+            partial(self._fit, weights[rows], None if seeds is None else seeds[rows])
+            for rows in groups
+        ]
+        return torch.cat(run_single_threaded(tasks))
+
+    @abstractmethod
+    def _fit(self, weights: torch.Tensor, seeds: ArrayLike | None) -> torch.Tensor:
+        """:meth:`fit_batch` on masks given as sample ``weights (K, n)``; may run on several
+        threads at once, each with its own rows."""
+
+    def _min_group(self) -> int | None:
+        """The fewest rows worth a thread of their own in :meth:`fit_batch`; None (here):
+        the rows are never split, each operation uses all intra-op threads instead."""
+        return None
+
+    def _prepare(self, weights: torch.Tensor) -> None:
+        """Fill whatever the rows of ``weights (K, n)`` share and :meth:`_fit` caches, before
+        groups of them are trained concurrently; learners without such caches need nothing."""
+        return None
 
     @property
     def n_outputs(self) -> int:

@@ -140,9 +140,9 @@ class MLP(Learner):
             torch.as_tensor(weight.reshape(shape), device=self.device),
         )
 
-    def fit_batch(self, masks: ArrayLike, seeds: ArrayLike | None = None) -> torch.Tensor:
+    def _fit(self, weights: torch.Tensor, seeds: ArrayLike | None) -> torch.Tensor:
         """Train K models by SGD; ``seeds`` default to 0 for every row."""
-        mask_np = self.masks_tensor(masks).bool().cpu().numpy()
+        mask_np = weights.bool().cpu().numpy()
         seeds = np.zeros(len(mask_np), dtype=np.int64) if seeds is None else _numpy(seeds)
         cfg = self.config
         theta = self.initial_params(seeds)

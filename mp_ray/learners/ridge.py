@@ -83,8 +83,7 @@ class Ridge(LinearLearner):
         curved = self.outputs(v, self.X_aug) * weights
         return 2 * (self.alpha * v * self.penalised() + self.pullback(curved, self.X_aug))
 
-    def fit_batch(self, masks: ArrayLike, seeds: ArrayLike | None = None) -> torch.Tensor:
-        weights = self.masks_tensor(masks)
+    def _fit(self, weights: torch.Tensor, seeds: ArrayLike | None) -> torch.Tensor:
         n_models, p = weights.shape[0], self.n_features
         counts = weights.sum(dim=1, keepdim=True)
         safe = counts.clamp(min=1.0)
