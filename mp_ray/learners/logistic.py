@@ -37,6 +37,10 @@ d = c·(p+1) makes per-model Hessians unaffordable, it is the only option of the
 digits: the distance from anchor to optimum, not the preconditioner, sets their number).
 ``benchmarks/retrain_throughput.py`` compares the result with scikit-learn.
 
+On a CPU, a batch whose groups of rows would each compute at least ``GROUP_LOGITS`` logits
+per evaluation is solved in such groups, one per intra-op thread, concurrently
+(:mod:`mp_ray.learners.threads`); the anchors they share are solved first.
+
 A row stops when its quasi-Newton step is at most tol · ‖θ‖ (``LearnerConfig.tol``, the
 estimated relative parameter error) or after ``max_iter`` iterations; see
 :mod:`mp_ray.learners.optim`. Everything a row's solve uses comes from its own mask, so its
@@ -263,7 +267,7 @@ class LogisticRegression(LinearLearner):
         every operation of the solve itself, so smaller groups lose more to Python's
         per-operation work than they gain. On 2 CPU cores, 1,000 float32 fits in blocks of
         250 took, in two groups against one multi-threaded pass: digits (12,570 logits per
-        row) 300–326 against 291–471 ms; breast_cancer (398) 76 against 41 ms, and with
+        row) 285–390 against 290–500 ms; breast_cancer (398) 76 against 41 ms, and with
         blocks of 1,000, 39 against 42 ms."""
         return math.ceil(GROUP_LOGITS / (self.n_train * self.n_outputs))
 

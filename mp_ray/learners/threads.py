@@ -3,12 +3,10 @@
 A batch's K problems are independent, so on a CPU with t intra-op threads the rows can be
 split into t groups, each solved by its own thread with single-threaded torch operations,
 rather than every operation of one pass over all K rows being split across the t threads.
-The groups run with no synchronisation between them; the multi-threaded pass meets at a
-barrier at the end of every operation (a few hundred per batch), where the whole team waits
-for its slowest thread. On a shared 2-core virtual machine that waiting came and went with
-the host's load: in alternating runs of 1,000 float32 digits fits (4 blocks of 250), one
-pass took 290–300 ms in quiet phases and 465–500 ms in others, while two groups took
-290–340 ms throughout.
+The groups run with no synchronisation between them; the one pass synchronises its threads
+at the end of each of its few hundred operations. On a shared 2-core virtual machine, in
+paired, alternating runs of 1,000 float32 digits fits (4 blocks of 250), one pass took
+290–330 ms in some periods and 455–500 ms in others; two groups took 285–390 ms throughout.
 
 The intra-op thread count is per thread in torch (OpenMP's and MKL's settings of the calling
 thread), which is what lets a worker thread run single-threaded while the caller keeps its
