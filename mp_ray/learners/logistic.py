@@ -275,6 +275,8 @@ class LogisticRegression(LinearLearner):
         """Solve the anchors the non-degenerate rows of ``weights (K, n)`` start from, and
         their per-example terms, for groups of rows to share."""
         solvable = weights[~self.degenerate(weights)]
+        if solvable.shape[0] == 0:
+            return
         points = self._grid_points(solvable.T)
         self._anchor(points)
         for index in points.unique().tolist():

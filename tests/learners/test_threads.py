@@ -64,6 +64,17 @@ def test_grouped_digits_fit_equals_one_pass(dataset, two_threads):
     assert grouped.abs().sum(dim=1).gt(0).sum() == 126
 
 
+def test_a_batch_of_only_degenerate_rows_splits_into_zeros(dataset, two_threads):
+    data = dataset("digits")
+    config = LearnerConfig(kind="logistic", dtype="float32")
+    learner = make_learner(config, data.X_train, data.y_train, data.n_classes)
+    masks = np.zeros((128, data.n_train), dtype=bool)
+    masks[64:, data.y_train == 0] = True  # one class only
+    assert len(model_groups(len(masks), learner.device, learner._min_group())) == 2
+    params = learner.fit_batch(masks)
+    assert params.shape == (128, learner.n_params) and params.abs().max() == 0
+
+
 def test_tasks_run_single_threaded_in_the_callers_grad_mode(two_threads):
     with torch.no_grad():
         seen = run_single_threaded([lambda: (torch.get_num_threads(), torch.is_grad_enabled())] * 2)
