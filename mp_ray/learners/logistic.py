@@ -178,7 +178,7 @@ class LogisticRegression(LinearLearner):
     def objective_grad(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
         """``1_W∘θ + C·Σ_i m_i (p_i − onehot(y_i)) ⊗ x̃_i`` in closed form (binary: p_i − y_i),
         (K, d)."""
-        return self._evaluate(params, self.masks_tensor(masks).T, order=1)[1]
+        return self.objective_and_grad(params, masks)[1]
 
     def objective_and_grad(
         self, params: torch.Tensor, masks: ArrayLike
