@@ -6,15 +6,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
+from typer.core import TyperGroup
 
 from mp_ray.config import ConfigError, ExperimentConfig, load_experiment
+from mp_ray.errors import MpRayError, one_line
 
-app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)
+DEBUG_KEY = "debug"
+
+
+class ErrorBoundary(TyperGroup):
+    """The command group's one error boundary: an expected failure (:class:`MpRayError`)
+    becomes one ``error:`` line on stderr and exit status 2; ``--debug`` keeps its
+    traceback. Any other exception is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MpRayError as err:
+            if (ctx.obj or {}).get(DEBUG_KEY):
+                raise
+            fail(one_line(err))
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=ErrorBoundary)
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an expected failure too.")
+    ] = False,
+) -> None:
+    ctx.ensure_object(dict)[DEBUG_KEY] = debug
+
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file.")]
 StorageOption = Annotated[
@@ -33,8 +64,8 @@ class ModelsPerSecond(ProgressColumn):
 
 
 def fail(message: str) -> NoReturn:
-    """Print ``error: message`` and exit with status 2."""
-    console.print(f"[bold red]error:[/] {message}")
+    """Print ``error: message`` as one line on stderr and exit with status 2."""
+    console.print(f"[bold red]error:[/] {one_line(message)}", markup=True, highlight=False)
     raise typer.Exit(code=2)
 
 

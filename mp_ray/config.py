@@ -21,8 +21,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mp_ray.errors import MpRayError
 
-class ConfigError(ValueError):
+
+class ConfigError(MpRayError, ValueError):
     """A configuration file or value is malformed; the message names the field."""
 
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from mp_ray.data.dataset import Task
+from mp_ray.errors import MpRayError
 
 
-class DatasetError(ValueError):
+class DatasetError(MpRayError, ValueError):
     """The data cannot be used as given; the message names the problem."""
 
 

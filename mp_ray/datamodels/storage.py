@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mp_ray.datamodels.fit import Datamodels
+from mp_ray.errors import MpRayError
 from mp_ray.store import ExperimentStore, StoreMismatchError
 
 GROUP = "datamodels"
@@ -29,7 +30,7 @@ META_ATTR = "mp_ray_datamodels"
 ARRAYS = ("weights", "bias", "lam", "val_mse", "val_path", "lambdas")
 
 
-class DatamodelsNotFoundError(FileNotFoundError):
+class DatamodelsNotFoundError(MpRayError, FileNotFoundError):
     """The store holds no (complete) datamodels under the requested name."""
 
 

@@ -32,6 +32,7 @@ from mp_ray.config import ExperimentConfig
 from mp_ray.distill.model import DistilledDatamodel
 from mp_ray.distill.supervision import GroundTruth
 from mp_ray.distill.synset import Synsets
+from mp_ray.errors import MpRayError
 from mp_ray.learners import Learner
 from mp_ray.store import ExperimentStore, StoreMismatchError, StoreNotFoundError
 from mp_ray.store.experiment import SPEC_ATTR
@@ -43,7 +44,7 @@ FORMAT_VERSION = 1
 ARRAYS = ("groups", "theta", "features", "labels", "weights", "single", "unions", "union_params")
 
 
-class DistilledNotFoundError(FileNotFoundError):
+class DistilledNotFoundError(MpRayError, FileNotFoundError):
     """No complete distilled datamodel where one was expected."""
 
 

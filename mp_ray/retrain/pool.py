@@ -28,13 +28,14 @@ from ray.exceptions import RayActorError
 
 from mp_ray.config import ExperimentConfig, RetrainConfig
 from mp_ray.data import Dataset
+from mp_ray.errors import MpRayError
 from mp_ray.retrain.block import BlockTrainer, RunStopped, pick_device
 from mp_ray.store import ExperimentStore
 
 STOP_WAIT_S = 60.0  # how long a stopping run waits for its actors' block writes to end
 
 
-class RetrainError(RuntimeError):
+class RetrainError(MpRayError, RuntimeError):
     """Retraining could not complete (a block failed too often, or its code raised)."""
 
 

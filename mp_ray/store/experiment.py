@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from mp_ray.errors import MpRayError
 from mp_ray.store.location import normalise_uri, open_store
 from mp_ray.store.spec import StoreMismatchError, StoreSpec
 
@@ -33,7 +34,7 @@ SPEC_ATTR = "mp_ray"
 ROW_ARRAYS = ("masks", "params", "outputs", "metrics", "seeds")
 
 
-class StoreNotFoundError(FileNotFoundError):
+class StoreNotFoundError(MpRayError, FileNotFoundError):
     """No mp-ray store exists at the URI."""
 
 

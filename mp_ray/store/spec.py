@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mp_ray.errors import MpRayError
+
 FORMAT_VERSION = 1
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(MpRayError, ValueError):
     """An existing store was declared differently, or built from another dataset."""
 
 
