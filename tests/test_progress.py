@@ -1,0 +1,69 @@
+"""Plain progress lines: their format and how often they are printed (no Ray, no terminal)."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from mp_ray.progress import Progress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def plain(**options) -> tuple[Progress, io.StringIO, Clock]:
+    out, clock = io.StringIO(), Clock()
+    console = Console(file=out, width=200, force_terminal=False)
+    return (
+        Progress("datamodels", 955, "targets", console=console, clock=clock, **options),
+        out,
+        clock,
+    )
+
+
+def test_plain_lines_are_throttled_and_name_counts_rate_and_eta():
+    progress, out, clock = plain(interval=5.0)
+    with progress:
+        for _ in range(10):  # 10 updates within 4.5 s: no line yet
+            clock.now += 0.45
+            progress.advance(12)
+        assert out.getvalue() == ""
+        clock.now = 8.45
+        progress.advance(2)  # 122 targets in 8.45 s
+        assert out.getvalue() == "datamodels: 122/955 targets, 14.4 targets/s, ETA 0:00:58\n"
+        clock.now = 9.0
+        progress.advance(10)  # within the interval: not printed
+        clock.now = 10.0
+        progress.update(955)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[1] == "datamodels: 955/955 targets, 95.5 targets/s, done in 0:00:10"
+
+
+def test_a_run_that_stops_early_says_so_with_its_note():
+    progress, out, clock = plain()
+    with progress:
+        clock.now = 2.0
+        progress.update(40, note="converged")
+    assert out.getvalue() == (
+        "datamodels: 40/955 targets, 20 targets/s, stopped after 0:00:02, converged\n"
+    )
+
+
+def test_skipped_units_are_not_in_the_rate_and_disabled_prints_nothing():
+    progress, out, clock = plain(interval=1.0)
+    with progress:
+        clock.now = 2.0
+        progress.update(905, skipped=900)  # resumed at 900: 5 done in 2 s
+    assert "905/955 targets, 2.5 targets/s, stopped after 0:00:02" in out.getvalue()
+    progress, out, clock = plain(enabled=False)
+    with progress:
+        clock.now = 10.0
+        progress.advance(955)
+    assert out.getvalue() == ""
