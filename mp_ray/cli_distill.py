@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mp_ray.cli_support import ConfigOption, app, console, fail, load_config
+from mp_ray.cli_support import ConfigOption, app, checked_output, console, fail, load_config
+from mp_ray.outputs import write_json
 
 
 @app.command()
@@ -21,7 +21,9 @@ def distill(
         int | None, typer.Option(help="Override distill.synthetic_per_group.")
     ] = None,
     gpu: Annotated[bool, typer.Option(help="Run on a GPU when one is visible.")] = False,
-    output: Annotated[Path | None, typer.Option(help="Also write the report as JSON.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Also write the report as JSON.", callback=checked_output)
+    ] = None,
 ) -> None:
     """Fit the distilled datamodel (per-group synthetic sets matched to leave-group-out
     retraining) and print its validation on held-out removals against retraining, beside
@@ -46,4 +48,4 @@ def distill(
     print(format_report(report))
     console.print(f"distilled datamodel saved to {report.uri}")
     if output:
-        output.write_text(json.dumps(report.to_json(), indent=2))
+        write_json(output, report.to_json())

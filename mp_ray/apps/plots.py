@@ -13,6 +13,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mp_ray.apps.valuation.tasks import RemovalCurve
+from mp_ray.outputs import atomic_output
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (atomically) and close it."""
+    fig.tight_layout()
+    with atomic_output(path) as partial:
+        fig.savefig(partial, dpi=120, format="png")
+    plt.close(fig)
+    return Path(path)
 
 
 def removal_curves(
@@ -29,10 +39,7 @@ def removal_curves(
     ax.set_ylabel(ylabel)
     ax.set_title("Point removal, retrained")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def value_distribution(
@@ -57,10 +64,7 @@ def value_distribution(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("training points")
     ax.set_title(title or "Data values")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def reliability_diagram(
@@ -77,7 +81,4 @@ def reliability_diagram(
     ax.set_ylabel("accuracy")
     ax.set_title("Reliability diagram")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

@@ -18,26 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from mp_ray.datamodels.fit import Datamodels
+from mp_ray.errors import InputError
 from mp_ray.evaluation.outputs import OutputFn
-
-
-def checked_points(indices: np.ndarray | list[int], n: int, what: str = "points") -> np.ndarray:
-    """Training-point indices as int64 ``(r,)``; an error names out-of-range or repeated ones."""
-    indices = np.asarray(indices)
-    if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
-        raise ValueError(f"{what} must be a 1-d list of integer indices")
-    indices = indices.astype(np.int64)
-    outside = indices[(indices < 0) | (indices >= n)]
-    if outside.size:
-        raise ValueError(f"{what} out of range 0…{n - 1}: {outside[:10].tolist()}")
-    if np.unique(indices).size != indices.size:
-        raise ValueError(f"{what} contain duplicates")
-    return indices
+from mp_ray.indices import checked_points
 
 
 def checked_target(target: int, n_targets: int) -> int:
     if not 0 <= int(target) < n_targets:
-        raise ValueError(f"target {target} out of range 0…{n_targets - 1}")
+        raise InputError(f"target {target} out of range 0…{n_targets - 1}")
     return int(target)
 
 

@@ -89,11 +89,12 @@ class ExperimentStore:
     ) -> ExperimentStore:
         """Open an existing store; raises :class:`StoreNotFoundError` if there is none."""
         uri = normalise_uri(uri)
-        store = open_store(uri, storage_options, read_only=read_only)
-        try:
-            group = zarr.open_group(store, mode="r" if read_only else "r+")
+        try:  # read-only first: a writable local store would create a missing folder
+            group = zarr.open_group(open_store(uri, storage_options, read_only=True), mode="r")
         except FileNotFoundError as err:
             raise StoreNotFoundError(f"no mp-ray store at {uri}") from err
+        if not read_only:
+            group = zarr.open_group(open_store(uri, storage_options), mode="r+")
         if SPEC_ATTR not in group.attrs:
             raise StoreNotFoundError(f"{uri} is a Zarr group but not an mp-ray store")
         return cls(group, StoreSpec.from_json(dict(group.attrs[SPEC_ATTR])), uri)

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mp_ray.outputs import atomic_output
 from mp_ray.store.experiment import ExperimentStore
 from mp_ray.store.location import is_remote_uri, normalise_uri, storage_options_for
 
@@ -100,5 +101,6 @@ def export_parquet(
         with fsspec.open(path, "wb", **storage_options_for(path, storage_options)) as handle:
             pq.write_table(table, handle)
     else:
-        pq.write_table(table, path)
+        with atomic_output(path) as partial:
+            pq.write_table(table, partial)
     return int(rows.size)

@@ -101,7 +101,7 @@ def test_applications_against_retraining(bernoulli_config, fitted_datamodels):
 
     with pytest.raises(ValueError, match="out of range"):
         removal_effect(models, [3, 100])
-    with pytest.raises(ValueError, match="duplicates"):
+    with pytest.raises(ValueError, match="more than once"):
         removal_effect(models, [3, 3])
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mp_ray.outputs import atomic_output
 from mp_ray.store import ExperimentStore, StoreMismatchError
 
 GROUP = "valuation"
@@ -68,7 +69,8 @@ class ValuationResult:
             }
         )
         table = table.replace_schema_metadata({"mp_ray.valuation": json.dumps(self._meta())})
-        pq.write_table(table, path)
+        with atomic_output(path) as partial:
+            pq.write_table(table, partial)
 
     @classmethod
     def from_parquet(cls, path: str) -> ValuationResult:
