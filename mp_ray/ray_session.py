@@ -9,6 +9,13 @@ environment wins.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ray.util.queue import Queue
 
 RAY_ENV_DEFAULTS = {
     "RAY_AUTH_MODE": "disabled",
@@ -45,3 +52,33 @@ def connect(num_cpus: int | None = None, object_store_memory: int | None = None)
         log_to_driver=True,
     )
     return True
+
+
+@contextmanager
+def relay(callback: Callable[[Any], None] | None) -> Iterator[Queue | None]:
+    """A queue that Ray tasks, actors and Train workers ``put`` reports into, each handed to
+    ``callback`` in this driver (from a thread) while the block runs, the rest when it
+    ends. Yields None, and starts nothing, when ``callback`` is None."""
+    if callback is None:
+        yield None
+        return
+    from ray.util.queue import Empty, Queue
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    done = threading.Event()
+
+    def drain() -> None:
+        while not done.is_set():
+            with suppress(Empty):
+                callback(queue.get(timeout=0.5))
+
+    thread = threading.Thread(target=drain, name="mp-ray-relay", daemon=True)
+    thread.start()
+    try:
+        yield queue
+    finally:
+        done.set()
+        thread.join()
+        while not queue.empty():
+            callback(queue.get_nowait())
+        queue.shutdown(force=True)

@@ -16,6 +16,7 @@ The result is stored in raw mask units: g_t(1_S) = weights[t] · 1_S + bias[t].
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,9 @@ import torch
 
 from mp_ray.config import DatamodelsConfig
 from mp_ray.datamodels.solver import Moments, Standardisation, lasso, lipschitz
+
+PROGRESS_BLOCKS = 10  # blocks of targets at least, so that progress shows as they finish
+MIN_BLOCK = 64  # targets: smaller blocks would only add passes over the Gram matrix
 
 
 @dataclass
@@ -80,9 +84,13 @@ def fit_datamodels(
     val_masks: np.ndarray,
     val_outputs: np.ndarray,
     config: DatamodelsConfig,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Datamodels:
     """Datamodels for every column of the outputs ``(m, T)`` from masks ``(m, n)``; see the
-    module docstring."""
+    module docstring. Targets are solved in blocks of at most ``config.target_block``
+    (each target alone: the blocks do not change the answer), and in about
+    ``PROGRESS_BLOCKS`` blocks when there are many, so that ``on_progress`` is called with
+    each block's number of targets as it is fitted."""
     _check_rows(train_masks, train_outputs, "training")
     _check_rows(val_masks, val_outputs, "validation")
     if val_masks.shape[1] != train_masks.shape[1] or val_outputs.shape[1] != train_outputs.shape[1]:
@@ -95,11 +103,14 @@ def fit_datamodels(
     path = _PathSolver(X_train, X_val, config)
     refit = _Refit(X_all, config)
     n_targets = Y_train.shape[1]
+    size = min(config.target_block, max(MIN_BLOCK, -(-n_targets // PROGRESS_BLOCKS)))
     parts = []
-    for start in range(0, n_targets, config.target_block):
-        block = slice(start, min(start + config.target_block, n_targets))
+    for start in range(0, n_targets, size):
+        block = slice(start, min(start + size, n_targets))
         best = path.solve(Y_train[:, block], Y_val[:, block])
         parts.append(refit.solve(Y_all[:, block], best, path.design.standardisation))
+        if on_progress is not None:
+            on_progress(block.stop - block.start)
     # Every array has the targets on its last axis except the weights (T, n).
     weights, *rest = zip(*parts, strict=True)
     return Datamodels(np.concatenate(weights), *(np.concatenate(a, axis=-1) for a in rest))
