@@ -29,6 +29,7 @@ from ray.exceptions import RayActorError
 from mp_ray.config import ExperimentConfig, RetrainConfig
 from mp_ray.data import Dataset
 from mp_ray.errors import MpRayError
+from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.retrain.block import BlockTrainer, RunStopped, pick_device
 from mp_ray.store import ExperimentStore
 
@@ -82,26 +83,6 @@ class _Task:
     block: int
 
 
-def check_cluster_fits(retrain: RetrainConfig) -> None:
-    """Fail fast when the cluster lacks a resource an actor asks for (Ray would wait forever).
-
-    Checked against the cluster's current totals; on an autoscaling cluster start with the
-    resource present (e.g. a minimum of one GPU worker)."""
-    available = ray.cluster_resources()
-    wanted = {"CPU": retrain.num_cpus, "GPU": retrain.num_gpus, **retrain.resources}
-    missing = [
-        f"{name}={amount:g} (cluster has {available.get(name, 0):g})"
-        for name, amount in wanted.items()
-        if amount > available.get(name, 0)
-    ]
-    if missing:
-        raise RetrainError(
-            "each retraining actor asks for more than this Ray cluster has: "
-            + ", ".join(missing)
-            + "; lower retrain.num_cpus / num_gpus / resources or add nodes"
-        )
-
-
 class ActorPool:
     """Runs a list of blocks on ``retrain.num_actors`` actors; see the module docstring."""
 
@@ -120,7 +101,12 @@ class ActorPool:
         # run_block runs one at a time (the default group); stop has its own thread.
         self._remote = ray.remote(concurrency_groups={"control": 1})(RetrainActor)
         self._started = 0
-        check_cluster_fits(self.retrain)
+        retrain = self.retrain
+        check_cluster_fits(
+            "retraining actor",
+            {"CPU": retrain.num_cpus, "GPU": retrain.num_gpus, **retrain.resources},
+            "retrain.num_cpus / num_gpus / resources",
+        )
         self.actors = [self._start_actor() for _ in range(self.retrain.num_actors)]
 
     def _start_actor(self) -> ray.actor.ActorHandle:

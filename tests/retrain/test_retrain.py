@@ -12,7 +12,8 @@ import torch
 from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
-from mp_ray.retrain import BlockTrainer, RetrainError, run_retrain
+from mp_ray.ray_resources import ResourcesError
+from mp_ray.retrain import BlockTrainer, run_retrain
 from mp_ray.retrain.block import RunStopped
 from mp_ray.sampling import make_sampler, row_seeds
 from mp_ray.store import ExperimentStore, StoreMismatchError
@@ -152,5 +153,5 @@ def test_actor_demands_the_cluster_cannot_meet_fail_fast(ray_session, tmp_path):
             "retrain": config.retrain.model_copy(update={"num_gpus": 1, "resources": {"big": 1}})
         }
     )
-    with pytest.raises(RetrainError, match=r"GPU=1 \(cluster has 0\), big=1 \(cluster has 0\)"):
+    with pytest.raises(ResourcesError, match=r"GPU=1 \(cluster has 0\), big=1 \(cluster has 0\)"):
         run_retrain(gpu)
