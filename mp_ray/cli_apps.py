@@ -83,10 +83,17 @@ def value(
         tmc_shapley,
     )
     from mp_ray.apps.valuation.tasks import noisy_label_detection, removal_curve
-    from mp_ray.store import ExperimentStore, StoreMismatchError, StoreNotFoundError
+    from mp_ray.store import ExperimentStore
+    from mp_ray.store.identity import MODELS_UNREAD
 
     context = _context(config, predictor)
     data = context.dataset
+    # The values are saved in the store only if it was made with this config's learner.
+    store = (
+        ExperimentStore.open_for(context.config, data.fingerprint, MODELS_UNREAD, read_only=False)
+        if store_name
+        else None
+    )
     utility = Utility(context.models, data.X_val, data.y_val, metric)
     try:
         convergence = Convergence(max_samples=max_samples, stderr_tol=stderr_tol)
@@ -122,15 +129,8 @@ def value(
     if output:
         result.to_parquet(str(output))
         console.print(f"values written to {output}")
-    if store_name:
-        experiment = context.config
-        try:
-            store = ExperimentStore.open(
-                experiment.store.uri, experiment.store.storage_options, read_only=False
-            )
-            result.to_store(store, store_name)
-        except (StoreNotFoundError, StoreMismatchError, ValueError) as err:
-            fail(str(err))
+    if store is not None:
+        result.to_store(store, store_name)
         console.print(f"values saved in {store.uri} under valuation/{store_name}")
     if plots:
         plots.mkdir(parents=True, exist_ok=True)

@@ -59,11 +59,12 @@ def explain(
     from mp_ray.datamodels.storage import DatamodelsNotFoundError, read_datamodels
     from mp_ray.evaluation.outputs import ParameterOutputs
     from mp_ray.store import ExperimentStore, StoreMismatchError, StoreNotFoundError
+    from mp_ray.store.identity import MODELS_UNREAD
 
     experiment = load_config(config, {})
     try:
         context = app_context(experiment, None, experiment.store.storage_options)
-        store = ExperimentStore.open(experiment.store.uri, experiment.store.storage_options)
+        store = ExperimentStore.open_for(experiment, context.dataset.fingerprint, MODELS_UNREAD)
         model, _ = read_datamodels(store, name)
         found = support(model, target, top)
         neighbours, similarity = nearest_targets(model, target, top)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from mp_ray.errors import MpRayError
 
@@ -405,6 +405,12 @@ class ExperimentConfig(_Strict):
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     datamodels: DatamodelsConfig = Field(default_factory=DatamodelsConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    _source: str = PrivateAttr(default="the config")
+
+    @property
+    def source(self) -> str:
+        """The file the config was read from, for messages ("the config" when not a file)."""
+        return self._source
 
     def with_absolute_paths(self) -> ExperimentConfig:
         """A copy whose local store and data paths are absolute, so that Ray workers with
@@ -452,7 +458,9 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     if isinstance(data, dict):
         for dotted, value in (overrides or {}).items():
             _set_dotted(data, dotted, value)
-    return parse_experiment(data, str(path))
+    experiment = parse_experiment(data, str(path))
+    experiment._source = str(path)
+    return experiment
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

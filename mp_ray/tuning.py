@@ -31,8 +31,11 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from mp_ray.config import ExperimentConfig
+from mp_ray.data import load_dataset
 from mp_ray.predictor.fit import PREDICTOR_DIR, checkpoint_uri, fit_predictor
 from mp_ray.predictor.predictor import Predictor
+from mp_ray.store import ExperimentStore
+from mp_ray.store.identity import FIT_UNREAD
 
 METRIC = "val_rel_error"
 DRIVER_CPU, WORKER_CPU = 0.01, 0.99  # a trial's driver function and each of its workers
@@ -98,6 +101,10 @@ def tune_predictor(
     """Run the search; export the best trial's predictor to ``<storage_path>/<name>/best``
     and the trial table to ``<storage_path>/<name>/trials.json``."""
     config = config.with_absolute_paths()
+    # Refuse a mismatched or unfinished store here, before Tune starts any trial.
+    ExperimentStore.open_for(
+        config, load_dataset(config.dataset).fingerprint, FIT_UNREAD, complete=True
+    )
     storage_path = os.path.abspath(storage_path) if "://" not in storage_path else storage_path
     trainable = tune.with_resources(
         tune.with_parameters(

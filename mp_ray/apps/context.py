@@ -12,8 +12,7 @@ from mp_ray.apps.models import PredictedModels, RetrainedModels, SubsetModels
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
-from mp_ray.predictor import Predictor
-from mp_ray.store import StoreMismatchError
+from mp_ray.predictor.predictor import load_predictor_for
 
 
 @dataclass
@@ -38,7 +37,8 @@ def app_context(
     device: torch.device | str = "cpu",
 ) -> AppContext:
     """Load the dataset and learner of ``config``; use the predictor at ``predictor_uri``
-    (checked to be fitted on this very dataset) or, without one, retraining."""
+    (refused unless fitted on this dataset and learner,
+    :func:`~mp_ray.predictor.predictor.load_predictor_for`) or, without one, retraining."""
     dataset = load_dataset(config.dataset)
     learner = make_learner(
         config.learner, dataset.X_train, dataset.y_train, dataset.n_classes, device
@@ -46,11 +46,6 @@ def app_context(
     retrained = RetrainedModels(learner)
     models: SubsetModels = retrained
     if predictor_uri:
-        predictor = Predictor.load(predictor_uri, storage_options)
-        if predictor.meta.dataset_fingerprint != dataset.fingerprint:
-            raise StoreMismatchError(
-                f"predictor {predictor_uri} was fitted on another dataset than the config's "
-                f"({dataset.name}, fingerprint {dataset.fingerprint[:16]}…)"
-            )
+        predictor = load_predictor_for(predictor_uri, config, dataset.fingerprint, storage_options)
         models = PredictedModels(predictor, learner)
     return AppContext(config, dataset, learner, models, retrained)

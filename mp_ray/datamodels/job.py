@@ -20,14 +20,17 @@ from mp_ray.data import load_dataset
 from mp_ray.datamodels.fit import fit_datamodels, solver_device
 from mp_ray.datamodels.storage import write_datamodels
 from mp_ray.evaluation.scores import lds
-from mp_ray.predictor.fit import open_checked_store
 from mp_ray.predictor.rows import TEST, TRAIN, VAL, read_split
+from mp_ray.store import ExperimentStore
+from mp_ray.store.identity import DATAMODELS_UNREAD
 
 
 def fit_from_store(config: ExperimentConfig, name: str = "default") -> dict[str, Any]:
     """Fit, write and score the datamodels of ``config``'s store; a JSON-able summary."""
     dataset = load_dataset(config.dataset)
-    store = open_checked_store(config, dataset, read_only=False)
+    store = ExperimentStore.open_for(
+        config, dataset.fingerprint, DATAMODELS_UNREAD, read_only=False, complete=True
+    )
     blocks = list(range(store.n_blocks))
     fractions = (config.predictor.val_fraction, config.predictor.test_fraction)
     train, val, test = (

@@ -36,6 +36,7 @@ from mp_ray.errors import MpRayError
 from mp_ray.learners import Learner
 from mp_ray.store import ExperimentStore, StoreMismatchError, StoreNotFoundError
 from mp_ray.store.experiment import SPEC_ATTR
+from mp_ray.store.identity import SEEDED_UNREAD
 from mp_ray.store.location import open_store
 
 GROUP = "distill"
@@ -50,7 +51,8 @@ class DistilledNotFoundError(MpRayError, FileNotFoundError):
 
 def open_destination(config: ExperimentConfig, fingerprint: str, write: bool) -> zarr.Group:
     """The Zarr group of the experiment's distilled datamodel (see the module docstring),
-    writable when ``write``; checked against the dataset ``fingerprint`` where it is a store."""
+    writable when ``write``; where it is the experiment's store, that store is refused unless
+    made with the config's identity over the dataset with ``fingerprint``."""
     options = config.store.storage_options
     if config.distill.uri:
         uri = config.distill.uri
@@ -73,17 +75,12 @@ def open_destination(config: ExperimentConfig, fingerprint: str, write: bool) ->
             )
         return group
     try:
-        store = ExperimentStore.open(config.store.uri, options, read_only=not write)
+        store = ExperimentStore.open_for(config, fingerprint, SEEDED_UNREAD, read_only=not write)
     except StoreNotFoundError as err:
         raise StoreNotFoundError(
             f"{err}: the distilled datamodel is saved in the experiment's store; run "
             "`mp-ray retrain` first or set distill.uri"
         ) from None
-    if store.spec.dataset_fingerprint != fingerprint:
-        raise StoreMismatchError(
-            f"store {store.uri} was built from another dataset than the config's (store "
-            f"fingerprint {store.spec.dataset_fingerprint[:16]}…, dataset {fingerprint[:16]}…)"
-        )
     if write:
         return store.group.require_group(GROUP)
     if GROUP not in store.group:

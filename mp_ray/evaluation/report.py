@@ -27,11 +27,11 @@ from mp_ray.evaluation.compare import Removals, Truth, behaviour_table
 from mp_ray.evaluation.outputs import OutputFn, ParameterOutputs, ParamsFn
 from mp_ray.evaluation.scores import output_changes, removal_masks
 from mp_ray.learners import make_learner
-from mp_ray.predictor import Predictor
-from mp_ray.predictor.fit import open_checked_store
+from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.sampling import row_rng
-from mp_ray.store import StoreMismatchError
+from mp_ray.store import ExperimentStore
+from mp_ray.store.identity import SEEDED_UNREAD
 
 EVALUATION_STREAM = 0xE7A1  # the draws of removed points and counterfactual targets
 
@@ -58,7 +58,7 @@ def behaviour_report(
     ``support_size`` is 5% of the training points."""
     config = config.with_absolute_paths()
     dataset = load_dataset(config.dataset)
-    store = open_checked_store(config, dataset)
+    store = ExperimentStore.open_for(config, dataset.fingerprint, SEEDED_UNREAD, complete=True)
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     settings = config.predictor
     test = read_split(
@@ -77,9 +77,9 @@ def behaviour_report(
 
     methods: dict[str, OutputFn] = {}
     for name, uri in (predictor_uris or {}).items():
-        predictor = Predictor.load(uri, config.store.storage_options)
-        if predictor.meta.dataset_fingerprint != dataset.fingerprint:
-            raise StoreMismatchError(f"predictor {uri} was fitted on another dataset")
+        predictor = load_predictor_for(
+            uri, config, dataset.fingerprint, config.store.storage_options
+        )
         methods[name] = outputs_of(PredictedModels(predictor, learner).params)
     datamodels: Datamodels | None = None
     if datamodels_name is not None:

@@ -25,9 +25,10 @@ from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
-from mp_ray.predictor.predictor import Predictor
+from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.rows import TEST, Rows, read_split
-from mp_ray.store import ExperimentStore, StoreMismatchError
+from mp_ray.store import ExperimentStore
+from mp_ray.store.identity import MODELS_UNREAD
 
 SIZE_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)  # subset size as a fraction of n
 
@@ -115,15 +116,12 @@ def evaluate_on_store(
     baselines on the store's test rows (the rows no fit or search ever sees)."""
     config = config.with_absolute_paths()
     dataset = load_dataset(config.dataset)
-    store = ExperimentStore.open(config.store.uri, config.store.storage_options)
-    predictors = {}
-    for name, uri in predictor_uris.items():
-        predictor = Predictor.load(uri, config.store.storage_options)
-        if predictor.meta.dataset_fingerprint != dataset.fingerprint:
-            raise StoreMismatchError(
-                f"predictor {uri} was fitted on another dataset than the config's"
-            )
-        predictors[name] = predictor
+    store = ExperimentStore.open_for(config, dataset.fingerprint, MODELS_UNREAD, complete=True)
+    options = config.store.storage_options
+    predictors = {
+        name: load_predictor_for(uri, config, dataset.fingerprint, options)
+        for name, uri in predictor_uris.items()
+    }
     settings = config.predictor
     rows = read_split(
         store, list(range(store.n_blocks)), TEST, settings.val_fraction, settings.test_fraction

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 from mp_ray.config import ExperimentConfig, PredictorConfig
-from mp_ray.data import Dataset, load_dataset
+from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
 from mp_ray.predictor.losses import LossWeights, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
@@ -43,7 +43,8 @@ from mp_ray.predictor.predictor import Predictor, PredictorMeta
 from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split
 from mp_ray.predictor.scaling import TargetScaler
 from mp_ray.sampling import make_sampler
-from mp_ray.store import ExperimentStore, StoreMismatchError
+from mp_ray.store import ExperimentStore
+from mp_ray.store.identity import FIT_UNREAD
 
 STATE_FILE = "state.pt"
 PREDICTOR_DIR = "predictor"
@@ -56,24 +57,6 @@ class FitOutcome:
     predictor_uri: str
     checkpoint_path: str
     metrics: dict[str, Any]
-
-
-def open_checked_store(
-    config: ExperimentConfig, dataset: Dataset, read_only: bool = True
-) -> ExperimentStore:
-    """The experiment's store, complete and built from ``dataset``."""
-    store = ExperimentStore.open(config.store.uri, config.store.storage_options, read_only)
-    if store.spec.dataset_fingerprint != dataset.fingerprint:
-        raise StoreMismatchError(
-            f"store {store.uri} was built from another dataset than the config's "
-            f"({store.spec.dataset_name}, fingerprint {store.spec.dataset_fingerprint[:16]}…)"
-        )
-    pending = store.pending_blocks()
-    if pending:
-        raise ValueError(
-            f"store {store.uri} has {len(pending)} unfinished blocks; run `mp-ray retrain` first"
-        )
-    return store
 
 
 def fit_scaler(store: ExperimentStore, val_fraction: float, test_fraction: float) -> TargetScaler:
@@ -105,7 +88,7 @@ def fit_predictor(
     them, see :mod:`mp_ray.tuning`)."""
     config = config.with_absolute_paths()
     dataset = load_dataset(config.dataset)
-    store = open_checked_store(config, dataset)
+    store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     scaler = fit_scaler(store, config.predictor.val_fraction, config.predictor.test_fraction)
     trainer = ray.train.torch.TorchTrainer(
         train_loop,
@@ -193,7 +176,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     scaler = TargetScaler.from_json(loop_config["scaler"])
     device = ray.train.torch.get_device()
     dataset = load_dataset(config.dataset)
-    store = open_checked_store(config, dataset)
+    store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     learner = make_learner(
         config.learner.model_copy(update={"dtype": "float32"}),
         dataset.X_train,
@@ -301,10 +284,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     n_params=store.spec.n_params,
                     n_classes=dataset.n_classes,
                     scaler=scaler,
-                    learner=config.learner.model_dump(mode="json"),
-                    dataset_fingerprint=dataset.fingerprint,
+                    learner=store.spec.learner,
+                    dataset_fingerprint=store.spec.dataset_fingerprint,
                     store_uri=store.uri,
                     extra={"val_rel_error": progress["best"], "epochs": epoch + 1},
+                    store_identity=store.spec.identity,
                 )
                 Predictor(best, elements.cpu(), meta).save(os.path.join(directory, PREDICTOR_DIR))
                 checkpoint = ray.train.Checkpoint.from_directory(directory)

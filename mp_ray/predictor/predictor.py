@@ -24,10 +24,12 @@ import torch
 
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.scaling import TargetScaler
+from mp_ray.store.storage_errors import check_bucket, storage_errors
 
 MODEL_FILE = "model.pt"
 META_FILE = "predictor.json"
 ELEMENTS_FILE = "elements.npy"
+CHECKPOINT_FILES = (MODEL_FILE, META_FILE, ELEMENTS_FILE)
 
 
 @dataclass
@@ -117,25 +119,33 @@ class Predictor:
 
     def save(self, directory: str, storage_options: dict[str, Any] | None = None) -> None:
         """Write the checkpoint files into ``directory`` (local path or fsspec URL)."""
-        fs, root = fsspec.core.url_to_fs(directory, **(storage_options or {}))
-        fs.makedirs(root, exist_ok=True)
-        buffer = io.BytesIO()
-        torch.save(self.model.state_dict(), buffer)
-        fs.pipe_file(f"{root}/{MODEL_FILE}", buffer.getvalue())
-        fs.pipe_file(f"{root}/{META_FILE}", json.dumps(self.meta.to_json(), indent=2).encode())
-        buffer = io.BytesIO()
-        np.save(buffer, self.elements.numpy())
-        fs.pipe_file(f"{root}/{ELEMENTS_FILE}", buffer.getvalue())
+        model, elements = io.BytesIO(), io.BytesIO()
+        torch.save(self.model.state_dict(), model)
+        np.save(elements, self.elements.numpy())
+        files = {
+            MODEL_FILE: model.getvalue(),
+            META_FILE: json.dumps(self.meta.to_json(), indent=2).encode(),
+            ELEMENTS_FILE: elements.getvalue(),
+        }
+        check_bucket(directory, storage_options)
+        with storage_errors(directory, storage_options):
+            fs, root = fsspec.core.url_to_fs(directory, **(storage_options or {}))
+            fs.makedirs(root, exist_ok=True)
+            for name, data in files.items():
+                fs.pipe_file(f"{root}/{name}", data)
 
     @classmethod
     def load(cls, directory: str, storage_options: dict[str, Any] | None = None) -> Predictor:
         """Read a checkpoint written by :meth:`save` (no Ray needed)."""
-        fs, root = fsspec.core.url_to_fs(directory, **(storage_options or {}))
-        if not fs.exists(f"{root}/{META_FILE}"):
-            raise FileNotFoundError(f"no mp-ray predictor checkpoint at {directory}")
-        meta = PredictorMeta.from_json(json.loads(fs.cat_file(f"{root}/{META_FILE}")))
-        elements = torch.as_tensor(np.load(io.BytesIO(fs.cat_file(f"{root}/{ELEMENTS_FILE}"))))
+        check_bucket(directory, storage_options)
+        with storage_errors(directory, storage_options):
+            fs, root = fsspec.core.url_to_fs(directory, **(storage_options or {}))
+            if not fs.exists(f"{root}/{META_FILE}"):
+                raise FileNotFoundError(f"no mp-ray predictor checkpoint at {directory}")
+            files = {name: fs.cat_file(f"{root}/{name}") for name in CHECKPOINT_FILES}
+        meta = PredictorMeta.from_json(json.loads(files[META_FILE]))
+        elements = torch.as_tensor(np.load(io.BytesIO(files[ELEMENTS_FILE])))
         model = SetFunction(elements.shape[1], meta.n_params, meta.width)
-        state = torch.load(io.BytesIO(fs.cat_file(f"{root}/{MODEL_FILE}")), weights_only=True)
+        state = torch.load(io.BytesIO(files[MODEL_FILE]), weights_only=True)
         model.load_state_dict(state)
         return cls(model, elements, meta)

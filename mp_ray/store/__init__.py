@@ -3,6 +3,7 @@
 from mp_ray.store.experiment import (
     BlockShapeError,
     ExperimentStore,
+    StoreIncompleteError,
     StoreNotFoundError,
 )
 from mp_ray.store.spec import StoreMismatchError, StoreSpec
@@ -11,6 +12,7 @@ from mp_ray.store.summary import export_parquet, format_summary, summarize
 __all__ = [
     "BlockShapeError",
     "ExperimentStore",
+    "StoreIncompleteError",
     "StoreMismatchError",
     "StoreNotFoundError",
     "StoreSpec",

@@ -19,15 +19,19 @@ rerun skips done blocks and rewrites half-written ones whole. Plain zarr-python 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
 
 from mp_ray.errors import MpRayError
+from mp_ray.store.identity import check_identity
 from mp_ray.store.location import normalise_uri, open_store
 from mp_ray.store.spec import StoreMismatchError, StoreSpec
+
+if TYPE_CHECKING:
+    from mp_ray.config import ExperimentConfig
 
 SPEC_ATTR = "mp_ray"
 
@@ -36,6 +40,10 @@ ROW_ARRAYS = ("masks", "params", "outputs", "metrics", "seeds")
 
 class StoreNotFoundError(MpRayError, FileNotFoundError):
     """No mp-ray store exists at the URI."""
+
+
+class StoreIncompleteError(MpRayError, ValueError):
+    """A store still has blocks to retrain where every row is needed."""
 
 
 class BlockShapeError(ValueError):
@@ -98,6 +106,29 @@ class ExperimentStore:
         if SPEC_ATTR not in group.attrs:
             raise StoreNotFoundError(f"{uri} is a Zarr group but not an mp-ray store")
         return cls(group, StoreSpec.from_json(dict(group.attrs[SPEC_ATTR])), uri)
+
+    @classmethod
+    def open_for(
+        cls,
+        config: ExperimentConfig,
+        fingerprint: str,
+        unread: Iterable[str],
+        read_only: bool = True,
+        complete: bool = False,
+    ) -> ExperimentStore:
+        """Open ``config``'s store, refused (:class:`StoreMismatchError`) unless it was made
+        with the config's identity over the dataset with ``fingerprint``, fields in
+        ``unread`` excepted (see :mod:`mp_ray.store.identity`); with ``complete``, refused
+        (:class:`StoreIncompleteError`) while blocks are pending."""
+        store = cls.open(config.store.uri, config.store.storage_options, read_only)
+        check_identity(store.spec.identity, config, fingerprint, "store", store.uri, unread)
+        pending = store.pending_blocks() if complete else []
+        if pending:
+            raise StoreIncompleteError(
+                f"store {store.uri} has {len(pending)} unfinished blocks; run `mp-ray retrain` "
+                "first"
+            )
+        return store
 
     @staticmethod
     def _declare(group: zarr.Group, spec: StoreSpec) -> None:

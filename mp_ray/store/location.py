@@ -2,7 +2,8 @@
 
 Local paths are made absolute so that Ray actors with another working directory write to
 the same place. ``memory://`` stores live in this process only (a registry keeps them alive
-by name, so a reopen sees the same data); they cannot be shared with Ray actors.
+by name, so a reopen sees the same data); they cannot be shared with Ray actors. Opening an
+``s3://`` store first checks its bucket (:func:`~mp_ray.store.storage_errors.check_bucket`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 from typing import Any
 
 import zarr.storage
+
+from mp_ray.store.storage_errors import check_bucket
 
 _MEMORY_STORES: dict[str, zarr.storage.MemoryStore] = {}
 
@@ -51,7 +54,7 @@ def open_store(
     if is_memory_uri(uri):
         return _MEMORY_STORES.setdefault(uri, zarr.storage.MemoryStore())
     if is_remote_uri(uri):
-        return zarr.storage.FsspecStore.from_url(
-            uri, storage_options=storage_options_for(uri, storage_options), read_only=read_only
-        )
+        options = storage_options_for(uri, storage_options)
+        check_bucket(uri, options)
+        return zarr.storage.FsspecStore.from_url(uri, storage_options=options, read_only=read_only)
     return zarr.storage.LocalStore(uri, read_only=read_only)

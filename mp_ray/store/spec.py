@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mp_ray.errors import MpRayError
+from mp_ray.store.identity import Identity, StoreMismatchError, differences, make_identity
 
 FORMAT_VERSION = 1
-
-
-class StoreMismatchError(MpRayError, ValueError):
-    """An existing store was declared differently, or built from another dataset."""
+# Fields of the spec that its identity covers (or that only name things for messages).
+_IDENTITY_FIELDS = ("dataset_fingerprint", "dataset_name", "root_seed", "learner", "sampler")
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ class StoreSpec:
     name in ``metric_names`` (k). Rows are grouped in blocks of ``block_rows``, each block a
     Zarr chunk written by one worker. ``learner`` and ``sampler`` are the validated config
     dumps; together with ``root_seed`` and the dataset fingerprint they make every row
-    reproducible.
+    reproducible: the store's :attr:`identity` (:mod:`mp_ray.store.identity`).
     """
 
     n_rows: int
@@ -50,6 +48,11 @@ class StoreSpec:
     def n_blocks(self) -> int:
         return -(-self.n_rows // self.block_rows)
 
+    @property
+    def identity(self) -> Identity:
+        """The experiment identity the rows were made with (dataset, learner, sampler, seed)."""
+        return make_identity(self.dataset_fingerprint, self.learner, self.sampler, self.root_seed)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["metric_names"] = list(self.metric_names)
@@ -59,22 +62,24 @@ class StoreSpec:
     def from_json(cls, data: dict[str, Any]) -> StoreSpec:
         return cls(**data)
 
+    def _record(self) -> dict[str, Any]:
+        """The identity and the layout fields (n_rows, block_rows, …), flat."""
+        layout = {k: v for k, v in self.to_json().items() if k not in _IDENTITY_FIELDS}
+        return {**self.identity, **layout}
+
     def check_compatible(self, existing: StoreSpec, uri: str) -> None:
-        """Raise :class:`StoreMismatchError` naming every field where ``existing`` differs."""
+        """Raise :class:`StoreMismatchError` naming every field where ``existing`` differs
+        (in its identity or its layout), with both values."""
         if existing.dataset_fingerprint != self.dataset_fingerprint:
             raise StoreMismatchError(
                 f"store {uri} was built from another dataset: its fingerprint is "
                 f"{existing.dataset_fingerprint[:16]}… ({existing.dataset_name}), this dataset's "
                 f"is {self.dataset_fingerprint[:16]}… ({self.dataset_name})"
             )
-        mine, theirs = self.to_json(), existing.to_json()
-        diffs = [
-            f"{key}: store has {theirs.get(key)!r}, config asks for {mine[key]!r}"
-            for key in mine
-            if mine[key] != theirs.get(key)
-        ]
+        diffs = differences(existing._record(), self._record(), "store")
         if diffs:
             raise StoreMismatchError(
-                f"store {uri} was declared with another spec; use a new store URI or the "
-                "original config:\n  " + "\n  ".join(diffs)
+                f"store {uri} was made with other settings than the config: "
+                + "; ".join(diffs)
+                + "; use a new store URI or the original config"
             )

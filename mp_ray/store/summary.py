@@ -10,11 +10,13 @@ import pyarrow.parquet as pq
 
 from mp_ray.outputs import atomic_output
 from mp_ray.store.experiment import ExperimentStore
+from mp_ray.store.identity import show
 from mp_ray.store.location import is_remote_uri, normalise_uri, storage_options_for
 
 
 def summarize(store: ExperimentStore) -> dict[str, Any]:
-    """Counts, shapes, provenance and per-metric statistics of the completed rows."""
+    """Counts, shapes, provenance (the experiment identity, flattened as in
+    :mod:`mp_ray.store.identity`) and per-metric statistics of the completed rows."""
     spec = store.spec
     done = store.done_blocks()
     rows = store.completed_rows()
@@ -27,6 +29,7 @@ def summarize(store: ExperimentStore) -> dict[str, Any]:
         "learner": spec.learner.get("kind"),
         "sampler": spec.sampler.get("kind"),
         "root_seed": spec.root_seed,
+        "identity": spec.identity,
         "rows_total": spec.n_rows,
         "rows_done": int(rows.size),
         "blocks_done": int(done.sum()),
@@ -55,13 +58,24 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
+def _identity_lines(identity: dict[str, Any]) -> list[tuple[str, str]]:
+    """The learner, sampler and seed of a flattened identity, one line each:
+    ``("learner", "kind=logistic C=0.1 …")``."""
+    parts: dict[str, list[str]] = {}
+    for field, value in identity.items():
+        part, _, key = field.rpartition(".")
+        if part != "dataset":
+            text = show(field, value)
+            parts.setdefault(part or key, []).append(f"{key}={text}" if part else text)
+    return [(part, " ".join(values)) for part, values in parts.items()]
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text rendering of :func:`summarize`'s result."""
     lines = [
         f"store      {summary['uri']}",
         f"dataset    {summary['dataset']} (fingerprint {summary['dataset_fingerprint'][:16]}…)",
-        f"learner    {summary['learner']}   sampler {summary['sampler']}   "
-        f"seed {summary['root_seed']}",
+        *(f"{part:<10} {settings}" for part, settings in _identity_lines(summary["identity"])),
         f"rows       {summary['rows_done']} / {summary['rows_total']} done "
         f"({summary['blocks_done']} / {summary['blocks_total']} blocks of "
         f"{summary['block_rows']})",

@@ -93,10 +93,22 @@ def test_reopen_with_same_spec_keeps_rows(tmp_path):
 def test_reopen_with_other_spec_names_the_fields(tmp_path):
     uri = str(tmp_path / "s.zarr")
     fill(ExperimentStore.create_or_open(uri, SPEC), [0])
-    other = dataclasses.replace(SPEC, block_rows=5, sampler={"kind": "bernoulli", "alpha": 0.2})
-    with pytest.raises(StoreMismatchError, match="block_rows: store has 4") as err:
+    other = dataclasses.replace(
+        SPEC,
+        block_rows=5,
+        sampler={"kind": "bernoulli", "alpha": 0.2},
+        learner={"kind": "logistic", "C": 0.1},
+    )
+    with pytest.raises(StoreMismatchError) as err:
         ExperimentStore.create_or_open(uri, other)
-    assert "sampler" in str(err.value)
+    assert str(err.value) == (
+        f"store {uri} was made with other settings than the config: learner.C: store 1.0, "
+        "config 0.1; sampler.alpha: store 0.5, config 0.2; block_rows: store 4, config 5; "
+        "use a new store URI or the original config"
+    )
+    # A setting the learner's kind does not read is not part of the store's identity.
+    unread = dataclasses.replace(SPEC, learner={"kind": "logistic", "C": 1.0, "alpha": 9.0})
+    assert ExperimentStore.create_or_open(uri, unread).spec == SPEC
     # The failed reopen changed nothing.
     assert ExperimentStore.open(uri).completed_rows().tolist() == [0, 1, 2, 3]
 
@@ -155,8 +167,18 @@ def test_summary_and_parquet_export(tmp_path):
     summary = summarize(store)
     assert summary["rows_done"] == 6 and summary["blocks_done"] == 2
     assert summary["metrics"]["test_accuracy"]["max"] == pytest.approx(0.9)
+    assert summary["identity"] == {
+        "dataset.fingerprint": "ab" * 32,
+        "learner.kind": "logistic",
+        "learner.C": 1.0,
+        "sampler.kind": "bernoulli",
+        "sampler.alpha": 0.5,
+        "seed": 3,
+    }
     text = format_summary(summary)
     assert "6 / 10 done" in text and "test_accuracy" in text
+    identity = "learner    kind=logistic C=1.0\nsampler    kind=bernoulli alpha=0.5\nseed       3"
+    assert identity in text
     path = tmp_path / "rows.parquet"
     assert export_parquet(store, str(path)) == 6
     table = pq.read_table(path).to_pydict()
@@ -177,6 +199,6 @@ def test_s3_round_trip_and_reopen(s3_server, s3_bucket):
     np.testing.assert_allclose(reopened.read("params", np.array([1, 9]))[:, 0], [1, 9], atol=1e-6)
     group = zarr.open_group(uri, mode="r", storage_options={**s3_server, "anon": False})
     assert group["seeds"][8] == 8000
-    with pytest.raises(StoreMismatchError, match="n_rows: store has 10"):
+    with pytest.raises(StoreMismatchError, match="n_rows: store 10, config 12"):
         ExperimentStore.create_or_open(uri, dataclasses.replace(SPEC, n_rows=12), s3_server)
     assert export_parquet(reopened, f"s3://{s3_bucket}/exp/rows.parquet", s3_server) == 6

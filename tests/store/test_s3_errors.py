@@ -1,0 +1,201 @@
+"""S3 failures over the command line, against real moto servers: one line naming the cause
+and the object, exit status 2, no traceback, within seconds, and nothing written changed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from ports import free_port
+from typer.testing import CliRunner
+
+from mp_ray.cli import app
+from mp_ray.config import load_experiment
+from mp_ray.retrain import prepare_store
+
+pytestmark = pytest.mark.s3
+QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+runner = CliRunner()
+
+
+def write_config(tmp_path: Path, store: dict, dataset: dict | None = None) -> Path:
+    """The quickstart experiment with another store (and dataset); returns its path."""
+    config = yaml.safe_load(QUICKSTART.read_text())
+    config["store"] = {"n_rows": 500, "block_rows": 250, **store}
+    if dataset:
+        config["dataset"] = dataset
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def assert_one_line_error(exit_code: int, output: str, *names: str, seconds: float) -> None:
+    """Exit status 2 and a short output without a traceback, naming every one of ``names``,
+    within ``seconds``."""
+    assert exit_code == 2, output
+    assert "Traceback" not in output, output
+    assert len(output.strip().splitlines()) < 5, output
+    assert output.lstrip().startswith("error:"), output
+    for name in names:
+        assert name in output, output
+    assert seconds < 5, f"took {seconds:.1f} s: {output}"
+
+
+def invoke(*args: str) -> tuple[int, str, float]:
+    start = time.perf_counter()
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output, time.perf_counter() - start
+
+
+def refused_endpoint() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def test_refused_endpoint_is_named(tmp_path, s3_bucket):
+    endpoint = refused_endpoint()
+    code, output, seconds = invoke(
+        "inspect", f"s3://{s3_bucket}/x.zarr", "--endpoint-url", endpoint
+    )
+    assert_one_line_error(code, output, f"cannot reach the S3 endpoint {endpoint}", seconds=seconds)
+    assert "connection refused" in output
+
+    store = {"uri": f"s3://{s3_bucket}/x.zarr", "storage_options": {"endpoint_url": endpoint}}
+    code, output, seconds = invoke("retrain", "-c", str(write_config(tmp_path, store)))
+    assert_one_line_error(code, output, endpoint, f"s3://{s3_bucket}/x.zarr", seconds=seconds)
+
+    dataset = {
+        "source": "file",
+        "path": f"s3://{s3_bucket}/d.parquet",
+        "storage_options": {"endpoint_url": endpoint},
+    }
+    config = write_config(tmp_path, {"uri": str(tmp_path / "x.zarr")}, dataset)
+    code, output, seconds = invoke("retrain", "-c", str(config))
+    assert_one_line_error(code, output, endpoint, f"s3://{s3_bucket}/d.parquet", seconds=seconds)
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_missing_bucket_is_named_and_not_created(tmp_path, s3_server):
+    bucket = "mpr-no-such-bucket"
+    code, output, seconds = invoke(
+        "inspect", f"s3://{bucket}/x.zarr", "--endpoint-url", s3_server["endpoint_url"]
+    )
+    assert_one_line_error(code, output, f"S3 bucket '{bucket}' does not exist", seconds=seconds)
+
+    store = {"uri": f"s3://{bucket}/x.zarr", "storage_options": s3_server}
+    code, output, seconds = invoke("retrain", "-c", str(write_config(tmp_path, store)))
+    assert_one_line_error(code, output, f"S3 bucket '{bucket}' does not exist", seconds=seconds)
+
+    dataset = {"source": "file", "path": f"s3://{bucket}/d.csv", "storage_options": s3_server}
+    config = write_config(tmp_path, {"uri": str(tmp_path / "x.zarr")}, dataset)
+    code, output, seconds = invoke("retrain", "-c", str(config))
+    assert_one_line_error(code, output, f"S3 bucket '{bucket}' does not exist", seconds=seconds)
+
+    client = boto3.client("s3", region_name="us-east-1", **s3_server)
+    assert bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}
+
+
+def test_missing_credentials_are_named(tmp_path, s3_server, s3_bucket):
+    """Credentials come from the environment, so the command runs in a process without them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    uri = f"s3://{s3_bucket}/x.zarr"
+    store = {"uri": uri, "storage_options": s3_server}
+    for args in (
+        ["inspect", uri, "--endpoint-url", s3_server["endpoint_url"]],
+        ["retrain", "-c", str(write_config(tmp_path, store))],
+    ):
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "mp_ray.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        # The interpreter's start and imports are not part of the failure.
+        seconds = time.perf_counter() - start - 3
+        output = done.stdout + done.stderr
+        assert_one_line_error(
+            done.returncode, output, f"no AWS credentials found for {uri}", seconds=seconds
+        )
+        assert "AWS_ACCESS_KEY_ID" in output
+
+
+@pytest.fixture
+def locked_server() -> Iterator[str]:
+    """A moto server of its own (its auth switch is process-wide) whose access control can be
+    turned on with :func:`set_auth`; yields its endpoint."""
+    port = free_port()
+    server = subprocess.Popen(
+        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "moto server did not start"
+            time.sleep(0.1)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def set_auth(endpoint: str, on: bool) -> None:
+    """Turn the server's access control on (unknown credentials are denied) or off."""
+    body = b"0" if on else b"inf"
+    headers = {"Content-Type": "text/plain"}  # not a form, so the server reads the body
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset-auth", body, headers))
+
+
+def object_hashes(client, bucket: str) -> dict[str, str]:
+    listing = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {
+        item["Key"]: hashlib.sha256(
+            client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        ).hexdigest()
+        for item in listing
+    }
+
+
+def test_access_denied_names_the_bucket_and_changes_nothing(tmp_path, locked_server):
+    options = {"endpoint_url": locked_server}
+    client = boto3.client("s3", region_name="us-east-1", **options)
+    client.create_bucket(Bucket="locked")
+    uri = "s3://locked/x.zarr"
+    config = write_config(tmp_path, {"uri": uri, "storage_options": options})
+    prepare_store(load_experiment(config))
+    before = object_hashes(client, "locked")
+    assert before
+
+    set_auth(locked_server, on=True)
+    try:
+        for args in (
+            ["inspect", uri, "--endpoint-url", locked_server],
+            ["retrain", "-c", str(config)],
+        ):
+            code, output, seconds = invoke(*args)
+            assert_one_line_error(
+                code, output, "access denied to S3 bucket 'locked'", uri, seconds=seconds
+            )
+    finally:
+        set_auth(locked_server, on=False)
+    assert object_hashes(client, "locked") == before
