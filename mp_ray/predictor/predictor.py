@@ -3,8 +3,9 @@
 A checkpoint is a directory (local or any fsspec URL such as ``s3://``) holding::
 
     model.pt          the SetFunction's state dict
-    predictor.json    widths, target standardisation, learner config, class count, and the
-                      fingerprints of the dataset and store it was fitted on
+    predictor.json    widths, target standardisation, class count, and the identity of
+                      the store it was fitted on (dataset fingerprint, learner, sampler,
+                      seed; :mod:`mp_ray.store.identity`)
     elements.npy      the ground set's set elements z_i = [x_i, onehot(y_i)], (n, e)
 
 so :meth:`Predictor.load` needs nothing else. Predicting B models costs one ``masks @ Φ``
@@ -16,15 +17,20 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
 import torch
 
+from mp_ray.errors import MpRayError
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.scaling import TargetScaler
+from mp_ray.store.identity import MODELS_UNREAD, Identity, check_identity, make_identity
 from mp_ray.store.storage_errors import check_bucket, storage_errors
+
+if TYPE_CHECKING:
+    from mp_ray.config import ExperimentConfig
 
 MODEL_FILE = "model.pt"
 META_FILE = "predictor.json"
@@ -32,9 +38,15 @@ ELEMENTS_FILE = "elements.npy"
 CHECKPOINT_FILES = (MODEL_FILE, META_FILE, ELEMENTS_FILE)
 
 
+class PredictorNotFoundError(MpRayError, FileNotFoundError):
+    """No predictor checkpoint where one was named."""
+
+
 @dataclass
 class PredictorMeta:
-    """What a checkpoint records besides the weights."""
+    """What a checkpoint records besides the weights; ``learner`` and
+    ``dataset_fingerprint`` are the store's, ``store_identity`` the store's whole identity
+    (None in checkpoints written before it was recorded)."""
 
     width: int
     n_params: int
@@ -44,6 +56,14 @@ class PredictorMeta:
     dataset_fingerprint: str
     store_uri: str
     extra: dict[str, Any] = field(default_factory=dict)
+    store_identity: Identity | None = None
+
+    @property
+    def identity(self) -> Identity:
+        """The store's identity; for an older checkpoint, the dataset and learner alone."""
+        if self.store_identity is not None:
+            return self.store_identity
+        return make_identity(self.dataset_fingerprint, self.learner)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "scaler": self.scaler.to_json()}
@@ -141,7 +161,7 @@ class Predictor:
         with storage_errors(directory, storage_options):
             fs, root = fsspec.core.url_to_fs(directory, **(storage_options or {}))
             if not fs.exists(f"{root}/{META_FILE}"):
-                raise FileNotFoundError(f"no mp-ray predictor checkpoint at {directory}")
+                raise PredictorNotFoundError(f"no mp-ray predictor checkpoint at {directory}")
             files = {name: fs.cat_file(f"{root}/{name}") for name in CHECKPOINT_FILES}
         meta = PredictorMeta.from_json(json.loads(files[META_FILE]))
         elements = torch.as_tensor(np.load(io.BytesIO(files[ELEMENTS_FILE])))
@@ -149,3 +169,16 @@ class Predictor:
         state = torch.load(io.BytesIO(files[MODEL_FILE]), weights_only=True)
         model.load_state_dict(state)
         return cls(model, elements, meta)
+
+
+def load_predictor_for(
+    uri: str,
+    config: ExperimentConfig,
+    fingerprint: str,
+    storage_options: dict[str, Any] | None = None,
+) -> Predictor:
+    """The predictor at ``uri``, refused (:class:`~mp_ray.store.StoreMismatchError`) unless
+    fitted on a store of ``config``'s dataset (``fingerprint``) and learner."""
+    predictor = Predictor.load(uri, storage_options)
+    check_identity(predictor.meta.identity, config, fingerprint, "predictor", uri, MODELS_UNREAD)
+    return predictor
