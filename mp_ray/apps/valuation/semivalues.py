@@ -27,13 +27,15 @@ Estimators:
 Convergence (:class:`Convergence`): samples (permutations, or subsets for MSR) are drawn in
 rounds; after each round, stop once every point's standard error is ≤ ``stderr_tol``
 (utility units; after ``min_samples``) or the budget ``max_samples`` is spent. Sample r is
-drawn from (seed, r) alone, so runs are reproducible and extend each other.
+drawn from (seed, r) alone, so runs are reproducible and extend each other. The estimators
+call ``on_progress`` with the number of samples of each round as it finishes.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,6 +214,7 @@ def permutation_semivalue(
     batch_size: int = 1024,
     method: str = "semivalue",
     burn_in_fraction: float = 0.0,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ValuationResult:
     """Permutation-sampling estimate of the semivalue with weights ``ω (n,)`` (see the
     module docstring); ``batch_size`` subsets are scored per call; truncation is checked
@@ -246,6 +249,8 @@ def permutation_semivalue(
         moments.add(marginals)
         samples += count
         converged = convergence.met(samples, moments.stderr)
+        if on_progress is not None:
+            on_progress(count)
     return ValuationResult(
         method=method,
         values=moments.mean,
@@ -269,6 +274,7 @@ def tmc_shapley(
     truncation_rtol: float | None = 0.01,
     batch_size: int = 1024,
     burn_in_fraction: float = 0.0,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ValuationResult:
     """Truncated Monte-Carlo Shapley (Ghorbani & Zou, 2019)."""
     return permutation_semivalue(
@@ -280,6 +286,7 @@ def tmc_shapley(
         batch_size,
         method="tmc_shapley",
         burn_in_fraction=burn_in_fraction,
+        on_progress=on_progress,
     )
 
 
@@ -291,6 +298,7 @@ def beta_shapley(
     seed: int = 0,
     truncation_rtol: float | None = None,
     batch_size: int = 1024,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ValuationResult:
     """Beta(α, β)-Shapley (Kwon & Zou, 2022) by weighted permutation sampling."""
     result = permutation_semivalue(
@@ -301,13 +309,18 @@ def beta_shapley(
         truncation_rtol,
         batch_size,
         method="beta_shapley",
+        on_progress=on_progress,
     )
     result.params.update(alpha=alpha, beta=beta)
     return result
 
 
 def banzhaf_msr(
-    utility: Utility, convergence: Convergence, seed: int = 0, batch_size: int = 1024
+    utility: Utility,
+    convergence: Convergence,
+    seed: int = 0,
+    batch_size: int = 1024,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ValuationResult:
     """Data Banzhaf by maximum sample reuse (Wang & Jia, 2023); a sample is one subset and
     ``convergence.round_size`` is ignored in favour of ``batch_size`` subsets per round."""
@@ -333,6 +346,8 @@ def banzhaf_msr(
         spread = (np.maximum(variances, 0.0) / np.maximum(counts, 1)).sum(axis=0)
         stderr = np.where((counts > 1).all(axis=0), np.sqrt(spread), np.inf)
         converged = convergence.met(samples, stderr)
+        if on_progress is not None:
+            on_progress(count)
     means = sums / np.maximum(counts, 1)
     return ValuationResult(
         method="banzhaf_msr",
