@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 
 from mp_ray.config import DatasetConfig
 from mp_ray.data.raw import DatasetError, RawData
+from mp_ray.errors import one_line
+from mp_ray.store.storage_errors import check_bucket, storage_errors
 
 
 def read_file(config: DatasetConfig) -> RawData:
@@ -25,10 +27,13 @@ def read_file(config: DatasetConfig) -> RawData:
     path = str(config.path)
     name = path.rstrip("/").rsplit("/", 1)[-1]
     suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    if suffix == "parquet":
-        return _from_table(pq.read_table(_open(path, config)), name, config)
-    if suffix == "csv":
-        return _from_table(pacsv.read_csv(_open(path, config)), name, config)
+    if suffix in ("parquet", "csv"):
+        reader = pq.read_table if suffix == "parquet" else pacsv.read_csv
+        try:
+            table = reader(_open(path, config))
+        except pa.ArrowInvalid as err:
+            raise DatasetError(f"cannot read {path} as {suffix}: {one_line(err)}") from err
+        return _from_table(table, name, config)
     if suffix == "npz":
         with np.load(_open(path, config)) as archive:
             missing = sorted({"X", "y"} - set(archive.files))
@@ -47,15 +52,26 @@ def read_file(config: DatasetConfig) -> RawData:
 
 
 def _open(path: str, config: DatasetConfig) -> io.BytesIO:
-    """The whole file, read through fsspec."""
+    """The whole file, read through fsspec; storage failures raise a one-line error."""
+    options = config.storage_options
+    check_bucket(path, options)
     try:
-        with fsspec.open(path, "rb", **config.storage_options) as handle:
-            return io.BytesIO(handle.read())
+        with storage_errors(path, options), fsspec.open(path, "rb", **options) as handle:
+            data = handle.read()
     except FileNotFoundError:
         raise DatasetError(f"data file not found: {path}") from None
+    if not data:
+        raise DatasetError(f"data file {path} is empty: it holds no bytes")
+    return io.BytesIO(data)
+
+
+def _check_rows(n_rows: int, config: DatasetConfig) -> None:
+    if not n_rows:
+        raise DatasetError(f"data file {config.path} is empty: it holds no rows")
 
 
 def _from_table(table: pa.Table, name: str, config: DatasetConfig) -> RawData:
+    _check_rows(table.num_rows, config)
     label = config.label_column
     if label not in table.column_names:
         raise DatasetError(
@@ -80,5 +96,6 @@ def _from_table(table: pa.Table, name: str, config: DatasetConfig) -> RawData:
 def _from_arrays(X: np.ndarray, y: np.ndarray, name: str, config: DatasetConfig) -> RawData:
     if X.ndim != 2:
         raise DatasetError(f"features in {name} must be 2-d (rows, features), got shape {X.shape}")
+    _check_rows(X.shape[0], config)
     names = tuple(f"x{j}" for j in range(X.shape[1]))
     return RawData(name, X, np.asarray(y).reshape(-1), names, config.task)

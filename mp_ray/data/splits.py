@@ -19,6 +19,8 @@ from mp_ray.config import DatasetConfig
 from mp_ray.data.raw import DatasetError
 from mp_ray.data.validation import Encoded
 
+LISTED_CLASSES = 5  # missing classes named in an error; the rest are counted
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -73,8 +75,11 @@ def _check(splits: Splits, data: Encoded, config: DatasetConfig) -> None:
         if len(missing):
             totals = np.bincount(data.y, minlength=data.n_classes)
             lacking = ", ".join(
-                f"class {data.classes[c]!r} ({totals[c]} rows in all)" for c in missing
+                f"class {data.classes[c]!r} ({totals[c]} rows in all)"
+                for c in missing[:LISTED_CLASSES]
             )
+            if len(missing) > LISTED_CLASSES:
+                lacking = f"{len(missing)} classes, among them {lacking}"
             raise DatasetError(
                 f"the {name} split ({len(rows)} rows) is too small to hold every one of the "
                 f"{data.n_classes} classes: it lacks {lacking}; use more data, larger "

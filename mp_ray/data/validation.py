@@ -9,6 +9,11 @@ import numpy as np
 from mp_ray.data.dataset import Task
 from mp_ray.data.raw import DatasetError, RawData
 
+# Numeric labels with more distinct values than MANY_CLASSES, some of them fractional or
+# fewer than FEW_ROWS_PER_CLASS rows per value, are taken for a real-valued target.
+MANY_CLASSES = 20
+FEW_ROWS_PER_CLASS = 4
+
 
 @dataclass(frozen=True)
 class Encoded:
@@ -34,11 +39,25 @@ def encode(raw: RawData) -> Encoded:
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise DatasetError(f"labels of {raw.name} hold NaN or infinite values")
     classes, ids = np.unique(y, return_inverse=True)
+    if _looks_continuous(classes, len(y)):
+        raise DatasetError(
+            f"labels of {raw.name} look continuous ({len(classes)} distinct numbers in "
+            f"{len(y)} rows); for real-valued targets set dataset.task: regression"
+        )
     if len(classes) < 2:
         raise DatasetError(
             f"{raw.name} has {len(classes)} class(es); classification needs at least 2"
         )
     return Encoded(raw.task, X, ids.astype(np.int64), len(classes), tuple(classes.tolist()))
+
+
+def _looks_continuous(classes: np.ndarray, n_rows: int) -> bool:
+    """Whether the distinct labels ``classes`` of ``n_rows`` rows look like a real-valued
+    target (see ``MANY_CLASSES``)."""
+    if classes.dtype.kind not in "iuf" or len(classes) <= MANY_CLASSES:
+        return False
+    fractional = not np.array_equal(classes, np.round(classes))
+    return fractional or n_rows < FEW_ROWS_PER_CLASS * len(classes)
 
 
 def _features(raw: RawData) -> np.ndarray:

@@ -107,3 +107,22 @@ def test_bad_arrays_are_named(tmp_path, raw_arrays):
     np.savez(tmp_path / "flat.npz", X=X[:, 0], y=y)
     with pytest.raises(DatasetError, match=r"features in flat\.npz must be 2-d .* shape \(300,\)"):
         from_file(tmp_path / "flat.npz")
+
+
+def test_empty_files_are_named(tmp_path, table):
+    pq.write_table(table.slice(0, 0), tmp_path / "none.parquet")
+    pacsv.write_csv(table.slice(0, 0), tmp_path / "header.csv")
+    (tmp_path / "blank.csv").write_bytes(b"")
+    np.savez(tmp_path / "none.npz", X=np.zeros((0, 5)), y=np.zeros(0))
+    for name, what in [
+        ("none.parquet", "rows"),
+        ("header.csv", "rows"),
+        ("blank.csv", "bytes"),
+        ("none.npz", "rows"),
+    ]:
+        path = tmp_path / name
+        with pytest.raises(DatasetError, match=rf"data file {path} is empty: it holds no {what}"):
+            from_file(path)
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DatasetError, match=rf"cannot read {tmp_path}/junk\.parquet as parquet: "):
+        from_file(tmp_path / "junk.parquet")

@@ -76,3 +76,13 @@ def test_a_split_too_small_for_every_class_is_named():
         load_dataset(DatasetConfig(source="synthetic", n_samples=12, n_classes=4, n_features=4))
     with pytest.raises(DatasetError, match=r"the train split \(2 rows\) is too small"):
         load_dataset(DatasetConfig(source="sklearn", name="iris", max_train=2))
+
+
+def test_many_missing_classes_are_counted_not_listed():
+    with pytest.raises(
+        DatasetError,
+        match=r"the test split \(\d+ rows\) is too small to hold every one of the 30 classes: "
+        r"it lacks \d+ classes, among them (class \d+ \(\d rows in all\), ){4}class \d+ \(\d rows "
+        r"in all\); use more data",
+    ):
+        load_dataset(DatasetConfig(source="synthetic", n_samples=150, n_classes=30, n_features=5))

@@ -63,3 +63,21 @@ def test_bad_labels(tmp_path, raw_arrays):
         from_npz(tmp_path, X, labels, task="regression")
     with pytest.raises(DatasetError, match=r"regression targets of d\.npz are not numeric"):
         from_npz(tmp_path, X, y.astype(str), task="regression")
+
+
+def test_continuous_labels_under_classification_suggest_regression(tmp_path, raw_arrays):
+    X, y = raw_arrays
+    continuous = X[:, 0] * 3.7 + 0.1
+    with pytest.raises(
+        DatasetError,
+        match=r"labels of d\.npz look continuous \(300 distinct numbers in 300 rows\); for "
+        r"real-valued targets set dataset\.task: regression",
+    ):
+        from_npz(tmp_path, X, continuous)
+    assert from_npz(tmp_path, X, continuous, task="regression").task == "regression"
+    # Whole numbers with few rows each (diabetes' target) look continuous too.
+    with pytest.raises(DatasetError, match=r"look continuous \(100 distinct numbers"):
+        from_npz(tmp_path, X, np.arange(300) % 100 + 25.0)
+    # A few fractional levels, and many whole-number classes with rows enough, are classes.
+    assert from_npz(tmp_path, X, y * 0.5).n_classes == 3
+    assert from_npz(tmp_path, X, np.tile(np.arange(25.0), 12)).n_classes == 25
