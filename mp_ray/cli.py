@@ -203,15 +203,13 @@ def inspect(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Summarise a store: counts, shapes, provenance and metric statistics."""
-    from mp_ray.store import ExperimentStore, StoreNotFoundError, export_parquet, format_summary
+    """Summarise a store: counts, shapes, the experiment identity it was made with (dataset
+    fingerprint, learner, sampler, seed) and metric statistics."""
+    from mp_ray.store import ExperimentStore, export_parquet, format_summary
     from mp_ray.store import summarize as summarize_store
 
     options = storage_options(endpoint_url)
-    try:
-        handle = ExperimentStore.open(store, options)
-    except StoreNotFoundError as err:
-        fail(str(err))
+    handle = ExperimentStore.open(store, options)
     summary = summarize_store(handle)
     print(json.dumps(summary, indent=2) if as_json else format_summary(summary))
     if parquet:
