@@ -2,6 +2,7 @@
 config reserves one), and write them back into the store.
 
     summary = run_datamodels(config)       # from a driver connected to Ray
+    summary = run_datamodels(config, on_progress=lambda targets: ...)  # per block fitted
 
 The task reads the training and validation rows (the predictor's row split, so the test
 rows stay held out for every method), fits, writes ``datamodels/<name>`` and scores the
@@ -11,8 +12,10 @@ result on the test rows (LDS).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import ray
 
 from mp_ray.config import ExperimentConfig
@@ -20,13 +23,30 @@ from mp_ray.data import load_dataset
 from mp_ray.datamodels.fit import fit_datamodels, solver_device
 from mp_ray.datamodels.storage import write_datamodels
 from mp_ray.evaluation.scores import lds
-from mp_ray.predictor.rows import TEST, TRAIN, VAL, read_split
+from mp_ray.predictor.rows import TEST, TRAIN, VAL, read_split, row_splits
+from mp_ray.ray_session import relay
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import DATAMODELS_UNREAD
 
 
-def fit_from_store(config: ExperimentConfig, name: str = "default") -> dict[str, Any]:
-    """Fit, write and score the datamodels of ``config``'s store; a JSON-able summary."""
+def fit_shape(config: ExperimentConfig) -> tuple[int, int, int]:
+    """Rows the datamodels of ``config``'s store are fitted on (training and validation,
+    degenerate ones included), ground-set points and targets, from its spec alone."""
+    store = ExperimentStore.open(config.store.uri, config.store.storage_options)
+    spec, settings = store.spec, config.predictor
+    splits = row_splits(
+        store, np.arange(spec.n_rows), settings.val_fraction, settings.test_fraction
+    )
+    return int((splits != TEST).sum()), spec.n_train, spec.n_targets
+
+
+def fit_from_store(
+    config: ExperimentConfig,
+    name: str = "default",
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Fit, write and score the datamodels of ``config``'s store; a JSON-able summary.
+    ``on_progress`` is called with the number of targets of each block fitted."""
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(
         config, dataset.fingerprint, DATAMODELS_UNREAD, read_only=False, complete=True
@@ -39,7 +59,7 @@ def fit_from_store(config: ExperimentConfig, name: str = "default") -> dict[str,
     )
     start = time.perf_counter()
     datamodels = fit_datamodels(
-        train.masks, train.outputs, val.masks, val.outputs, config.datamodels
+        train.masks, train.outputs, val.masks, val.outputs, config.datamodels, on_progress
     )
     seconds = time.perf_counter() - start
     summary: dict[str, Any] = {
@@ -60,9 +80,15 @@ def fit_from_store(config: ExperimentConfig, name: str = "default") -> dict[str,
     return summary
 
 
-def run_datamodels(config: ExperimentConfig, name: str = "default") -> dict[str, Any]:
-    """:func:`fit_from_store` in a Ray task with the config's CPUs and GPUs."""
+def run_datamodels(
+    config: ExperimentConfig,
+    name: str = "default",
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`fit_from_store` in a Ray task with the config's CPUs and GPUs; ``on_progress``
+    is called in this driver with the number of targets of each block fitted."""
     config = config.with_absolute_paths()
     settings = config.datamodels
     task = ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)(fit_from_store)
-    return ray.get(task.remote(config, name))
+    with relay(on_progress) as queue:
+        return ray.get(task.remote(config, name, None if queue is None else queue.put))

@@ -22,11 +22,13 @@ again with the same run name resumes from the latest one.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray.train
@@ -42,11 +44,16 @@ from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
 from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split
 from mp_ray.predictor.scaling import TargetScaler
+from mp_ray.ray_session import relay
 from mp_ray.sampling import make_sampler
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD
 
+if TYPE_CHECKING:
+    from ray.util.queue import Queue
+
 STATE_FILE = "state.pt"
+TRAIN_LOG_LEVEL = "WARNING"  # Ray Train's console logs: its INFO lines stay in its log files
 PREDICTOR_DIR = "predictor"
 
 
@@ -81,42 +88,62 @@ def fit_predictor(
     use_gpu: bool = False,
     resources_per_worker: dict[str, float] | None = None,
     callbacks: list[ray.train.UserCallback] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitOutcome:
     """Fit the predictor on the experiment's store with ``num_workers`` Ray Train workers.
 
     ``resources_per_worker`` and ``callbacks`` pass through to Ray Train (Tune's driver sets
-    them, see :mod:`mp_ray.tuning`)."""
+    them, see :mod:`mp_ray.tuning`); ``on_epoch`` is called in this driver with each
+    epoch's metrics. Ray Train's own logs below warnings stay in its log files."""
     config = config.with_absolute_paths()
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     scaler = fit_scaler(store, config.predictor.val_fraction, config.predictor.test_fraction)
-    trainer = ray.train.torch.TorchTrainer(
-        train_loop,
-        train_loop_config={
-            "experiment": config.model_dump(mode="json"),
-            "scaler": scaler.to_json(),
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=num_workers,
-            use_gpu=use_gpu,
-            resources_per_worker=resources_per_worker,
-            placement_strategy="SPREAD",
-        ),
-        run_config=ray.train.RunConfig(
-            name=name,
-            failure_config=ray.train.FailureConfig(max_failures=1),
-            storage_path=os.path.abspath(storage_path)
-            if "://" not in storage_path
-            else storage_path,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
-        ),
-    )
-    result = trainer.fit()
+    with relay(on_epoch) as queue:
+        trainer = ray.train.torch.TorchTrainer(
+            train_loop,
+            train_loop_config={
+                "experiment": config.model_dump(mode="json"),
+                "scaler": scaler.to_json(),
+            },
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=num_workers,
+                use_gpu=use_gpu,
+                resources_per_worker=resources_per_worker,
+                placement_strategy="SPREAD",
+            ),
+            run_config=ray.train.RunConfig(
+                name=name,
+                failure_config=ray.train.FailureConfig(max_failures=1),
+                storage_path=os.path.abspath(storage_path)
+                if "://" not in storage_path
+                else storage_path,
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                callbacks=[*(callbacks or []), *([] if queue is None else [_EpochRelay(queue)])],
+                logging_config=ray.train.LoggingConfig(log_level=TRAIN_LOG_LEVEL),
+            ),
+        )
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"predictor fit {name} ended without a checkpoint: {result.error}")
     path = checkpoint_uri(result.checkpoint.path, storage_path)
     return FitOutcome(f"{path}/{PREDICTOR_DIR}", path, dict(result.metrics or {}))
+
+
+class _EpochRelay(ray.train.UserCallback):
+    """Puts each epoch's metrics (rank 0's) into a :func:`~mp_ray.ray_session.relay` queue;
+    Ray Train calls it in its controller."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+
+    def after_report(
+        self,
+        run_context: Any,
+        metrics: list[dict[str, Any]],
+        checkpoint: ray.train.Checkpoint | None,
+    ) -> None:
+        self.queue.put(metrics[0])
 
 
 def checkpoint_uri(path: str, storage_path: str) -> str:
@@ -169,6 +196,9 @@ def relative_error_sum(
 def train_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker; see the module docstring."""
     torch.set_num_threads(1)
+    # Ray Train logs every report at INFO through the root logger (on a logger named by its
+    # file path), which the run's LoggingConfig does not reach.
+    logging.getLogger().setLevel(TRAIN_LOG_LEVEL)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     config = ExperimentConfig.model_validate(loop_config["experiment"])
