@@ -157,8 +157,10 @@ def test_another_dataset_is_named_as_such(run):
     path = run.root / "other-dataset.yaml"
     path.write_text(yaml.safe_dump(other))
     store_files = tree_hashes(run.store)
-    line = refused(invoke("lds", "-c", str(path)), "dataset.fingerprint: store ")
-    assert line.startswith(f"error: store {run.store} was built from another dataset than {path}")
+    for command in ("lds", "datamodels"):
+        line = refused(invoke(command, "-c", str(path)), "dataset.fingerprint: store ")
+        prefix = f"error: store {run.store} was built from another dataset than {path}: "
+        assert line.startswith(prefix), command
     line = refused(
         invoke(
             "counterfactual",

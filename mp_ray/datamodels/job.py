@@ -40,6 +40,15 @@ def fit_shape(config: ExperimentConfig) -> tuple[int, int, int]:
     return int((splits != TEST).sum()), spec.n_train, spec.n_targets
 
 
+def open_checked(config: ExperimentConfig, read_only: bool = True) -> ExperimentStore:
+    """``config``'s store, refused unless complete and built from the config's dataset
+    (datamodels read nothing else of the config's identity)."""
+    fingerprint = load_dataset(config.dataset).fingerprint
+    return ExperimentStore.open_for(
+        config, fingerprint, DATAMODELS_UNREAD, read_only=read_only, complete=True
+    )
+
+
 def fit_from_store(
     config: ExperimentConfig,
     name: str = "default",
@@ -47,10 +56,7 @@ def fit_from_store(
 ) -> dict[str, Any]:
     """Fit, write and score the datamodels of ``config``'s store; a JSON-able summary.
     ``on_progress`` is called with the number of targets of each block fitted."""
-    dataset = load_dataset(config.dataset)
-    store = ExperimentStore.open_for(
-        config, dataset.fingerprint, DATAMODELS_UNREAD, read_only=False, complete=True
-    )
+    store = open_checked(config, read_only=False)
     blocks = list(range(store.n_blocks))
     fractions = (config.predictor.val_fraction, config.predictor.test_fraction)
     train, val, test = (
@@ -88,6 +94,7 @@ def run_datamodels(
     """:func:`fit_from_store` in a Ray task with the config's CPUs and GPUs; ``on_progress``
     is called in this driver with the number of targets of each block fitted."""
     config = config.with_absolute_paths()
+    open_checked(config)  # a mismatch is refused here, not inside the task
     settings = config.datamodels
     task = ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)(fit_from_store)
     with relay(on_progress) as queue:
