@@ -43,12 +43,11 @@ from sklearn.linear_model import Lasso, LassoCV
 from sklearn.preprocessing import StandardScaler
 
 from mp_ray.config import ExperimentConfig, parse_experiment
-from mp_ray.data import load_dataset
 from mp_ray.datamodels.fit import Datamodels, fit_datamodels
-from mp_ray.datamodels.job import fit_from_store
+from mp_ray.datamodels.job import fit_from_store, open_checked
 from mp_ray.distill import run_distill
 from mp_ray.evaluation.report import behaviour_report
-from mp_ray.predictor.fit import fit_predictor, open_checked_store
+from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
 from mp_ray.predictor.rows import TRAIN, VAL, read_split
 from mp_ray.ray_session import connect
@@ -138,8 +137,7 @@ def lasso_cv_loop(
 
 
 def solver_comparison(config: ExperimentConfig) -> dict[str, Any]:
-    dataset = load_dataset(config.dataset)
-    store = open_checked_store(config, dataset)
+    store = open_checked(config)
     blocks = list(range(store.n_blocks))
     fractions = (config.predictor.val_fraction, config.predictor.test_fraction)
     train, val = (read_split(store, blocks, s, *fractions, with_outputs=True) for s in (TRAIN, VAL))
