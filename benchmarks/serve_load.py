@@ -195,8 +195,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             application = floor_application()
         else:
             batching = variant == "batched"
-            application = build_app(
-                {"config": str(args.config), "predictor": args.predictor, "batching": batching}
+            application = build_app(  # loopback only: open endpoints on purpose
+                {
+                    "config": str(args.config),
+                    "predictor": args.predictor,
+                    "batching": batching,
+                    "insecure": True,
+                }
             )
         serve.run(application, name="mp-ray", route_prefix="/", blocking=False)
         rows += measure(base, args, n, variant)

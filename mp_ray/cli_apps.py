@@ -322,7 +322,11 @@ def serve(
         float, typer.Option(min=0.0, help="Logical CPUs each model replica reserves.")
     ] = 1.0,
     batching: Annotated[bool, typer.Option(help="Share predictor calls (@serve.batch).")] = True,
-    block: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C.")] = True,
+    block: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C or SIGTERM.")] = True,
+    insecure: Annotated[
+        bool,
+        typer.Option(help="Serve open endpoints when MP_RAY_API_KEY is not set (else refused)."),
+    ] = False,
     ingress: Annotated[
         Ingress,
         typer.Option(
@@ -334,9 +338,11 @@ def serve(
 ) -> None:
     """Serve the predictor and the applications over HTTP with Ray Serve.
 
-    Starts an embedded Ray on this machine, or deploys to the cluster at RAY_ADDRESS. Set
-    MP_RAY_API_KEY in the environment to require an X-API-Key header."""
+    Starts an embedded Ray on this machine, or deploys to the cluster at RAY_ADDRESS. Needs
+    MP_RAY_API_KEY in the environment (every request then needs it in an X-API-Key header)
+    unless --insecure."""
     import os
+    import signal
     import time
 
     import ray
@@ -350,8 +356,30 @@ def serve(
         use_ingress(ingress)  # before Serve is imported, here and in the Ray it starts
     from ray import serve as ray_serve
 
-    from mp_ray.serve.app import build_app, cpus_needed
+    from mp_ray.serve.app import API_KEY_ENV, build_app, cpus_needed
+    from mp_ray.serve.service import load_service
 
+    application = build_app(  # refuses to build without a key unless --insecure
+        {
+            "config": str(config.resolve()),
+            "predictor": predictor,
+            "batching": batching,
+            "replicas": replicas,
+            "replica_cpus": replica_cpus,
+            "insecure": insecure,
+        }
+    )
+    try:  # what every replica loads, checked here first: a mismatch is one line, not a deploy
+        load_service(str(config.resolve()), predictor)
+    except FileNotFoundError as err:
+        fail(str(err))
+    if not os.environ.get(API_KEY_ENV):
+        console.print(
+            f"[bold yellow]warning:[/] {API_KEY_ENV} is not set (--insecure): every endpoint "
+            f"is open to anyone who can reach {host}:{port}",
+            markup=True,
+            highlight=False,
+        )
     connect()
     # A cluster may autoscale; a Ray on this machine cannot, and Serve would wait forever.
     if not cluster:
@@ -364,15 +392,6 @@ def serve(
                 "--replica-cpus"
             )
     ray_serve.start(http_options={"host": host, "port": port})
-    application = build_app(
-        {
-            "config": str(config.resolve()),
-            "predictor": predictor,
-            "batching": batching,
-            "replicas": replicas,
-            "replica_cpus": replica_cpus,
-        }
-    )
     try:
         ray_serve.run(application, name="mp-ray", route_prefix="/", blocking=False)
     except Exception as err:  # a replica that cannot start (bad checkpoint, wrong dataset)
@@ -380,8 +399,15 @@ def serve(
     console.print(f"serving on http://{host}:{port}/v1 (OpenAPI at http://{host}:{port}/docs)")
     if not block:
         return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # stop as on Ctrl-C, not with Ray's exit
     try:
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut shutdown
         ray_serve.shutdown()
+        console.print("stopped")

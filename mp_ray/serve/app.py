@@ -9,11 +9,13 @@ Endpoints (JSON, schemas in :mod:`mp_ray.serve.schemas`, OpenAPI at ``/docs``):
 - ``POST /v1/values``, ``/v1/select``, ``/v1/memorization``, ``/v1/calibrated``,
   ``/v1/counterfactual`` — the applications of :mod:`mp_ray.apps` on the predictor.
 
-Security and bad input: when ``MP_RAY_API_KEY`` is set in the replicas' environment (set it
-where Ray starts; never in a config file), every ``/v1`` endpoint but health and ready
-needs it in the ``X-API-Key`` header (401 otherwise). Bodies above ``MP_RAY_MAX_BODY_BYTES``
-(default 8 MiB) get 413; malformed or out-of-range fields get 422 naming the field. An
-error in one request is answered and logged; the replica keeps serving.
+Security and bad input: ``MP_RAY_API_KEY``, set in the replicas' environment (where Ray
+starts; never in a config file), is required in the ``X-API-Key`` header of every ``/v1``
+endpoint but health and ready (401 otherwise); :func:`build_app` refuses to build an
+application without it unless told ``insecure``. A body without a length gets 411, one
+above ``MP_RAY_MAX_BODY_BYTES`` (default 8 MiB) 413; malformed, wrongly typed, oversized or
+out-of-range fields get 422 naming the field. Any other error is the service's own (5xx);
+the replica that raised it keeps serving.
 
 Two deployments: ``Gateway`` (the FastAPI ingress: validation, key, limits) forwards to
 ``PredictorDeployment`` (the model replicas, which scale and batch), retrying a request
@@ -37,14 +39,14 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
-from mp_ray.apps.context import app_context
-from mp_ray.config import load_experiment
+from mp_ray.errors import InputError
 from mp_ray.serve import schemas
-from mp_ray.serve.service import ModelPredService, RequestError, describe
+from mp_ray.serve.service import RequestError, describe, load_service
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 API_KEY_ENV = "MP_RAY_API_KEY"  # when set on the replicas, /v1 endpoints need X-API-Key
 MAX_BODY_ENV = "MP_RAY_MAX_BODY_BYTES"
+MAX_ERRORS_SHOWN = 10  # validation errors listed in a 422 answer (a list may hold 10^6)
 OPEN_PATHS = ("/v1/health", "/v1/ready", "/docs", "/openapi.json")
 
 api = FastAPI(
@@ -67,10 +69,12 @@ def _limits() -> tuple[str | None, int]:
 
 @api.middleware("http")
 async def _guard(request: Request, call_next: Any) -> Any:
-    """413 for an oversized body, then 401 for a missing or wrong key — before the body is
-    read or validated."""
+    """411 for a body of unknown length, 413 for an oversized one, then 401 for a missing or
+    wrong key — before the body is read or validated."""
     api_key, max_body = _limits()
     length = request.headers.get("content-length", "")
+    if request.method == "POST" and not length.isdigit():
+        return JSONResponse(status_code=411, content={"detail": "Content-Length header needed"})
     if length.isdigit() and int(length) > max_body:
         return JSONResponse(status_code=413, content={"detail": f"body above {max_body} bytes"})
     if api_key and request.url.path not in OPEN_PATHS:
@@ -83,8 +87,15 @@ async def _guard(request: Request, call_next: Any) -> Any:
 
 @api.exception_handler(RequestValidationError)
 async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-    """422 naming each bad field (without echoing inputs, which may hold NaN)."""
-    detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in error.errors()]
+    """422 naming the bad fields (without echoing inputs, which may hold NaN); the first
+    :data:`MAX_ERRORS_SHOWN` errors and how many more there are."""
+    errors = error.errors()
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))}
+        for e in errors[:MAX_ERRORS_SHOWN]
+    ]
+    if len(errors) > MAX_ERRORS_SHOWN:
+        detail.append({"loc": ["body"], "msg": f"and {len(errors) - MAX_ERRORS_SHOWN} more"})
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
@@ -114,18 +125,13 @@ class PredictorDeployment:
         self.config_path = config
         self.batching = batching
         self._batched_params.set_batch_wait_timeout_s(batch_wait_ms / 1000)
-        self.service = self._load(predictor_uri)
-
-    def _load(self, predictor_uri: str) -> ModelPredService:
-        experiment = load_experiment(self.config_path)
-        context = app_context(experiment, predictor_uri, experiment.store.storage_options)
-        return ModelPredService(context, version=predictor_uri)
+        self.service = load_service(config, predictor_uri)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Swap the predictor checkpoint without restarting the replica."""
         uri = (user_config or {}).get("predictor_uri")
         if uri and uri != self.service.version:
-            self.service = self._load(uri)
+            self.service = load_service(self.config_path, uri)
 
     @serve.batch(max_batch_size=64)  # the wait is set per deployment (batch_wait_ms)
     async def _batched_params(self, masks: list[np.ndarray]) -> list[torch.Tensor]:
@@ -216,17 +222,29 @@ class Gateway:
         return await self._ask("answer", "counterfactual", body)
 
 
+def _flag(value: Any) -> bool:
+    """An application arg as a bool (Serve config files and the command line give strings)."""
+    return str(value).lower() not in ("false", "0", "no")
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The application for ``serve run mp_ray.serve.app:build_app config=... predictor=...``
     (and Serve config files): ``config`` is the experiment YAML, ``predictor`` the
     checkpoint directory; optional ``batching`` (default true), ``batch_wait_ms`` (how long
     a batch waits for more requests, default 1 ms), ``replicas`` of the predictor
     deployment (a fixed count; a Serve config can set autoscaling instead) and
-    ``replica_cpus``, the logical CPUs each reserves (default 1)."""
+    ``replica_cpus``, the logical CPUs each reserves (default 1). Without ``MP_RAY_API_KEY``
+    in this process's environment (the replicas' on an embedded Ray or in Serve's build
+    task) it raises :class:`~mp_ray.errors.InputError` unless ``insecure`` is true."""
     missing = [key for key in ("config", "predictor") if key not in args]
     if missing:
         raise ValueError(f"mp-ray serve application needs args {missing}")
-    batching = str(args.get("batching", True)).lower() not in ("false", "0", "no")
+    if not os.environ.get(API_KEY_ENV) and not _flag(args.get("insecure", False)):
+        raise InputError(
+            f"{API_KEY_ENV} is not set: set it where Ray starts to require an X-API-Key "
+            "header, or serve open endpoints on purpose with --insecure (insecure: true)"
+        )
+    batching = _flag(args.get("batching", True))
     predictor = PredictorDeployment
     if "replicas" in args:
         predictor = predictor.options(num_replicas=int(args["replicas"]))

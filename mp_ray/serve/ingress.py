@@ -2,7 +2,10 @@
 
 - ``haproxy``: Ray's high-throughput serving mode — HAProxy (shipped with ``ray[serve]``)
   in front of the ingress replicas' own HTTP ports, and gRPC between deployments
-  (``RAY_SERVE_ENABLE_HA_PROXY=1``, ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``).
+  (``RAY_SERVE_ENABLE_HA_PROXY=1``, ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``), whose messages
+  to a replica may be up to :data:`REPLICA_MESSAGE_BYTES`
+  (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``; gRPC's default of 4 MiB is below the
+  largest valid request, see :mod:`mp_ray.serve.schemas`).
 - ``proxy``: Serve's Python HTTP proxy actor and Ray actor calls between deployments.
 
 Serve reads these variables when ``ray.serve`` is imported — in the Ray processes and in the
@@ -20,8 +23,14 @@ from typing import Literal
 
 Ingress = Literal["haproxy", "proxy"]
 
+REPLICA_MESSAGE_BYTES = 64 * 1024 * 1024  # > 4× the largest valid request, pickled
+
 INGRESS_ENVIRONMENT: dict[str, dict[str, str]] = {
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "haproxy": {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(REPLICA_MESSAGE_BYTES),
+    },
     "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
 }
 
@@ -32,11 +41,8 @@ def use_ingress(ingress: Ingress) -> None:
     environment = INGRESS_ENVIRONMENT[ingress]
     constants = sys.modules.get("ray.serve._private.constants")
     if constants is not None:
-        imported = {
-            "RAY_SERVE_ENABLE_HA_PROXY": constants.RAY_SERVE_ENABLE_HA_PROXY,
-            "RAY_SERVE_THROUGHPUT_OPTIMIZED": constants.RAY_SERVE_THROUGHPUT_OPTIMIZED,
-        }
-        if any(imported[key] != (value == "1") for key, value in environment.items()):
+        imported = {key: int(getattr(constants, key)) for key in environment}
+        if any(imported[key] != int(value) for key, value in environment.items()):
             raise RuntimeError(
                 f"the {ingress!r} ingress must be chosen before ray.serve is imported "
                 f"(this process imported it with {imported})"

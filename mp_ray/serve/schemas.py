@@ -1,25 +1,36 @@
 """Request and response bodies of the HTTP API (v1), validated by pydantic.
 
-Every field has bounds, so oversized or malformed requests are answered 422 with the
+Every field has a strict type (an integer is a JSON integer: ``"1"``, ``1.0`` and ``true``
+are refused) and bounds, so malformed or oversized requests are answered 422 with the
 offending field named, before any work is done. Limits that depend on the ground set
-(index range, mask length, feature count) are checked by
+(index range, list and mask length, feature count) are checked by
 :class:`~mp_ray.serve.service.ModelPredService` and answered the same way.
+
+The bounds also keep every valid request far below the transport between the gateway and
+the model replicas (:data:`mp_ray.serve.ingress.REPLICA_MESSAGE_BYTES`): the largest one
+pickles to about 15 MB (10^6 indices and 2^20 feature values).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MAX_POINTS = 1_000_000  # largest ground set served: entries of an index list or mask
 MAX_INPUT_ROWS = 4096  # feature rows per request
+MAX_INPUT_VALUES = 2**20  # feature values (rows × features) per request
 MAX_BUDGET = 5000  # permutations / subsets / ensemble members per request
-MAX_INDICES = 1_000_000  # elements of one index list or mask
+MAX_SEED = 2**32 - 1
+
+# A position in the ground set, or a class label (there are no more classes than points).
+Index = Annotated[int, Field(ge=0, lt=MAX_POINTS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="Root seed of the sampling.")]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _finite_rows(rows: list[list[float]] | None) -> list[list[float]] | None:
@@ -28,28 +39,36 @@ def _finite_rows(rows: list[list[float]] | None) -> list[list[float]] | None:
     widths = {len(row) for row in rows}
     if len(widths) > 1:
         raise ValueError("all rows must have the same number of features")
+    if len(rows) * max(widths, default=0) > MAX_INPUT_VALUES:
+        raise ValueError(f"at most {MAX_INPUT_VALUES} feature values (rows × features)")
     for r, row in enumerate(rows):
         if any(not math.isfinite(v) for v in row):
             raise ValueError(f"row {r} holds NaN or infinity")
     return rows
 
 
-class Subset(_Body):
-    """A training subset, as indices into the ground set or as a 0/1 mask over it."""
+def _distinct(indices: list[int] | None) -> list[int] | None:
+    if indices is not None and len(set(indices)) != len(indices):
+        raise ValueError("holds duplicates")
+    return indices
 
-    indices: list[int] | None = Field(
-        default=None, max_length=MAX_INDICES, description="Training indices in the subset."
+
+class Subset(_Body):
+    """A training subset, as indices into the ground set or as a true/false mask over it."""
+
+    indices: list[Index] | None = Field(
+        default=None, max_length=MAX_POINTS, description="Training indices in the subset."
     )
     mask: list[bool] | None = Field(
-        default=None, max_length=MAX_INDICES, description="Membership of every training point."
+        default=None, max_length=MAX_POINTS, description="Membership of every training point."
     )
+
+    _check_indices = field_validator("indices")(_distinct)
 
     @model_validator(mode="after")
     def _one_of(self) -> Subset:
         if (self.indices is None) == (self.mask is None):
             raise ValueError("give exactly one of `indices` and `mask`")
-        if self.indices is not None and len(set(self.indices)) != len(self.indices):
-            raise ValueError("`indices` holds duplicates")
         return self
 
 
@@ -81,7 +100,7 @@ class ValuesRequest(_Body):
     budget: int = Field(
         default=200, ge=1, le=MAX_BUDGET, description="Permutations (tmc) or subsets (banzhaf)."
     )
-    seed: int = Field(default=0, ge=0, description="Root seed of the sampled permutations.")
+    seed: Seed = 0
 
 
 class ValuesResponse(BaseModel):
@@ -93,9 +112,9 @@ class ValuesResponse(BaseModel):
 
 
 class SelectRequest(_Body):
-    size: int = Field(ge=1, description="How many training points to select.")
+    size: int = Field(ge=1, le=MAX_POINTS, description="How many training points to select.")
     method: Literal["greedy", "relaxed"] = "greedy"
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
 
 
 class SelectResponse(BaseModel):
@@ -106,7 +125,7 @@ class SelectResponse(BaseModel):
 class MemorizationRequest(_Body):
     subsets: int = Field(default=1000, ge=10, le=MAX_BUDGET)
     alpha: float = Field(default=0.7, gt=0, lt=1)
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
 
 
 class MemorizationResponse(BaseModel):
@@ -118,7 +137,7 @@ class CalibratedRequest(_Body):
     inputs: list[list[float]] = Field(min_length=1, max_length=MAX_INPUT_ROWS)
     n_models: int = Field(default=100, ge=1, le=MAX_BUDGET)
     fraction: float = Field(default=0.8, gt=0, le=1)
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
 
     _check_inputs = field_validator("inputs")(_finite_rows)
 
@@ -129,17 +148,18 @@ class CalibratedResponse(BaseModel):
 
 class CounterfactualRequest(_Body):
     inputs: list[list[float]] = Field(min_length=1, max_length=MAX_INPUT_ROWS)
-    labels: list[int] = Field(min_length=1, max_length=MAX_INPUT_ROWS)
-    remove: list[int] = Field(max_length=MAX_INDICES, description="Training indices to drop.")
+    labels: list[Index] = Field(min_length=1, max_length=MAX_INPUT_ROWS)
+    remove: list[Index] = Field(
+        min_length=1, max_length=MAX_POINTS, description="Training indices to drop."
+    )
 
     _check_inputs = field_validator("inputs")(_finite_rows)
+    _check_remove = field_validator("remove")(_distinct)
 
     @model_validator(mode="after")
     def _aligned(self) -> CounterfactualRequest:
         if len(self.inputs) != len(self.labels):
             raise ValueError("`inputs` and `labels` must have the same length")
-        if len(set(self.remove)) != len(self.remove):
-            raise ValueError("`remove` holds duplicates")
         return self
 
 

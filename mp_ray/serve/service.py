@@ -16,12 +16,14 @@ import torch
 
 from mp_ray.apps import Utility
 from mp_ray.apps.calibration import subsample_masks
-from mp_ray.apps.context import AppContext
+from mp_ray.apps.context import AppContext, app_context
 from mp_ray.apps.counterfactual import counterfactual_removal
 from mp_ray.apps.memorization import memorization
 from mp_ray.apps.selection import greedy_selection, relaxed_selection
 from mp_ray.apps.utility import class_probabilities
 from mp_ray.apps.valuation import Convergence, banzhaf_msr, leave_one_out, tmc_shapley
+from mp_ray.config import load_experiment
+from mp_ray.errors import InputError
 from mp_ray.serve import schemas
 
 VALUES_CACHE_SIZE = 32
@@ -46,6 +48,11 @@ class ModelPredService:
     def __init__(self, context: AppContext, version: str) -> None:
         if context.source != "predictor":
             raise ValueError("the service needs a fitted predictor")
+        if context.dataset.n_train > schemas.MAX_POINTS:
+            raise InputError(
+                f"dataset {context.dataset.name} has {context.dataset.n_train} training points; "
+                f"the service answers for at most {schemas.MAX_POINTS}"
+            )
         self.context = context
         self.version = version
         self._values: OrderedDict[tuple, schemas.ValuesResponse] = OrderedDict()
@@ -67,6 +74,8 @@ class ModelPredService:
 
     def _indices_mask(self, indices: list[int], field: str) -> np.ndarray:
         n = self.n_train
+        if len(indices) > n:
+            raise RequestError(field, f"at most {n} entries, one per training point")
         index = np.asarray(indices, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= n):
             raise RequestError(field, f"indices must lie in [0, {n})")
@@ -175,10 +184,12 @@ class ModelPredService:
     def counterfactual(
         self, request: schemas.CounterfactualRequest
     ) -> schemas.CounterfactualResponse:
+        classes = self.context.learner.n_classes
+        if classes < 2:
+            raise RequestError("labels", "counterfactual probabilities need a classification task")
         X = self.inputs(request.inputs)
-        classes = self.context.dataset.n_classes
         labels = np.asarray(request.labels, dtype=np.int64)
-        if classes > 1 and (labels.min() < 0 or labels.max() >= classes):
+        if labels.max() >= classes:
             raise RequestError("labels", f"must lie in [0, {classes})")
         self._indices_mask(request.remove, "remove")
         result = counterfactual_removal(self.context.models, X, labels, [request.remove])
@@ -205,6 +216,14 @@ class ModelPredService:
             learner=meta.learner,
             metrics=dict(meta.extra),
         )
+
+
+def load_service(config: str, predictor_uri: str) -> ModelPredService:
+    """The service of the experiment YAML ``config`` over the predictor at ``predictor_uri``;
+    a predictor that does not match the experiment raises ``StoreMismatchError``."""
+    experiment = load_experiment(config)
+    context = app_context(experiment, predictor_uri, experiment.store.storage_options)
+    return ModelPredService(context, version=predictor_uri)
 
 
 def describe(error: RequestError) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The Serve application over real HTTP on the local Ray: answers equal the library calls,
-bad input gets 4xx naming the field, the API key is enforced, a killed replica is replaced
-without losing accepted requests, and the checkpoint swaps in place."""
+bad input gets 4xx naming the field (never 5xx), the largest valid request is answered, the
+API key is enforced, a killed replica is replaced without losing accepted requests, and the
+checkpoint swaps in place."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ from mp_ray.apps.selection import greedy_selection
 from mp_ray.apps.utility import class_probabilities
 from mp_ray.apps.valuation import Convergence, tmc_shapley
 from mp_ray.predictor import Predictor
-from mp_ray.serve.app import Gateway, PredictorDeployment
+from mp_ray.serve.app import MAX_ERRORS_SHOWN, Gateway, PredictorDeployment
+from mp_ray.serve.schemas import MAX_INPUT_ROWS, MAX_POINTS
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 KEY = "test-key-123"
+MAX_BODY = 8_000_000  # below the default 8 MiB, above 10^6 indices (7.9 MB)
 
 
 @dataclass
@@ -49,7 +52,7 @@ def service(fitted_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("serve") / "experiment.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     port = free_port()
-    env = {"MP_RAY_API_KEY": KEY, "MP_RAY_MAX_BODY_BYTES": "200000"}
+    env = {"MP_RAY_API_KEY": KEY, "MP_RAY_MAX_BODY_BYTES": str(MAX_BODY)}
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     deployment = PredictorDeployment.options(
         user_config={"predictor_uri": predictor},
@@ -139,37 +142,88 @@ def test_values_are_cached_per_request(service):
     assert all(a["values"] == first["values"] for a in answers)
 
 
+HUGE = 99999999999999999999999  # 23 digits: no int64 holds it
+TARGET = {"inputs": [[0.0] * 30], "labels": [1]}
+MILLION = list(range(MAX_POINTS))
+
+
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("path", "body", "status", "field"),
     [
-        ({"indices": [0, 120]}, "indices"),
-        ({"indices": [1, 1]}, "duplicates"),
-        ({"indices": ["a"]}, "indices"),
-        ({"mask": [True] * 7}, "mask"),
-        ({"indices": [1], "mask": [True] * 120}, "exactly one"),
-        ({"indices": [1], "inputs": [[0.0] * 3]}, "inputs"),
-        ({"indices": [1], "extra": 1}, "extra"),
-        ({"indices": [1], "inputs": [[0.0]] * 4097}, "inputs"),  # too many rows
+        ("/v1/predict", {"indices": MILLION}, 422, "indices"),  # 7.9 MB, one per point at most
+        ("/v1/counterfactual", {**TARGET, "remove": MILLION}, 422, "remove"),
+        ("/v1/predict", {"indices": [*MILLION, MAX_POINTS]}, 422, "indices"),  # above the cap
+        ("/v1/predict", {"indices": ["1", "2"]}, 422, "indices"),
+        ("/v1/predict", {"indices": [1.0, 2.0]}, 422, "indices"),
+        ("/v1/predict", {"indices": [True]}, 422, "indices"),
+        ("/v1/predict", {"indices": [HUGE]}, 422, "indices"),
+        ("/v1/predict", {"indices": [-1]}, 422, "indices"),
+        ("/v1/predict", {"indices": [0, 120]}, 422, "indices"),
+        ("/v1/predict", {"indices": [1, 1]}, 422, "indices"),
+        ("/v1/predict", {"mask": [True] * 7}, 422, "mask"),
+        ("/v1/predict", {"mask": [1] * 120}, 422, "mask"),
+        ("/v1/predict", {"indices": [1], "mask": [True] * 120}, 422, "exactly one"),
+        ("/v1/predict", {"indices": [1], "inputs": [[0.0] * 3]}, 422, "inputs"),
+        ("/v1/predict", {"indices": [1], "inputs": [["0.5"] * 30]}, 422, "inputs"),
+        ("/v1/predict", {"indices": [1], "inputs": [[0.0]] * 4097}, 422, "inputs"),
+        ("/v1/predict", {"indices": [1], "extra": 1}, 422, "extra"),
+        ("/v1/predict", [1, 2], 422, "body"),
+        ("/v1/counterfactual", {**TARGET, "remove": [HUGE]}, 422, "remove"),
+        ("/v1/counterfactual", {**TARGET, "remove": []}, 422, "remove"),
+        ("/v1/counterfactual", {**TARGET, "remove": [3, 3]}, 422, "remove"),
+        ("/v1/counterfactual", {**TARGET, "labels": [HUGE], "remove": [1]}, 422, "labels"),
+        ("/v1/counterfactual", {**TARGET, "labels": [7], "remove": [1]}, 422, "labels"),
+        ("/v1/counterfactual", {**TARGET, "labels": [1, 0], "remove": [1]}, 422, "labels"),
+        ("/v1/values", {"budget": "200"}, 422, "budget"),
+        ("/v1/values", {"budget": 10**6}, 422, "budget"),
+        ("/v1/values", {"seed": HUGE}, 422, "seed"),
+        ("/v1/values", {"method": "exact"}, 422, "method"),
+        ("/v1/select", {"size": 500}, 422, "size"),
+        ("/v1/select", {"size": HUGE}, 422, "size"),
+        ("/v1/select", {"size": 5.0}, 422, "size"),
+        ("/v1/memorization", {"subsets": 5}, 422, "subsets"),
+        ("/v1/memorization", {"alpha": "0.5"}, 422, "alpha"),
+        ("/v1/calibrated", {"inputs": [[0.0] * 30], "fraction": 2}, 422, "fraction"),
+        ("/v1/calibrated", {"inputs": [[0.0] * 29]}, 422, "inputs"),
+        ("/v1/calibrated", {"inputs": [[0.0] * 30], "n_models": 0}, 422, "n_models"),
     ],
 )
-def test_bad_predict_requests_get_422_naming_the_field(service, body, field):
-    response = service.client.post("/v1/predict", json=body)
-    assert response.status_code == 422, response.text
-    assert field in response.text
+def test_bad_requests_get_4xx_naming_the_field(service, path, body, status, field):
+    response = service.client.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert field in json.dumps(response.json()["detail"])
 
 
-def test_nan_oversized_and_other_endpoints_bad_input(service):
+def test_the_largest_valid_requests_are_answered(service, fitted):
+    """Every training point and the most input rows a request may carry."""
+    data = fitted.dataset
+    rows = np.resize(data.X_test, (MAX_INPUT_ROWS, data.n_features)).tolist()
+    labels = np.resize(data.y_test, MAX_INPUT_ROWS).tolist()
+    everything = list(range(120))
+    answer = service.client.post("/v1/predict", json={"indices": everything, "inputs": rows})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["n_points"] == 120 and len(answer.json()["predictions"]) == MAX_INPUT_ROWS
+    body = {"inputs": rows, "labels": labels, "remove": everything}
+    answer = service.client.post("/v1/counterfactual", json=body)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["prediction_flips"]) == MAX_INPUT_ROWS
+
+
+def test_nan_oversized_and_unsized_bodies(service):
     nan_body = b'{"indices": [1], "inputs": [[NaN' + b", 0.0" * 29 + b"]]}"
     response = service.client.post(
         "/v1/predict", content=nan_body, headers={"content-type": "application/json"}
     )
     assert response.status_code == 422 and "NaN" in response.text
-    big = json.dumps({"mask": [True] * 60000})
-    assert service.client.post("/v1/predict", content=big).status_code == 413
-    assert service.client.post("/v1/select", json={"size": 500}).status_code == 422
-    assert service.client.post("/v1/values", json={"budget": 10**6}).status_code == 422
-    body = {"inputs": [[0.0] * 30], "labels": [7], "remove": []}
-    assert "labels" in service.client.post("/v1/counterfactual", json=body).text
+    big = json.dumps({"mask": [True] * (MAX_BODY // 6 + 10_000)})  # above the limit, < 8 MiB
+    assert MAX_BODY < len(big) < 8 * 2**20
+    response = service.client.post("/v1/predict", content=big)
+    assert response.status_code == 413 and str(MAX_BODY) in response.text
+    chunked = service.client.post("/v1/predict", content=iter([b'{"indices": [1]}']))
+    assert chunked.status_code == 411 and "Content-Length" in chunked.text
+    many = service.client.post("/v1/predict", json={"indices": ["1"] * 1000})
+    assert many.status_code == 422 and len(many.json()["detail"]) == MAX_ERRORS_SHOWN + 1
+    assert "990 more" in many.text
     assert service.client.get("/v1/health").status_code == 200  # the replicas still serve
 
 
