@@ -22,6 +22,9 @@ RAY_ENV_DEFAULTS = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # Tune's legacy console output, which RunConfig(verbose=0) silences; the new one prints
+    # its header to stdout at every verbosity.
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 

@@ -12,13 +12,15 @@ the test rows are never seen. Searched (the default space):
 - ``width``: 32, 64, 128 or 256.
 
 The trial driver holds almost no CPU (0.01) and each Train worker 0.99; Tune runs only as
-many trials at once as the cluster's CPUs can place (:func:`concurrent_trials`).
+many trials at once as the cluster's CPUs can place (:func:`concurrent_trials`). Tune's own
+status tables are off; ``on_trial`` hears of each trial as it ends.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +82,26 @@ def _trial(
     )
 
 
+class _TrialEnded(tune.Callback):
+    """Calls ``on_trial`` in the driver with each ended trial's last result (empty for one
+    that failed)."""
+
+    def __init__(self, on_trial: Callable[[dict[str, Any]], None] | None) -> None:
+        self.on_trial = on_trial
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config to restore a search; the callback stays in this driver.
+        return {"on_trial": None}
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.on_trial is not None:
+            self.on_trial(dict(trial.last_result or {}))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.on_trial is not None:
+            self.on_trial({})
+
+
 def concurrent_trials(workers_per_trial: int) -> int:
     """How many trials fit on the cluster at once (each Train worker holds 0.99 CPU).
 
@@ -97,9 +119,11 @@ def tune_predictor(
     workers_per_trial: int = 1,
     grace_period: int = 2,
     search_space: dict[str, Any] | None = None,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> TuneOutcome:
     """Run the search; export the best trial's predictor to ``<storage_path>/<name>/best``
-    and the trial table to ``<storage_path>/<name>/trials.json``."""
+    and the trial table to ``<storage_path>/<name>/trials.json``. ``on_trial`` is called
+    with each trial's last result as it ends (an empty one when it failed)."""
     config = config.with_absolute_paths()
     # Refuse a mismatched or unfinished store here, before Tune starts any trial.
     ExperimentStore.open_for(
@@ -132,7 +156,12 @@ def tune_predictor(
                 random_state=config.seed, max_concurrent=concurrent_trials(workers_per_trial)
             ),
         ),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            verbose=0,
+            callbacks=[] if on_trial is None else [_TrialEnded(on_trial)],
+        ),
     )
     grid = tuner.fit()
     trials = []

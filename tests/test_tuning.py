@@ -33,10 +33,20 @@ def test_two_trial_search_exports_the_best_predictor(ray_session, tmp_path):
         "lr": tune.choice([1e-3, 3e-3]),
         "width": 32,
     }
+    ended: list[dict] = []
     outcome = tune_predictor(
-        config, "search", str(tmp_path / "tune"), num_samples=2, search_space=space
+        config,
+        "search",
+        str(tmp_path / "tune"),
+        num_samples=2,
+        search_space=space,
+        on_trial=ended.append,
     )
     assert len(outcome.trials) == 2
+    # Each trial is heard of in the driver as it ends, with its last result.
+    assert sorted(r["best_val_rel_error"] for r in ended) == sorted(
+        row["val_rel_error"] for row in outcome.trials
+    )
     errors = [row["val_rel_error"] for row in outcome.trials]
     assert outcome.best_val_rel_error == min(errors)
     assert set(outcome.best_params) == {"lambda_global", "lambda_local", "lr", "width"}
