@@ -29,6 +29,7 @@ from mp_ray.errors import MpRayError
 from mp_ray.store.identity import check_identity
 from mp_ray.store.location import normalise_uri, open_store
 from mp_ray.store.spec import StoreMismatchError, StoreSpec
+from mp_ray.store.storage_errors import storage_errors
 
 if TYPE_CHECKING:
     from mp_ray.config import ExperimentConfig
@@ -81,14 +82,15 @@ class ExperimentStore:
         or another dataset's fingerprint; nothing in it is changed.
         """
         uri = normalise_uri(uri)
-        group = zarr.open_group(open_store(uri, storage_options), mode="a")
-        if SPEC_ATTR in group.attrs:
-            existing = StoreSpec.from_json(dict(group.attrs[SPEC_ATTR]))
-            spec.check_compatible(existing, uri)
-            return cls(group, existing, uri)
-        if len(list(group.keys())) > 0:
-            raise StoreMismatchError(f"{uri} holds a Zarr group that is not an mp-ray store")
-        cls._declare(group, spec)
+        with storage_errors(uri, storage_options):
+            group = zarr.open_group(open_store(uri, storage_options), mode="a")
+            if SPEC_ATTR in group.attrs:
+                existing = StoreSpec.from_json(dict(group.attrs[SPEC_ATTR]))
+                spec.check_compatible(existing, uri)
+                return cls(group, existing, uri)
+            if len(list(group.keys())) > 0:
+                raise StoreMismatchError(f"{uri} holds a Zarr group that is not an mp-ray store")
+            cls._declare(group, spec)
         return cls(group, spec, uri)
 
     @classmethod
@@ -98,11 +100,13 @@ class ExperimentStore:
         """Open an existing store; raises :class:`StoreNotFoundError` if there is none."""
         uri = normalise_uri(uri)
         try:  # read-only first: a writable local store would create a missing folder
-            group = zarr.open_group(open_store(uri, storage_options, read_only=True), mode="r")
+            with storage_errors(uri, storage_options):
+                group = zarr.open_group(open_store(uri, storage_options, read_only=True), mode="r")
         except FileNotFoundError as err:
             raise StoreNotFoundError(f"no mp-ray store at {uri}") from err
         if not read_only:
-            group = zarr.open_group(open_store(uri, storage_options), mode="r+")
+            with storage_errors(uri, storage_options):
+                group = zarr.open_group(open_store(uri, storage_options), mode="r+")
         if SPEC_ATTR not in group.attrs:
             raise StoreNotFoundError(f"{uri} is a Zarr group but not an mp-ray store")
         return cls(group, StoreSpec.from_json(dict(group.attrs[SPEC_ATTR])), uri)

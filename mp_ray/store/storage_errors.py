@@ -85,10 +85,12 @@ def translate(
     if isinstance(err, BotoConnectionError):
         endpoint = _endpoint(err, storage_options)
         return StorageError(f"cannot reach the S3 endpoint {endpoint} for {uri}: {_reason(err)}")
-    if _error_code(err) == "NoSuchBucket":
+    client_error = _client_error(err)
+    if client_error and client_error.response.get("Error", {}).get("Code") == "NoSuchBucket":
         return StorageError(f"S3 bucket {bucket_of(uri)!r} does not exist (for {uri})")
     if isinstance(err, PermissionError):
-        return StorageError(f"access denied to {uri}: {one_line(err)}")
+        operation = f" ({client_error.operation_name})" if client_error else ""
+        return StorageError(f"access denied to {uri}{operation}: {one_line(err)}")
     if isinstance(err, FileNotFoundError) or not is_s3_uri(uri):
         return None
     return StorageError(f"S3 request for {uri} failed: {one_line(err)}")
@@ -109,12 +111,9 @@ def _reason(err: BotoConnectionError) -> str:
     return one_line(_chain(err)[-1])
 
 
-def _error_code(err: BaseException) -> str | None:
-    """The S3 error code of the first botocore ClientError behind ``err``, if any."""
-    for cause in _chain(err):
-        if isinstance(cause, ClientError):
-            return cause.response.get("Error", {}).get("Code")
-    return None
+def _client_error(err: BaseException) -> ClientError | None:
+    """The first botocore ClientError (an S3 answer) behind ``err``, if any."""
+    return next((cause for cause in _chain(err) if isinstance(cause, ClientError)), None)
 
 
 def _chain(err: BaseException) -> list[BaseException]:

@@ -4,6 +4,7 @@ and the object, exit status 2, no traceback, within seconds, and nothing written
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -187,7 +188,32 @@ def object_hashes(client, bucket: str) -> dict[str, str]:
     }
 
 
-def test_access_denied_names_the_bucket_and_changes_nothing(tmp_path, locked_server):
+def reader_options(endpoint: str) -> dict[str, str]:
+    """Storage options with the keys of a new user who may list and read the bucket "locked"
+    but not write to it."""
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=endpoint)
+    iam.create_user(UserName="reader")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                # moto checks a bucket's HEAD as s3:HeadBucket (AWS as s3:ListBucket)
+                "Action": ["s3:ListBucket", "s3:HeadBucket", "s3:GetObject"],
+                "Resource": ["arn:aws:s3:::locked", "arn:aws:s3:::locked/*"],
+            }
+        ],
+    }
+    iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    return {
+        "endpoint_url": endpoint,
+        "key": key["AccessKeyId"],
+        "secret": key["SecretAccessKey"],
+    }
+
+
+def test_access_denied_names_the_object_and_changes_nothing(tmp_path, locked_server):
     options = {"endpoint_url": locked_server}
     client = boto3.client("s3", region_name="us-east-1", **options)
     client.create_bucket(Bucket="locked")
@@ -196,15 +222,22 @@ def test_access_denied_names_the_bucket_and_changes_nothing(tmp_path, locked_ser
     prepare_store(load_experiment(config))
     before = object_hashes(client, "locked")
     assert before
+    reader = reader_options(locked_server)
 
     set_auth(locked_server, on=True)
     try:
+        # Unknown keys: the bucket refuses them.
         for args in (
             ["inspect", uri, "--endpoint-url", locked_server],
             ["retrain", "-c", str(config)],
         ):
             code, output = invoke(*args)
             assert_one_line_error(code, output, "access denied to S3 bucket 'locked'", uri)
+        # A reader may open the bucket but not declare a new store in it.
+        new = "s3://locked/new.zarr"
+        config = write_config(tmp_path, {"uri": new, "storage_options": reader})
+        code, output = invoke("retrain", "-c", str(config))
+        assert_one_line_error(code, output, f"access denied to {new} (PutObject)")
     finally:
         set_auth(locked_server, on=False)
     assert object_hashes(client, "locked") == before
