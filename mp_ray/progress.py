@@ -94,17 +94,28 @@ class Progress:
         """``amount`` more units done."""
         self.update(self.completed + amount, note)
 
-    def update(self, completed: float, note: str | None = None, skipped: float = 0) -> None:
+    def update(
+        self,
+        completed: float,
+        note: str | None = None,
+        skipped: float = 0,
+        total: float | None = None,
+    ) -> None:
         """``completed`` units done in all, of which ``skipped`` were done before this run
-        (they do not count in the rate); ``note`` is shown after the counts."""
+        (they do not count in the rate); ``note`` is shown after the counts; ``total``, when
+        given, replaces the total."""
         self.completed = completed
+        if total is not None:
+            self.total = total
         self._skipped = max(self._skipped, skipped)
         if note is not None:
             self.note = note
         if not self.enabled:
             return
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=completed, description=self.status())
+            self._bar.update(
+                self._task, completed=completed, total=self.total, description=self.status()
+            )
         elif self.clock() - self._last_line >= self.interval:
             self._last_line = self.clock()
             self._printed = self.line()

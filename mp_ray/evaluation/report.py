@@ -11,6 +11,7 @@ are drawn from the experiment's root seed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,10 +53,12 @@ def behaviour_report(
     n_loo: int = 40,
     n_counterfactual: int = 30,
     support_size: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> BehaviourReport:
     """Score every method of the experiment; see the module docstring. ``extra`` maps more
     method names to parameter predictors ``masks (B, n) -> params (B, d)``; the default
-    ``support_size`` is 5% of the training points."""
+    ``support_size`` is 5% of the training points. ``on_progress`` is called with the
+    models retrained so far and in all as each batch of them is retrained."""
     config = config.with_absolute_paths()
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, SEEDED_UNREAD, complete=True)
@@ -92,14 +95,10 @@ def behaviour_report(
     setup_seconds = {InfluenceFunction.name: time.perf_counter() - start}
     methods[InfluenceFunction.name] = outputs_of(influence.predict)
 
-    retrained = outputs_of(RetrainedModels(learner).params)
     n = dataset.n_train
     rng = row_rng(config.seed, EVALUATION_STREAM, 0)
     points = np.sort(rng.choice(n, size=min(n_loo, n), replace=False))
     loo_masks = removal_masks(n, [np.array([i]) for i in points])
-    truth = Truth(
-        test.masks, test.outputs, Removals(loo_masks, output_changes(retrained, loo_masks))
-    )
     k = support_size or max(1, round(0.05 * n))
     if datamodels is not None:
         n_targets = datamodels.n_targets
@@ -108,6 +107,13 @@ def behaviour_report(
         )
         removed = [support(datamodels, int(t), k).supporters for t in targets]
         cf_masks = removal_masks(n, removed)
+    # Each set of removals is retrained with the full-data model (output_changes).
+    total = len(loo_masks) + 1 + (0 if datamodels is None else len(cf_masks) + 1)
+    retrained = outputs_of(_counted(RetrainedModels(learner).params, total, on_progress))
+    truth = Truth(
+        test.masks, test.outputs, Removals(loo_masks, output_changes(retrained, loo_masks))
+    )
+    if datamodels is not None:
         truth.counterfactual = Removals(cf_masks, output_changes(retrained, cf_masks), targets)
     info = {
         "store": store.uri,
@@ -122,3 +128,21 @@ def behaviour_report(
         "setup_seconds": setup_seconds,
     }
     return BehaviourReport(behaviour_table(methods, truth), info)
+
+
+def _counted(
+    params: ParamsFn, total: int, on_progress: Callable[[int, int], None] | None
+) -> ParamsFn:
+    """``params`` telling ``on_progress`` how many of ``total`` models it has given."""
+    if on_progress is None:
+        return params
+    done = 0
+
+    def counted(masks: np.ndarray) -> Any:
+        nonlocal done
+        result = params(masks)
+        done += len(masks)
+        on_progress(done, total)
+        return result
+
+    return counted
