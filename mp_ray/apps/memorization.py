@@ -17,6 +17,7 @@ of the papers; on :class:`PredictedModels` the same estimator without retraining
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +83,10 @@ def memorization(
     alpha: float = 0.7,
     seed: int = 0,
     block: int = 1024,
+    on_progress: Callable[[int], None] | None = None,
 ) -> MemorizationResult:
-    """Memorisation of every training point and its influence on every test point."""
+    """Memorisation of every training point and its influence on every test point;
+    ``on_progress`` is called with the number of models of each block as it is scored."""
     start = time.perf_counter()
     learner = models.learner
     masks = sample_masks(models.n_train, n_subsets, alpha, seed)
@@ -94,6 +97,8 @@ def memorization(
         test_correct.append(
             (learner.predict(params, X_test) == learner.labels(y_test)).cpu().numpy()
         )
+        if on_progress is not None:
+            on_progress(len(params))
     mem, mem_err = conditional_gap(masks, np.concatenate(train_correct), diagonal=True)
     infl, infl_err = conditional_gap(masks, np.concatenate(test_correct))
     return MemorizationResult(
