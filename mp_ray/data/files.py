@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from mp_ray.config import DatasetConfig
 from mp_ray.data.raw import DatasetError, RawData
 from mp_ray.errors import one_line
-from mp_ray.store.storage_errors import check_bucket, storage_errors
+from mp_ray.store.storage_errors import check_object, storage_errors
 
 
 def read_file(config: DatasetConfig) -> RawData:
@@ -54,8 +54,8 @@ def read_file(config: DatasetConfig) -> RawData:
 def _open(path: str, config: DatasetConfig) -> io.BytesIO:
     """The whole file, read through fsspec; storage failures raise a one-line error."""
     options = config.storage_options
-    check_bucket(path, options)
     try:
+        check_object(path, options)
         with storage_errors(path, options), fsspec.open(path, "rb", **options) as handle:
             data = handle.read()
     except FileNotFoundError:

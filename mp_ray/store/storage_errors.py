@@ -1,11 +1,12 @@
 """S3 failures as one-line :class:`~mp_ray.errors.StorageError` naming the cause and the object.
 
-Before an ``s3://`` store, data file or checkpoint is used, :func:`check_bucket` sends one
-request (HEAD of the bucket) without retries, so missing credentials, an endpoint that cannot
-be reached, a missing bucket or a refused bucket fail within a second, before anything is
-read or written. The work itself keeps s3fs's retries; :func:`storage_errors` still turns a
-later storage failure into a :class:`StorageError`. Only storage failures are translated:
-any other exception passes through unchanged.
+Before an ``s3://`` store or checkpoint is used, :func:`check_bucket` sends one request (HEAD
+of the bucket) without retries; before a data file is read, :func:`check_object` sends a HEAD
+of the file itself (which needs no right on the bucket, so public files stay readable). Missing
+credentials, an endpoint that cannot be reached, a missing bucket or refused access thus fail
+within a second, before anything is read or written. The work itself keeps s3fs's retries;
+:func:`storage_errors` still turns a later storage failure into a :class:`StorageError`. Only
+storage failures are translated: any other exception passes through unchanged.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from mp_ray.errors import MpRayError, StorageError, one_line
 
-# One attempt, a short connect timeout: the check either answers at once or names the cause.
-_CHECK_CONFIG = {"retries": {"total_max_attempts": 1}, "connect_timeout": 5}
+CHECK_CONNECT_TIMEOUT_S = 5
 
 
 def is_s3_uri(uri: str) -> bool:
@@ -41,21 +41,28 @@ def bucket_of(uri: str) -> str:
 def check_bucket(uri: str, storage_options: dict[str, Any] | None = None) -> None:
     """Raise :class:`StorageError` unless the bucket of the ``s3://`` ``uri`` answers; other
     URIs pass. ``storage_options`` are the fsspec options the access will use."""
+    _check(uri, storage_options, bucket_of(uri))
+
+
+def check_object(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Like :func:`check_bucket` for the ``s3://`` object ``uri`` itself; a missing object
+    raises FileNotFoundError."""
+    _check(uri, storage_options, uri.removeprefix("s3://"))
+
+
+def _check(uri: str, storage_options: dict[str, Any] | None, path: str) -> None:
+    """One HEAD of ``path`` (bucket or object of ``uri``): one attempt, a short connect
+    timeout, credentials read afresh."""
     if not is_s3_uri(uri):
         return
     options = dict(storage_options or {})
-    options["config_kwargs"] = {**options.get("config_kwargs", {}), **_CHECK_CONFIG}
-    bucket = bucket_of(uri)
+    options["config_kwargs"] = {
+        **options.get("config_kwargs", {}),
+        "retries": {"total_max_attempts": 1},
+        "connect_timeout": CHECK_CONNECT_TIMEOUT_S,
+    }
     with storage_errors(uri, storage_options):
-        fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
-        try:
-            fs.info(bucket)
-        except FileNotFoundError as err:
-            raise StorageError(f"S3 bucket {bucket!r} does not exist (for {uri})") from err
-        except PermissionError as err:
-            raise StorageError(
-                f"access denied to S3 bucket {bucket!r} (for {uri}): {one_line(err)}"
-            ) from err
+        fsspec.filesystem("s3", skip_instance_cache=True, **options).info(path)
 
 
 @contextmanager
@@ -86,10 +93,17 @@ def translate(
         endpoint = _endpoint(err, storage_options)
         return StorageError(f"cannot reach the S3 endpoint {endpoint} for {uri}: {_reason(err)}")
     client_error = _client_error(err)
-    if client_error and client_error.response.get("Error", {}).get("Code") == "NoSuchBucket":
-        return StorageError(f"S3 bucket {bucket_of(uri)!r} does not exist (for {uri})")
+    code = client_error.response.get("Error", {}).get("Code") if client_error else None
+    operation = client_error.operation_name if client_error else None
+    bucket = bucket_of(uri)
+    if code == "NoSuchBucket" or (operation == "HeadBucket" and isinstance(err, FileNotFoundError)):
+        return StorageError(f"S3 bucket {bucket!r} does not exist (for {uri})")
     if isinstance(err, PermissionError):
-        operation = f" ({client_error.operation_name})" if client_error else ""
+        if operation == "HeadBucket":
+            return StorageError(
+                f"access denied to S3 bucket {bucket!r} (for {uri}): {one_line(err)}"
+            )
+        operation = f" ({operation})" if operation else ""
         return StorageError(f"access denied to {uri}{operation}: {one_line(err)}")
     if isinstance(err, FileNotFoundError) or not is_s3_uri(uri):
         return None

@@ -4,6 +4,7 @@ and the object, exit status 2, no traceback, within seconds, and nothing written
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import boto3
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -22,7 +25,8 @@ from ports import free_port
 from typer.testing import CliRunner
 
 from mp_ray.cli import app
-from mp_ray.config import load_experiment
+from mp_ray.config import DatasetConfig, load_experiment
+from mp_ray.data import load_dataset
 from mp_ray.errors import StorageError
 from mp_ray.predictor.model import SetFunction
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
@@ -188,29 +192,15 @@ def object_hashes(client, bucket: str) -> dict[str, str]:
     }
 
 
-def reader_options(endpoint: str) -> dict[str, str]:
-    """Storage options with the keys of a new user who may list and read the bucket "locked"
-    but not write to it."""
+def user_options(endpoint: str, name: str, actions: list[str], resources: list[str]) -> dict:
+    """Storage options with the keys of a new user allowed ``actions`` on ``resources``."""
     iam = boto3.client("iam", region_name="us-east-1", endpoint_url=endpoint)
-    iam.create_user(UserName="reader")
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                # moto checks a bucket's HEAD as s3:HeadBucket (AWS as s3:ListBucket)
-                "Action": ["s3:ListBucket", "s3:HeadBucket", "s3:GetObject"],
-                "Resource": ["arn:aws:s3:::locked", "arn:aws:s3:::locked/*"],
-            }
-        ],
-    }
-    iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName="reader")["AccessKey"]
-    return {
-        "endpoint_url": endpoint,
-        "key": key["AccessKeyId"],
-        "secret": key["SecretAccessKey"],
-    }
+    iam.create_user(UserName=name)
+    allow = {"Effect": "Allow", "Action": actions, "Resource": resources}
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [allow]})
+    iam.put_user_policy(UserName=name, PolicyName="allow", PolicyDocument=policy)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {"endpoint_url": endpoint, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
 
 
 def test_access_denied_names_the_object_and_changes_nothing(tmp_path, locked_server):
@@ -220,9 +210,17 @@ def test_access_denied_names_the_object_and_changes_nothing(tmp_path, locked_ser
     uri = "s3://locked/x.zarr"
     config = write_config(tmp_path, {"uri": uri, "storage_options": options})
     prepare_store(load_experiment(config))
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"x": rng.normal(size=60), "label": np.tile([0, 1], 30)}), buffer)
+    client.put_object(Bucket="locked", Key="data/d.parquet", Body=buffer.getvalue())
     before = object_hashes(client, "locked")
-    assert before
-    reader = reader_options(locked_server)
+    # moto checks a bucket's HEAD as s3:HeadBucket (AWS as s3:ListBucket)
+    read = ["s3:ListBucket", "s3:HeadBucket", "s3:GetObject"]
+    reader = user_options(locked_server, "reader", read, ["arn:aws:s3:::locked*"])
+    fetcher = user_options(
+        locked_server, "fetcher", ["s3:GetObject"], ["arn:aws:s3:::locked/data/*"]
+    )
 
     set_auth(locked_server, on=True)
     try:
@@ -238,6 +236,11 @@ def test_access_denied_names_the_object_and_changes_nothing(tmp_path, locked_ser
         config = write_config(tmp_path, {"uri": new, "storage_options": reader})
         code, output = invoke("retrain", "-c", str(config))
         assert_one_line_error(code, output, f"access denied to {new} (PutObject)")
+        # A data file needs the right to read it, none on its bucket.
+        data = DatasetConfig(source="file", path="s3://locked/data/d.parquet")
+        assert load_dataset(data.model_copy(update={"storage_options": fetcher})).n_train
+        with pytest.raises(StorageError, match=r"access denied to s3://locked/data/d\.parquet"):
+            load_dataset(data.model_copy(update={"storage_options": options}))
     finally:
         set_auth(locked_server, on=False)
     assert object_hashes(client, "locked") == before
