@@ -19,16 +19,17 @@ mp-ray counterfactual -c CONFIG --target 0 --remove 1,2,3   # prediction without
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mp_ray import cli_apps, cli_datamodels, cli_distill  # noqa: F401  (register commands)
 from mp_ray.cli_support import (
     ConfigOption,
-    ModelsPerSecond,
+    ProgressOption,
     StorageOption,
     app,
     console,
@@ -37,6 +38,7 @@ from mp_ray.cli_support import (
     load_config,
     storage_options,
 )
+from mp_ray.progress import Progress
 
 app.info.help = __doc__
 
@@ -47,7 +49,7 @@ def retrain(
     store: Annotated[str | None, typer.Option(help="Override store.uri.")] = None,
     rows: Annotated[int | None, typer.Option(help="Override store.n_rows.")] = None,
     actors: Annotated[int | None, typer.Option(help="Override retrain.num_actors.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
     report_json: Annotated[
         Path | None, typer.Option(help="Also write the run report as JSON here.")
     ] = None,
@@ -70,19 +72,9 @@ def retrain(
         f"{pending_rows} to train on dataset {dataset.name} (n={dataset.n_train})"
     )
     connect()
-    columns = (
-        TextColumn("retraining"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} models"),
-        ModelsPerSecond(),
-        TimeElapsedColumn(),
-    )
     try:
-        with Progress(*columns, console=console, disable=not progress) as bar:
-            task = bar.add_task("retrain", total=pending_rows)
-            report = run_retrain(
-                experiment, dataset, on_result=lambda r: bar.advance(task, r["rows"])
-            )
+        with Progress("retrain", pending_rows, "models", enabled=progress) as bar:
+            report = run_retrain(experiment, dataset, on_result=lambda r: bar.advance(r["rows"]))
     except RetrainError as err:
         fail(f"{err}\nrows already written are kept; rerun the same command to resume")
     except KeyboardInterrupt:
@@ -115,6 +107,7 @@ def fit(
         str | None,
         typer.Option(help="Also copy the best predictor to this directory (path or s3://)."),
     ] = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Fit the ModelPred predictor on the experiment's store with Ray Train."""
     from ray.train import TrainingFailedError
@@ -127,7 +120,10 @@ def fit(
     experiment = load_config(config, {})
     connect()
     try:
-        outcome = fit_predictor(experiment, name, storage_path, workers, gpu)
+        with Progress("fit", experiment.predictor.epochs, "epochs", enabled=progress) as bar:
+            outcome = fit_predictor(
+                experiment, name, storage_path, workers, gpu, on_epoch=_epoch_progress(bar)
+            )
     except (ValueError, StoreNotFoundError, StoreMismatchError, TrainingFailedError) as err:
         fail(str(err))
     metrics = outcome.metrics
@@ -141,6 +137,32 @@ def fit(
     print(outcome.predictor_uri)
 
 
+def _epoch_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
+    """Shows a fit's epoch metrics on ``bar``."""
+
+    def show(metrics: dict[str, Any]) -> None:
+        bar.update(
+            metrics["epoch"],
+            f"validation error {metrics['val_rel_error']:.4f} "
+            f"(best {metrics['best_val_rel_error']:.4f})",
+            skipped=metrics["resumed_from_epoch"],
+        )
+
+    return show
+
+
+def _trial_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
+    """Counts a search's ended trials on ``bar``, with the best validation error so far."""
+    best = math.inf
+
+    def show(result: dict[str, Any]) -> None:
+        nonlocal best
+        best = min(best, result.get("best_val_rel_error", math.inf))
+        bar.advance(1, f"best validation error {best:.4f}" if best < math.inf else None)
+
+    return show
+
+
 @app.command()
 def tune(
     config: ConfigOption,
@@ -150,6 +172,7 @@ def tune(
     ] = "runs/tune",
     samples: Annotated[int, typer.Option(help="Number of trials.")] = 8,
     workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial.")] = 1,
+    progress: ProgressOption = True,
 ) -> None:
     """Search the predictor's regularisation strengths, learning rate and width (ASHA)."""
     from mp_ray.ray_session import connect
@@ -158,7 +181,15 @@ def tune(
     experiment = load_config(config, {})
     connect()
     try:
-        outcome = tune_predictor(experiment, name, storage_path, samples, workers_per_trial)
+        with Progress("tune", samples, "trials", enabled=progress) as bar:
+            outcome = tune_predictor(
+                experiment,
+                name,
+                storage_path,
+                samples,
+                workers_per_trial,
+                on_trial=_trial_progress(bar),
+            )
     except (ValueError, RuntimeError) as err:
         fail(str(err))
     columns = ["lambda_global", "lambda_local", "lr", "width", "epochs", "val_rel_error"]

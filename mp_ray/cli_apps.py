@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import numpy as np
 import typer
 
-from mp_ray.cli_support import ConfigOption, app, console, fail, load_config
+from mp_ray.cli_support import ConfigOption, ProgressOption, app, console, fail, load_config
+from mp_ray.progress import Progress
 from mp_ray.serve.ingress import Ingress
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ def value(
     plots: Annotated[
         Path | None, typer.Option(help="Directory for the value and removal-curve PNGs.")
     ] = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Value every training point; report noisy-label detection and removal curves."""
     from mp_ray.apps import Utility
@@ -102,14 +104,23 @@ def value(
     console.print(
         f"valuing {data.n_train} points of {data.name} by {method}, {_answered_by(context)}"
     )
-    if method == "loo":
-        result = leave_one_out(utility)
-    elif method == "tmc":
-        result = tmc_shapley(utility, convergence, seed, truncation or None)
-    elif method == "beta":
-        result = beta_shapley(utility, convergence, alpha, beta, seed)
-    else:
-        result = banzhaf_msr(utility, convergence, seed)
+    unit = "subsets" if method == "banzhaf" else "permutations"
+    # Leave-one-out is one batch of models: nothing to show until it ends.
+    with Progress("value", max_samples, unit, enabled=progress and method != "loo") as bar:
+
+        def advance(samples: int) -> None:
+            bar.advance(samples, f"{utility.evaluations:,} models")
+
+        if method == "loo":
+            result = leave_one_out(utility)
+        elif method == "tmc":
+            result = tmc_shapley(
+                utility, convergence, seed, truncation or None, on_progress=advance
+            )
+        elif method == "beta":
+            result = beta_shapley(utility, convergence, alpha, beta, seed, on_progress=advance)
+        else:
+            result = banzhaf_msr(utility, convergence, seed, on_progress=advance)
     result.params.update(dataset_fingerprint=data.fingerprint, models=context.source)
     console.print(
         f"{result.n_evaluations:,} models in {result.seconds:.1f} s; "
@@ -204,6 +215,7 @@ def memorization(
     plot: Annotated[
         Path | None, typer.Option(help="Write the memorisation histogram PNG here.")
     ] = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Memorisation of each training point and its influence on the test points."""
     import pyarrow as pa
@@ -215,7 +227,16 @@ def memorization(
     context = _context(config, predictor)
     data = context.dataset
     try:
-        result = estimate(context.models, data.X_test, data.y_test, subsets, alpha, seed)
+        with Progress("memorization", subsets, "models", enabled=progress) as bar:
+            result = estimate(
+                context.models,
+                data.X_test,
+                data.y_test,
+                subsets,
+                alpha,
+                seed,
+                on_progress=bar.advance,
+            )
     except ValueError as err:
         fail(str(err))
     console.print(f"{subsets} models in {result.seconds:.1f} s, {_answered_by(context)}")

@@ -10,7 +10,16 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from mp_ray.cli_support import ConfigOption, app, console, fail, labelled_predictors, load_config
+from mp_ray.cli_support import (
+    ConfigOption,
+    ProgressOption,
+    app,
+    console,
+    fail,
+    labelled_predictors,
+    load_config,
+)
+from mp_ray.progress import Progress
 
 NameOption = Annotated[
     str, typer.Option("--name", help="Datamodels name inside the store (datamodels/NAME).")
@@ -18,17 +27,29 @@ NameOption = Annotated[
 
 
 @app.command()
-def datamodels(config: ConfigOption, name: NameOption = "default") -> None:
+def datamodels(
+    config: ConfigOption, name: NameOption = "default", progress: ProgressOption = True
+) -> None:
     """Fit linear datamodels for every test target of the store (a Ray task; GPU if the
     config reserves one) and write them into the store."""
-    from mp_ray.datamodels.job import run_datamodels
+    from mp_ray.datamodels.job import fit_shape, run_datamodels
     from mp_ray.ray_session import connect
     from mp_ray.store import StoreMismatchError, StoreNotFoundError
 
     experiment = load_config(config, {})
+    fit_rows, points, targets = fit_shape(experiment)
+    if fit_rows < points:
+        console.print(
+            f"warning: {fit_rows:,} rows (training + validation) for {points:,} points: every "
+            "datamodel is underdetermined (its weights rest on the L1 penalty alone); "
+            "retrain with more store.n_rows",
+            markup=False,
+            highlight=False,
+        )
     connect()
     try:
-        summary = run_datamodels(experiment, name)
+        with Progress("datamodels", targets, "targets", enabled=progress) as bar:
+            summary = run_datamodels(experiment, name, bar.advance)
     except (ValueError, StoreNotFoundError, StoreMismatchError) as err:
         fail(str(err))
     rows = summary["rows"]
@@ -112,6 +133,7 @@ def lds(
         int, typer.Option(help="Targets retrained without their top supporters.")
     ] = 30,
     output: Annotated[Path | None, typer.Option(help="Also write the table as JSON.")] = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Score every method's predicted outputs against retraining on the store's held-out
     rows: LDS, leave-one-out correlation and the counterfactual removal test."""
@@ -126,9 +148,16 @@ def lds(
         extra = {}
         if distilled:
             extra["distilled datamodel"] = load_distilled(experiment).predict
-        report = behaviour_report(
-            experiment, labelled_predictors(predictor or []), name, extra, loo, counterfactual
-        )
+        with Progress("lds retraining", None, "models", enabled=progress) as bar:
+            report = behaviour_report(
+                experiment,
+                labelled_predictors(predictor or []),
+                name,
+                extra,
+                loo,
+                counterfactual,
+                on_progress=lambda done, total: bar.update(done, total=total),
+            )
     except (
         ValueError,
         DatamodelsNotFoundError,

@@ -9,8 +9,6 @@ from typing import Annotated, Any, NoReturn
 import click
 import typer
 from rich.console import Console
-from rich.progress import ProgressColumn, Task
-from rich.text import Text
 from typer.core import TyperGroup
 
 from mp_ray.config import ConfigError, ExperimentConfig, load_experiment
@@ -48,19 +46,13 @@ def _options(
 
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML file.")]
+ProgressOption = Annotated[
+    bool, typer.Option(help="Show progress on stderr (a bar, or a line every few seconds).")
+]
 StorageOption = Annotated[
     str | None,
     typer.Option("--endpoint-url", help="S3 endpoint for s3:// stores (e.g. a MinIO server)."),
 ]
-
-
-class ModelsPerSecond(ProgressColumn):
-    """Completed models per second since the start."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        rate = task.completed / elapsed if elapsed > 0 else 0.0
-        return Text(f"{rate:,.0f} models/s", style="progress.data.speed")
 
 
 def fail(message: str) -> NoReturn:

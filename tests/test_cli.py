@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,9 @@ def test_fit_rerun_export_then_evaluate(ray_session, tmp_path):
     result = runner.invoke(app, [*args, "--export", str(export)])
     assert result.exit_code == 0, result.output
     assert "fitted 3 epochs" in result.output and (export / "model.pt").exists()
+    # Epoch progress on stderr; none of Ray Train's per-worker report lines.
+    assert re.search(r"^fit: 3/3 epochs, .*, done in .*, validation error 0\.", result.stderr, re.M)
+    assert "Reporting training result" not in result.output
     # Rerunning a finished fit resumes at its end and reports the same predictor.
     rerun = runner.invoke(app, args)
     assert rerun.exit_code == 0, rerun.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,9 @@ def test_value_writes_parquet_store_and_plots(fitted_run, config_file, tmp_path)
         str(tmp_path),
     )
     assert "noisy labels (24 flipped)" in result.stdout
+    assert re.search(
+        r"^value: 40/40 permutations, .*, done in .*, [\d,]+ models$", result.stderr, re.M
+    )
     saved = ValuationResult.from_parquet(str(out))
     stored = ValuationResult.from_store(ExperimentStore.open(config.store.uri), "tmc")
     np.testing.assert_array_equal(saved.values, stored.values)
@@ -68,6 +72,7 @@ def test_select_memorization_calibrate_counterfactual(fitted_run, config_file, t
 
     result = run("memorization", "-c", config_file, "--predictor", predictor, "--top", "3")
     assert len(result.stdout.strip().splitlines()) == 4
+    assert "memorization: 2,000/2,000 models" in result.stderr
 
     out = tmp_path / "calibration.json"
     run(

@@ -4,6 +4,7 @@ against retraining on subsets and removals they never saw."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -46,6 +47,11 @@ def fitted_datamodels(bernoulli_config):
     path, config = bernoulli_config
     result = runner.invoke(app, ["datamodels", "-c", str(path)])
     assert result.exit_code == 0, result.output
+    # Not a terminal: plain progress lines, the last one with every target done.
+    assert re.search(
+        r"^datamodels: (\d+)/\1 targets, [\d.,]+ targets/s, done in ", result.stderr, re.M
+    )
+    assert "underdetermined" not in result.stderr  # 2,000 rows for 100 points
     store = ExperimentStore.open(config.store.uri)
     return read_datamodels(store)
 
@@ -112,6 +118,8 @@ def test_lds_table_and_explain(bernoulli_config, fitted_datamodels, tmp_path):
     out = tmp_path / "lds.json"
     result = runner.invoke(app, ["lds", "-c", str(path), "--loo", "20", "--output", str(out)])
     assert result.exit_code == 0, result.output
+    # 20 + 30 removals retrained, each set with the full-data model.
+    assert re.search(r"^lds retraining: 52/52 models, .*, done in ", result.stderr, re.M)
     table = {row["method"]: row for row in json.loads(out.read_text())["table"]}
     assert set(table) == {"datamodels", "influence functions"}
     assert table["datamodels"]["lds"] > 0.8  # measured 0.93 (influence functions 0.88)
@@ -136,3 +144,23 @@ def test_missing_or_torn_datamodels_are_named(bernoulli_config, fitted_datamodel
     store.group.require_group("datamodels").create_group("torn")
     with pytest.raises(DatamodelsNotFoundError, match="not completely written"):
         read_datamodels(store, "torn")
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_datamodels_on_fewer_rows_than_points_warn_before_working(ray_session, tmp_path):
+    data = {
+        "dataset": {"source": "sklearn", "name": "breast_cancer", "max_train": 100},
+        "learner": {"kind": "logistic", "C": 1.0},
+        "sampler": {"kind": "bernoulli", "alpha": 0.5},
+        "store": {"uri": str(tmp_path / "few.zarr"), "n_rows": 60, "block_rows": 60},
+        "retrain": {"num_actors": 1},
+    }
+    path = tmp_path / "few.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run_retrain(load_experiment(path))
+    result = runner.invoke(app, ["datamodels", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("warning: ") and "for 100 points" in first
+    assert "underdetermined" in first
