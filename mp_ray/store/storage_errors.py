@@ -103,8 +103,8 @@ def translate(
             return StorageError(
                 f"access denied to S3 bucket {bucket!r} (for {uri}): {one_line(err)}"
             )
-        operation = f" ({operation})" if operation else ""
-        return StorageError(f"access denied to {uri}{operation}: {one_line(err)}")
+        during = f" ({operation})" if operation else ""
+        return StorageError(f"access denied to {uri}{during}: {one_line(err)}")
     if isinstance(err, FileNotFoundError) or not is_s3_uri(uri):
         return None
     return StorageError(f"S3 request for {uri} failed: {one_line(err)}")
