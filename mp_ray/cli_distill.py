@@ -7,8 +7,17 @@ from typing import Annotated
 
 import typer
 
-from mp_ray.cli_support import ConfigOption, app, checked_output, console, fail, load_config
+from mp_ray.cli_support import (
+    ConfigOption,
+    ProgressOption,
+    app,
+    checked_output,
+    console,
+    fail,
+    load_config,
+)
 from mp_ray.outputs import write_json
+from mp_ray.progress import Progress
 
 
 @app.command()
@@ -24,6 +33,7 @@ def distill(
     output: Annotated[
         Path | None, typer.Option(help="Also write the report as JSON.", callback=checked_output)
     ] = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Fit the distilled datamodel (per-group synthetic sets matched to leave-group-out
     retraining) and print its validation on held-out removals against retraining, beside
@@ -37,7 +47,9 @@ def distill(
         {"distill.groups_per_class": groups_per_class, "distill.synthetic_per_group": per_group},
     )
     try:
-        _, report = run_distill(experiment, device=pick_device(gpu))
+        iterations = experiment.distill.iterations
+        with Progress("distill", iterations, "iterations", enabled=progress) as bar:
+            _, report = run_distill(experiment, device=pick_device(gpu), on_progress=bar.advance)
     except (
         ValueError,
         StoreNotFoundError,

@@ -14,6 +14,7 @@ batches of ``fit_batch``), on the learner's device.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,8 +50,10 @@ def run_distill(
     config: ExperimentConfig,
     dataset: Dataset | None = None,
     device: torch.device | str = "cpu",
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[DistilledDatamodel, DistillReport]:
-    """Fit, validate and save the experiment's distilled datamodel (``config.distill``)."""
+    """Fit, validate and save the experiment's distilled datamodel (``config.distill``);
+    ``on_progress`` is called with 1 after each distillation iteration."""
     config = config.with_absolute_paths()
     settings = config.distill
     dataset = load_dataset(config.dataset) if dataset is None else dataset
@@ -92,6 +95,7 @@ def run_distill(
         settings.iterations,
         settings.lr,
         settings.learn_step,
+        on_progress,
     )
     seconds["distillation"] = distillation.seconds
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -43,9 +44,11 @@ def distil(
     iterations: int,
     lr: float,
     learn_step: bool = True,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Distillation:
     """Fit synsets to the retrained changes ``changes (G, d)`` = θ_{−k} − θ* at
-    ``theta (d,)`` = θ*, from ``start``; see the module docstring."""
+    ``theta (d,)`` = θ*, from ``start``; see the module docstring. ``on_progress`` is
+    called with 1 after each iteration."""
     began = time.perf_counter()
     if changes.shape != (start.n_groups, learner.n_params):
         raise ValueError(
@@ -91,6 +94,8 @@ def distil(
         history.append(float(loss.detach()))
         if history[-1] < best[0]:
             best = snapshot(history[-1])
+        if on_progress is not None:
+            on_progress(1)
     value, synsets, eta = best
     return Distillation(synsets, eta, math.sqrt(value), time.perf_counter() - began, history)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 from typer.testing import CliRunner
@@ -40,6 +41,7 @@ def test_distill_prints_the_held_out_validation(tmp_path):
     for method in ("distilled datamodel", "no change θ*", "influence functions"):
         assert method in result.stdout
     assert f"saved to {tmp_path / 'distilled.zarr'}" in result.output
+    assert re.search(r"^distill: (\d+)/\1 iterations, .*, done in ", result.stderr, re.M)
     saved = json.loads(report.read_text())
     assert saved["n_groups"] == 4 and "store test rows" not in saved["table"]
 
