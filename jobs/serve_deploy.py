@@ -7,7 +7,10 @@
 Deploys the application of ``configs/serve.yaml`` (``mp_ray.serve.app:build_app``) through
 ``mp-ray serve --no-block`` on the cluster that runs the job; Serve keeps it running after
 the job ends, and submitting again replaces it in place. Its replicas inherit the job's
-``runtime_env`` (working_dir, env_vars such as ``MP_RAY_API_KEY`` or ``AWS_ENDPOINT_URL``).
+``runtime_env`` (working_dir, env_vars such as ``AWS_ENDPOINT_URL``) and the cluster's
+environment, where ``MP_RAY_API_KEY`` belongs: without it in the job's environment the
+deployment is refused unless ``--insecure`` is passed. A predictor fitted on another
+dataset or with other settings than the config is refused before anything is deployed.
 On Kubernetes, a RayService (``infra/kuberay/rayservice.yaml``) does the same from Serve's
 own config format.
 """

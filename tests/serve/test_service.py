@@ -210,11 +210,17 @@ def test_the_largest_valid_requests_are_answered(service, fitted):
 
 
 def test_nan_oversized_and_unsized_bodies(service):
-    nan_body = b'{"indices": [1], "inputs": [[NaN' + b", 0.0" * 29 + b"]]}"
-    response = service.client.post(
-        "/v1/predict", content=nan_body, headers={"content-type": "application/json"}
-    )
+    def post_json(text: bytes) -> httpx.Response:
+        return service.client.post(
+            "/v1/predict", content=text, headers={"content-type": "application/json"}
+        )
+
+    response = post_json(b'{"indices": [1], "inputs": [[NaN' + b", 0.0" * 29 + b"]]}")
     assert response.status_code == 422 and "NaN" in response.text
+    broken = post_json(b'{"indices": [1,')
+    assert broken.status_code == 422 and "JSON decode error" in broken.text
+    deep = post_json(b"[" * 100_000)
+    assert deep.status_code == 400 and "parsing the body" in deep.text
     big = json.dumps({"mask": [True] * (MAX_BODY // 6 + 10_000)})  # above the limit, < 8 MiB
     assert MAX_BODY < len(big) < 8 * 2**20
     response = service.client.post("/v1/predict", content=big)
