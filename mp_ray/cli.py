@@ -32,12 +32,14 @@ from mp_ray.cli_support import (
     ProgressOption,
     StorageOption,
     app,
+    checked_output,
     console,
     fail,
     labelled_predictors,
     load_config,
     storage_options,
 )
+from mp_ray.outputs import write_json
 from mp_ray.progress import Progress
 
 app.info.help = __doc__
@@ -51,7 +53,8 @@ def retrain(
     actors: Annotated[int | None, typer.Option(help="Override retrain.num_actors.")] = None,
     progress: ProgressOption = True,
     report_json: Annotated[
-        Path | None, typer.Option(help="Also write the run report as JSON here.")
+        Path | None,
+        typer.Option(help="Also write the run report as JSON here.", callback=checked_output),
     ] = None,
 ) -> None:
     """Retrain models on sampled subsets with Ray actors and write them to the store."""
@@ -90,7 +93,7 @@ def retrain(
         f"finished blocks; retried {sum(report.retries.values())}"
     )
     if report_json:
-        report_json.write_text(json.dumps(report.to_json(), indent=2))
+        write_json(report_json, report.to_json())
     print(format_summary(summarize(store_handle)))
 
 
@@ -209,7 +212,9 @@ def evaluate(
             "optionally labelled as LABEL=URI."
         ),
     ],
-    output: Annotated[Path | None, typer.Option(help="Also write the table as JSON.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Also write the table as JSON.", callback=checked_output)
+    ] = None,
 ) -> None:
     """Compare predicted with retrained models on the store's held-out test rows."""
     from mp_ray.predictor.evaluation import evaluate_on_store, format_table
@@ -222,7 +227,7 @@ def evaluate(
         fail(str(err))
     print(format_table(table))
     if output:
-        output.write_text(json.dumps(table, indent=2))
+        write_json(output, table)
 
 
 @app.command()

@@ -3,14 +3,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import typer
 
-from mp_ray.cli_support import ConfigOption, ProgressOption, app, console, fail, load_config
+from mp_ray.cli_support import (
+    ConfigOption,
+    ProgressOption,
+    app,
+    checked_output,
+    checked_output_folder,
+    console,
+    fail,
+    load_config,
+)
+from mp_ray.indices import checked_points, parse_index_list
+from mp_ray.outputs import atomic_output, write_json
 from mp_ray.progress import Progress
 from mp_ray.serve.ingress import Ingress
 
@@ -64,13 +74,18 @@ def value(
     beta: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' β.")] = 1.0,
     seed: SeedOption = 0,
     output: Annotated[
-        Path | None, typer.Option(help="Write the values to this Parquet file.")
+        Path | None,
+        typer.Option(help="Write the values to this Parquet file.", callback=checked_output),
     ] = None,
     store_name: Annotated[
         str | None, typer.Option(help="Also save the values in the store under this name.")
     ] = None,
     plots: Annotated[
-        Path | None, typer.Option(help="Directory for the value and removal-curve PNGs.")
+        Path | None,
+        typer.Option(
+            help="Directory for the value and removal-curve PNGs.",
+            callback=checked_output_folder,
+        ),
     ] = None,
     progress: ProgressOption = True,
 ) -> None:
@@ -137,6 +152,14 @@ def value(
             f"noisy labels ({detection['flipped']} flipped): F1 {detection['f1']:.3f}, "
             f"AUC {detection['auc']:.3f}"
         )
+    test_utility = Utility(context.retrained, data.X_test, data.y_test, "accuracy")
+    curves = [removal_curve(test_utility, result.values, order) for order in ("high", "low")]
+    shares = " ".join(f"{100 * f:>5.0f}%" for f in curves[0].fractions)
+    print("retrained test accuracy after removing a share of the points:")
+    print(f"  {'share removed':<28}{shares}")
+    for curve in curves:
+        steps = " ".join(f"{u:>6.3f}" for u in curve.utilities)
+        print(f"  {curve.order + '-value points first':<28}{steps}")
     if output:
         result.to_parquet(str(output))
         console.print(f"values written to {output}")
@@ -144,12 +167,6 @@ def value(
         result.to_store(store, store_name)
         console.print(f"values saved in {store.uri} under valuation/{store_name}")
     if plots:
-        plots.mkdir(parents=True, exist_ok=True)
-        test_utility = Utility(context.retrained, data.X_test, data.y_test, "accuracy")
-        curves = [removal_curve(test_utility, result.values, order) for order in ("high", "low")]
-        for curve in curves:
-            steps = ", ".join(f"{u:.3f}" for u in curve.utilities)
-            print(f"test accuracy removing {curve.order}-value points first: {steps}")
         value_distribution(result.values, plots / "values.png", data.flipped, result.method)
         removal_curves({result.method: curves}, plots / "removal.png", "test accuracy")
         console.print(f"plots written to {plots}/values.png and {plots}/removal.png")
@@ -168,7 +185,9 @@ def select(
         Path | None, typer.Option(help="Parquet values (mp-ray value) for a top-k baseline.")
     ] = None,
     seed: SeedOption = 0,
-    output: Annotated[Path | None, typer.Option(help="Write the selection as JSON.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the selection as JSON.", callback=checked_output)
+    ] = None,
 ) -> None:
     """Choose a subset of a given size; retrain it and compare with random subsets."""
     from mp_ray.apps import PredictedModels, Utility
@@ -198,7 +217,7 @@ def select(
         print(f"  {name:<24} {score:.4f}")
     if output:
         payload = {"method": method, "indices": result.indices.tolist(), "test_accuracy": scores}
-        output.write_text(json.dumps(payload, indent=2))
+        write_json(output, payload)
 
 
 @app.command()
@@ -210,10 +229,14 @@ def memorization(
     top: Annotated[int, typer.Option(help="How many of the most memorised points to print.")] = 10,
     seed: SeedOption = 0,
     output: Annotated[
-        Path | None, typer.Option(help="Write memorisation scores to this Parquet file.")
+        Path | None,
+        typer.Option(
+            help="Write memorisation scores to this Parquet file.", callback=checked_output
+        ),
     ] = None,
     plot: Annotated[
-        Path | None, typer.Option(help="Write the memorisation histogram PNG here.")
+        Path | None,
+        typer.Option(help="Write the memorisation histogram PNG here.", callback=checked_output),
     ] = None,
     progress: ProgressOption = True,
 ) -> None:
@@ -256,9 +279,9 @@ def memorization(
                 "max_influence": result.influence.max(axis=1),
             }
         )
-        pq.write_table(table, output)
+        with atomic_output(output) as partial:
+            pq.write_table(table, partial)
     if plot:
-        plot.parent.mkdir(parents=True, exist_ok=True)
         title = f"Memorisation over {subsets} subsets (α = {alpha})"
         value_distribution(result.memorization, plot, data.flipped, title, "memorisation")
         console.print(f"histogram written to {plot}")
@@ -272,9 +295,12 @@ def calibrate(
     fraction: Annotated[float, typer.Option(help="Each member's share of the training set.")] = 0.8,
     seed: SeedOption = 0,
     plot: Annotated[
-        Path | None, typer.Option(help="Write the reliability diagram PNG here.")
+        Path | None,
+        typer.Option(help="Write the reliability diagram PNG here.", callback=checked_output),
     ] = None,
-    output: Annotated[Path | None, typer.Option(help="Write the table as JSON.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the table as JSON.", callback=checked_output)
+    ] = None,
 ) -> None:
     """Calibration of a subsampled ensemble against θ(D) and temperature scaling."""
     from mp_ray.apps.calibration import calibrate as run
@@ -296,14 +322,26 @@ def calibrate(
         reliability_diagram(result.diagrams, plot)
         console.print(f"reliability diagram written to {plot}")
     if output:
-        output.write_text(json.dumps(result.rows, indent=2))
+        write_json(output, result.rows)
+
+
+def _index_list_option(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """Option callback: refuse a malformed comma-separated index list before any work."""
+    if not ctx.resilient_parsing:
+        parse_index_list(value, param.opts[0])
+    return value
 
 
 @app.command()
 def counterfactual(
     config: ConfigOption,
     target: Annotated[list[int], typer.Option(help="Test-split index of a target (repeat).")],
-    remove: Annotated[str, typer.Option(help="Training indices to remove, comma-separated.")],
+    remove: Annotated[
+        str,
+        typer.Option(
+            help="Training indices to remove, comma-separated.", callback=_index_list_option
+        ),
+    ],
     predictor: PredictorOption = None,
 ) -> None:
     """How the targets' predictions change when the given training points are removed."""
@@ -311,16 +349,11 @@ def counterfactual(
 
     context = _context(config, predictor)
     data = context.dataset
-    try:
-        removed = [int(part) for part in remove.split(",") if part.strip()]
-        targets = np.asarray(target)
-        if targets.min() < 0 or targets.max() >= len(data.y_test):
-            raise ValueError(f"--target must lie in [0, {len(data.y_test)})")
-        result = counterfactual_removal(
-            context.models, data.X_test[targets], data.y_test[targets], [removed]
-        )
-    except ValueError as err:
-        fail(str(err))
+    removed = checked_points(parse_index_list(remove, "--remove"), data.n_train, "--remove")
+    targets = checked_points(target, len(data.y_test), "--target")
+    result = counterfactual_removal(
+        context.models, data.X_test[targets], data.y_test[targets], [removed.tolist()]
+    )
     console.print(f"removing {len(removed)} points, {_answered_by(context)}")
     kind = "probability" if "probability" in result.before else "margin"
     print(f"{'target':>7} {'label':>6} {kind + ' before':>18} {'after':>8} {'margin change':>14}")

@@ -3,7 +3,6 @@ them, and score every method's predicted behaviour against retraining (the LDS t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +13,13 @@ from mp_ray.cli_support import (
     ConfigOption,
     ProgressOption,
     app,
+    checked_output,
     console,
     fail,
     labelled_predictors,
     load_config,
 )
+from mp_ray.outputs import write_json
 from mp_ray.progress import Progress
 
 NameOption = Annotated[
@@ -34,7 +35,6 @@ def datamodels(
     config reserves one) and write them into the store."""
     from mp_ray.datamodels.job import fit_shape, run_datamodels
     from mp_ray.ray_session import connect
-    from mp_ray.store import StoreMismatchError, StoreNotFoundError
 
     experiment = load_config(config, {})
     fit_rows, points, targets = fit_shape(experiment)
@@ -47,11 +47,8 @@ def datamodels(
             highlight=False,
         )
     connect()
-    try:
-        with Progress("datamodels", targets, "targets", enabled=progress) as bar:
-            summary = run_datamodels(experiment, name, bar.advance)
-    except (ValueError, StoreNotFoundError, StoreMismatchError) as err:
-        fail(str(err))
+    with Progress("datamodels", targets, "targets", enabled=progress) as bar:
+        summary = run_datamodels(experiment, name, bar.advance)
     rows = summary["rows"]
     console.print(
         f"datamodels/{name}: {summary['n_targets']} targets × {summary['n_train']} points from "
@@ -132,7 +129,9 @@ def lds(
     counterfactual: Annotated[
         int, typer.Option(help="Targets retrained without their top supporters.")
     ] = 30,
-    output: Annotated[Path | None, typer.Option(help="Also write the table as JSON.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Also write the table as JSON.", callback=checked_output)
+    ] = None,
     progress: ProgressOption = True,
 ) -> None:
     """Score every method's predicted outputs against retraining on the store's held-out
@@ -175,4 +174,4 @@ def lds(
     )
     print(format_behaviour_table(report.table))
     if output:
-        output.write_text(json.dumps({"info": info, "table": report.table}, indent=2))
+        write_json(output, {"info": info, "table": report.table})

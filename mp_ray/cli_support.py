@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
+from typer._click.exceptions import UsageError  # the class Typer's parser raises
 from typer.core import TyperGroup
 
-from mp_ray.config import ConfigError, ExperimentConfig, load_experiment
+from mp_ray.config import ExperimentConfig, load_experiment
 from mp_ray.errors import MpRayError, one_line
+from mp_ray.outputs import check_output, check_output_folder
 
 console = Console(stderr=True, soft_wrap=True)
 DEBUG_KEY = "debug"
@@ -20,16 +21,20 @@ DEBUG_KEY = "debug"
 
 class ErrorBoundary(TyperGroup):
     """The command group's one error boundary: an expected failure (:class:`MpRayError`)
-    becomes one ``error:`` line on stderr and exit status 2; ``--debug`` keeps its
-    traceback. Any other exception is a bug and keeps its traceback."""
+    or a malformed option becomes one ``error:`` line on stderr and exit status 2;
+    ``--debug`` keeps an expected failure's traceback. Any other exception is a bug and
+    keeps its traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MpRayError as err:
             if (ctx.obj or {}).get(DEBUG_KEY):
                 raise
-            fail(one_line(err))
+            fail(one_line(getattr(err, "cause", None) or err))  # a Ray task's: its cause
+        except UsageError as err:  # a sub-command's options
+            command = err.ctx.command_path if err.ctx else ctx.command_path
+            fail(f"{err.format_message()} (see {command} --help)")
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, cls=ErrorBoundary)
@@ -61,12 +66,28 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def checked_output(
+    ctx: typer.Context, param: typer.CallbackParam, value: Path | None
+) -> Path | None:
+    """Option callback: refuse an output file that cannot be written, before any work."""
+    if value is not None and not ctx.resilient_parsing:
+        check_output(value, param.opts[0])
+    return value
+
+
+def checked_output_folder(
+    ctx: typer.Context, param: typer.CallbackParam, value: Path | None
+) -> Path | None:
+    """Option callback: refuse an output folder that cannot be written, before any work."""
+    if value is not None and not ctx.resilient_parsing:
+        check_output_folder(value, param.opts[0])
+    return value
+
+
 def load_config(config: Path, overrides: dict[str, Any]) -> ExperimentConfig:
-    """The experiment config with the given overrides (None values skipped), or fail."""
-    try:
-        return load_experiment(config, {k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as err:
-        fail(str(err))
+    """The experiment config with the given overrides (None values skipped); a
+    :class:`~mp_ray.config.ConfigError` naming the field otherwise."""
+    return load_experiment(config, {k: v for k, v in overrides.items() if v is not None})
 
 
 def storage_options(endpoint_url: str | None) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def test_bad_application_inputs_fail_with_a_message(fitted_run, config_file, tmp
             predictor,
         ],
     )
-    assert result.exit_code == 2 and "outside [0, 120)" in result.output
+    assert result.exit_code == 2 and "--remove out of range 0…119: [500]" in result.output
     result = runner.invoke(
         app, ["select", "-c", config_file, "--size", "10", "--method", "relaxed"]
     )
