@@ -84,11 +84,14 @@ class ModelPredService:
         return mask
 
     def inputs(self, rows: list[list[float]], field: str = "inputs") -> np.ndarray:
-        """Feature rows as float32 ``(m, p)``, their width checked."""
+        """Feature rows as float32 ``(m, p)``, their width and range checked."""
         p = self.context.dataset.n_features
-        X = np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            X = np.asarray(rows, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != p:
             raise RequestError(field, f"each row must have {p} features")
+        if not np.isfinite(X).all():
+            raise RequestError(field, "values must lie within float32's range (±3.4e38)")
         return X
 
     # -- endpoints -------------------------------------------------------------------------
@@ -140,16 +143,17 @@ class ModelPredService:
         return response
 
     def select(self, request: schemas.SelectRequest) -> schemas.SelectResponse:
-        if request.size > self.n_train:
-            raise RequestError("size", f"must be at most {self.n_train}")
         data = self.context.dataset
-        if request.method == "relaxed":
-            result = relaxed_selection(
-                self.context.models, data.X_val, data.y_val, request.size, seed=request.seed
-            )
-        else:
-            utility = Utility(self.context.models, data.X_val, data.y_val, "accuracy")
-            result = greedy_selection(utility, request.size, seed=request.seed)
+        try:  # a size the method cannot reach (above n; greedy: below one point per class)
+            if request.method == "relaxed":
+                result = relaxed_selection(
+                    self.context.models, data.X_val, data.y_val, request.size, seed=request.seed
+                )
+            else:
+                utility = Utility(self.context.models, data.X_val, data.y_val, "accuracy")
+                result = greedy_selection(utility, request.size, seed=request.seed)
+        except ValueError as err:
+            raise RequestError("size", str(err)) from err
         return schemas.SelectResponse(
             indices=result.indices.tolist(), predicted_accuracy=result.utility
         )
@@ -176,7 +180,10 @@ class ModelPredService:
         if learner.n_classes < 2:
             raise RequestError("inputs", "calibrated probabilities need a classification task")
         X = self.inputs(request.inputs)
-        masks = subsample_masks(self.n_train, request.n_models, request.fraction, request.seed)
+        try:  # a fraction that keeps no point
+            masks = subsample_masks(self.n_train, request.n_models, request.fraction, request.seed)
+        except ValueError as err:
+            raise RequestError("fraction", str(err)) from err
         params = self.context.models.params(masks)
         probabilities = class_probabilities(learner, params, X).mean(dim=0)
         return schemas.CalibratedResponse(probabilities=probabilities.tolist())

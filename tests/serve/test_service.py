@@ -165,6 +165,7 @@ MILLION = list(range(MAX_POINTS))
         ("/v1/predict", {"indices": [1], "mask": [True] * 120}, 422, "exactly one"),
         ("/v1/predict", {"indices": [1], "inputs": [[0.0] * 3]}, 422, "inputs"),
         ("/v1/predict", {"indices": [1], "inputs": [["0.5"] * 30]}, 422, "inputs"),
+        ("/v1/predict", {"indices": [1], "inputs": [[1e308] * 30]}, 422, "inputs"),  # float32
         ("/v1/predict", {"indices": [1], "inputs": [[0.0]] * 4097}, 422, "inputs"),
         ("/v1/predict", {"indices": [1], "extra": 1}, 422, "extra"),
         ("/v1/predict", [1, 2], 422, "body"),
@@ -181,9 +182,11 @@ MILLION = list(range(MAX_POINTS))
         ("/v1/select", {"size": 500}, 422, "size"),
         ("/v1/select", {"size": HUGE}, 422, "size"),
         ("/v1/select", {"size": 5.0}, 422, "size"),
+        ("/v1/select", {"size": 1}, 422, "size"),  # greedy starts from one point per class
         ("/v1/memorization", {"subsets": 5}, 422, "subsets"),
         ("/v1/memorization", {"alpha": "0.5"}, 422, "alpha"),
         ("/v1/calibrated", {"inputs": [[0.0] * 30], "fraction": 2}, 422, "fraction"),
+        ("/v1/calibrated", {"inputs": [[0.0] * 30], "fraction": 1e-4}, 422, "fraction"),
         ("/v1/calibrated", {"inputs": [[0.0] * 29]}, 422, "inputs"),
         ("/v1/calibrated", {"inputs": [[0.0] * 30], "n_models": 0}, 422, "n_models"),
     ],
