@@ -12,7 +12,10 @@ from typer.testing import CliRunner
 
 from mp_ray.cli import app
 from mp_ray.config import ConfigError
+from mp_ray.datamodels.job import run_datamodels
 from mp_ray.outputs import atomic_output
+from mp_ray.predictor.fit import fit_predictor
+from mp_ray.ray_resources import ResourcesError
 
 runner = CliRunner()
 
@@ -121,3 +124,15 @@ def test_datamodels_on_a_missing_store_is_one_line_and_creates_nothing(ray_sessi
     result = runner.invoke(app, ["datamodels", "-c", str(config)])
     assert_one_line_error(result, "no mp-ray store", str(missing))
     assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_work_that_asks_for_a_missing_gpu_is_refused_before_it_waits(fitted_run, tmp_path):
+    config, _ = fitted_run
+    with pytest.raises(ResourcesError, match=r"Ray Train worker .* GPU=1 \(cluster has 0\)"):
+        fit_predictor(config, "gpu", str(tmp_path / "train"), num_workers=1, use_gpu=True)
+    datamodels = config.datamodels.model_copy(update={"num_gpus": 1.0})
+    with pytest.raises(ResourcesError, match=r"datamodels.num_cpus / num_gpus"):
+        run_datamodels(config.model_copy(update={"datamodels": datamodels}))
+    assert not (tmp_path / "train").exists()

@@ -24,6 +24,7 @@ from mp_ray.datamodels.fit import fit_datamodels, solver_device
 from mp_ray.datamodels.storage import write_datamodels
 from mp_ray.evaluation.scores import lds
 from mp_ray.predictor.rows import TEST, TRAIN, VAL, read_split, row_splits
+from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import DATAMODELS_UNREAD
@@ -96,6 +97,11 @@ def run_datamodels(
     config = config.with_absolute_paths()
     open_checked(config)  # a mismatch is refused here, not inside the task
     settings = config.datamodels
+    check_cluster_fits(
+        "datamodels task",
+        {"CPU": settings.num_cpus, "GPU": settings.num_gpus},
+        "datamodels.num_cpus / num_gpus",
+    )
     task = ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)(fit_from_store)
     with relay(on_progress) as queue:
         return ray.get(task.remote(config, name, None if queue is None else queue.put))

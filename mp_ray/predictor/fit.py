@@ -44,6 +44,7 @@ from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
 from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split
 from mp_ray.predictor.scaling import TargetScaler
+from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
 from mp_ray.sampling import make_sampler
 from mp_ray.store import ExperimentStore
@@ -96,6 +97,8 @@ def fit_predictor(
     them, see :mod:`mp_ray.tuning`); ``on_epoch`` is called in this driver with each
     epoch's metrics. Ray Train's own logs below warnings stay in its log files."""
     config = config.with_absolute_paths()
+    worker = {**(resources_per_worker or {"CPU": 1.0}), **({"GPU": 1.0} if use_gpu else {})}
+    check_cluster_fits("Ray Train worker", worker, "the workers' resources (--gpu)")
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     scaler = fit_scaler(store, config.predictor.val_fraction, config.predictor.test_fraction)
