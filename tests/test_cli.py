@@ -71,7 +71,7 @@ def test_fit_rerun_export_then_evaluate(ray_session, tmp_path):
     assert rerun.exit_code == 0, rerun.output
     assert rerun.stdout.strip().splitlines()[-1] == result.stdout.strip().splitlines()[-1]
 
-    table = tmp_path / "table.json"
+    table = tmp_path / "new" / "folder" / "table.json"  # made by evaluate, after the work
     args = ["evaluate", "-c", str(path), "--output", str(table)]
     result = runner.invoke(app, [*args, "--predictor", f"fit={export}", "--predictor", str(export)])
     assert result.exit_code == 0, result.output
