@@ -18,6 +18,7 @@ from mp_ray.cli_support import (
     console,
     fail,
     load_config,
+    option_check,
 )
 from mp_ray.indices import checked_points, parse_index_list
 from mp_ray.outputs import atomic_output, write_json
@@ -325,13 +326,6 @@ def calibrate(
         write_json(output, result.rows)
 
 
-def _index_list_option(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
-    """Option callback: refuse a malformed comma-separated index list before any work."""
-    if not ctx.resilient_parsing:
-        parse_index_list(value, param.opts[0])
-    return value
-
-
 @app.command()
 def counterfactual(
     config: ConfigOption,
@@ -339,7 +333,8 @@ def counterfactual(
     remove: Annotated[
         str,
         typer.Option(
-            help="Training indices to remove, comma-separated.", callback=_index_list_option
+            help="Training indices to remove, comma-separated.",
+            callback=option_check(parse_index_list),
         ),
     ],
     predictor: PredictorOption = None,

@@ -3,6 +3,7 @@ failing with a clear message."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -66,22 +67,21 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-def checked_output(
-    ctx: typer.Context, param: typer.CallbackParam, value: Path | None
-) -> Path | None:
-    """Option callback: refuse an output file that cannot be written, before any work."""
-    if value is not None and not ctx.resilient_parsing:
-        check_output(value, param.opts[0])
-    return value
+def option_check(check: Callable[[Any, str], object]) -> Callable[..., Any]:
+    """An option callback that runs ``check(value, "--option")`` while the options are
+    parsed, so a bad value is refused (an :class:`MpRayError` naming the option) before any
+    work; None (an option not given) is not checked."""
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None and not ctx.resilient_parsing:
+            check(value, param.opts[0])
+        return value
+
+    return callback
 
 
-def checked_output_folder(
-    ctx: typer.Context, param: typer.CallbackParam, value: Path | None
-) -> Path | None:
-    """Option callback: refuse an output folder that cannot be written, before any work."""
-    if value is not None and not ctx.resilient_parsing:
-        check_output_folder(value, param.opts[0])
-    return value
+checked_output = option_check(check_output)  # a result file that cannot be written
+checked_output_folder = option_check(check_output_folder)  # a result folder, likewise
 
 
 def load_config(config: Path, overrides: dict[str, Any]) -> ExperimentConfig:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from refusals import refused
 from typer.testing import CliRunner
 
 from mp_ray.cli import app
@@ -34,17 +35,6 @@ def small_config(tmp_path: Path, **store: object) -> Path:
     return path
 
 
-def assert_one_line_error(result, *names: str) -> str:
-    """Exit status 2, one ``error:`` line naming each of ``names``, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for name in names:
-        assert name in errors[0], errors[0]
-    return errors[0]
-
-
 def test_malformed_options_are_one_line_naming_the_option(tmp_path):
     config = small_config(tmp_path)
     cases = {
@@ -56,17 +46,17 @@ def test_malformed_options_are_one_line_naming_the_option(tmp_path):
     }
     for remove, names in cases.items():
         args = ["counterfactual", "-c", str(config), "--target", "0", "--remove", remove]
-        assert_one_line_error(runner.invoke(app, args), *names)
+        refused(runner.invoke(app, args), *names)
     args = ["counterfactual", "-c", str(config), "--target", "x", "--remove", "1"]
-    assert_one_line_error(runner.invoke(app, args), "--target", "counterfactual --help")
+    refused(runner.invoke(app, args), "--target", "counterfactual --help")
     args = ["counterfactual", "-c", str(config), "--target", "999", "--remove", "1"]
-    assert_one_line_error(runner.invoke(app, args), "--target", "out of range")
+    refused(runner.invoke(app, args), "--target", "out of range")
 
 
 def test_malformed_config_is_one_line_and_debug_shows_the_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("seed: 0\ndataset: {source: sklearn, name: nope}\n")
-    line = assert_one_line_error(runner.invoke(app, ["check-config", str(path)]), "dataset.name")
+    line = refused(runner.invoke(app, ["check-config", str(path)]), "dataset.name")
     assert "learner: Field required" in line
     result = runner.invoke(app, ["--debug", "check-config", str(path)])
     assert isinstance(result.exception, ConfigError)  # raised on, with its traceback
@@ -78,12 +68,12 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(tmp_path):
     blocker.write_text("not a folder")
     args = ["value", "-c", str(config), "--method", "loo"]
     result = runner.invoke(app, [*args, "--output", str(blocker / "values.parquet")])
-    assert_one_line_error(result, "--output", "is a file")
+    refused(result, "--output", "is a file")
     assert "valuing" not in result.stderr  # refused while parsing, before any model
     result = runner.invoke(app, [*args, "--plots", str(blocker)])
-    assert_one_line_error(result, "--plots", "not a folder")
+    refused(result, "--plots", "not a folder")
     result = runner.invoke(app, [*args, "--output", str(tmp_path)])
-    assert_one_line_error(result, "--output", "is a folder")
+    refused(result, "--output", "is a folder")
 
 
 def test_value_writes_into_new_folders_and_prints_the_removal_curves(tmp_path):
@@ -122,7 +112,7 @@ def test_datamodels_on_a_missing_store_is_one_line_and_creates_nothing(ray_sessi
     missing = tmp_path / "nowhere" / "store.zarr"
     config = small_config(tmp_path, uri=str(missing))
     result = runner.invoke(app, ["datamodels", "-c", str(config)])
-    assert_one_line_error(result, "no mp-ray store", str(missing))
+    refused(result, "no mp-ray store", str(missing))
     assert not (tmp_path / "nowhere").exists()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from refusals import refused
 from typer.testing import CliRunner
 
 from mp_ray.apps.context import app_context
@@ -57,17 +58,6 @@ def tree_hashes(root: str) -> dict[str, str]:
 
 def invoke(*args: str) -> Any:
     return runner.invoke(app, list(args))
-
-
-def refused(result: Any, *names: str) -> str:
-    """Exit status 2, one ``error:`` line naming each of ``names``, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for name in names:
-        assert name in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
