@@ -49,8 +49,8 @@ app.info.help = __doc__
 def retrain(
     config: ConfigOption,
     store: Annotated[str | None, typer.Option(help="Override store.uri.")] = None,
-    rows: Annotated[int | None, typer.Option(help="Override store.n_rows.")] = None,
-    actors: Annotated[int | None, typer.Option(help="Override retrain.num_actors.")] = None,
+    rows: Annotated[int | None, typer.Option(min=1, help="Override store.n_rows.")] = None,
+    actors: Annotated[int | None, typer.Option(min=1, help="Override retrain.num_actors.")] = None,
     progress: ProgressOption = True,
     report_json: Annotated[
         Path | None,
@@ -104,7 +104,7 @@ def fit(
     storage_path: Annotated[
         str, typer.Option(help="Where Ray Train keeps runs and checkpoints (path or s3://).")
     ] = "runs/train",
-    workers: Annotated[int, typer.Option(help="Data-parallel Ray Train workers.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Data-parallel Ray Train workers.")] = 2,
     gpu: Annotated[bool, typer.Option(help="Give each worker a GPU.")] = False,
     export: Annotated[
         str | None,
@@ -127,6 +127,9 @@ def fit(
             outcome = fit_predictor(
                 experiment, name, storage_path, workers, gpu, on_epoch=_epoch_progress(bar)
             )
+            if not bar.completed:  # a finished run, resumed: no epoch left to train
+                epochs = outcome.metrics.get("epoch", 0)
+                bar.update(epochs, "already trained", skipped=epochs)
     except (ValueError, StoreNotFoundError, StoreMismatchError, TrainingFailedError) as err:
         fail(str(err))
     metrics = outcome.metrics
@@ -173,8 +176,8 @@ def tune(
     storage_path: Annotated[
         str, typer.Option(help="Where Tune and its trials keep results (path or s3://).")
     ] = "runs/tune",
-    samples: Annotated[int, typer.Option(help="Number of trials.")] = 8,
-    workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial.")] = 1,
+    samples: Annotated[int, typer.Option(min=1, help="Number of trials.")] = 8,
+    workers_per_trial: Annotated[int, typer.Option(min=1, help="Ray Train workers per trial.")] = 1,
     progress: ProgressOption = True,
 ) -> None:
     """Search the predictor's regularisation strengths, learning rate and width (ASHA)."""

@@ -32,7 +32,7 @@ PredictorOption = Annotated[
     str | None,
     typer.Option(help="Predictor checkpoint directory (or s3://); without it, retrain."),
 ]
-SeedOption = Annotated[int, typer.Option(help="Root seed of the sampled subsets.")]
+SeedOption = Annotated[int, typer.Option(min=0, help="Root seed of the sampled subsets.")]
 
 
 def _context(config: Path, predictor: str | None) -> AppContext:
@@ -63,13 +63,13 @@ def value(
         Literal["accuracy", "neg_loss"], typer.Option(help="Utility on the validation split.")
     ] = "neg_loss",
     max_samples: Annotated[
-        int, typer.Option(help="Budget: permutations (tmc, beta) or subsets (banzhaf).")
+        int, typer.Option(min=1, help="Budget: permutations (tmc, beta) or subsets (banzhaf).")
     ] = 500,
     stderr_tol: Annotated[
-        float | None, typer.Option(help="Stop once every standard error is below this.")
+        float | None, typer.Option(min=0.0, help="Stop once every standard error is below this.")
     ] = None,
     truncation: Annotated[
-        float | None, typer.Option(help="tmc: relative truncation tolerance (0 disables).")
+        float | None, typer.Option(min=0.0, help="tmc: relative truncation tolerance (0 disables).")
     ] = 0.01,
     alpha: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' α.")] = 16.0,
     beta: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' β.")] = 1.0,
@@ -176,7 +176,7 @@ def value(
 @app.command()
 def select(
     config: ConfigOption,
-    size: Annotated[int, typer.Option(help="How many training points to keep.")],
+    size: Annotated[int, typer.Option(min=1, help="How many training points to keep.")],
     predictor: PredictorOption = None,
     method: Annotated[
         Literal["greedy", "relaxed"],
@@ -225,9 +225,13 @@ def select(
 def memorization(
     config: ConfigOption,
     predictor: PredictorOption = None,
-    subsets: Annotated[int, typer.Option(help="Sampled subsets (models).")] = 2000,
-    alpha: Annotated[float, typer.Option(help="Probability of keeping each point.")] = 0.7,
-    top: Annotated[int, typer.Option(help="How many of the most memorised points to print.")] = 10,
+    subsets: Annotated[int, typer.Option(min=1, help="Sampled subsets (models).")] = 2000,
+    alpha: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Probability of keeping each point.")
+    ] = 0.7,
+    top: Annotated[
+        int, typer.Option(min=0, help="How many of the most memorised points to print.")
+    ] = 10,
     seed: SeedOption = 0,
     output: Annotated[
         Path | None,
@@ -292,8 +296,10 @@ def memorization(
 def calibrate(
     config: ConfigOption,
     predictor: PredictorOption = None,
-    models: Annotated[int, typer.Option(help="Ensemble size.")] = 100,
-    fraction: Annotated[float, typer.Option(help="Each member's share of the training set.")] = 0.8,
+    models: Annotated[int, typer.Option(min=1, help="Ensemble size.")] = 100,
+    fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Each member's share of the training set.")
+    ] = 0.8,
     seed: SeedOption = 0,
     plot: Annotated[
         Path | None,
@@ -365,8 +371,8 @@ def serve(
     config: ConfigOption,
     predictor: Annotated[str, typer.Option(help="Predictor checkpoint directory (or s3://).")],
     host: Annotated[str, typer.Option(help="HTTP host (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-    replicas: Annotated[int, typer.Option(help="Model replicas.")] = 1,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8000,
+    replicas: Annotated[int, typer.Option(min=1, help="Model replicas.")] = 1,
     replica_cpus: Annotated[
         float, typer.Option(min=0.0, help="Logical CPUs each model replica reserves.")
     ] = 1.0,

@@ -63,10 +63,12 @@ def datamodels(
 @app.command()
 def explain(
     config: ConfigOption,
-    target: Annotated[int, typer.Option(help="Index of the target in the test split.")],
-    top: Annotated[int, typer.Option(help="How many supporters, opponents, neighbours.")] = 10,
+    target: Annotated[int, typer.Option(min=0, help="Index of the target in the test split.")],
+    top: Annotated[
+        int, typer.Option(min=1, help="How many supporters, opponents, neighbours.")
+    ] = 10,
     max_k: Annotated[
-        int, typer.Option(help="Brittleness: largest support set tried before giving up.")
+        int, typer.Option(min=1, help="Brittleness: largest support set tried before giving up.")
     ] = 100,
     name: NameOption = "default",
 ) -> None:
@@ -125,9 +127,11 @@ def lds(
     distilled: Annotated[
         bool, typer.Option(help="Also score the saved distilled datamodel (mp-ray distill).")
     ] = False,
-    loo: Annotated[int, typer.Option(help="Points removed one at a time and retrained.")] = 40,
+    loo: Annotated[
+        int, typer.Option(min=0, help="Points removed one at a time and retrained.")
+    ] = 40,
     counterfactual: Annotated[
-        int, typer.Option(help="Targets retrained without their top supporters.")
+        int, typer.Option(min=0, help="Targets retrained without their top supporters.")
     ] = 30,
     output: Annotated[
         Path | None, typer.Option(help="Also write the table as JSON.", callback=checked_output)

@@ -24,10 +24,10 @@ from mp_ray.progress import Progress
 def distill(
     config: ConfigOption,
     groups_per_class: Annotated[
-        int | None, typer.Option(help="Override distill.groups_per_class.")
+        int | None, typer.Option(min=1, help="Override distill.groups_per_class.")
     ] = None,
     per_group: Annotated[
-        int | None, typer.Option(help="Override distill.synthetic_per_group.")
+        int | None, typer.Option(min=1, help="Override distill.synthetic_per_group.")
     ] = None,
     gpu: Annotated[bool, typer.Option(help="Run on a GPU when one is visible.")] = False,
     output: Annotated[

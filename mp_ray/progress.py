@@ -84,10 +84,14 @@ class Progress:
         trace: TracebackType | None,
     ) -> None:
         self._finished = True
+        failed_at_once = error is not None and not self.completed  # the error says it all
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, description=self.status())
+            if failed_at_once:
+                self._bar.update(self._task, visible=False)
+            else:
+                self._bar.update(self._task, description=self.status())
             self._bar.stop()
-        elif self.enabled and self._printed != self.line():
+        elif self.enabled and not failed_at_once and self._printed != self.line():
             self.console.print(self.line(), markup=False, highlight=False)
 
     def advance(self, amount: float = 1, note: str | None = None) -> None:

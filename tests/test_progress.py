@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 from rich.console import Console
@@ -67,3 +68,16 @@ def test_skipped_units_are_not_in_the_rate_and_disabled_prints_nothing():
         clock.now = 10.0
         progress.advance(955)
     assert out.getvalue() == ""
+
+
+def test_a_failure_before_any_work_leaves_the_error_alone():
+    progress, out, clock = plain()
+    with contextlib.suppress(ValueError), progress:
+        raise ValueError("refused before the first unit")
+    assert out.getvalue() == ""
+    progress, out, clock = plain()
+    with contextlib.suppress(KeyboardInterrupt), progress:
+        clock.now = 2.0
+        progress.advance(40)
+        raise KeyboardInterrupt
+    assert out.getvalue() == "datamodels: 40/955 targets, 20 targets/s, stopped after 0:00:02\n"
