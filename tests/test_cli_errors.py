@@ -51,6 +51,8 @@ def test_malformed_options_are_one_line_naming_the_option(tmp_path):
     refused(runner.invoke(app, args), "--target", "counterfactual --help")
     args = ["counterfactual", "-c", str(config), "--target", "999", "--remove", "1"]
     refused(runner.invoke(app, args), "--target", "out of range")
+    refused(runner.invoke(app, ["memorization", "-c", str(config), "--subsets", "0"]), "--subsets")
+    refused(runner.invoke(app, ["calibrate", "-c", str(config), "--fraction", "1.5"]), "--fraction")
 
 
 def test_malformed_config_is_one_line_and_debug_shows_the_traceback(tmp_path):
