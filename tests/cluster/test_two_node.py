@@ -124,21 +124,43 @@ class LocalCluster:
         self.nodes.append(node)
         return node
 
-    def start_head(self) -> None:
-        self._start(
-            [
-                "--head",
-                f"--port={self.gcs_port}",
-                f"--temp-dir={self.temp_dir}",
-                "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={self.dashboard.rsplit(':', 1)[1]}",
-                f"--ray-client-server-port={free_port()}",
-                '--resources={"head_node": 1}',
-            ],
-            "head.log",
+    def start_head(self, attempts: int = 2) -> None:
+        """Start the head and wait until its dashboard lists it. The ports are free when
+        picked, but another process can take one before Ray binds it (the dashboard then
+        never answers): such a start is retried once on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            head = self._start(
+                [
+                    "--head",
+                    f"--port={self.gcs_port}",
+                    f"--temp-dir={self.temp_dir}",
+                    "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={self.dashboard.rsplit(':', 1)[1]}",
+                    f"--ray-client-server-port={free_port()}",
+                    '--resources={"head_node": 1}',
+                ],
+                "head.log",
+            )
+            try:
+                _wait_for(lambda: len(self.alive_nodes()) == 1, 60, "the head node")
+                return
+            except AssertionError as err:
+                self.kill(head)
+                self.nodes.remove(head)
+                if attempt == attempts:
+                    raise AssertionError(f"{err}; its logs end with:\n{self.log_tail()}") from None
+                self.gcs_port, self.dashboard = free_port(), f"http://127.0.0.1:{free_port()}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the head's own log and of its dashboard's."""
+        logs = [Path(self.temp_dir) / "head.log"]
+        logs += Path(self.temp_dir).glob("session_latest/logs/dashboard.*")
+        return "\n".join(
+            f"--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            for log in logs
+            if log.is_file()
         )
-        _wait_for(lambda: len(self.alive_nodes()) == 1, 90, "the head node")
 
     def add_worker(self) -> tuple[subprocess.Popen[bytes], str]:
         """Start a worker node with the custom resource ``worker_node``; returns its process
