@@ -82,7 +82,11 @@ class DatasetConfig(_Strict):
         "recorded in Dataset.flipped. Validation and test labels stay clean.",
     )
     val_fraction: float = Field(
-        default=0.15, ge=0, lt=1, description="Fraction of rows held out for validation."
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="Fraction of rows held out for validation (above 0: every retrained "
+        "model is scored on it, and the valuation utilities are measured on it).",
     )
     test_fraction: float = Field(
         default=0.15, gt=0, lt=1, description="Fraction of rows held out for testing."

@@ -66,6 +66,10 @@ def test_defaults_are_filled(tmp_path):
         ({"dataset": {"source": "file"}}, "dataset.path is required"),
         ({"retrain": {"num_gpus": "lots"}}, "retrain.num_gpus"),
         ({"sampler": {"kind": "uniform_size", "min_size": 5, "max_size": 2}}, "max_size"),
+        (
+            {"dataset": {"source": "sklearn", "name": "iris", "val_fraction": 0}},
+            "dataset.val_fraction",
+        ),
     ],
 )
 def test_bad_fields_are_named(tmp_path, patch, names):

@@ -44,7 +44,7 @@ def split_indices(data: Encoded, config: DatasetConfig) -> Splits:
     splits = Splits(
         np.sort(train), np.sort(order[n_test : n_test + n_val]), np.sort(order[:n_test])
     )
-    _check(splits, data, config)
+    _check(splits, data)
     return splits
 
 
@@ -61,11 +61,9 @@ def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return order[np.argsort(key, kind="stable")]
 
 
-def _check(splits: Splits, data: Encoded, config: DatasetConfig) -> None:
-    """Every split meant to hold rows holds some, and every class when classifying."""
-    named = [("train", splits.train), ("test", splits.test)]
-    if config.val_fraction > 0:
-        named.append(("validation", splits.val))
+def _check(splits: Splits, data: Encoded) -> None:
+    """Every split holds rows, and every class when classifying."""
+    named = [("train", splits.train), ("test", splits.test), ("validation", splits.val)]
     for name, rows in named:
         if data.task == "regression":
             if not len(rows):

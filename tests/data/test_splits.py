@@ -61,10 +61,10 @@ def test_max_train_keeps_a_nested_stratified_prefix():
     assert load_dataset(DatasetConfig(**DIGITS, max_train=200)).n_train == 200
 
 
-def test_regression_and_empty_validation():
-    splits, y = indices(source="sklearn", name="diabetes", val_fraction=0.0, test_fraction=0.2)
-    assert len(splits.val) == 0 and len(splits.test) == round(0.2 * len(y))
-    assert len(splits.train) + len(splits.test) == len(y)
+def test_regression_splits_partition_the_rows():
+    splits, y = indices(source="sklearn", name="diabetes", val_fraction=0.1, test_fraction=0.2)
+    assert len(splits.val) == round(0.1 * len(y)) and len(splits.test) == round(0.2 * len(y))
+    assert len(splits.train) + len(splits.val) + len(splits.test) == len(y)
 
 
 def test_a_split_too_small_for_every_class_is_named():
