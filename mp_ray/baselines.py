@@ -12,7 +12,9 @@
   softmax's common intercept shift, where the gradients vanish); otherwise each solve runs
   conjugate gradients (batched over subsets), which stay in H_D's range from a zero start.
 
-Both expose ``predict(masks (B, n)) -> params (B, d)``, as the fitted predictor does.
+Both expose ``predict(masks (B, n)) -> params (B, d)``, as the fitted predictor does, and
+so do the baselines fitted on the store's training rows (:mod:`mp_ray.store_baselines`: the
+mean θ and ridge regression on the subset mask).
 """
 
 from __future__ import annotations
@@ -28,16 +30,25 @@ def full_data_params(learner: Learner) -> torch.Tensor:
     return learner.fit_batch(torch.ones(1, learner.n_train, dtype=torch.bool))[0]
 
 
-class FullDataModel:
+class ConstantParams:
+    """Predicts one parameter vector ``theta (d,)`` whatever the subset."""
+
+    name = "constant θ"
+
+    def __init__(self, theta: torch.Tensor) -> None:
+        self.theta = theta
+
+    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return self.theta.expand(len(masks), -1).clone()
+
+
+class FullDataModel(ConstantParams):
     """Predicts θ(D) whatever the subset."""
 
     name = "full data θ(D)"
 
     def __init__(self, learner: Learner) -> None:
-        self.theta = full_data_params(learner)
-
-    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
-        return self.theta.expand(len(masks), -1).clone()
+        super().__init__(full_data_params(learner))
 
 
 class InfluenceFunction:

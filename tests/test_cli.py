@@ -81,10 +81,15 @@ def test_fit_rerun_export_then_evaluate(ray_session, tmp_path):
     assert set(rows) == {
         "ModelPred (fit)",
         "ModelPred (2)",
+        "mean θ",
+        "ridge on the mask",
         "full data θ(D)",
         "influence functions",
     }
     assert all(0.5 < row["agreement"] <= 1 for row in rows.values())
+    # Linear in the mask beats a constant even on fewer training rows than points.
+    assert rows["ridge on the mask"]["rel_error"] < rows["mean θ"]["rel_error"]
+    assert "ridge on the mask" in result.stdout and "mean θ" in result.stdout
     assert rows["ModelPred (fit)"]["rel_error"] == rows["ModelPred (2)"]["rel_error"]
 
 

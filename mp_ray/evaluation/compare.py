@@ -5,7 +5,8 @@ masks and recorded outputs) for the LDS, and models retrained without chosen poi
 the removal tests. Each method is an :data:`~mp_ray.evaluation.outputs.OutputFn`; its
 row of the table gives the LDS, the leave-one-out correlation, the counterfactual test
 (removing each target's top supporters: predicted vs actual change of that target's
-output) and the seconds it took to answer all of them.
+output) and the seconds it took to answer all of them; a correlation that is undefined
+(a method whose predictions do not vary) is left out of its row.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def score_method(outputs: OutputFn, truth: Truth) -> dict[str, Any]:
         actual = removals.changes[rows, removals.targets]
         row["cf_pearson"], row["cf_spearman"] = paired_correlation(predicted, actual)
     row["seconds"] = time.perf_counter() - start
-    return row
+    return {key: value for key, value in row.items() if np.isfinite(value)}
 
 
 def behaviour_table(methods: dict[str, OutputFn], truth: Truth) -> list[dict[str, Any]]:

@@ -1,7 +1,10 @@
 """The behaviour table of an experiment: every available method scored on one ground truth.
 
 Methods: each fitted ModelPred checkpoint given (name → URI), the store's datamodels (when
-fitted), first-order influence functions, and any further parameter predictors passed in.
+fitted), any further parameter predictors passed in, and the baselines: the mean θ and
+ridge on the subset mask (fitted on the predictor's training rows), the full-data model
+θ(D) and first-order influence functions. A constant prediction (the mean θ, θ(D)) ranks
+no subsets and changes with no removal: its correlations are undefined and left out.
 Ground truth: the store's test rows (held out from every fit), ``n_loo`` single points
 removed from the full set and retrained, and, with datamodels, ``n_counterfactual``
 targets each retrained without its ``support_size`` top supporters. The points and targets
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mp_ray.apps.models import PredictedModels, RetrainedModels
-from mp_ray.baselines import InfluenceFunction
+from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import load_dataset
 from mp_ray.datamodels.apps import support
@@ -33,6 +36,7 @@ from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.sampling import row_rng
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import SEEDED_UNREAD
+from mp_ray.store_baselines import MaskRidge, fit_store_baselines
 
 EVALUATION_STREAM = 0xE7A1  # the draws of removed points and counterfactual targets
 
@@ -91,9 +95,15 @@ def behaviour_report(
     for name, predict in (extra or {}).items():
         methods[name] = outputs_of(predict)
     start = time.perf_counter()
+    mean, ridge = fit_store_baselines(store, settings.val_fraction, settings.test_fraction)
+    fitted = time.perf_counter()
     influence = InfluenceFunction(learner)  # θ(D) and the inverse Hessian
-    setup_seconds = {InfluenceFunction.name: time.perf_counter() - start}
-    methods[InfluenceFunction.name] = outputs_of(influence.predict)
+    setup_seconds = {
+        MaskRidge.name: fitted - start,  # with the mean θ, from the same pass
+        InfluenceFunction.name: time.perf_counter() - fitted,
+    }
+    for baseline in (mean, ridge, FullDataModel(learner), influence):
+        methods[baseline.name] = outputs_of(baseline.predict)
 
     n = dataset.n_train
     rng = row_rng(config.seed, EVALUATION_STREAM, 0)
@@ -126,6 +136,7 @@ def behaviour_report(
         "counterfactual_targets": 0 if truth.counterfactual is None else len(targets),
         "support_size": k,
         "setup_seconds": setup_seconds,
+        "ridge_alpha": ridge.alpha,
     }
     return BehaviourReport(behaviour_table(methods, truth), info)
 

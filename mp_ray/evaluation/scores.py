@@ -7,8 +7,8 @@
   points: leave-one-out; groups: leave-group-out; a target's top supporters: the
   counterfactual test), the correlation between predicted and retrained output changes.
 
-Correlations of a target whose actual outputs are all equal are undefined and left out
-of the means (and reported as NaN per target).
+Correlations of a target whose actual (or predicted) outputs are all equal, up to
+rounding, are undefined and left out of the means (and reported as NaN per target).
 """
 
 from __future__ import annotations
@@ -29,24 +29,32 @@ class Score:
     per_target: np.ndarray
 
 
+def varies(values: np.ndarray) -> np.ndarray:
+    """Whether the values of each column of ``(K, T)``, or of a vector ``(K,)``, differ by
+    more than rounding (a correlation with them is defined): ``(T,)`` bool, or a scalar."""
+    values = np.asarray(values, float)
+    return np.ptp(values, axis=0) > 1e-9 * np.maximum(1.0, np.abs(values).max(axis=0))
+
+
 def columnwise_correlation(
     predicted: np.ndarray, actual: np.ndarray, rank: bool = True
 ) -> np.ndarray:
     """Spearman's ρ (Pearson's r unless ``rank``) between matching columns of two ``(K, T)``
-    arrays, ``(T,)``; NaN where either column is constant."""
+    arrays, ``(T,)``; NaN where either column is constant (:func:`varies`)."""
     predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
     if predicted.shape != actual.shape or predicted.ndim != 2:
         raise ValueError(
             f"predicted and actual outputs must both be (K, T), got {predicted.shape} and "
             f"{actual.shape}"
         )
+    defined = varies(predicted) & varies(actual)
     if rank:
         predicted, actual = stats.rankdata(predicted, axis=0), stats.rankdata(actual, axis=0)
     a = predicted - predicted.mean(axis=0)
     b = actual - actual.mean(axis=0)
     norm = np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm > 0, (a * b).sum(axis=0) / norm, np.nan)
+        return np.where(defined, (a * b).sum(axis=0) / norm, np.nan)
 
 
 def _score(per_target: np.ndarray) -> Score:
@@ -92,10 +100,11 @@ def removal_correlation(predicted: np.ndarray, actual: np.ndarray) -> Score:
 
 def paired_correlation(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     """Pearson's r and Spearman's ρ between paired predicted and actual changes ``(R,)``
-    (the counterfactual test: one removal per target, its own target's change)."""
+    (the counterfactual test: one removal per target, its own target's change); NaN where
+    either is constant."""
     predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
     if predicted.shape != actual.shape or predicted.ndim != 1 or len(predicted) < 3:
         raise ValueError("paired changes must be two vectors of the same length ≥ 3")
-    pearson = float(stats.pearsonr(predicted, actual).statistic)
-    spearman = float(stats.spearmanr(predicted, actual).statistic)
-    return pearson, spearman
+    pair = (predicted[:, None], actual[:, None])
+    pearson = columnwise_correlation(*pair, rank=False)[0]
+    return float(pearson), float(columnwise_correlation(*pair)[0])

@@ -8,7 +8,9 @@ For each held-out subset S with retrained θ(S) and a method's prediction θ̂(S
 - test losses of both, summarised per group by their Spearman and Pearson correlation.
 
 Every method is anything with ``predict(masks (B, n)) -> params (B, d)``: the fitted
-:class:`~mp_ray.predictor.predictor.Predictor` and the baselines of :mod:`mp_ray.baselines`.
+:class:`~mp_ray.predictor.predictor.Predictor` and the baselines — the mean θ and ridge on
+the subset mask (:mod:`mp_ray.store_baselines`, fitted on the predictor's training rows),
+the full-data model θ(D) and influence functions (:mod:`mp_ray.baselines`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from scipy import stats
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset, load_dataset
+from mp_ray.evaluation.scores import varies
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.rows import TEST, Rows, read_split
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import MODELS_UNREAD
+from mp_ray.store_baselines import MaskRidge, MeanParams, fit_store_baselines
 
 SIZE_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)  # subset size as a fraction of n
 
@@ -57,11 +61,6 @@ def compare_models(
     }
 
 
-def _varies(values: np.ndarray) -> bool:
-    """Whether values differ by more than rounding (a correlation is defined)."""
-    return bool(np.ptp(values) > 1e-9 * max(1.0, float(np.abs(values).max())))
-
-
 def _summary(values: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, float]:
     count = int(keep.sum())
     row: dict[str, float] = {"rows": count}
@@ -71,7 +70,7 @@ def _summary(values: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, fl
     row["agreement"] = float(values["agreement"][keep].mean())
     row["accuracy_gap"] = float(values["accuracy_gap"][keep].mean())
     predicted, actual = values["loss_predicted"][keep], values["loss_actual"][keep]
-    if count > 2 and _varies(predicted) and _varies(actual):  # else undefined
+    if count > 2 and varies(predicted) and varies(actual):  # else undefined
         row["loss_spearman"] = float(stats.spearmanr(predicted, actual).statistic)
         row["loss_pearson"] = float(np.corrcoef(predicted, actual)[0, 1])
     return row
@@ -129,8 +128,11 @@ def evaluate_on_store(
     if len(rows) == 0:
         raise ValueError(f"store {store.uri} has no test rows; raise predictor.test_fraction")
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    mean, ridge = fit_store_baselines(store, settings.val_fraction, settings.test_fraction)
     methods = {
         **predictors,
+        MeanParams.name: mean,
+        MaskRidge.name: ridge,
         FullDataModel.name: FullDataModel(learner),
         InfluenceFunction.name: InfluenceFunction(learner),
     }

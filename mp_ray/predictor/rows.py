@@ -9,6 +9,7 @@ read whole blocks (chunk-aligned) and keep the rows of the split they need; rows
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,3 +83,16 @@ def read_split(
             empty.outputs = np.zeros((0, t), np.float32)
         return empty
     return Rows(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
+
+
+def split_blocks(
+    store: ExperimentStore,
+    split: int,
+    val_fraction: float,
+    test_fraction: float,
+    blocks: Iterable[int] | None = None,
+) -> Iterator[Rows]:
+    """The rows of ``split``, one store block at a time (every block unless ``blocks``), so
+    that a pass over them holds one block, never the whole store."""
+    for block in range(store.n_blocks) if blocks is None else blocks:
+        yield read_split(store, [block], split, val_fraction, test_fraction)

@@ -121,8 +121,18 @@ def test_lds_table_and_explain(bernoulli_config, fitted_datamodels, tmp_path):
     # 20 + 30 removals retrained, each set with the full-data model.
     assert re.search(r"^lds retraining: 52/52 models, .*, done in ", result.stderr, re.M)
     table = {row["method"]: row for row in json.loads(out.read_text())["table"]}
-    assert set(table) == {"datamodels", "influence functions"}
+    assert set(table) == {
+        "datamodels",
+        "mean θ",
+        "ridge on the mask",
+        "full data θ(D)",
+        "influence functions",
+    }
     assert table["datamodels"]["lds"] > 0.8  # measured 0.93 (influence functions 0.88)
+    assert table["ridge on the mask"]["lds"] > 0.8
+    # A constant prediction ranks nothing: only its time is reported, printed as dashes.
+    assert set(table["mean θ"]) == set(table["full data θ(D)"]) == {"method", "seconds"}
+    assert re.search(r"^mean θ +– +– +– +– +[\d.]+$", result.stdout, re.M)
     assert table["influence functions"]["loo"] > 0.8  # first order is exact-ish for one point
     assert table["datamodels"]["cf_pearson"] > 0.8  # measured 0.98
 
