@@ -254,7 +254,8 @@ def markdown(results: dict[str, Any]) -> str:
         for row in res["table"]:
             fit = row.get("fit_seconds")
             lines.append(
-                f"| {name} | {res['info']['test_rows']} | {row['method']} | {row['lds']:.3f} "
+                f"| {name} | {res['info']['test_rows']} | {row['method']} "
+                f"| {row.get('lds', float('nan')):.3f} "
                 f"| {row.get('loo', float('nan')):.3f} | {row.get('cf_pearson', float('nan')):.3f} "
                 f"| {row.get('cf_spearman', float('nan')):.3f} "
                 f"| {'–' if fit is None else f'{fit:.1f}'} | {row['seconds']:.2f} |"
@@ -269,7 +270,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     width = 0.8 / len(methods)
     for k, method in enumerate(methods):
         values = [
-            next(r["lds"] for r in results["behaviour"][n]["table"] if r["method"] == method)
+            next(
+                r.get("lds", np.nan)  # none for a constant prediction
+                for r in results["behaviour"][n]["table"]
+                if r["method"] == method
+            )
             for n in names
         ]
         axes[0].bar(np.arange(len(names)) + k * width, values, width, label=method)

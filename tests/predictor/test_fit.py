@@ -62,10 +62,16 @@ def test_fit_on_two_workers_resume_and_load(ray_session, tmp_path):
     assert ours.mean() < 0.9 * mean_model.mean()
     assert predictor.meta.dataset_fingerprint == store.spec.dataset_fingerprint
 
-    # The evaluation on the store's test rows covers ModelPred and both baselines.
+    # The evaluation on the store's test rows covers ModelPred and the baselines.
     table = evaluate_on_store(config, {"ModelPred": resumed.predictor_uri})
     overall = {row["method"]: row for row in table if row["subset size"] == "all"}
-    assert set(overall) == {"ModelPred", "full data θ(D)", "influence functions"}
+    assert set(overall) == {
+        "ModelPred",
+        "mean θ",
+        "ridge on the mask",
+        "full data θ(D)",
+        "influence functions",
+    }
     assert overall["ModelPred"]["rows"] == len(test)
     assert overall["ModelPred"]["rel_error"] == pytest.approx(float(ours.mean()), rel=1e-4)
 
