@@ -14,7 +14,7 @@ Both come from one pass over the training rows and one over the validation rows,
 block at a time (:func:`~mp_ray.predictor.rows.split_blocks`): :class:`NormalEquations`
 sums Σ a aᵀ ``(n+1, n+1)`` and Σ a θᵀ ``(n+1, d)`` over rows a = [1_S, 1] in float64, and
 one eigendecomposition of the centred Gram matrix serves every α of the grid. Memory is
-bounded by n², n·d per α of the grid and one block of rows, never by the number of rows.
+bounded by n², n·d and one block of rows, never by the number of rows.
 """
 
 from __future__ import annotations
@@ -83,21 +83,46 @@ class NormalEquations:
         """The mean mask ``(n,)`` and mean θ ``(d,)`` of the rows added."""
         return self.gram[:-1, -1] / self.count, self.cross[-1] / self.count
 
-    def ridge_path(self, grid: Sequence[float]) -> list[tuple[float, np.ndarray, np.ndarray]]:
-        """(α, W ``(n, d)``, b ``(d,)``) of the ridge fit for α = each ``grid`` value times
-        the mean eigenvalue of the centred Gram matrix."""
+    def ridge_path(self, grid: Sequence[float]) -> RidgePath:
+        """The ridge fits for α = each ``grid`` value times the mean eigenvalue of the
+        centred Gram matrix."""
         mask_mean, theta_mean = self.means()
         gram = self.gram[:-1, :-1] - self.count * np.outer(mask_mean, mask_mean)
         cross = self.cross[:-1] - self.count * np.outer(mask_mean, theta_mean)
         eigenvalues, vectors = np.linalg.eigh(gram)
         eigenvalues = eigenvalues.clip(min=0)  # rounding below zero
-        projected = vectors.T @ cross
         scale = float(eigenvalues.mean()) or 1.0  # masks that never vary: W = 0 for any α
-        path = []
-        for alpha in scale * np.asarray(grid):
-            weights = vectors @ (projected / (eigenvalues + alpha)[:, None])
-            path.append((float(alpha), weights, theta_mean - mask_mean @ weights))
-        return path
+        alphas = scale * np.asarray(grid, dtype=np.float64)
+        return RidgePath(mask_mean, theta_mean, eigenvalues, vectors, vectors.T @ cross, alphas)
+
+
+@dataclass
+class RidgePath:
+    """Ridge fits for each strength of ``alphas (G,)`` from the eigendecomposition
+    V diag(λ) Vᵀ of the centred Gram matrix (``vectors (n, n)``, ``eigenvalues (n,)``):
+    W_α = V diag(1/(λ + α)) ``projected``, b_α = θ̄ − W_αᵀ m̄, where ``projected`` ``(n, d)``
+    is Vᵀ Σ (m − m̄)(θ − θ̄)ᵀ and m̄ ``(n,)``, θ̄ ``(d,)`` are the mean mask and θ. No W_α
+    is formed until :meth:`solution`: predictions go through the spectral coordinates."""
+
+    mask_mean: np.ndarray
+    theta_mean: np.ndarray
+    eigenvalues: np.ndarray
+    vectors: np.ndarray
+    projected: np.ndarray
+    alphas: np.ndarray
+
+    def spectral(self, masks: np.ndarray) -> np.ndarray:
+        """(m − m̄)ᵀV for each row of ``masks (B, n)``, ``(B, n)``."""
+        return (masks - self.mask_mean) @ self.vectors
+
+    def predict(self, spectral: np.ndarray, k: int) -> np.ndarray:
+        """θ̂ ``(B, d)`` at the ``k``-th strength from :meth:`spectral` coordinates."""
+        return (spectral / (self.eigenvalues + self.alphas[k])) @ self.projected + self.theta_mean
+
+    def solution(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """W ``(n, d)`` and b ``(d,)`` at the ``k``-th strength."""
+        weights = self.vectors @ (self.projected / (self.eigenvalues + self.alphas[k])[:, None])
+        return weights, self.theta_mean - self.mask_mean @ weights
 
 
 def relative_errors(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -117,18 +142,18 @@ def fit_mask_baselines(
     if equations.count == 0:
         raise ValueError("no training rows to fit the baselines on")
     path = equations.ridge_path(grid)
-    totals, count = np.zeros(len(path)), 0
+    totals, count = np.zeros(len(path.alphas)), 0
     for rows in val:
-        masks, theta = rows.masks.astype(np.float64), rows.params.astype(np.float64)
-        for k, (_, weights, bias) in enumerate(path):
-            totals[k] += relative_errors(masks @ weights + bias, theta).sum()
+        spectral, theta = path.spectral(rows.masks), rows.params.astype(np.float64)
+        for k in range(len(path.alphas)):
+            totals[k] += relative_errors(path.predict(spectral, k), theta).sum()
         count += len(rows)
     if count == 0:
         raise ValueError("no validation rows to choose the ridge strength on")
     errors = totals / count
-    alpha, weights, bias = path[int(np.argmin(errors))]
-    alphas = [alpha for alpha, _, _ in path]
-    ridge = MaskRidge(weights, bias, alpha, dict(zip(alphas, errors.tolist(), strict=True)))
+    best = int(np.argmin(errors))
+    val_errors = dict(zip(path.alphas.tolist(), errors.tolist(), strict=True))
+    ridge = MaskRidge(*path.solution(best), float(path.alphas[best]), val_errors)
     return MeanParams(torch.as_tensor(equations.means()[1])), ridge
 
 
