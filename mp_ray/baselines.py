@@ -11,6 +11,9 @@
   products when d ≤ ``exact_max_dim`` and pseudo-inverted (it is singular along the
   softmax's common intercept shift, where the gradients vanish); otherwise each solve runs
   conjugate gradients (batched over subsets), which stay in H_D's range from a zero start.
+  Points outside the ground set take the same step on the enlarged subset's objective
+  (:meth:`InfluenceFunction.predict_with_points`): for D plus new points A this is
+  θ(D) − C·H_D⁻¹ Σ_{a∈A} ∇ℓ_a(θ(D)), the first-order up-weighting of A.
 
 Both expose ``predict(masks (B, n)) -> params (B, d)``, as the fitted predictor does, and
 so do the baselines fitted on the store's training rows (:mod:`mp_ray.store_baselines`: the
@@ -22,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mp_ray.learners import Learner
+from mp_ray.learners import Learner, with_points
 
 
 def full_data_params(learner: Learner) -> torch.Tensor:
@@ -99,7 +102,23 @@ class InfluenceFunction:
             rr = rr_new
         return x
 
-    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def _step(self, learner: Learner, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """θ(D) − H_D⁻¹ ∇J_S(θ(D)) for the subsets ``masks (B, n')`` of ``learner``'s set."""
         masks = torch.as_tensor(np.asarray(masks))
-        grad = self.learner.objective_grad(self.theta.expand(len(masks), -1), masks)
+        grad = learner.objective_grad(self.theta.expand(len(masks), -1), masks)
         return self.theta - self.solve(grad)
+
+    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return self._step(self.learner, masks)
+
+    def predict_with_points(
+        self,
+        masks: np.ndarray | torch.Tensor,
+        X_new: np.ndarray,
+        y_new: np.ndarray,
+        new_masks: np.ndarray | torch.Tensor,
+    ) -> torch.Tensor:
+        """Parameters ``(B, d)`` for ``masks (B, n)`` of the ground set plus ``new_masks
+        (B, m)`` of the points ``X_new (m, p)``, ``y_new (m,)``: the same step from θ(D)."""
+        joined = np.concatenate([np.asarray(masks), np.asarray(new_masks)], axis=1)
+        return self._step(with_points(self.learner, X_new, y_new), joined)

@@ -367,6 +367,80 @@ def counterfactual(
 
 
 @app.command()
+def add(
+    config: ConfigOption,
+    predictor: Annotated[str, typer.Option(help="Predictor checkpoint directory (or s3://).")],
+    points: Annotated[
+        str | None,
+        typer.Option(
+            help="New points in the dataset's raw units: Parquet/CSV with its feature columns "
+            "and label column, .npz (X, y) or .npy with --labels; local or s3://."
+        ),
+    ] = None,
+    labels: Annotated[str | None, typer.Option(help="Labels .npy of an .npy --points.")] = None,
+    from_test: Annotated[
+        int | None,
+        typer.Option(min=1, help="Add the first K test points (scored on the rest)."),
+    ] = None,
+    check: Annotated[bool, typer.Option(help="Also retrain, and compare with it.")] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the results as JSON.", callback=checked_output)
+    ] = None,
+) -> None:
+    """What the model becomes if new points are added to the training set: ModelPred
+    against influence functions (and retraining with --check), on the test split."""
+    from mp_ray.apps.addition import add_points
+    from mp_ray.data import read_points
+    from mp_ray.errors import InputError
+
+    if points is None and from_test is None:
+        raise InputError("give the new points: --points FILE and/or --from-test K")
+    if points and points.lower().endswith(".npy") and not labels:
+        raise InputError(f"--points {points} is an .npy feature file: give --labels FILE")
+    context = _context(config, predictor)
+    data = context.dataset
+    X_new = np.zeros((0, data.n_features), np.float32)
+    y_new = data.y_test[:0]
+    if points:
+        X_new, y_new = read_points(data, context.config.dataset, points, labels)
+    taken = from_test or 0
+    if taken >= len(data.y_test):
+        raise InputError(
+            f"--from-test {taken}: the test split has {len(data.y_test)} points; "
+            "leave at least one to score on"
+        )
+    X_new = np.concatenate([X_new, data.X_test[:taken]])
+    y_new = np.concatenate([y_new, data.y_test[:taken]])
+    X_eval, y_eval = data.X_test[taken:], data.y_test[taken:]
+    result = add_points(context.models, X_new, y_new, X_eval, y_eval, retrain=check)
+    console.print(
+        f"adding {len(y_new)} points to the {data.n_train} training points of {data.name}; "
+        f"scored on {len(y_eval)} test points"
+    )
+    score = "accuracy" if data.n_classes > 1 else "R²"
+    print(
+        f"{'method':<22}{score + ' before':>16}{'after':>8}{'change':>9}{'loss change':>13}"
+        f"{'changed':>9}{'rel. error':>12}{'seconds':>9}"
+    )
+    summary = result.summary()
+    for name, row in summary.items():
+        error = "–" if row["rel_error"] is None else f"{row['rel_error']:.4f}"
+        print(
+            f"{name:<22}{row['accuracy_before']:>16.4f}{row['accuracy_after']:>8.4f}"
+            f"{row['accuracy_change']:>+9.4f}{row['loss_change']:>+13.4f}"
+            f"{row['predictions_changed']:>9.1%}{error:>12}{row['seconds']:>9.3f}"
+        )
+    if output:
+        write_json(
+            output,
+            {
+                name: {**summary[name], "params_after": outcome.after[0].tolist()}
+                for name, outcome in result.outcomes.items()
+            },
+        )
+
+
+@app.command()
 def serve(
     config: ConfigOption,
     predictor: Annotated[str, typer.Option(help="Predictor checkpoint directory (or s3://).")],

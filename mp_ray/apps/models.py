@@ -7,6 +7,10 @@ Two implementations answer it with the same interface, ``params(masks (B, n)) ->
 - :class:`RetrainedModels`: the learner itself, ``fit_batch`` on blocks of subsets (the
   exact answer, the ground truth every application is checked against).
 
+Both also answer for subsets plus points outside the ground set, ``params_with_points``:
+the predictor pools the new points through φ (no refit), retraining trains the learner on
+the ground set followed by the new points.
+
 Subsets on which the learner has no optimum (empty, or missing a class) get the learner's
 documented fallback θ = 0 from both, so applications see the same convention either way.
 """
@@ -18,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from mp_ray.learners import Learner
+from mp_ray.learners import Learner, with_points
 from mp_ray.predictor import Predictor
 
 Masks = np.ndarray | torch.Tensor  # (B, n) bool or {0, 1}
@@ -37,12 +41,21 @@ class SubsetModels(Protocol):
         ...
 
 
-def _checked(masks: Masks, n_train: int) -> torch.Tensor:
+def _checked(masks: Masks, n_train: int, what: str = "masks") -> torch.Tensor:
     """Masks as a bool tensor ``(B, n)``, with a clear error for any other shape."""
     masks = torch.as_tensor(np.asarray(masks) if not torch.is_tensor(masks) else masks)
     if masks.ndim != 2 or masks.shape[1] != n_train:
-        raise ValueError(f"masks must have shape (B, {n_train}), got {tuple(masks.shape)}")
+        raise ValueError(f"{what} must have shape (B, {n_train}), got {tuple(masks.shape)}")
     return masks.bool()
+
+
+def _joined(masks: Masks, new_masks: Masks, n_train: int, m: int) -> torch.Tensor:
+    """Masks ``(B, n)`` of the ground set and ``new_masks (B, m)`` of new points as one bool
+    tensor ``(B, n + m)``; shapes checked."""
+    masks, new_masks = _checked(masks, n_train), _checked(new_masks, m, "new_masks")
+    if len(masks) != len(new_masks):
+        raise ValueError(f"{len(masks)} masks but {len(new_masks)} new_masks")
+    return torch.cat([masks, new_masks], dim=1)
 
 
 class RetrainedModels:
@@ -66,6 +79,14 @@ class RetrainedModels:
             return torch.zeros(0, self.learner.n_params, dtype=self.learner.dtype)
         return torch.cat(parts)
 
+    def params_with_points(
+        self, masks: Masks, X_new: np.ndarray, y_new: np.ndarray, new_masks: Masks
+    ) -> torch.Tensor:
+        """Parameters ``(B, d)`` retrained on ``masks (B, n)`` of the ground set plus
+        ``new_masks (B, m)`` of the points ``X_new (m, p)``, ``y_new (m,)``."""
+        joined = _joined(masks, new_masks, self.n_train, len(y_new))
+        return RetrainedModels(with_points(self.learner, X_new, y_new), self.block).params(joined)
+
 
 class PredictedModels:
     """ModelPred's answer: one ``masks @ Φ`` and ρ per batch."""
@@ -87,4 +108,17 @@ class PredictedModels:
         masks = _checked(masks, self.n_train)
         params = self.predictor.predict(masks).to(self.learner.dtype)
         params[self.learner.degenerate(masks)] = 0.0
+        return params
+
+    def params_with_points(
+        self, masks: Masks, X_new: np.ndarray, y_new: np.ndarray, new_masks: Masks
+    ) -> torch.Tensor:
+        """Predicted parameters ``(B, d)`` for ``masks (B, n)`` of the ground set plus
+        ``new_masks (B, m)`` of the points ``X_new (m, p)``, ``y_new (m,)``, which the
+        predictor has never seen: they pool through φ like ground-set points."""
+        joined = _joined(masks, new_masks, self.n_train, len(y_new))
+        params = self.predictor.predict_with_points(
+            joined[:, : self.n_train], X_new, y_new, joined[:, self.n_train :]
+        ).to(self.learner.dtype)
+        params[with_points(self.learner, X_new, y_new).degenerate(joined)] = 0.0
         return params

@@ -9,6 +9,8 @@ from typing import Literal
 
 import numpy as np
 
+from mp_ray.data.scaling import Scaling
+
 Task = Literal["classification", "regression"]
 
 
@@ -18,8 +20,10 @@ class Dataset:
 
     Shapes: ``X_* (m, p) float32``; ``y_* (m,)`` int64 class ids in ``[0, n_classes)`` for
     classification, float32 for regression (``n_classes == 1``). The training split is the
-    ground set: subsets and masks index its rows ``0..n-1``. ``flipped (k,)`` lists the
-    training rows whose labels were deliberately changed (``DatasetConfig.flip_fraction``).
+    ground set: subsets and masks index its rows ``0..n-1``. ``scaling`` maps raw features
+    to these (fitted on the training split); ``classes[i]`` is the raw label of class id i
+    (empty for regression). ``flipped (k,)`` lists the training rows whose labels were
+    deliberately changed (``DatasetConfig.flip_fraction``).
     """
 
     name: str
@@ -32,6 +36,8 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     feature_names: tuple[str, ...]
+    scaling: Scaling
+    classes: tuple[object, ...]
     flipped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property

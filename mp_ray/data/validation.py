@@ -30,10 +30,7 @@ class Encoded:
 
 def encode(raw: RawData) -> Encoded:
     """Validate ``raw`` and encode its labels; errors name the problem."""
-    X = _features(raw)
-    y = np.asarray(raw.y).reshape(-1)
-    if len(y) != X.shape[0]:
-        raise DatasetError(f"{raw.name}: {X.shape[0]} feature rows but {len(y)} labels")
+    X, y = _rows(raw)
     if raw.task == "regression":
         return Encoded(raw.task, X, _targets(y, raw.name), 1, ())
     if y.dtype.kind == "f" and not np.isfinite(y).all():
@@ -49,6 +46,32 @@ def encode(raw: RawData) -> Encoded:
             f"{raw.name} has {len(classes)} class(es); classification needs at least 2"
         )
     return Encoded(raw.task, X, ids.astype(np.int64), len(classes), tuple(classes.tolist()))
+
+
+def encode_like(raw: RawData, classes: tuple[object, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate new points ``raw`` and encode them as a dataset whose class ids stand for
+    ``classes`` (empty: regression): float64 features ``(m, p)`` and int64 class ids (or
+    float64 targets) ``(m,)``; a label outside ``classes`` is refused."""
+    X, y = _rows(raw)
+    if not classes:
+        return X, _targets(y, raw.name)
+    ids = {label: i for i, label in enumerate(classes)}
+    unknown = sorted({str(label) for label in y.tolist() if label not in ids})
+    if unknown:
+        raise DatasetError(
+            f"labels of {raw.name} outside the dataset's classes "
+            f"({', '.join(map(str, classes))}): {', '.join(unknown[:5])}"
+        )
+    return X, np.array([ids[label] for label in y.tolist()], dtype=np.int64)
+
+
+def _rows(raw: RawData) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float64 features ``(m, p)`` and the raw labels ``(m,)`` beside them."""
+    X = _features(raw)
+    y = np.asarray(raw.y).reshape(-1)
+    if len(y) != X.shape[0]:
+        raise DatasetError(f"{raw.name}: {X.shape[0]} feature rows but {len(y)} labels")
+    return X, y
 
 
 def _looks_continuous(classes: np.ndarray, n_rows: int) -> bool:

@@ -24,4 +24,20 @@ def make_learner(
     return LEARNERS[config.kind](config, X, y, n_classes, device)
 
 
-__all__ = ["LEARNERS", "MLP", "Learner", "LogisticRegression", "Ridge", "make_learner"]
+def with_points(learner: Learner, X_new: ArrayLike, y_new: ArrayLike) -> Learner:
+    """The same learner over its training set followed by new points ``X_new (m, p)``,
+    ``y_new (m,)``: its masks are ``(K, n + m)``, the first n columns the original set."""
+    X = torch.cat([learner.X, learner.as_tensor(X_new)])
+    y = torch.cat([learner.y, learner.labels(y_new)])
+    return make_learner(learner.config, X, y, learner.n_classes, learner.device)
+
+
+__all__ = [
+    "LEARNERS",
+    "MLP",
+    "Learner",
+    "LogisticRegression",
+    "Ridge",
+    "make_learner",
+    "with_points",
+]

@@ -6,6 +6,7 @@ Endpoints (JSON, schemas in :mod:`mp_ray.serve.schemas`, OpenAPI at ``/docs``):
 - ``GET /v1/metadata`` — dataset fingerprint, store, learner, fit metrics;
 - ``POST /v1/predict`` — the model for a subset: parameters, or predictions on inputs;
   concurrent requests share one predictor call through ``@serve.batch``;
+- ``POST /v1/add`` — the model for a subset plus new points outside the ground set;
 - ``POST /v1/values``, ``/v1/select``, ``/v1/memorization``, ``/v1/calibrated``,
   ``/v1/counterfactual`` — the applications of :mod:`mp_ray.apps` on the predictor.
 
@@ -198,6 +199,10 @@ class Gateway:
         # The replica built (and validated) the response: serialise it once, here.
         answer: schemas.PredictResponse = await self._ask("predict", body)
         return Response(answer.model_dump_json(), media_type="application/json")
+
+    @api.post("/v1/add", response_model=schemas.PredictResponse)
+    async def add(self, body: schemas.AddRequest) -> schemas.PredictResponse:
+        return await self._ask("answer", "add", body)
 
     @api.post("/v1/values", response_model=schemas.ValuesResponse)
     async def values(self, body: schemas.ValuesRequest) -> schemas.ValuesResponse:

@@ -16,7 +16,14 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 MAX_POINTS = 1_000_000  # largest ground set served: entries of an index list or mask
 MAX_INPUT_ROWS = 4096  # feature rows per request
@@ -72,17 +79,22 @@ class Subset(_Body):
         return self
 
 
-class PredictRequest(Subset):
-    """The model trained on a subset: its parameters, or its predictions on ``inputs``."""
-
-    inputs: list[list[float]] | None = Field(
-        default=None,
+# Rows a requested model predicts on; without them, the model's parameters are answered.
+PredictionRows = Annotated[
+    list[list[float]] | None,
+    Field(
         max_length=MAX_INPUT_ROWS,
         description="Feature rows (already scaled like the training data) to predict on; "
         "without them the parameters are returned.",
-    )
+    ),
+    AfterValidator(_finite_rows),
+]
 
-    _check_inputs = field_validator("inputs")(_finite_rows)
+
+class PredictRequest(Subset):
+    """The model trained on a subset: its parameters, or its predictions on ``inputs``."""
+
+    inputs: PredictionRows = None
 
 
 class PredictResponse(BaseModel):
@@ -146,20 +158,46 @@ class CalibratedResponse(BaseModel):
     probabilities: list[list[float]] = Field(description="Ensemble class probabilities.")
 
 
-class CounterfactualRequest(_Body):
+class LabelledRows(_Body):
+    """Labelled feature rows (already scaled like the training data; labels as class ids)."""
+
     inputs: list[list[float]] = Field(min_length=1, max_length=MAX_INPUT_ROWS)
     labels: list[Index] = Field(min_length=1, max_length=MAX_INPUT_ROWS)
+
+    _check_inputs = field_validator("inputs")(_finite_rows)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> LabelledRows:
+        if len(self.inputs) != len(self.labels):
+            raise ValueError("`inputs` and `labels` must have the same length")
+        return self
+
+
+class CounterfactualRequest(LabelledRows):
     remove: list[Index] = Field(
         min_length=1, max_length=MAX_POINTS, description="Training indices to drop."
     )
 
-    _check_inputs = field_validator("inputs")(_finite_rows)
     _check_remove = field_validator("remove")(_distinct)
 
+
+class AddRequest(LabelledRows):
+    """The model trained on a subset plus new points (``inputs``, ``labels``) that are not
+    in the ground set: its parameters, or its predictions on ``predict_on``."""
+
+    base: Subset | None = Field(
+        default=None,
+        description="The subset the points are added to; all training points without it.",
+    )
+    predict_on: PredictionRows = None
+
     @model_validator(mode="after")
-    def _aligned(self) -> CounterfactualRequest:
-        if len(self.inputs) != len(self.labels):
-            raise ValueError("`inputs` and `labels` must have the same length")
+    def _bounded(self) -> AddRequest:
+        values = sum(len(row) for row in [*self.inputs, *(self.predict_on or [])])
+        if values > MAX_INPUT_VALUES:
+            raise ValueError(
+                f"at most {MAX_INPUT_VALUES} feature values in `inputs` and `predict_on` together"
+            )
         return self
 
 

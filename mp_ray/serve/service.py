@@ -100,15 +100,32 @@ class ModelPredService:
         """Parameters ``(B, d)`` for masks ``(B, n)``: one predictor call for the batch."""
         return self.context.models.params(masks)
 
+    def labelled(self, request: schemas.LabelledRows, task: str) -> tuple[np.ndarray, np.ndarray]:
+        """The request's ``inputs (m, p)`` float32 and ``labels (m,)`` int64, checked against
+        the classes; ``task`` names what needs a classification predictor."""
+        classes = self.context.learner.n_classes
+        if classes < 2:
+            raise RequestError("labels", f"{task} need a classification task")
+        X = self.inputs(request.inputs)
+        labels = np.asarray(request.labels, dtype=np.int64)
+        if labels.max() >= classes:
+            raise RequestError("labels", f"must lie in [0, {classes})")
+        return X, labels
+
     def predict_response(
         self, request: schemas.PredictRequest, params: torch.Tensor
     ) -> schemas.PredictResponse:
         """The response for one subset given its predicted ``params (d,)``."""
-        size = int(self.mask(request).sum())
-        if request.inputs is None:
+        return self._model_response(int(self.mask(request).sum()), params, request.inputs)
+
+    def _model_response(
+        self, size: int, params: torch.Tensor, rows: list[list[float]] | None, field: str = "inputs"
+    ) -> schemas.PredictResponse:
+        """A model of ``size`` points: its ``params (d,)``, or its predictions on ``rows``."""
+        if rows is None:
             return schemas.PredictResponse(n_points=size, params=params.tolist())
         learner = self.context.learner
-        X = self.inputs(request.inputs)
+        X = self.inputs(rows, field)
         theta = params[None]
         out = schemas.PredictResponse(
             n_points=size, predictions=learner.predict(theta, X)[0].double().tolist()
@@ -191,13 +208,7 @@ class ModelPredService:
     def counterfactual(
         self, request: schemas.CounterfactualRequest
     ) -> schemas.CounterfactualResponse:
-        classes = self.context.learner.n_classes
-        if classes < 2:
-            raise RequestError("labels", "counterfactual probabilities need a classification task")
-        X = self.inputs(request.inputs)
-        labels = np.asarray(request.labels, dtype=np.int64)
-        if labels.max() >= classes:
-            raise RequestError("labels", f"must lie in [0, {classes})")
+        X, labels = self.labelled(request, "counterfactual probabilities")
         self._indices_mask(request.remove, "remove")
         result = counterfactual_removal(self.context.models, X, labels, [request.remove])
         return schemas.CounterfactualResponse(
@@ -205,6 +216,17 @@ class ModelPredService:
             probability_after=result.after["probability"][0].tolist(),
             margin_change=result.change("margin")[0].tolist(),
             prediction_flips=result.flipped[0].tolist(),
+        )
+
+    def add(self, request: schemas.AddRequest) -> schemas.PredictResponse:
+        """The model predicted for the base subset plus the request's new points."""
+        X_new, y_new = self.labelled(request, "added points")
+        mask = np.ones(self.n_train, bool) if request.base is None else self.mask(request.base)
+        added = np.ones((1, len(y_new)), bool)
+        models = self.context.models  # a PredictedModels: the service needs a predictor
+        params = models.params_with_points(mask[None], X_new, y_new, added)  # type: ignore[attr-defined]
+        return self._model_response(
+            int(mask.sum()) + len(y_new), params[0], request.predict_on, "predict_on"
         )
 
     def metadata(self) -> schemas.Metadata:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from refusals import refused
 from typer.testing import CliRunner
 
 from mp_ray.apps.valuation import ValuationResult
@@ -129,3 +130,23 @@ def test_bad_application_inputs_fail_with_a_message(fitted_run, config_file, tmp
     path.write_text(yaml.safe_dump(other))
     result = runner.invoke(app, ["value", "-c", str(path), "--predictor", predictor])
     assert result.exit_code == 2 and "another dataset" in result.output
+
+
+def test_add_prints_the_table_and_refuses_a_file_of_another_width(
+    config_file, fitted_run, tmp_path
+):
+    _, predictor = fitted_run
+    result = run("add", "-c", config_file, "--predictor", predictor, "--from-test", "5", "--check")
+    assert "adding 5 points to the 120 training points" in result.stderr
+    rows = result.stdout.strip().splitlines()
+    assert [row.split("  ")[0] for row in rows[1:]] == [
+        "ModelPred",
+        "influence functions",
+        "retraining",
+    ]
+    points = tmp_path / "points.csv"
+    points.write_text("a,b,c,label\n1,2,3,0\n")
+    result = runner.invoke(
+        app, ["add", "-c", config_file, "--predictor", predictor, "--points", str(points)]
+    )
+    refused(result, str(points), "3 feature columns", "30")

@@ -133,6 +133,22 @@ def test_answers_equal_the_library_calls(service, fitted):
     assert len(memorization["memorization"]) == 120
 
 
+def test_add_answers_the_library_call(service, fitted):
+    data = fitted.dataset
+    X_new, y_new = data.X_test[:4], data.y_test[:4]
+    body = {"inputs": X_new.tolist(), "labels": y_new.tolist()}
+    answer = service.client.post("/v1/add", json=body).json()
+    ground_set, added = np.ones((1, 120), bool), np.ones((1, 4), bool)
+    expected = fitted.models.params_with_points(ground_set, X_new, y_new, added)[0]
+    assert answer["n_points"] == 124
+    np.testing.assert_allclose(answer["params"], expected.numpy(), rtol=1e-6, atol=1e-7)
+
+    body = {**body, "base": {"indices": list(range(50))}, "predict_on": data.X_test[4:9].tolist()}
+    answer = service.client.post("/v1/add", json=body).json()
+    assert answer["n_points"] == 54 and answer["params"] is None
+    assert len(answer["predictions"]) == 5 and np.shape(answer["probabilities"]) == (5, 2)
+
+
 def test_values_are_cached_per_request(service):
     body = {"method": "banzhaf", "budget": 500}
     first = service.client.post("/v1/values", json=body).json()
@@ -175,6 +191,10 @@ MILLION = list(range(MAX_POINTS))
         ("/v1/counterfactual", {**TARGET, "labels": [HUGE], "remove": [1]}, 422, "labels"),
         ("/v1/counterfactual", {**TARGET, "labels": [7], "remove": [1]}, 422, "labels"),
         ("/v1/counterfactual", {**TARGET, "labels": [1, 0], "remove": [1]}, 422, "labels"),
+        ("/v1/add", {"inputs": [[0.0] * 29], "labels": [1]}, 422, "inputs"),
+        ("/v1/add", {**TARGET, "labels": [2]}, 422, "labels"),
+        ("/v1/add", {**TARGET, "predict_on": [[0.0] * 3]}, 422, "predict_on"),
+        ("/v1/add", {**TARGET, "base": {"indices": [120]}}, 422, "indices"),
         ("/v1/values", {"budget": "200"}, 422, "budget"),
         ("/v1/values", {"budget": 10**6}, 422, "budget"),
         ("/v1/values", {"seed": HUGE}, 422, "seed"),
