@@ -15,7 +15,12 @@ from mp_ray.config import DatasetConfig, LearnerConfig, SamplerConfig, parse_exp
 from mp_ray.data import load_dataset
 from mp_ray.evaluation.compare import Removals, Truth, score_method
 from mp_ray.learners import make_learner
-from mp_ray.predictor.evaluation import evaluation_table, format_table
+from mp_ray.predictor.evaluation import (
+    evaluation_table,
+    format_table,
+    size_strata,
+    within_size_correlations,
+)
 from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split, split_blocks
 from mp_ray.retrain import BlockTrainer
 from mp_ray.sampling import make_sampler
@@ -162,3 +167,22 @@ def test_a_constant_prediction_has_no_correlations():
     # Constant up to rounding, as one θ's outputs computed in batches of different sizes.
     row = score_method(lambda masks: 1 + 1e-15 * rng.normal(size=(len(masks), 3)), truth)
     assert set(row) == {"seconds"}
+
+
+def test_loss_correlations_are_taken_among_subsets_of_nearly_one_size():
+    """Under permutation prefixes the test loss falls with subset size for every model, so
+    the correlation over all rows is high even for predictions that know nothing but size."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(5, 200, 400)
+    values = {  # losses that fall with size, predicted from size alone
+        "loss_actual": -sizes / 200 + 0.05 * rng.standard_normal(400),
+        "loss_predicted": -sizes / 200 + 0.05 * rng.standard_normal(400),
+    }
+    everything = np.ones(400, dtype=bool)
+    overall = within_size_correlations(values, [np.arange(400)])
+    assert overall["loss_spearman"] > 0.9
+    strata = size_strata(sizes, everything)
+    assert len(strata) == 20 and all(np.ptp(sizes[rows]) <= 20 for rows in strata)
+    assert abs(within_size_correlations(values, strata)["loss_spearman"]) < 0.25
+    values["loss_predicted"] = values["loss_actual"]  # right within every size too
+    assert within_size_correlations(values, strata)["loss_spearman"] == pytest.approx(1.0)

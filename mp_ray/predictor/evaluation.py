@@ -35,6 +35,7 @@ from mp_ray.store.identity import MODELS_UNREAD
 from mp_ray.store_baselines import MaskRidge, MeanParams, fit_store_baselines
 
 SIZE_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)  # subset size as a fraction of n
+ROWS_PER_STRATUM = 20  # rows of nearly equal subset size per loss-correlation stratum
 
 
 class ParamPredictor(Protocol):
@@ -61,6 +62,46 @@ def compare_models(
     }
 
 
+def _loss_correlations(values: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
+    """Spearman and Pearson correlation of predicted and actual test loss over ``rows``
+    (indices); none where undefined (fewer than 3 rows, or a constant side)."""
+    predicted, actual = values["loss_predicted"][rows], values["loss_actual"][rows]
+    if len(rows) < 3 or not (varies(predicted) and varies(actual)):
+        return {}
+    return {
+        "loss_spearman": float(stats.spearmanr(predicted, actual).statistic),
+        "loss_pearson": float(np.corrcoef(predicted, actual)[0, 1]),
+    }
+
+
+def size_strata(
+    sizes: np.ndarray, keep: np.ndarray, per_stratum: int = ROWS_PER_STRATUM
+) -> list[np.ndarray]:
+    """The rows ``keep`` selects (bool ``(B,)``), ordered by subset size ``sizes (B,)`` and
+    cut into consecutive runs of about ``per_stratum`` rows: subsets of nearly one size."""
+    chosen = np.flatnonzero(keep)
+    ordered = chosen[np.argsort(sizes[chosen], kind="stable")]
+    return np.array_split(ordered, max(1, len(ordered) // per_stratum))
+
+
+def within_size_correlations(
+    values: Mapping[str, np.ndarray], strata: list[np.ndarray]
+) -> dict[str, float]:
+    """The loss correlations within each stratum of nearly equal subset size (row
+    indices), averaged with the strata's row counts as weights. Subset size alone cannot
+    make them high, as it makes the correlation over all rows (≥ 0.99 under permutation
+    prefixes for any model whose loss falls with size)."""
+    found = [(len(rows), _loss_correlations(values, rows)) for rows in strata]
+    found = [(count, correlations) for count, correlations in found if correlations]
+    if not found:
+        return {}
+    total = sum(count for count, _ in found)
+    return {
+        name: sum(count * correlations[name] for count, correlations in found) / total
+        for name in ("loss_spearman", "loss_pearson")
+    }
+
+
 def _summary(values: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, float]:
     count = int(keep.sum())
     row: dict[str, float] = {"rows": count}
@@ -69,10 +110,6 @@ def _summary(values: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, fl
     row["rel_error"] = float(values["rel_error"][keep].mean())
     row["agreement"] = float(values["agreement"][keep].mean())
     row["accuracy_gap"] = float(values["accuracy_gap"][keep].mean())
-    predicted, actual = values["loss_predicted"][keep], values["loss_actual"][keep]
-    if count > 2 and varies(predicted) and varies(actual):  # else undefined
-        row["loss_spearman"] = float(stats.spearmanr(predicted, actual).statistic)
-        row["loss_pearson"] = float(np.corrcoef(predicted, actual)[0, 1])
     return row
 
 
@@ -83,9 +120,13 @@ def evaluation_table(
     dataset: Dataset,
     edges: tuple[float, ...] = SIZE_EDGES,
 ) -> list[dict[str, Any]]:
-    """One table row per (method, non-empty size group), "all" first for each method."""
+    """One table row per (method, non-empty size group), "all" first for each method. Loss
+    correlations are taken among subsets of nearly equal size and averaged
+    (:func:`within_size_correlations`), so they say whether a method ranks subsets of one
+    size, not whether it knows that larger subsets have lower loss."""
     actual = torch.as_tensor(rows.params)
-    fraction = rows.masks.sum(axis=1) / rows.masks.shape[1]
+    sizes = rows.masks.sum(axis=1)
+    fraction = sizes / rows.masks.shape[1]
     groups = {"all": np.ones(len(rows), dtype=bool)}
     for low, high in itertools.pairwise(edges):
         groups[f"{low:.0%}–{high:.0%}"] = (fraction > low) & (fraction <= high)
@@ -94,7 +135,10 @@ def evaluation_table(
         values = compare_models(learner, method.predict(rows.masks), actual, dataset)
         for group, keep in groups.items():
             if keep.any():
-                table.append({"method": name, "subset size": group, **_summary(values, keep)})
+                row = within_size_correlations(values, size_strata(sizes, keep))
+                table.append(
+                    {"method": name, "subset size": group, **_summary(values, keep), **row}
+                )
     return table
 
 
