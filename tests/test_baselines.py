@@ -78,7 +78,11 @@ def test_evaluation_table_of_the_truth_and_of_the_baselines(setting):
     truth = by[("truth", "all")]
     assert truth["rows"] == 60
     assert truth["rel_error"] < 1e-6 and truth["agreement"] == 1.0 and truth["accuracy_gap"] == 0
-    assert truth["loss_spearman"] == pytest.approx(1.0)
+    assert truth["loss_spearman"] == pytest.approx(1.0) and truth["nrmse"] < 1e-6
+    # NRMSE (the ModelPred paper's): RMSE over all rows and coordinates / range of actual θ.
+    full = FullDataModel(learner).predict(masks).numpy()
+    rmse = np.sqrt(((full - rows.params) ** 2).mean())
+    assert by[("full", "all")]["nrmse"] == pytest.approx(rmse / np.ptp(rows.params), rel=1e-5)
     assert sum(row["rows"] for row in table if row["method"] == "full") == 2 * 60
     # Influence functions beat the full-data model on parameters, most on large subsets.
     assert by[("if", "all")]["rel_error"] < by[("full", "all")]["rel_error"]

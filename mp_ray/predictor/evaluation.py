@@ -45,7 +45,9 @@ class ParamPredictor(Protocol):
 def compare_models(
     learner: Learner, predicted: torch.Tensor, actual: torch.Tensor, dataset: Dataset
 ) -> dict[str, np.ndarray]:
-    """Per-row comparison of ``predicted`` and ``actual`` parameters ``(B, d)``."""
+    """Per-row comparison of ``predicted`` and ``actual`` parameters ``(B, d)``: each
+    array ``(B,)``; ``square_error`` is the mean over coordinates, ``actual_low`` and
+    ``actual_high`` the smallest and largest actual coordinate."""
     predicted, actual = predicted.to(learner.dtype), actual.to(learner.dtype)
     X, y = dataset.X_test, dataset.y_test
     error = torch.linalg.vector_norm(predicted - actual, dim=1)
@@ -53,6 +55,9 @@ def compare_models(
     same = (learner.predict(predicted, X) == learner.predict(actual, X)).double().mean(dim=1)
     return {
         "rel_error": (error / scale).cpu().numpy(),
+        "square_error": ((predicted - actual) ** 2).mean(dim=1).cpu().numpy(),
+        "actual_low": actual.min(dim=1).values.cpu().numpy(),
+        "actual_high": actual.max(dim=1).values.cpu().numpy(),
         "agreement": same.cpu().numpy(),
         "accuracy_gap": (learner.score(predicted, X, y) - learner.score(actual, X, y))
         .cpu()
@@ -108,6 +113,9 @@ def _summary(values: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, fl
     if count == 0:
         return row
     row["rel_error"] = float(values["rel_error"][keep].mean())
+    spread = values["actual_high"][keep].max() - values["actual_low"][keep].min()
+    if spread > 0:  # the ModelPred paper's NRMSE: RMSE over the range of the actual θ
+        row["nrmse"] = float(np.sqrt(values["square_error"][keep].mean()) / spread)
     row["agreement"] = float(values["agreement"][keep].mean())
     row["accuracy_gap"] = float(values["accuracy_gap"][keep].mean())
     return row
@@ -144,7 +152,7 @@ def evaluation_table(
 
 def format_table(table: list[dict[str, Any]]) -> str:
     """A fixed-width text rendering of :func:`evaluation_table`."""
-    columns = ["rel_error", "agreement", "accuracy_gap", "loss_spearman", "loss_pearson"]
+    columns = ["rel_error", "nrmse", "agreement", "accuracy_gap", "loss_spearman", "loss_pearson"]
     lines = [f"{'method':<22}{'subset size':<12}{'rows':>6}" + "".join(f"{c:>14}" for c in columns)]
     for row in table:
         cells = "".join(f"{row[c]:>14.4f}" if c in row else f"{'–':>14}" for c in columns)
