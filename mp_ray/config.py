@@ -96,6 +96,11 @@ class DatasetConfig(_Strict):
         gt=0,
         description="Keep at most this many training rows (the ground set size n).",
     )
+    classes: list[int | str] | None = Field(
+        default=None,
+        description="Classification: keep only the rows whose raw label is one of these "
+        "(e.g. [0, 1] for Iris setosa against versicolor), before splitting; default: all.",
+    )
     scaling: Literal["standard", "unit_ball", "none"] = Field(
         default="standard",
         description="standard: zero mean, unit variance fitted on the training split; "
@@ -119,6 +124,11 @@ class DatasetConfig(_Strict):
             raise ValueError("dataset.path is required for source=file")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("dataset.val_fraction + dataset.test_fraction must be below 0.9")
+        if self.classes is not None:
+            if self.task == "regression":
+                raise ValueError("dataset.classes applies to classification only")
+            if len(set(self.classes)) < 2:
+                raise ValueError("dataset.classes must name at least 2 distinct classes")
         return self
 
 

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from sklearn import datasets as skdata
 
 from mp_ray.config import DatasetConfig
@@ -23,12 +24,28 @@ _SKLEARN: dict[str, tuple[Callable[[], Any], Task]] = {
 
 
 def read_raw(config: DatasetConfig) -> RawData:
-    """The raw data ``config`` describes."""
+    """The raw data ``config`` describes, restricted to ``config.classes`` when given."""
     if config.source == "sklearn":
-        return _sklearn(config)
-    if config.source == "synthetic":
-        return _synthetic(config)
-    return read_file(config)
+        raw = _sklearn(config)
+    elif config.source == "synthetic":
+        raw = _synthetic(config)
+    else:
+        raw = read_file(config)
+    return raw if config.classes is None else keep_classes(raw, config.classes)
+
+
+def keep_classes(raw: RawData, classes: list[int | str]) -> RawData:
+    """The rows of ``raw`` whose label is one of ``classes`` (raw label values); a class
+    that no row carries, or a regression data set, raises :class:`DatasetError`."""
+    if raw.task == "regression":
+        raise DatasetError(f"dataset.classes applies to classification; {raw.name} is regression")
+    labels = raw.y.tolist()
+    absent = [label for label in classes if label not in labels]
+    if absent:
+        found = ", ".join(str(label) for label in sorted(set(labels), key=str)[:10])
+        raise DatasetError(f"dataset.classes {absent} not among the labels of {raw.name} ({found})")
+    keep = np.isin(raw.y, np.asarray(classes, dtype=raw.y.dtype))
+    return RawData(raw.name, raw.X[keep], raw.y[keep], raw.feature_names, raw.task)
 
 
 def _sklearn(config: DatasetConfig) -> RawData:
