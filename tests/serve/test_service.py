@@ -83,8 +83,8 @@ def test_health_metadata_and_openapi(service, fitted):
     meta = service.client.get("/v1/metadata").json()
     assert meta["dataset_fingerprint"] == fitted.dataset.fingerprint
     assert meta["n_train"] == 120 and meta["n_params"] == fitted.learner.n_params
-    paths = service.client.get("/openapi.json").json()["paths"]
-    assert {"/v1/predict", "/v1/values", "/v1/select", "/v1/counterfactual"} <= set(paths)
+    paths = set(service.client.get("/openapi.json").json()["paths"])
+    assert {"/v1/predict", "/v1/values", "/v1/select", "/v1/counterfactual", "/v1/add"} <= paths
 
 
 def test_answers_equal_the_library_calls(service, fitted):
