@@ -57,7 +57,7 @@ DATASETS = {
     "breast_cancer": {"source": "sklearn", "name": "breast_cancer"},
     "digits": {"source": "sklearn", "name": "digits", "max_train": 500},
 }
-PREDICTOR = {"width": 128, "epochs": 60, "patience": 15, "batch_size": 64}
+PREDICTOR = {"width": 128, "steps": 7500, "batch_size": 64}
 
 
 def experiment(name: str, rows: int, alpha: float, work: Path) -> ExperimentConfig:

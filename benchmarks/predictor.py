@@ -17,7 +17,7 @@ For breast_cancer (binary logistic regression, d = 31) and digits (multinomial, 
    the store's (see ``retrain_throughput.py``).
 
     .venv/bin/python benchmarks/predictor.py [--datasets breast_cancer digits]
-        [--n-rows N] [--epochs N] [--workers 2] [--work runs/benchmarks/predictor]
+        [--n-rows N] [--steps N] [--workers 2] [--work runs/benchmarks/predictor]
         [--out benchmarks/results] [--run-id ID]
 
 Writes ``predictor.{json,md,png}`` to ``--out`` and prints the tables.
@@ -66,27 +66,27 @@ SETUPS: dict[str, dict[str, Any]] = {
         "dataset": {"source": "sklearn", "name": "breast_cancer"},
         "min_size": 10,
         "n_rows": 6000,
-        "predictor": {"width": 128, "lr": 3e-3, "epochs": 150, "batch_size": 64},
+        "predictor": {"width": 128, "lr": 3e-3, "steps": 11250, "batch_size": 64},
     },
     "digits": {
         "seed": 1,
         "dataset": {"source": "sklearn", "name": "digits", "max_train": 500},
         "min_size": 50,
         "n_rows": 20000,
-        "predictor": {"width": 256, "lr": 2e-3, "epochs": 60, "batch_size": 64},
+        "predictor": {"width": 256, "lr": 2e-3, "steps": 15000, "batch_size": 64},
     },
 }
 REGULARISERS = {"lambda_global": 0.01, "lambda_local": 0.01, "unlabelled_per_batch": 16}
 PREDICT_ROW_OFFSET = 10**9  # sampler rows for the timing subsets, far from the store's
 
 
-def experiment(name: str, n_rows: int | None, epochs: int | None, work: Path) -> ExperimentConfig:
-    """The benchmark's experiment for dataset ``name`` (``n_rows`` and ``epochs`` override
-    its store size and predictor epochs)."""
+def experiment(name: str, n_rows: int | None, steps: int | None, work: Path) -> ExperimentConfig:
+    """The benchmark's experiment for dataset ``name`` (``n_rows`` and ``steps`` override
+    its store size and predictor step budget)."""
     setup = SETUPS[name]
     predictor = {**setup["predictor"], **REGULARISERS}
-    if epochs:
-        predictor["epochs"] = epochs
+    if steps:
+        predictor["steps"] = steps
     return ExperimentConfig.model_validate(
         {
             "seed": setup["seed"],
@@ -178,7 +178,7 @@ def run_dataset(
     name: str, args: argparse.Namespace, run_id: str
 ) -> tuple[dict[str, Any], Predictor]:
     """Retrain (or reuse) the store, fit the variants, evaluate; the result and ModelPred."""
-    config = experiment(name, args.n_rows, args.epochs, args.work).with_absolute_paths()
+    config = experiment(name, args.n_rows, args.steps, args.work).with_absolute_paths()
     report = run_retrain(config)
     print(f"{name}: store {report.store_uri} ({report.rows_trained} rows trained now)")
     predictors, fit_seconds = {}, {}
@@ -272,7 +272,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--n-rows", type=int, help="store rows (default: per dataset)")
-    parser.add_argument("--epochs", type=int, help="predictor epochs (default: per dataset)")
+    parser.add_argument("--steps", type=int, help="predictor steps (default: per dataset)")
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers per fit")
     parser.add_argument("--n-predict", type=int, default=10_000)
     parser.add_argument("--n-sklearn", type=int, default=300)
@@ -295,7 +295,7 @@ def main() -> None:
     ray.shutdown()
     results = []
     for result, predictor in fitted:
-        config = experiment(result["dataset"], args.n_rows, args.epochs, args.work)
+        config = experiment(result["dataset"], args.n_rows, args.steps, args.work)
         times = timing(config, predictor, args.n_predict, args.n_sklearn, config.store.block_rows)
         print(
             f"{result['dataset']}: predicting {args.n_predict:,} models is "

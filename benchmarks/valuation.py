@@ -79,7 +79,7 @@ def experiment(args: argparse.Namespace) -> ExperimentConfig:
                 "block_rows": 500,
             },
             "retrain": {"num_actors": 2, "num_cpus": 1},
-            "predictor": {"width": 128, "lr": 3e-3, "epochs": args.epochs, "batch_size": 64},
+            "predictor": {"width": 128, "lr": 3e-3, "steps": args.steps, "batch_size": 64},
         }
     ).with_absolute_paths()
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report = run_retrain(config)
     retrain_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    name = f"valuation-bc{args.n_train}-flip{args.flip}-e{args.epochs}-r{args.store_rows}"
+    name = f"valuation-bc{args.n_train}-flip{args.flip}-s{args.steps}-r{args.store_rows}"
     outcome = fit_predictor(config, name, str(args.work / "train"), num_workers=2)
     fit_seconds = time.perf_counter() - start
     context = app_context(config, outcome.predictor_uri)
@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=500)
     parser.add_argument("--reference-factor", type=int, default=4)
     parser.add_argument("--store-rows", type=int, default=30000)
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=Path("runs/benchmarks/valuation"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))

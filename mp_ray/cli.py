@@ -123,18 +123,18 @@ def fit(
     experiment = load_config(config, {})
     connect()
     try:
-        with Progress("fit", experiment.predictor.epochs, "epochs", enabled=progress) as bar:
+        with Progress("fit", experiment.predictor.steps, "steps", enabled=progress) as bar:
             outcome = fit_predictor(
-                experiment, name, storage_path, workers, gpu, on_epoch=_epoch_progress(bar)
+                experiment, name, storage_path, workers, gpu, on_report=_fit_progress(bar)
             )
-            if not bar.completed:  # a finished run, resumed: no epoch left to train
-                epochs = outcome.metrics.get("epoch", 0)
-                bar.update(epochs, "already trained", skipped=epochs)
+            if not bar.completed:  # a finished run, resumed: no step left to train
+                steps = outcome.metrics.get("step", 0)
+                bar.update(steps, "already trained", skipped=steps)
     except (ValueError, StoreNotFoundError, StoreMismatchError, TrainingFailedError) as err:
         fail(str(err))
     metrics = outcome.metrics
     console.print(
-        f"fitted {metrics.get('epoch')} epochs; best validation relative parameter error "
+        f"fitted {metrics.get('step')} steps; best validation relative parameter error "
         f"{metrics.get('best_val_rel_error', float('nan')):.4f}"
     )
     if export:
@@ -143,15 +143,15 @@ def fit(
     print(outcome.predictor_uri)
 
 
-def _epoch_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
-    """Shows a fit's epoch metrics on ``bar``."""
+def _fit_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
+    """Shows a fit's metrics at each validation on ``bar``."""
 
     def show(metrics: dict[str, Any]) -> None:
         bar.update(
-            metrics["epoch"],
+            metrics["step"],
             f"validation error {metrics['val_rel_error']:.4f} "
             f"(best {metrics['best_val_rel_error']:.4f})",
-            skipped=metrics["resumed_from_epoch"],
+            skipped=metrics["resumed_from_step"],
         )
 
     return show
@@ -198,7 +198,7 @@ def tune(
             )
     except (ValueError, RuntimeError) as err:
         fail(str(err))
-    columns = ["lambda_global", "lambda_local", "lr", "width", "epochs", "val_rel_error"]
+    columns = ["lambda_global", "lambda_local", "lr", "width", "steps", "val_rel_error"]
     print(" ".join(f"{c:>14}" for c in columns))
     for row in outcome.trials:
         print(" ".join(f"{row.get(c, float('nan')):>14.4g}" for c in columns))

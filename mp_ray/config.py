@@ -253,18 +253,37 @@ class PredictorConfig(_Strict):
     """The ModelPred set function f(S) ≈ θ(S) and how it is fitted (see mp_ray/predictor)."""
 
     width: int = Field(default=128, ge=4, description="Width of φ and ρ (ρ's last hidden: /2).")
-    lr: float = Field(default=3e-3, gt=0, description="Adam's initial learning rate.")
+    center: bool = Field(
+        default=True,
+        description="Centre the pooled representation on the mean training mask m̄ (ρ reads "
+        "the pooled views of S minus those of m̄, recorded in the checkpoint). Subsets of one "
+        "store differ little in their raw pooled sum; centred, ρ sees the differences at "
+        "the scale it starts at, and trains several times faster.",
+    )
+    lr: float = Field(default=1e-2, gt=0, description="Adam's initial learning rate.")
     lr_schedule: Literal["cosine", "constant"] = Field(
         default="cosine",
-        description="cosine: anneal the learning rate from lr to 0 over `epochs`, stepped once "
-        "per epoch; constant: keep lr throughout.",
+        description="cosine: anneal the learning rate from lr to 0 over `steps`, a function "
+        "of the step alone (a resumed fit continues it); constant: keep lr throughout.",
     )
-    epochs: int = Field(default=150, gt=0, description="Maximum passes over the training rows.")
+    steps: int = Field(
+        default=5000,
+        gt=0,
+        description="Budget in optimizer steps (each of `batch_size` subsets), whatever the "
+        "store's size: a fit stops here or earlier at a validation plateau (`patience`).",
+    )
+    eval_every: int = Field(
+        default=250,
+        gt=0,
+        description="Optimizer steps between validations; each validation also reports "
+        "metrics and writes a checkpoint (what a rerun resumes from).",
+    )
     batch_size: int = Field(
-        default=64,
+        default=128,
         gt=0,
         description="Subsets per optimisation step, over all data-parallel workers together "
-        "(each takes its share), so results do not depend on the worker count.",
+        "(each takes its share), so results do not depend on the worker count. A step's "
+        "cost is mostly φ over the whole ground set, so larger batches cost little more.",
     )
     lambda_global: float = Field(
         default=0.0,
@@ -300,8 +319,18 @@ class PredictorConfig(_Strict):
         "evaluation (never fitted or tuned on).",
     )
     patience: int = Field(
-        default=20, gt=0, description="Epochs without validation improvement before stopping."
+        default=8, gt=0, description="Validations without improvement before stopping."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_epochs(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "epochs" in data:
+            raise ValueError(
+                "predictor.epochs was replaced by predictor.steps (a budget in optimizer "
+                "steps, validated every predictor.eval_every steps)"
+            )
+        return data
 
 
 class DistillConfig(_Strict):

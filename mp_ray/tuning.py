@@ -1,8 +1,9 @@
 """Searching the predictor's hyperparameters with Ray Tune: ASHA over Ray Train fits.
 
 Each trial is a small driver function that runs one :func:`~mp_ray.predictor.fit.fit_predictor`
-(its own TorchTrainer) with the trial's values and forwards every epoch's metrics to Tune
-(``TuneReportCallback``), so ASHA can stop weak trials early. The metric is the validation
+(its own TorchTrainer) with the trial's values and forwards the metrics of every validation
+to Tune (``TuneReportCallback``), so ASHA can stop weak trials early (its time is the
+optimizer step; ``grace_period`` counts validations). The metric is the validation
 error of predicted models against retrained ones (mean ‖θ̂ − θ‖/‖θ‖ on validation rows);
 the test rows are never seen. Searched (the default space):
 
@@ -147,9 +148,11 @@ def tune_predictor(
             mode="min",
             num_samples=num_samples,
             scheduler=ASHAScheduler(
-                time_attr="epoch",
-                max_t=config.predictor.epochs,
-                grace_period=min(grace_period, config.predictor.epochs),
+                time_attr="step",
+                max_t=config.predictor.steps,
+                grace_period=min(
+                    grace_period * config.predictor.eval_every, config.predictor.steps
+                ),
             ),
             # The generator's own limit: Tune's max_concurrent_trials only wraps Searchers.
             search_alg=BasicVariantGenerator(
@@ -171,7 +174,7 @@ def tune_predictor(
             trials.append(
                 {
                     **params,
-                    "epochs": result.metrics.get("epoch"),
+                    "steps": result.metrics.get("step"),
                     METRIC: result.metrics.get("best_val_rel_error"),
                     CHECKPOINT_PATH_KEY: result.metrics.get(CHECKPOINT_PATH_KEY),
                 }

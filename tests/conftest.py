@@ -94,7 +94,7 @@ def fitted_run(ray_session, tmp_path_factory) -> tuple[ExperimentConfig, str]:
             "sampler": {"kind": "uniform_size", "min_size": 10},
             "store": {"uri": str(root / "bc.zarr"), "n_rows": 3000, "block_rows": 500},
             "retrain": {"num_actors": 2},
-            "predictor": {"width": 64, "epochs": 60, "lr": 3e-3, "batch_size": 64},
+            "predictor": {"width": 64, "steps": 2000, "lr": 3e-3, "batch_size": 64},
         }
     )
     run_retrain(config)

@@ -54,7 +54,7 @@ def test_retrain_then_inspect(ray_session, tmp_path):
 def test_fit_rerun_export_then_evaluate(ray_session, tmp_path):
     config = yaml.safe_load(QUICKSTART.read_text())
     config["store"] = {"uri": str(tmp_path / "quick.zarr"), "n_rows": 500, "block_rows": 250}
-    config["predictor"].update(epochs=3, patience=3)
+    config["predictor"].update(steps=30, eval_every=10, patience=3)
     path = tmp_path / "quick.yaml"
     path.write_text(yaml.safe_dump(config))
     assert runner.invoke(app, ["retrain", "-c", str(path), "--no-progress"]).exit_code == 0
@@ -62,9 +62,10 @@ def test_fit_rerun_export_then_evaluate(ray_session, tmp_path):
     args = ["fit", "-c", str(path), "--storage-path", str(tmp_path / "train"), "--name", "q"]
     result = runner.invoke(app, [*args, "--export", str(export)])
     assert result.exit_code == 0, result.output
-    assert "fitted 3 epochs" in result.output and (export / "model.pt").exists()
-    # Epoch progress on stderr; none of Ray Train's per-worker report lines.
-    assert re.search(r"^fit: 3/3 epochs, .*, done in .*, validation error 0\.", result.stderr, re.M)
+    assert "fitted 30 steps" in result.output and (export / "model.pt").exists()
+    # Step progress on stderr; none of Ray Train's per-worker report lines.
+    progress = r"^fit: 30/30 steps, .*, done in .*, validation error 0\."
+    assert re.search(progress, result.stderr, re.M)
     assert "Reporting training result" not in result.output
     # Rerunning a finished fit resumes at its end and reports the same predictor.
     rerun = runner.invoke(app, args)

@@ -2,7 +2,7 @@
 line naming each field and both values, before any work and without changing a file.
 
 One small experiment for the module: breast_cancer cut to 100 training points, 500 models
-retrained at learner.C = 0.1, a predictor fitted on them for two epochs."""
+retrained at learner.C = 0.1, a predictor fitted on them for 26 steps."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ BASE: dict[str, Any] = {
     "sampler": {"kind": "uniform_size", "min_size": 10},
     "store": {"n_rows": 500, "block_rows": 250},
     "retrain": {"num_actors": 2},
-    "predictor": {"width": 16, "epochs": 2, "batch_size": 32, "patience": 2},
+    "predictor": {"width": 16, "steps": 26, "eval_every": 13, "batch_size": 32, "patience": 2},
 }
 
 

@@ -23,7 +23,7 @@ def test_two_trial_search_exports_the_best_predictor(ray_session, tmp_path):
             "learner": {"kind": "logistic"},
             "sampler": {"kind": "uniform_size", "min_size": 15},
             "store": {"uri": str(tmp_path / "iris.zarr"), "n_rows": 300, "block_rows": 50},
-            "predictor": {"epochs": 2, "batch_size": 32},
+            "predictor": {"steps": 16, "eval_every": 8, "batch_size": 32},
         }
     )
     run_retrain(config)

@@ -4,15 +4,20 @@ Worker r of W reads blocks r, r + W, r + 2W, … of the store (whole chunks, nev
 store) and keeps its training and validation rows (:mod:`mp_ray.predictor.rows`). The
 model is wrapped by ``ray.train.torch.prepare_model`` (DDP: gloo on CPU, NCCL on GPU);
 a step's ``batch_size`` subsets are shared out over the workers, and every worker takes the
-same number of steps per epoch (the smallest worker's count). The workers are placed with
+same steps. The workers are placed with
 the SPREAD strategy (one per node while nodes have room): each reads its own blocks from
 the store, so spreading them spreads the reads over the nodes' network links, and the model
 is small enough that the all-reduce between nodes costs little.
-After each epoch the validation error — mean relative parameter error ‖θ̂ − θ‖/‖θ‖ over the
-validation rows of all workers — is all-reduced, so every worker makes the same
-early-stopping decision. Rank 0 reports a checkpoint holding the training state and the
-best predictor so far (a :class:`~mp_ray.predictor.predictor.Predictor` directory); running
-again with the same run name resumes from the latest one.
+Training is budgeted in optimizer steps (``predictor.steps``), not passes over the rows, so
+the same default trains a model to the same point on a store of any size: each worker
+walks through its training rows in a fresh random order per pass, a function of (seed,
+pass, rank), and the cosine schedule is a function of the step. Every ``eval_every`` steps
+the validation error — mean relative parameter error ‖θ̂ − θ‖/‖θ‖ over the validation rows
+of all workers — is all-reduced, so every worker makes the same early-stopping decision
+(``patience`` validations without improvement). Rank 0 then reports a checkpoint holding
+the training state and the best predictor so far (a
+:class:`~mp_ray.predictor.predictor.Predictor` directory); running again with the same run
+name resumes from the latest one.
 
     from mp_ray.predictor.fit import fit_predictor
     outcome = fit_predictor(config, name="quickstart", storage_path="runs/train")
@@ -67,18 +72,23 @@ class FitOutcome:
     metrics: dict[str, Any]
 
 
-def fit_scaler(store: ExperimentStore, val_fraction: float, test_fraction: float) -> TargetScaler:
-    """Target standardisation from the training rows, streamed block by block."""
+def training_moments(
+    store: ExperimentStore, val_fraction: float, test_fraction: float
+) -> tuple[TargetScaler, np.ndarray]:
+    """The target standardisation and the mean training mask m̄ ``(n,)``, from the
+    training rows streamed block by block."""
     total = np.zeros(store.spec.n_params)
     total_sq = np.zeros(store.spec.n_params)
+    mask_total = np.zeros(store.spec.n_train)
     count = 0
     for block in range(store.n_blocks):
         rows = read_split(store, [block], TRAIN, val_fraction, test_fraction)
         params = rows.params.astype(np.float64)
         total += params.sum(axis=0)
         total_sq += (params**2).sum(axis=0)
+        mask_total += rows.masks.sum(axis=0)
         count += len(rows)
-    return TargetScaler.from_moments(count, total, total_sq)
+    return TargetScaler.from_moments(count, total, total_sq), mask_total / max(count, 1)
 
 
 def fit_predictor(
@@ -89,25 +99,28 @@ def fit_predictor(
     use_gpu: bool = False,
     resources_per_worker: dict[str, float] | None = None,
     callbacks: list[ray.train.UserCallback] | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitOutcome:
     """Fit the predictor on the experiment's store with ``num_workers`` Ray Train workers.
 
     ``resources_per_worker`` and ``callbacks`` pass through to Ray Train (Tune's driver sets
-    them, see :mod:`mp_ray.tuning`); ``on_epoch`` is called in this driver with each
-    epoch's metrics. Ray Train's own logs below warnings stay in its log files."""
+    them, see :mod:`mp_ray.tuning`); ``on_report`` is called in this driver with the
+    metrics of each validation. Ray Train's own logs below warnings stay in its log files."""
     config = config.with_absolute_paths()
     worker = {**(resources_per_worker or {"CPU": 1.0}), **({"GPU": 1.0} if use_gpu else {})}
     check_cluster_fits("Ray Train worker", worker, "the workers' resources (--gpu)")
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
-    scaler = fit_scaler(store, config.predictor.val_fraction, config.predictor.test_fraction)
-    with relay(on_epoch) as queue:
+    scaler, center = training_moments(
+        store, config.predictor.val_fraction, config.predictor.test_fraction
+    )
+    with relay(on_report) as queue:
         trainer = ray.train.torch.TorchTrainer(
             train_loop,
             train_loop_config={
                 "experiment": config.model_dump(mode="json"),
                 "scaler": scaler.to_json(),
+                "center": center.tolist() if config.predictor.center else None,
             },
             scaling_config=ray.train.ScalingConfig(
                 num_workers=num_workers,
@@ -122,7 +135,7 @@ def fit_predictor(
                 if "://" not in storage_path
                 else storage_path,
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-                callbacks=[*(callbacks or []), *([] if queue is None else [_EpochRelay(queue)])],
+                callbacks=[*(callbacks or []), *([] if queue is None else [_ReportRelay(queue)])],
                 logging_config=ray.train.LoggingConfig(log_level=TRAIN_LOG_LEVEL),
             ),
         )
@@ -133,8 +146,8 @@ def fit_predictor(
     return FitOutcome(f"{path}/{PREDICTOR_DIR}", path, dict(result.metrics or {}))
 
 
-class _EpochRelay(ray.train.UserCallback):
-    """Puts each epoch's metrics (rank 0's) into a :func:`~mp_ray.ray_session.relay` queue;
+class _ReportRelay(ray.train.UserCallback):
+    """Puts each report's metrics (rank 0's) into a :func:`~mp_ray.ray_session.relay` queue;
     Ray Train calls it in its controller."""
 
     def __init__(self, queue: Queue) -> None:
@@ -226,8 +239,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if n_val == 0:
         raise ValueError("no validation rows: raise predictor.val_fraction or store.n_rows")
 
+    center = None if loop_config["center"] is None else torch.tensor(loop_config["center"])
     torch.manual_seed(config.seed)  # the same initialisation on every worker and every run
-    model = SetFunction(elements.shape[1], store.spec.n_params, settings.width)
+    model = SetFunction(elements.shape[1], store.spec.n_params, settings.width, center)
     state = _restore()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -239,9 +253,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     progress = (
         state["progress"]
         if state is not None
-        else {"epoch": 0, "best": float("inf"), "bad_epochs": 0}
+        else {"step": 0, "best": float("inf"), "bad_validations": 0}
     )
-    resumed_from = progress["epoch"]
+    resumed_from = progress["step"]
     best_model = state["best_model"] if state is not None else copy.deepcopy(module.state_dict())
 
     weights = LossWeights(settings.lambda_global, settings.lambda_local, settings.l1, settings.l2)
@@ -251,49 +265,54 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         _share(settings.unlabelled_per_batch, world) if sampler.default_rows is None else 0
     )
     batch = _share(settings.batch_size, world)
-    steps = _all_min(max(1, -(-len(train_rows) // batch)), device)
-
-    for epoch in range(progress["epoch"], settings.epochs):
-        order = np.random.default_rng([config.seed, epoch, rank]).permutation(len(train_rows))
+    per_pass = _all_min(max(1, -(-len(train_rows) // batch)), device)  # steps per pass
+    order, order_pass = np.arange(0), -1
+    loss_sum, loss_steps = 0.0, 0
+    model.train()
+    for step in range(progress["step"], settings.steps):
+        passes, position = divmod(step, per_pass)
+        if passes != order_pass:
+            rng = np.random.default_rng([config.seed, passes, rank])
+            order, order_pass = rng.permutation(len(train_rows)), passes
         for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(settings, epoch)
-        model.train()
-        loss_sum = 0.0
-        for step in range(steps):
-            index = order[step * batch : (step + 1) * batch]
-            masks = torch.as_tensor(train_rows.masks[index], device=device).float()
-            targets = torch.as_tensor(train_rows.params[index], device=device)
-            unlabelled = None
-            if unlabelled_count:
-                first = (
-                    store.spec.n_rows + ((epoch * steps + step) * world + rank) * unlabelled_count
-                )
-                unlabelled = torch.as_tensor(
-                    sampler.masks(np.arange(first, first + unlabelled_count)), device=device
-                ).float()
-            loss, _ = modelpred_loss(
-                model, learner, scaler, elements, masks, targets, unlabelled, weights
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach())
+            group["lr"] = step_lr(settings, step)
+        index = order[position * batch : (position + 1) * batch]
+        masks = torch.as_tensor(train_rows.masks[index], device=device).float()
+        targets = torch.as_tensor(train_rows.params[index], device=device)
+        unlabelled = None
+        if unlabelled_count:
+            first = store.spec.n_rows + (step * world + rank) * unlabelled_count
+            unlabelled = torch.as_tensor(
+                sampler.masks(np.arange(first, first + unlabelled_count)), device=device
+            ).float()
+        loss, _ = modelpred_loss(
+            model, learner, scaler, elements, masks, targets, unlabelled, weights
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss_sum, loss_steps = loss_sum + float(loss.detach()), loss_steps + 1
+        if (step + 1) % settings.eval_every and step + 1 < settings.steps:
+            continue
+
         model.eval()
         val_sum, train_loss = _all_sum(
-            [relative_error_sum(model, scaler, elements, val_rows, device), loss_sum / steps],
+            [relative_error_sum(model, scaler, elements, val_rows, device), loss_sum / loss_steps],
             device,
         )
+        model.train()
+        loss_sum, loss_steps = 0.0, 0
         val_error = val_sum / n_val
         if val_error < progress["best"]:
-            progress.update(best=val_error, bad_epochs=0)
+            progress.update(best=val_error, bad_validations=0)
             best_model = copy.deepcopy(module.state_dict())
         else:
-            progress["bad_epochs"] += 1
-        progress["epoch"] = epoch + 1
-        stop = progress["bad_epochs"] >= settings.patience
+            progress["bad_validations"] += 1
+        progress["step"] = step + 1
+        stop = progress["bad_validations"] >= settings.patience
         metrics = {
-            "epoch": epoch + 1,
-            "resumed_from_epoch": resumed_from,
+            "step": step + 1,
+            "resumed_from_step": resumed_from,
             "train_loss": train_loss / world,
             "val_rel_error": val_error,
             "best_val_rel_error": progress["best"],
@@ -310,7 +329,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     },
                     os.path.join(directory, STATE_FILE),
                 )
-                best = SetFunction(elements.shape[1], store.spec.n_params, settings.width)
+                best = SetFunction(elements.shape[1], store.spec.n_params, settings.width, center)
                 best.load_state_dict(best_model)
                 meta = PredictorMeta(
                     width=settings.width,
@@ -320,7 +339,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     learner=store.spec.learner,
                     dataset_fingerprint=store.spec.dataset_fingerprint,
                     store_uri=store.uri,
-                    extra={"val_rel_error": progress["best"], "epochs": epoch + 1},
+                    extra={"val_rel_error": progress["best"], "steps": step + 1},
                     store_identity=store.spec.identity,
                 )
                 Predictor(best, elements.cpu(), meta).save(os.path.join(directory, PREDICTOR_DIR))
@@ -335,11 +354,11 @@ def _share(total: int, world: int) -> int:
     return max(1, -(-total // world)) if total else 0
 
 
-def epoch_lr(settings: PredictorConfig, epoch: int) -> float:
-    """The learning rate of ``epoch`` (0-based) under ``settings.lr_schedule``: a function of
-    the epoch alone, so a resumed run continues the same schedule."""
+def step_lr(settings: PredictorConfig, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) under ``settings.lr_schedule``:
+    a function of the step alone, so a resumed run continues the same schedule."""
     if settings.lr_schedule == "cosine":
-        return settings.lr * 0.5 * (1 + math.cos(math.pi * epoch / settings.epochs))
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
     return settings.lr
 
 

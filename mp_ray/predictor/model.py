@@ -1,7 +1,8 @@
 """The ModelPred set function: a DeepSets network from a subset to trained parameters.
 
-    s(S) = Σ_{i∈S} φ(z_i)                                z_i = [x_i, onehot(y_i)]
-    f(S) = ρ( [ s(S) / n ,  s(S) / max(|S|, 1) ,  |S| / n ] )
+    s(S) = Σ_{i∈S} φ(z_i) = m_S · Φ                     z_i = [x_i, onehot(y_i)]
+    v(m) = [ m·Φ / n ,  m·Φ / max(|m|, 1) ,  |m| / n ]     |m| = Σ_i m_i
+    f(S) = ρ( v(m_S) − v(m̄) )
 
 φ is a bias-free 3-layer ELU MLP (as in the reference code, so a zero-padded element maps to
 0 and the masked sum is exact). The pooling is the sum s(S); ρ reads it twice — divided by
@@ -9,6 +10,16 @@ the ground-set size n (a fixed constant: adding a point adds φ(z)/n) and by the
 (the mean embedding, which an MLP cannot easily form from the sum itself) — with the subset
 fraction |S|/n. The mean view lowered the held-out parameter error on digits (d = 650,
 20,000 rows) from 0.227 to 0.199 and raised test-prediction agreement from 96.7% to 97.1%.
+
+The views are centred on those of the mean training mask m̄ (the mean of the training
+rows' masks, kept as a buffer and saved with the weights): ρ reads how S differs from a
+typical training subset. Permutation invariance is kept (m̄ permutes with the points) and
+the form is the uncentred one up to a shift that does not depend on S (v(m̄) follows φ as
+it trains, which a bias of ρ's first layer cannot). Without it, Bernoulli(½) subsets of
+one ground set differ by a few per cent of a large common sum, and ρ needs thousands of
+steps to amplify those differences; centred, the same budget reached a held-out
+parameter error of 0.094 against 0.244 on breast_cancer (2,000 rows, 5,000 steps).
+A model built without ``center`` (older checkpoints) reads v(m_S) itself.
 ρ is a 3-layer ELU MLP (width, width, width/2) and a linear layer to the d standardised
 parameter coordinates.
 
@@ -51,13 +62,25 @@ def _mlp(sizes: list[int], bias: bool) -> nn.Sequential:
 
 
 class SetFunction(nn.Module):
-    """DeepSets f: (masks over a ground set, its element features) → standardised parameters."""
+    """DeepSets f: (masks over a ground set, its element features) → standardised parameters.
 
-    def __init__(self, element_dim: int, n_params: int, width: int = 128) -> None:
+    ``center`` (n,) is the mean training mask m̄ (None: no centring, as in checkpoints
+    written before it); it is a buffer, saved with the weights."""
+
+    center: torch.Tensor | None
+
+    def __init__(
+        self,
+        element_dim: int,
+        n_params: int,
+        width: int = 128,
+        center: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.element_dim = element_dim
         self.n_params = n_params
         self.width = width
+        self.register_buffer("center", None if center is None else center.to(torch.float32))
         self.phi = _mlp([element_dim, width, width, width], bias=False)
         self.rho = nn.Sequential(
             _mlp([2 * width + 1, width, width, width // 2], bias=True),
@@ -70,12 +93,15 @@ class SetFunction(nn.Module):
         return self.phi(Z)
 
     def pooled(self, masks: torch.Tensor, Phi: torch.Tensor, n: int) -> torch.Tensor:
-        """ρ's input for each subset: ``[masks @ Φ / n, masks @ Φ / |S|, |S| / n]``,
-        (B, 2w + 1); ``masks (B, m)`` may be fractional (soft masks)."""
-        masks = masks.to(Phi.dtype)
-        total = masks @ Phi
-        size = masks.sum(dim=1, keepdim=True)
-        return torch.cat([total / n, total / size.clamp(min=1), size / n], dim=1)
+        """ρ's input for each subset, (B, 2w + 1): the views
+        ``[masks @ Φ / n, masks @ Φ / |S|, |S| / n]``, minus the same views of the mean
+        training mask m̄ when the model is centred. ``masks (B, m)`` may be fractional (soft
+        masks); columns past the ground set's n (added points) have m̄ = 0."""
+        views = _views(masks.to(Phi.dtype), Phi, n)
+        if self.center is None:
+            return views
+        center = nn.functional.pad(self.center, (0, masks.shape[1] - self.center.shape[0]))
+        return views - _views(center[None].to(Phi.dtype), Phi, n)
 
     def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """ρ: pooled set representation ``(B, 2w + 1)`` → standardised parameters ``(B, d)``."""
@@ -86,3 +112,10 @@ class SetFunction(nn.Module):
 
         One φ pass over Z serves all B subsets."""
         return self.from_pooled(self.pooled(masks, self.embed(Z), Z.shape[0]))
+
+
+def _views(masks: torch.Tensor, Phi: torch.Tensor, n: int) -> torch.Tensor:
+    """``[masks @ Φ / n, masks @ Φ / |S|, |S| / n]`` for ``masks (B, m)``, ``Φ (m, w)``."""
+    total = masks @ Phi
+    size = masks.sum(dim=1, keepdim=True)
+    return torch.cat([total / n, total / size.clamp(min=1), size / n], dim=1)

@@ -2,7 +2,9 @@
 
 A checkpoint is a directory (local or any fsspec URL such as ``s3://``) holding::
 
-    model.pt          the SetFunction's state dict
+    model.pt          the SetFunction's state dict, with the mean training mask m̄ it is
+                      centred on (absent in checkpoints written before centring: those
+                      load uncentred and predict as they did)
     predictor.json    widths, target standardisation, class count, and the identity of
                       the store it was fitted on (dataset fingerprint, learner, sampler,
                       seed; :mod:`mp_ray.store.identity`)
@@ -123,7 +125,10 @@ class Predictor:
         ``new_masks (B, m)`` of m new points ``X_new (m, p)``, ``y_new (m,)``.
 
         New points enter the same pooled sum through their own φ; the size feature counts
-        them too (relative to the ground-set size n the predictor was fitted on).
+        them too (relative to the ground-set size n the predictor was fitted on). Centring
+        subtracts the same m̄ of the ground set as always: a new point is in no training
+        subset (its m̄ is 0), so it adds its whole φ, as a ground-set point outside every
+        training subset would.
         """
         masks = self._masks(masks, self.n_train, "masks")
         new_masks = self._masks(new_masks, len(y_new), "new_masks")
@@ -165,8 +170,8 @@ class Predictor:
             files = {name: fs.cat_file(f"{root}/{name}") for name in CHECKPOINT_FILES}
         meta = PredictorMeta.from_json(json.loads(files[META_FILE]))
         elements = torch.as_tensor(np.load(io.BytesIO(files[ELEMENTS_FILE])))
-        model = SetFunction(elements.shape[1], meta.n_params, meta.width)
         state = torch.load(io.BytesIO(files[MODEL_FILE]), weights_only=True)
+        model = SetFunction(elements.shape[1], meta.n_params, meta.width, state.get("center"))
         model.load_state_dict(state)
         return cls(model, elements, meta)
 

@@ -259,7 +259,7 @@ def _experiment(directory: Path, bucket: str) -> Path:
         "sampler": {"kind": "bernoulli", "alpha": 0.5},
         "store": {"uri": f"s3://{bucket}/cluster.zarr", "n_rows": N_ROWS, "block_rows": BLOCK_ROWS},
         "retrain": {"num_actors": 2, "num_cpus": 1, "max_in_flight": 2},
-        "predictor": {"width": 16, "epochs": 3, "batch_size": 32, "patience": 3},
+        "predictor": {"width": 16, "steps": 30, "eval_every": 10, "batch_size": 32, "patience": 3},
     }
     path.write_text(yaml.safe_dump(data))
     return path
@@ -402,7 +402,7 @@ def test_jobs_on_two_nodes_survive_losing_one(cluster, s3_server, s3_bucket, tmp
         timeout=300,
     )
     assert fit.returncode == 0, (fit.stdout + fit.stderr)[-4000:]
-    assert "fitted 3 epochs" in fit.stdout + fit.stderr
+    assert "fitted 30 steps" in fit.stdout + fit.stderr
     train_workers = _actor_nodes(cluster, "RayTrainWorker")
     assert set(train_workers.values()) == {head_id, second_id}, train_workers
     store = ExperimentStore.open(config.store.uri, s3_server)

@@ -8,7 +8,7 @@ import pytest
 from mp_ray.config import PredictorConfig, parse_experiment
 from mp_ray.predictor import Predictor
 from mp_ray.predictor.evaluation import evaluate_on_store
-from mp_ray.predictor.fit import epoch_lr, fit_predictor
+from mp_ray.predictor.fit import fit_predictor, step_lr
 from mp_ray.predictor.rows import TEST, read_split, row_splits
 from mp_ray.retrain import run_retrain
 from mp_ray.store import ExperimentStore
@@ -16,7 +16,7 @@ from mp_ray.store import ExperimentStore
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 
-def experiment(tmp_path, epochs: int):
+def experiment(tmp_path, steps: int):
     return parse_experiment(
         {
             "seed": 1,
@@ -26,7 +26,8 @@ def experiment(tmp_path, epochs: int):
             "store": {"uri": str(tmp_path / "wine.zarr"), "n_rows": 800, "block_rows": 100},
             "retrain": {"num_actors": 2},
             "predictor": {
-                "epochs": epochs,
+                "steps": steps,
+                "eval_every": 20,
                 "width": 64,
                 "lr": 3e-3,
                 "batch_size": 32,
@@ -38,16 +39,16 @@ def experiment(tmp_path, epochs: int):
 
 
 def test_fit_on_two_workers_resume_and_load(ray_session, tmp_path):
-    config = experiment(tmp_path, epochs=3)
+    config = experiment(tmp_path, steps=60)
     run_retrain(config)
     first = fit_predictor(config, name="wine", storage_path=str(tmp_path / "train"))
-    assert first.metrics["epoch"] == 3 and first.metrics["resumed_from_epoch"] == 0
+    assert first.metrics["step"] == 60 and first.metrics["resumed_from_step"] == 0
 
     # Rerunning the same run name continues from its latest checkpoint.
     resumed = fit_predictor(
-        experiment(tmp_path, epochs=5), name="wine", storage_path=str(tmp_path / "train")
+        experiment(tmp_path, steps=100), name="wine", storage_path=str(tmp_path / "train")
     )
-    assert resumed.metrics["resumed_from_epoch"] == 3 and resumed.metrics["epoch"] == 5
+    assert resumed.metrics["resumed_from_step"] == 60 and resumed.metrics["step"] == 100
     assert resumed.metrics["best_val_rel_error"] <= first.metrics["best_val_rel_error"]
 
     # The checkpoint loads without Ray and predicts held-out subsets better than the mean model.
@@ -77,7 +78,7 @@ def test_fit_on_two_workers_resume_and_load(ray_session, tmp_path):
 
 
 def test_splits_are_disjoint_and_chains_stay_together(ray_session, tmp_path):
-    config = experiment(tmp_path, epochs=1)
+    config = experiment(tmp_path, steps=20)
     store_config = config.store.model_copy(update={"n_rows": 2 * 124, "block_rows": 62})
     perm = config.model_copy(
         update={
@@ -96,9 +97,14 @@ def test_splits_are_disjoint_and_chains_stay_together(ray_session, tmp_path):
     assert np.bincount(fractions.astype(int)) / 100_000 == pytest.approx([0.7, 0.1, 0.2], abs=0.01)
 
 
-def test_learning_rate_schedule_is_a_function_of_the_epoch():
-    cosine = PredictorConfig(lr=1e-2, epochs=10)
-    assert [round(epoch_lr(cosine, e), 6) for e in (0, 5, 10)] == [1e-2, 5e-3, 0.0]
-    assert all(epoch_lr(cosine, e) > epoch_lr(cosine, e + 1) for e in range(9))
-    constant = PredictorConfig(lr=1e-2, epochs=10, lr_schedule="constant")
-    assert {epoch_lr(constant, e) for e in range(10)} == {1e-2}
+def test_learning_rate_schedule_is_a_function_of_the_step():
+    cosine = PredictorConfig(lr=1e-2, steps=10)
+    assert [round(step_lr(cosine, s), 6) for s in (0, 5, 10)] == [1e-2, 5e-3, 0.0]
+    assert all(step_lr(cosine, s) > step_lr(cosine, s + 1) for s in range(9))
+    constant = PredictorConfig(lr=1e-2, steps=10, lr_schedule="constant")
+    assert {step_lr(constant, s) for s in range(10)} == {1e-2}
+
+
+def test_an_epoch_budget_is_refused_naming_its_replacement():
+    with pytest.raises(ValueError, match=r"predictor\.epochs was replaced by predictor\.steps"):
+        PredictorConfig(epochs=10)

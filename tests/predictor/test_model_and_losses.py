@@ -169,3 +169,81 @@ def test_predictor_checkpoint_on_s3(s3_server, s3_bucket, wine, model, masks, le
     torch.testing.assert_close(
         Predictor.load(uri, s3_server).predict(masks), predictor.predict(masks)
     )
+
+
+def test_centred_pooling_is_permutation_invariant_and_the_uncentred_form_shifted(wine, masks):
+    Z = element_features(wine.X_train, wine.y_train, wine.n_classes)
+    center = torch.as_tensor(np.random.default_rng(2).random(wine.n_train), dtype=torch.float32)
+    torch.manual_seed(0)
+    centred = SetFunction(Z.shape[1], 10, width=16, center=center)
+    plain = SetFunction(Z.shape[1], 10, width=16)
+    plain.load_state_dict({k: v for k, v in centred.state_dict().items() if k != "center"})
+    Phi = centred.embed(Z)
+    soft = torch.cat([masks.float(), torch.rand(2, wine.n_train)])  # {0, 1} and soft rows
+    # v(m) − v(m̄): the uncentred views shifted by those of the mean training mask.
+    shift = plain.pooled(center[None], Phi, wine.n_train)
+    torch.testing.assert_close(
+        centred.pooled(soft, Phi, wine.n_train), plain.pooled(soft, Phi, wine.n_train) - shift
+    )
+    # Permuting the points, their masks and m̄ together changes no prediction.
+    order = torch.randperm(wine.n_train, generator=torch.Generator().manual_seed(1))
+    permuted = SetFunction(Z.shape[1], 10, width=16, center=center[order])
+    permuted.load_state_dict({**centred.state_dict(), "center": center[order]})
+    torch.testing.assert_close(
+        permuted(soft[:, order], Z[order]), centred(soft, Z), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_centred_predictor_round_trip_soft_and_added_points(tmp_path, wine, masks, learner):
+    Z = element_features(wine.X_train, wine.y_train, wine.n_classes)
+    center = masks.float().mean(dim=0)
+    torch.manual_seed(0)
+    model = SetFunction(Z.shape[1], learner.n_params, width=16, center=center)
+    meta = PredictorMeta(
+        width=16,
+        n_params=learner.n_params,
+        n_classes=3,
+        scaler=TargetScaler.fit(learner.fit_batch(masks).numpy()),
+        learner=learner.config.model_dump(),
+        dataset_fingerprint=wine.fingerprint,
+        store_uri="memory://none",
+    )
+    Predictor(model, Z, meta).save(str(tmp_path / "ckpt"))
+    loaded = Predictor.load(str(tmp_path / "ckpt"))
+    torch.testing.assert_close(loaded.model.center, center)
+    predicted = loaded.predict(masks)
+    torch.testing.assert_close(predicted, meta.scaler.inverse(model(masks.float(), Z)).detach())
+    torch.testing.assert_close(loaded.predict_soft(masks.float()).detach(), predicted)
+    # A new point is in no training subset (m̄ = 0 there): it adds its whole φ to the sum,
+    # which equals a ground set extended by that point with m̄ = 0 for it.
+    X_new, y_new = wine.X_val[:2], wine.y_val[:2]
+    new_masks = np.ones((len(masks), 2), dtype=bool)
+    added = loaded.predict_with_points(masks, X_new, y_new, new_masks)
+    Z_all = torch.cat([Z, element_features(X_new, y_new, wine.n_classes)])
+    extended = SetFunction(Z.shape[1], learner.n_params, width=16, center=center)
+    extended.load_state_dict(model.state_dict())
+    all_masks = torch.cat([masks.float(), torch.ones(len(masks), 2)], dim=1)
+    views = extended.pooled(all_masks, extended.embed(Z_all), wine.n_train)
+    torch.testing.assert_close(added, meta.scaler.inverse(extended.from_pooled(views)).detach())
+
+
+def test_a_checkpoint_without_centring_loads_and_predicts_as_before(tmp_path, wine, masks, model):
+    Z = element_features(wine.X_train, wine.y_train, wine.n_classes)
+    assert model.center is None and "center" not in model.state_dict()
+    meta = PredictorMeta(
+        width=32,
+        n_params=model.n_params,
+        n_classes=3,
+        scaler=TargetScaler(np.zeros(model.n_params), np.ones(model.n_params)),
+        learner={},
+        dataset_fingerprint=wine.fingerprint,
+        store_uri="memory://none",
+    )
+    Predictor(model, Z, meta).save(str(tmp_path / "old"))
+    loaded = Predictor.load(str(tmp_path / "old"))
+    assert loaded.model.center is None
+    with torch.no_grad():
+        total = masks.float() @ model.embed(Z)
+        size = masks.float().sum(dim=1, keepdim=True)
+        views = torch.cat([total / wine.n_train, total / size, size / wine.n_train], dim=1)
+        torch.testing.assert_close(loaded.predict(masks), model.from_pooled(views))
