@@ -22,8 +22,8 @@ def test_added_points_predicted_within_the_validation_error_of_retraining(fitted
     )
     outcomes = result.outcomes
     assert set(outcomes) == {MODELPRED, INFLUENCE, RETRAINING}
-    validation_error = fitted.models.predictor.meta.extra["val_rel_error"]  # measured 0.43
-    assert (outcomes[MODELPRED].rel_error <= validation_error).all()  # 0.13, 0.18
+    validation_error = fitted.models.predictor.meta.extra["val_rel_error"]  # measured 0.40
+    assert (outcomes[MODELPRED].rel_error <= validation_error).all()  # 0.17, 0.16
     assert np.isfinite(outcomes[INFLUENCE].rel_error).all()
     np.testing.assert_allclose(outcomes[RETRAINING].rel_error, 0.0)
     truth = fitted.retrained.params(masks)
