@@ -37,6 +37,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +155,13 @@ def fit(config: ExperimentConfig, label: str, args: argparse.Namespace, workers:
 
 def lds_scores(predicted: np.ndarray, actual: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
     """LDS of predicted outputs ``(K, T)`` against retrained ones: over all rows, and within
-    strata of nearly equal subset size ``sizes (K,)`` (row-weighted mean)."""
-    overall = float(np.nanmean(columnwise_correlation(predicted, actual)))
+    strata of nearly equal subset size ``sizes (K,)`` (row-weighted mean); none where a
+    constant prediction leaves every correlation undefined."""
     strata = size_strata(sizes, np.ones(len(sizes), dtype=bool))
-    within = [np.nanmean(columnwise_correlation(predicted[s], actual[s])) for s in strata]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the mean of no defined correlation
+        overall = float(np.nanmean(columnwise_correlation(predicted, actual)))
+        within = [np.nanmean(columnwise_correlation(predicted[s], actual[s])) for s in strata]
     weights = [len(s) for s, value in zip(strata, within, strict=True) if np.isfinite(value)]
     values = [value for value in within if np.isfinite(value)]
     out = {"lds": overall} if np.isfinite(overall) else {}
@@ -249,9 +253,12 @@ def addition(
     )
     truth = result.outcomes[RETRAINING]
     predicted = {name: result.outcomes[name].after for name in (MODELPRED, INFLUENCE)}
+    for name in (MODELPRED, INFLUENCE):  # each method's predicted change, from the true base
+        outcome = result.outcomes[name]
+        predicted[f"{name}, change"] = truth.before + (outcome.after - outcome.before)
     rows = error_curve(levels, predicted, truth.after, truth.before)
     seconds = {name: outcome.seconds / len(levels) for name, outcome in result.outcomes.items()}
-    return [{**row, "seconds_per_model": seconds[row["method"]]} for row in rows]
+    return [{**row, "seconds_per_model": seconds[row["method"].split(",")[0]]} for row in rows]
 
 
 VARIANTS = {
