@@ -129,7 +129,8 @@ def experiment(
     seed = predictor.pop("seed", setup["seed"])
     if args.quick:
         predictor.setdefault("steps", QUICK["steps"])
-    uri = args.work / f"{name}-{sampler['kind']}-{rows}-s{seed}.zarr"
+    size = "-quick" if args.quick else ""  # the quick run's data sets are cut smaller
+    uri = args.work / f"{name}{size}-{sampler['kind']}-{rows}-s{seed}.zarr"
     return ExperimentConfig.model_validate(
         {
             "seed": seed,
