@@ -260,7 +260,12 @@ class PredictorConfig(_Strict):
         "store differ little in their raw pooled sum; centred, ρ sees the differences at "
         "the scale it starts at, and trains several times faster.",
     )
-    lr: float = Field(default=1e-2, gt=0, description="Adam's initial learning rate.")
+    lr: float = Field(
+        default=1e-2,
+        gt=0,
+        description="Adam's initial learning rate (on breast_cancer, 2,000 steps: 5e-3 and "
+        "2e-2 end near 1e-2's error, 3e-2 collapses to the mean θ).",
+    )
     lr_schedule: Literal["cosine", "constant"] = Field(
         default="cosine",
         description="cosine: anneal the learning rate from lr to 0 over `steps`, a function "
