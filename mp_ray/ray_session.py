@@ -9,6 +9,7 @@ environment wins.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -47,14 +48,28 @@ def connect(num_cpus: int | None = None, object_store_memory: int | None = None)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
         return False
+    # Ray Train's placement-group cleaner reaches the State API at this address (workers
+    # inherit it); left to find the cluster itself, it fails whenever another Ray instance
+    # runs on the machine, and a Tune trial stopped early then keeps its CPUs for good.
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(
         address="local",
         num_cpus=num_cpus,
         object_store_memory=object_store_memory,
         include_dashboard=True,  # its State API lets Ray Train clean up stopped runs
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
         log_to_driver=True,
     )
     return True
+
+
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @contextmanager
