@@ -37,7 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
-from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from mp_ray.errors import InputError
@@ -139,18 +139,28 @@ class PredictorDeployment:
         """Predicted parameters for concurrent requests, one predictor call for all."""
         return list(self.service.predict_params(np.stack(masks)))
 
-    async def predict(self, body: schemas.PredictRequest) -> schemas.PredictResponse:
-        mask = self.service.mask(body)
-        if self.batching:
-            params = await self._batched_params(mask)
-        else:
-            params = self.service.predict_params(mask[None])[0]
-        return self.service.predict_response(body, params)
+    # A request the service cannot answer comes back as its RequestError, returned rather
+    # than raised: the gateway answers it with 422, and the replica does not log a client's
+    # mistake as a failure with a traceback.
+
+    async def predict(self, body: schemas.PredictRequest) -> schemas.PredictResponse | RequestError:
+        try:
+            mask = self.service.mask(body)
+            if self.batching:
+                params = await self._batched_params(mask)
+            else:
+                params = self.service.predict_params(mask[None])[0]
+            return self.service.predict_response(body, params)
+        except RequestError as error:
+            return error
 
     def answer(self, endpoint: str, body: Any = None) -> Any:
         """The answer of one of the service's other endpoints (``values``, ``metadata``…)."""
         method = getattr(self.service, endpoint)
-        return method() if body is None else method(body)
+        try:
+            return method() if body is None else method(body)
+        except RequestError as error:
+            return error
 
 
 RETRIES = 3  # attempts per request when the model replica serving it dies
@@ -169,16 +179,15 @@ class Gateway:
     async def _ask(self, method: str, *args: Any) -> Any:
         for attempt in range(RETRIES):
             try:
-                return await getattr(self.predictor, method).remote(*args)
-            except RayTaskError as err:  # the request's own error: answer it (422)
-                cause = getattr(err, "cause", None)
-                if isinstance(cause, RequestError):
-                    raise RequestError(cause.field, cause.message) from None
-                raise
+                answer = await getattr(self.predictor, method).remote(*args)
             except (RayActorError, ActorUnavailableError):
                 if attempt == RETRIES - 1:
                     raise
                 await asyncio.sleep(0.05 * 2**attempt)
+                continue
+            if isinstance(answer, RequestError):  # the request's own mistake: 422
+                raise answer
+            return answer
         raise AssertionError("unreachable")
 
     @api.get("/v1/health")

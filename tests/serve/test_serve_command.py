@@ -122,7 +122,8 @@ def test_serve_command_on_its_own_ray_with_the_python_proxy(fitted_run, tmp_path
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, log.read_text()
         after = log.read_text()[served:]
-        assert "stopped" in after and "Traceback" not in after, after
+        assert "stopped" in after, after
+        assert "Traceback" not in log.read_text()  # a 422 is no failure of the replica
     finally:
         client.close()
         if process.poll() is None:
