@@ -9,6 +9,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer._click.exceptions import UsageError  # the class Typer's parser raises
 from typer.core import TyperGroup
 
@@ -63,7 +64,7 @@ StorageOption = Annotated[
 
 def fail(message: str) -> NoReturn:
     """Print ``error: message`` as one line on stderr and exit with status 2."""
-    console.print(f"[bold red]error:[/] {one_line(message)}", markup=True, highlight=False)
+    console.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False)
     raise typer.Exit(code=2)
 
 

@@ -57,8 +57,8 @@ def test_malformed_options_are_one_line_naming_the_option(tmp_path):
 
 def test_malformed_config_is_one_line_and_debug_shows_the_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("seed: 0\ndataset: {source: sklearn, name: nope}\n")
-    line = refused(runner.invoke(app, ["check-config", str(path)]), "dataset.name")
+    path.write_text("seed: 0\ndataset: {source: sklearn, name: '[bold]nope'}\n")
+    line = refused(runner.invoke(app, ["check-config", str(path)]), "dataset.name", "[bold]nope")
     assert "learner: Field required" in line
     result = runner.invoke(app, ["--debug", "check-config", str(path)])
     assert isinstance(result.exception, ConfigError)  # raised on, with its traceback
