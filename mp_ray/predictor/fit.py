@@ -47,7 +47,7 @@ from mp_ray.learners import make_learner
 from mp_ray.predictor.losses import LossWeights, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
-from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split
+from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split, split_blocks
 from mp_ray.predictor.scaling import TargetScaler
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
@@ -81,8 +81,7 @@ def training_moments(
     total_sq = np.zeros(store.spec.n_params)
     mask_total = np.zeros(store.spec.n_train)
     count = 0
-    for block in range(store.n_blocks):
-        rows = read_split(store, [block], TRAIN, val_fraction, test_fraction)
+    for rows in split_blocks(store, TRAIN, val_fraction, test_fraction):
         params = rows.params.astype(np.float64)
         total += params.sum(axis=0)
         total_sq += (params**2).sum(axis=0)
