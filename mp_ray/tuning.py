@@ -11,7 +11,7 @@ the test rows are never seen. Searched (the default space):
   ``[0, 1e-4, 3e-4, …, 1]``, so "off" is one of the candidates);
 - ``lr``: log-uniform in [1e-3, 2e-2], around the default 1e-2 (on breast_cancer, 2,000
   steps: 1e-3 ends far from converged, 3e-2 collapses to the mean θ);
-- ``width``: 32, 64, 128 or 256.
+- ``width``: 64, 128, 256 or 512.
 
 The trial driver holds almost no CPU (0.01) and each Train worker 0.99; Tune runs only as
 many trials at once as the cluster's CPUs can place (:func:`concurrent_trials`). Tune's own
@@ -53,7 +53,7 @@ def default_search_space() -> dict[str, Any]:
         "lambda_global": tune.choice(STRENGTHS),
         "lambda_local": tune.choice(STRENGTHS),
         "lr": tune.loguniform(1e-3, 2e-2),
-        "width": tune.choice([32, 64, 128, 256]),
+        "width": tune.choice([64, 128, 256, 512]),
     }
 
 

@@ -65,6 +65,12 @@ class Learner(ABC):
     def n_params(self) -> int:
         """d, the length of the flattened parameter vector."""
 
+    def output_metric(self) -> torch.Tensor | None:
+        """For a model linear in its parameters per output column: ``M (p + 1, p + 1)``,
+        float64, such that δᵀ M δ is the mean squared change of an output over the training
+        points when that output's ``p + 1`` parameters change by δ. None for other models."""
+        return None
+
     def fit_batch(self, masks: ArrayLike, seeds: ArrayLike | None = None) -> torch.Tensor:
         """Train K models, one per row of ``masks (K, n) bool``; returns ``params (K, d)``.
 

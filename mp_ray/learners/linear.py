@@ -45,6 +45,11 @@ class LinearLearner(Learner):
         mask[:, -1] = True
         return mask.reshape(-1).to(self.device)
 
+    def output_metric(self) -> torch.Tensor:
+        """``X̃ᵀX̃ / n``, (p + 1, p + 1) float64, X̃ the augmented training inputs."""
+        X_aug = self.augmented(self.X).to(torch.float64)
+        return X_aug.T @ X_aug / self.n_train
+
     def augmented(self, X: ArrayLike) -> torch.Tensor:
         """``[X, 1]``, (m, p + 1)."""
         X = self.as_tensor(X)

@@ -3,10 +3,11 @@
 from mp_ray.predictor.losses import LossWeights, kkt_residual, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
-from mp_ray.predictor.scaling import TargetScaler
+from mp_ray.predictor.scaling import OutputScaler, TargetScaler, scaler_from_json
 
 __all__ = [
     "LossWeights",
+    "OutputScaler",
     "Predictor",
     "PredictorMeta",
     "SetFunction",
@@ -14,4 +15,5 @@ __all__ = [
     "element_features",
     "kkt_residual",
     "modelpred_loss",
+    "scaler_from_json",
 ]

@@ -48,7 +48,7 @@ from mp_ray.predictor.losses import LossWeights, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
 from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split, split_blocks
-from mp_ray.predictor.scaling import TargetScaler
+from mp_ray.predictor.scaling import OutputScaler, Scaler, TargetScaler, scaler_from_json
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
 from mp_ray.sampling import make_sampler
@@ -73,21 +73,32 @@ class FitOutcome:
 
 
 def training_moments(
-    store: ExperimentStore, val_fraction: float, test_fraction: float
-) -> tuple[TargetScaler, np.ndarray]:
-    """The target standardisation and the mean training mask m̄ ``(n,)``, from the
-    training rows streamed block by block."""
+    store: ExperimentStore, settings: PredictorConfig, metric: torch.Tensor | None
+) -> tuple[Scaler, np.ndarray]:
+    """The coordinates the set function predicts in (``settings.targets``; ``outputs`` needs
+    the learner's output ``metric`` and is standardised without one) and the mean training
+    mask m̄ ``(n,)``, from the training rows streamed block by block."""
+    use_outputs = settings.targets == "outputs" and metric is not None
+    factor = OutputScaler.factor_of(metric.numpy()) if use_outputs else None
     total = np.zeros(store.spec.n_params)
     total_sq = np.zeros(store.spec.n_params)
+    energy = 0.0
     mask_total = np.zeros(store.spec.n_train)
     count = 0
-    for rows in split_blocks(store, TRAIN, val_fraction, test_fraction):
+    for rows in split_blocks(store, TRAIN, settings.val_fraction, settings.test_fraction):
         params = rows.params.astype(np.float64)
         total += params.sum(axis=0)
         total_sq += (params**2).sum(axis=0)
+        if factor is not None:
+            energy += OutputScaler.energy(params, factor)
         mask_total += rows.masks.sum(axis=0)
         count += len(rows)
-    return TargetScaler.from_moments(count, total, total_sq), mask_total / max(count, 1)
+    center = mask_total / max(count, 1)
+    if settings.targets == "raw":
+        return TargetScaler.identity(store.spec.n_params), center
+    if factor is not None:
+        return OutputScaler.from_moments(count, total, energy, factor), center
+    return TargetScaler.from_moments(count, total, total_sq), center
 
 
 def fit_predictor(
@@ -110,9 +121,8 @@ def fit_predictor(
     check_cluster_fits("Ray Train worker", worker, "the workers' resources (--gpu)")
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
-    scaler, center = training_moments(
-        store, config.predictor.val_fraction, config.predictor.test_fraction
-    )
+    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    scaler, center = training_moments(store, config.predictor, learner.output_metric())
     with relay(on_report) as queue:
         trainer = ray.train.torch.TorchTrainer(
             train_loop,
@@ -191,7 +201,7 @@ def _all_min(value: int, device: torch.device) -> int:
 @torch.no_grad()
 def relative_error_sum(
     model: torch.nn.Module,
-    scaler: TargetScaler,
+    scaler: Scaler,
     elements: torch.Tensor,
     rows: Rows,
     device: torch.device,
@@ -218,7 +228,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     config = ExperimentConfig.model_validate(loop_config["experiment"])
     settings = config.predictor
-    scaler = TargetScaler.from_json(loop_config["scaler"])
+    scaler = scaler_from_json(loop_config["scaler"])
     device = ray.train.torch.get_device()
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
@@ -240,7 +250,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     center = None if loop_config["center"] is None else torch.tensor(loop_config["center"])
     torch.manual_seed(config.seed)  # the same initialisation on every worker and every run
-    model = SetFunction(elements.shape[1], store.spec.n_params, settings.width, center)
+    model = SetFunction(
+        elements.shape[1], store.spec.n_params, settings.width, center, settings.pooling
+    )
     state = _restore()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -257,7 +269,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     resumed_from = progress["step"]
     best_model = state["best_model"] if state is not None else copy.deepcopy(module.state_dict())
 
-    weights = LossWeights(settings.lambda_global, settings.lambda_local, settings.l1, settings.l2)
+    weights = LossWeights(
+        global_kkt=settings.lambda_global,
+        local_utility=settings.lambda_local,
+        l1=settings.l1,
+        l2=settings.l2,
+        aggregation=settings.aggregation,
+    )
     sampler = make_sampler(config.sampler, dataset.n_train, config.seed)
     # batch_size and unlabelled_per_batch count over all workers; each takes its share.
     unlabelled_count = (
@@ -328,7 +346,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     },
                     os.path.join(directory, STATE_FILE),
                 )
-                best = SetFunction(elements.shape[1], store.spec.n_params, settings.width, center)
+                best = SetFunction(
+                    elements.shape[1], store.spec.n_params, settings.width, center, settings.pooling
+                )
                 best.load_state_dict(best_model)
                 meta = PredictorMeta(
                     width=settings.width,
@@ -340,6 +360,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     store_uri=store.uri,
                     extra={"val_rel_error": progress["best"], "steps": step + 1},
                     store_identity=store.spec.identity,
+                    pooling=settings.pooling,
                 )
                 Predictor(best, elements.cpu(), meta).save(os.path.join(directory, PREDICTOR_DIR))
                 checkpoint = ray.train.Checkpoint.from_directory(directory)

@@ -10,41 +10,68 @@ L_S(θ) = (1/|S|)·Σ_{i∈S} ℓ_i(θ) the mean training loss on S (``Learner.m
          + λ_local  · (1/B) Σ_S |L_S(θ̂(S)) − L_S(θ(S))|                    local
          + λ_1 · Σ_W ‖W‖₁ + λ_2 · Σ_W ‖W‖_F                             predictor weights
 
-ẑ, z are the standardised predicted and retrained parameters (:class:`TargetScaler`); W runs
-over the predictor's weight matrices. The global term is the first-order (KKT) optimality
-residual of the learner at the prediction, split into its weight and intercept blocks as in
-the reference code of Zeng et al.; it needs no retrained θ, so S' ranges over the B
-labelled subsets and B_u extra sampled subsets without ground truth (B' = B + B_u). Every
-strength 0 switches its term off (and skips its computation).
+ẑ, z are the predicted and retrained parameters in the coordinates the set function
+predicts (:mod:`mp_ray.predictor.scaling`: output-space or standardised; the parameters
+themselves for ``targets: raw``); W runs over the predictor's weight matrices. The global term
+is the first-order (KKT) optimality residual of the learner at the prediction, split into
+its weight and intercept blocks as in the reference code of Zeng et al.; it needs no
+retrained θ, so S' ranges over the B labelled subsets and B_u extra sampled subsets without
+ground truth (B' = B + B_u). Every strength 0 switches its term off (and skips its
+computation).
+
+That is the ``"mean"`` aggregation; the ``"batch_norm"`` one (the reference code's) takes the
+global term as ‖G_W‖_F + ‖G_b‖_F, the Frobenius norms of the gradient blocks stacked over the
+B' subsets, and the local term as the Euclidean norm of the B loss gaps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from mp_ray.learners import Learner
-from mp_ray.predictor.scaling import TargetScaler
+from mp_ray.predictor.scaling import Scaler
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Strengths of the regularisers (0 switches a term off)."""
+    """Strengths of the regularisers (0 switches a term off), and how the global and local
+    terms combine the subsets of a batch (``"mean"`` or ``"batch_norm"``)."""
 
     global_kkt: float = 0.0
     local_utility: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
+    aggregation: Literal["mean", "batch_norm"] = "mean"
+
+
+def kkt_blocks(
+    learner: Learner, params: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(‖∇_W J_S(θ)‖, ‖∇_b J_S(θ)‖) per subset; ``params (B, d)``, ``masks (B, n)`` → two (B,)."""
+    grad = learner.objective_grad(params, masks)
+    intercept = learner.intercept_mask()
+    norm = torch.linalg.vector_norm
+    return norm(grad[:, ~intercept], dim=1), norm(grad[:, intercept], dim=1)
 
 
 def kkt_residual(learner: Learner, params: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """‖∇_W J_S(θ)‖ + ‖∇_b J_S(θ)‖ per subset; ``params (B, d)``, ``masks (B, n)`` → (B,)."""
-    grad = learner.objective_grad(params, masks)
-    intercept = learner.intercept_mask()
-    weights_part = torch.linalg.vector_norm(grad[:, ~intercept], dim=1)
-    return weights_part + torch.linalg.vector_norm(grad[:, intercept], dim=1)
+    weights_part, intercept_part = kkt_blocks(learner, params, masks)
+    return weights_part + intercept_part
+
+
+def _global_term(
+    learner: Learner, params: torch.Tensor, masks: torch.Tensor, aggregation: str
+) -> torch.Tensor:
+    if aggregation == "mean":
+        return kkt_residual(learner, params, masks).mean()
+    weights_part, intercept_part = kkt_blocks(learner, params, masks)
+    norm = torch.linalg.vector_norm
+    return norm(weights_part) + norm(intercept_part)  # Frobenius norms over the batch
 
 
 def weight_penalties(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,7 +85,7 @@ def weight_penalties(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 def modelpred_loss(
     model: nn.Module,
     learner: Learner,
-    scaler: TargetScaler,
+    scaler: Scaler,
     elements: torch.Tensor,
     masks: torch.Tensor,
     targets: torch.Tensor,
@@ -81,13 +108,15 @@ def modelpred_loss(
     predicted = scaler.inverse(outputs).to(learner.dtype)
     if weights.global_kkt:
         kkt_masks = torch.cat([masks, extra])
-        terms["global"] = kkt_residual(learner, predicted, kkt_masks).mean()
+        terms["global"] = _global_term(learner, predicted, kkt_masks, weights.aggregation)
         total = total + weights.global_kkt * terms["global"]
     if weights.local_utility:
         gap = learner.mean_subset_loss(predicted[: len(masks)], masks) - learner.mean_subset_loss(
             targets.to(learner.dtype), masks
         )
-        terms["local"] = gap.abs().mean()
+        terms["local"] = (
+            gap.abs().mean() if weights.aggregation == "mean" else torch.linalg.vector_norm(gap)
+        )
         total = total + weights.local_utility * terms["local"]
     if weights.l1 or weights.l2:
         l1, l2 = weight_penalties(model)

@@ -5,7 +5,7 @@ A checkpoint is a directory (local or any fsspec URL such as ``s3://``) holding:
     model.pt          the SetFunction's state dict, with the mean training mask m̄ it is
                       centred on (absent in checkpoints written before centring: those
                       load uncentred and predict as they did)
-    predictor.json    widths, target standardisation, class count, and the identity of
+    predictor.json    widths, pooling, target coordinates (scaler), class count, and the identity of
                       the store it was fitted on (dataset fingerprint, learner, sampler,
                       seed; :mod:`mp_ray.store.identity`)
     elements.npy      the ground set's set elements z_i = [x_i, onehot(y_i)], (n, e)
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from mp_ray.errors import MpRayError
-from mp_ray.predictor.model import SetFunction, element_features
-from mp_ray.predictor.scaling import TargetScaler
+from mp_ray.predictor.model import Pooling, SetFunction, element_features
+from mp_ray.predictor.scaling import Scaler, scaler_from_json
 from mp_ray.store.identity import MODELS_UNREAD, Identity, check_identity, make_identity
 from mp_ray.store.storage_errors import check_bucket, storage_errors
 
@@ -48,17 +48,19 @@ class PredictorNotFoundError(MpRayError, FileNotFoundError):
 class PredictorMeta:
     """What a checkpoint records besides the weights; ``learner`` and
     ``dataset_fingerprint`` are the store's, ``store_identity`` the store's whole identity
-    (None in checkpoints written before it was recorded)."""
+    (None in checkpoints written before it was recorded); ``pooling`` the set function's
+    (:class:`~mp_ray.predictor.model.SetFunction`)."""
 
     width: int
     n_params: int
     n_classes: int
-    scaler: TargetScaler
+    scaler: Scaler
     learner: dict[str, Any]
     dataset_fingerprint: str
     store_uri: str
     extra: dict[str, Any] = field(default_factory=dict)
     store_identity: Identity | None = None
+    pooling: Pooling = "views"
 
     @property
     def identity(self) -> Identity:
@@ -72,7 +74,7 @@ class PredictorMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PredictorMeta:
-        return cls(**{**data, "scaler": TargetScaler.from_json(data["scaler"])})
+        return cls(**{**data, "scaler": scaler_from_json(data["scaler"])})
 
 
 class Predictor:
@@ -171,7 +173,9 @@ class Predictor:
         meta = PredictorMeta.from_json(json.loads(files[META_FILE]))
         elements = torch.as_tensor(np.load(io.BytesIO(files[ELEMENTS_FILE])))
         state = torch.load(io.BytesIO(files[MODEL_FILE]), weights_only=True)
-        model = SetFunction(elements.shape[1], meta.n_params, meta.width, state.get("center"))
+        model = SetFunction(
+            elements.shape[1], meta.n_params, meta.width, state.get("center"), meta.pooling
+        )
         model.load_state_dict(state)
         return cls(model, elements, meta)
 
