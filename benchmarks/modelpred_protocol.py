@@ -21,9 +21,13 @@ matter.
    no regulariser, the global one (KKT residual, also on unlabelled subsets) and the local
    one (training-loss match), scored on 1,000 subsets of an independent store (another
    seed) that no fit sees.
+5. **Presets** (on each protocol store): mp-ray's defaults, ``predictor.preset: reference``
+   (the reference code's sum pooling, raw targets and batch-norm aggregation, with the
+   paper's hyperparameters) and the paper's hyperparameters in mp-ray's own form.
 
     .venv/bin/python benchmarks/modelpred_protocol.py [--quick] [--datasets iris ...]
-        [--parts protocol label] [--workers 2] [--work runs/benchmarks/modelpred_protocol]
+        [--parts protocol label preset] [--variants none global local] [--labels 50 ...]
+        [--workers 2] [--work runs/benchmarks/modelpred_protocol]
         [--out benchmarks/results/modelpred_protocol]
 
 Writes ``modelpred_protocol.{json,md}``, ``protocol.png`` and ``label_efficiency.png`` to
@@ -51,7 +55,7 @@ import torch
 from mp_ray.apps.addition import INFLUENCE, MODELPRED, RETRAINING, add_points
 from mp_ray.apps.models import PredictedModels, RetrainedModels
 from mp_ray.baselines import FullDataModel, InfluenceFunction
-from mp_ray.config import ExperimentConfig
+from mp_ray.config import REFERENCE_PRESET, ExperimentConfig
 from mp_ray.data import load_dataset
 from mp_ray.evaluation.deletion import deletion_curve, error_curve
 from mp_ray.evaluation.outputs import ParameterOutputs
@@ -171,20 +175,54 @@ def lds_scores(predicted: np.ndarray, actual: np.ndarray, sizes: np.ndarray) -> 
     return out
 
 
-def protocol(name: str, args: argparse.Namespace, sizes: dict[str, Any]) -> dict[str, Any]:
-    """The paper's protocol on dataset ``name``: table, deletion and addition curves."""
+def protocol_config(
+    name: str, args: argparse.Namespace, **predictor: Any
+) -> tuple[ExperimentConfig, Any]:
+    """Dataset ``name``'s permutation-prefix experiment (its store shared by every fit on
+    the protocol) and its dataset."""
     permutations = QUICK["permutations"][name] if args.quick else DATASETS[name]["permutations"]
     probe = experiment(name, args, {"kind": "permutation"}, 1)
     dataset = load_dataset(probe.dataset)
     n = dataset.n_train
     config = experiment(
-        name, args, {"kind": "permutation"}, permutations * n, block=n, **PROTOCOL_SPLIT
+        name,
+        args,
+        {"kind": "permutation"},
+        permutations * n,
+        block=n,
+        **PROTOCOL_SPLIT,
+        **predictor,
     )
-    print(f"{name}: protocol, n = {n}, {permutations} permutations")
-    predictor = fit(config, f"{name}-protocol", args, args.workers)
+    return config, dataset
+
+
+def scored_table(
+    config: ExperimentConfig, dataset: Any, methods: dict[str, Any]
+) -> tuple[list[dict[str, Any]], Any]:
+    """``methods`` on the protocol's test rows: the evaluation table with the LDS (overall
+    and within size) on each method's "all" row; and the learner."""
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     store = ExperimentStore.open(config.store.uri)
     rows = read_split(store, list(range(store.n_blocks)), TEST, **PROTOCOL_SPLIT, with_outputs=True)
+    table = evaluation_table(learner, methods, rows, dataset)
+    subset_sizes = rows.masks.sum(axis=1)
+    for row in table:
+        if row["subset size"] == "all":
+            outputs = ParameterOutputs(
+                methods[row["method"]].predict, learner, dataset.X_test, dataset.y_test
+            )
+            row.update(lds_scores(outputs(rows.masks), rows.outputs, subset_sizes))
+    return table, rows
+
+
+def protocol(name: str, args: argparse.Namespace, sizes: dict[str, Any]) -> dict[str, Any]:
+    """The paper's protocol on dataset ``name``: table, deletion and addition curves."""
+    config, dataset = protocol_config(name, args)
+    n = dataset.n_train
+    print(f"{name}: protocol, n = {n}, {config.store.n_rows // n} permutations")
+    predictor = fit(config, f"{name}-protocol", args, args.workers)
+    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    store = ExperimentStore.open(config.store.uri)
     mean, ridge = fit_store_baselines(store, **PROTOCOL_SPLIT)
     influence = InfluenceFunction(learner)
     methods = {
@@ -194,14 +232,7 @@ def protocol(name: str, args: argparse.Namespace, sizes: dict[str, Any]) -> dict
         FullDataModel.name: FullDataModel(learner),
         influence.name: influence,
     }
-    table = evaluation_table(learner, methods, rows, dataset)
-    subset_sizes = rows.masks.sum(axis=1)
-    for row in table:
-        if row["subset size"] == "all":
-            outputs = ParameterOutputs(
-                methods[row["method"]].predict, learner, dataset.X_test, dataset.y_test
-            )
-            row.update(lds_scores(outputs(rows.masks), rows.outputs, subset_sizes))
+    table, rows = scored_table(config, dataset, methods)
     print(format_table(table))
     retrain = RetrainedModels(learner).params
     deletion = deletion_curve(
@@ -226,6 +257,38 @@ def protocol(name: str, args: argparse.Namespace, sizes: dict[str, Any]) -> dict
         "deletion": deletion,
         "addition": addition(predictor, learner, dataset, sizes, config.seed),
     }
+
+
+PAPER_HYPERPARAMETERS = (
+    "lr",
+    "lr_schedule",
+    "batch_size",
+    "lambda_global",
+    "lambda_local",
+    "l1",
+    "l2",
+)
+PRESETS = {
+    "mp-ray defaults": {},
+    "reference preset": {"preset": "reference"},
+    "paper values, mp-ray form": {k: REFERENCE_PRESET[k] for k in PAPER_HYPERPARAMETERS},
+}
+
+
+def preset_study(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The paper's hyperparameters on the protocol's store: in the reference code's form
+    (``preset: reference``) and in mp-ray's (its pooling, target coordinates and
+    aggregation), beside mp-ray's defaults."""
+    config, dataset = protocol_config(name, args)
+    print(f"{name}: presets")
+    methods = {}
+    for label, settings in PRESETS.items():
+        preset_config, _ = protocol_config(name, args, **settings)
+        slug = label.split()[0].strip(",")
+        methods[label] = fit(preset_config, f"{name}-preset-{slug}", args, args.workers)
+    table, rows = scored_table(config, dataset, methods)
+    print(format_table(table))
+    return {"dataset": name, "test_rows": len(rows), "table": table}
 
 
 def addition(
@@ -287,15 +350,16 @@ def label_study(
     baselines = {"influence functions": influence.predict}
     study.update(dataset=name, eval_rows=len(masks), points=[])
     train_share = 1 - LABEL_SPLIT["val_fraction"] - LABEL_SPLIT["test_fraction"]
-    for labels in sizes["labels"]:
+    for labels in args.labels or sizes["labels"]:
         rows = math.ceil(labels / train_share)
-        for variant, settings in VARIANTS.items():
+        for variant in args.variants:
+            settings = VARIANTS[variant]
             strengths = {"g": args.lambda_global, "l": args.lambda_local}
             predictor_settings = {k: strengths.get(v, v) for k, v in settings.items()}
             config = experiment(name, args, bernoulli, rows, **LABEL_SPLIT, **predictor_settings)
             predictor = fit(config, f"{name}-labels{labels}-{variant}", args, 1)
             methods = {f"ModelPred ({variant})": PredictedModels(predictor, learner).params}
-            if variant == "none":
+            if variant == args.variants[0]:
                 methods |= baselines
             for method, predict in methods.items():
                 predicted = predict(masks).to(learner.dtype)
@@ -336,8 +400,9 @@ def target_lines(protocols: list[dict[str, Any]], labels: list[dict[str, Any]]) 
         )
     for study in labels:
         by = {(p["method"], p["labels_asked"]): p for p in study["points"]}
+        first = next(p["method"] for p in study["points"] if p["method"].startswith("ModelPred"))
         for labels_asked in sorted({p["labels_asked"] for p in study["points"]}):
-            mp = by[("ModelPred (none)", labels_asked)]
+            mp = by[(first, labels_asked)]
             inf = by[("influence functions", labels_asked)]
             best = min(
                 (
@@ -357,8 +422,22 @@ def target_lines(protocols: list[dict[str, Any]], labels: list[dict[str, Any]]) 
     return lines
 
 
+def overall_rows(table: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """Markdown rows of ``table``'s rows over subsets of every size."""
+    return [
+        f"| {row['method']} | "
+        + " | ".join(f"{row[c]:.4f}" if c in row else "–" for c in columns)
+        + " |"
+        for row in table
+        if row["subset size"] == "all"
+    ]
+
+
 def markdown(
-    protocols: list[dict[str, Any]], labels: list[dict[str, Any]], meta: dict[str, Any]
+    protocols: list[dict[str, Any]],
+    labels: list[dict[str, Any]],
+    presets: list[dict[str, Any]],
+    meta: dict[str, Any],
 ) -> str:
     """The tables of a run as Markdown."""
     lines = [
@@ -374,10 +453,7 @@ def markdown(
             "| method | " + " | ".join(columns) + " |",
             "|---|" + "---|" * len(columns),
         ]
-        for row in result["table"]:
-            if row["subset size"] == "all":
-                cells = " | ".join(f"{row[c]:.4f}" if c in row else "–" for c in columns)
-                lines.append(f"| {row['method']} | {cells} |")
+        lines += overall_rows(result["table"], columns)
         for part, level in (("deletion", "share removed"), ("addition", "points added")):
             lines += [
                 "",
@@ -392,6 +468,15 @@ def markdown(
                     f"{by[m]['error_mean']:.4f} ± {by[m]['error_std']:.4f}" for m in methods
                 )
                 lines.append(f"| {value:g} | {cells} |")
+        lines.append("")
+    for study in presets:
+        lines += [
+            f"### presets, {study['dataset']} ({study['test_rows']:,} test rows)",
+            "",
+            "| predictor | " + " | ".join(columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
+        lines += overall_rows(study["table"], columns)
         lines.append("")
     for study in labels:
         methods = list(dict.fromkeys(p["method"] for p in study["points"]))
@@ -471,7 +556,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument(
-        "--parts", nargs="+", default=["protocol", "label"], choices=["protocol", "label"]
+        "--parts",
+        nargs="+",
+        default=["protocol", "label", "preset"],
+        choices=["protocol", "label", "preset"],
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="label study: the regulariser variants to fit (influence functions beside the first)",
+    )
+    parser.add_argument(
+        "--labels", nargs="+", type=int, help="label study: labelled subsets (default: all sizes)"
     )
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers per protocol fit")
     parser.add_argument("--lambda-global", type=float, default=0.01)
@@ -494,15 +592,21 @@ def main() -> None:
     }
     protocols: list[dict[str, Any]] = []
     labels: list[dict[str, Any]] = []
+    presets: list[dict[str, Any]] = []
     args.out.mkdir(parents=True, exist_ok=True)
 
     def write() -> None:
         meta.update(load_end=load_average(), seconds=round(time.perf_counter() - start, 1))
-        results = {"meta": meta, "protocol": protocols, "label_efficiency": labels}
+        results = {
+            "meta": meta,
+            "protocol": protocols,
+            "label_efficiency": labels,
+            "presets": presets,
+        }
         (args.out / "modelpred_protocol.json").write_text(
             json.dumps(results, indent=2, default=float)
         )
-        (args.out / "modelpred_protocol.md").write_text(markdown(protocols, labels, meta))
+        (args.out / "modelpred_protocol.md").write_text(markdown(protocols, labels, presets, meta))
         plot_protocol(protocols, args.out / "protocol.png")
         plot_labels(labels, args.out / "label_efficiency.png")
 
@@ -510,12 +614,16 @@ def main() -> None:
         for name in args.datasets:
             protocols.append(protocol(name, args, sizes))
             write()
+    if "preset" in args.parts:
+        for name in args.datasets:
+            presets.append(preset_study(name, args))
+            write()
     if "label" in args.parts:
         for name in (d for d in args.datasets if d in LABEL_DATASETS):
             labels.append({})
             label_study(name, args, sizes, labels[-1], write)
     write()
-    print(markdown(protocols, labels, meta))
+    print(markdown(protocols, labels, presets, meta))
     print("\n".join(target_lines(protocols, labels)))
     print(f"({meta['seconds']} s, load {meta['load_start']} → {meta['load_end']})")
 

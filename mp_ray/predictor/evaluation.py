@@ -153,10 +153,12 @@ def evaluation_table(
 def format_table(table: list[dict[str, Any]]) -> str:
     """A fixed-width text rendering of :func:`evaluation_table`."""
     columns = ["rel_error", "nrmse", "agreement", "accuracy_gap", "loss_spearman", "loss_pearson"]
-    lines = [f"{'method':<22}{'subset size':<12}{'rows':>6}" + "".join(f"{c:>14}" for c in columns)]
+    width = max([22, *(len(row["method"]) + 2 for row in table)])
+    header = f"{'method':<{width}}{'subset size':<12}{'rows':>6}"
+    lines = [header + "".join(f"{c:>14}" for c in columns)]
     for row in table:
         cells = "".join(f"{row[c]:>14.4f}" if c in row else f"{'–':>14}" for c in columns)
-        lines.append(f"{row['method']:<22}{row['subset size']:<12}{row['rows']:>6}{cells}")
+        lines.append(f"{row['method']:<{width}}{row['subset size']:<12}{row['rows']:>6}{cells}")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ def params(wine_learner):
 
 
 def test_squared_error_in_output_coordinates_is_the_output_error(wine_learner, params):
-    wine, learner = wine_learner
+    _, learner = wine_learner
     factor = OutputScaler.factor_of(learner.output_metric().numpy())
     scaler = OutputScaler.from_moments(
         len(params), params.sum(axis=0), OutputScaler.energy(params, factor), factor
@@ -50,7 +50,7 @@ def test_squared_error_in_output_coordinates_is_the_output_error(wine_learner, p
 
 
 def test_streaming_moments_and_json_round_trip(wine_learner, params):
-    wine, learner = wine_learner
+    _, learner = wine_learner
     factor = OutputScaler.factor_of(learner.output_metric().numpy())
     whole = OutputScaler.from_moments(
         len(params), params.sum(axis=0), OutputScaler.energy(params, factor), factor
