@@ -326,7 +326,7 @@ def addition(
 
 
 VARIANTS = {
-    "none": {},
+    "none": {"lambda_global": 0.0, "lambda_local": 0.0},
     "global": {"lambda_global": "g", "unlabelled_per_batch": 16},
     "local": {"lambda_local": "l"},
 }

@@ -16,7 +16,7 @@ Load it with :func:`load_experiment`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -249,6 +249,16 @@ class RetrainConfig(_Strict):
     )
 
 
+NonNegative = Annotated[float, Field(ge=0)]
+# `predictor.lambda_global: auto` (and `unlabelled_per_batch: auto`): the global regulariser
+# on, at this strength and with this many unlabelled subsets a step, below this many
+# labelled training rows.
+AUTO_GLOBAL: dict[str, Any] = {
+    "labels_below": 1000,
+    "lambda_global": 0.01,
+    "unlabelled_per_batch": 16,
+}
+
 # What `predictor.preset: reference` sets (fields the config gives itself are kept): the
 # ModelPred reference code's pooling, target scale and loss aggregation, and the paper's
 # hyperparameters, which only mean what they meant there in that form.
@@ -343,11 +353,13 @@ class PredictorConfig(_Strict):
         "(each takes its share), so results do not depend on the worker count. A step's "
         "cost is mostly φ over the whole ground set, so larger batches cost little more.",
     )
-    lambda_global: float = Field(
-        default=0.0,
-        ge=0,
+    lambda_global: NonNegative | Literal["auto"] = Field(
+        default="auto",
         description="Strength of the global regulariser: the learner's KKT residual at the "
-        "predicted parameters (0 switches it off).",
+        "predicted parameters (0 switches it off). auto: "
+        f"{AUTO_GLOBAL['lambda_global']} when the store's training split holds fewer than "
+        f"{AUTO_GLOBAL['labels_below']:,} rows, else 0 — it helped with few labelled subsets "
+        "and changed little with more (benchmarks/README.md, label efficiency).",
     )
     lambda_local: float = Field(
         default=0.0,
@@ -356,11 +368,11 @@ class PredictorConfig(_Strict):
     )
     l1: float = Field(default=0.0, ge=0, description="L1 penalty on the predictor's weights.")
     l2: float = Field(default=0.0, ge=0, description="L2 penalty on the predictor's weights.")
-    unlabelled_per_batch: int = Field(
-        default=0,
-        ge=0,
+    unlabelled_per_batch: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        default="auto",
         description="Extra sampled subsets per optimisation step (over all workers) without "
-        "retrained parameters; only the global regulariser sees them.",
+        "retrained parameters; only the global regulariser sees them. auto: "
+        f"{AUTO_GLOBAL['unlabelled_per_batch']} when the global regulariser is on, else 0.",
     )
     val_fraction: float = Field(
         default=0.1,
@@ -389,6 +401,20 @@ class PredictorConfig(_Strict):
                 "steps, validated every predictor.eval_every steps)"
             )
         return data
+
+    def resolved(self, labelled_rows: int) -> PredictorConfig:
+        """These settings with every ``auto`` value decided, for a store whose training
+        split holds ``labelled_rows`` rows."""
+        strength = self.lambda_global
+        if strength == "auto":
+            few = labelled_rows < AUTO_GLOBAL["labels_below"]
+            strength = AUTO_GLOBAL["lambda_global"] if few else 0.0
+        unlabelled = self.unlabelled_per_batch
+        if unlabelled == "auto":
+            unlabelled = AUTO_GLOBAL["unlabelled_per_batch"] if strength else 0
+        return self.model_copy(
+            update={"lambda_global": strength, "unlabelled_per_batch": unlabelled}
+        )
 
     @model_validator(mode="before")
     @classmethod

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mp_ray.config import ConfigError, ExperimentConfig, load_experiment, parse_experiment
+from mp_ray.config import (
+    AUTO_GLOBAL,
+    ConfigError,
+    ExperimentConfig,
+    PredictorConfig,
+    load_experiment,
+    parse_experiment,
+)
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 BASE = {
@@ -70,11 +77,29 @@ def test_defaults_are_filled(tmp_path):
             {"dataset": {"source": "sklearn", "name": "iris", "val_fraction": 0}},
             "dataset.val_fraction",
         ),
+        ({"predictor": {"lambda_global": -0.1}}, "predictor.lambda_global"),
+        ({"predictor": {"lambda_global": "sometimes"}}, "predictor.lambda_global"),
+        ({"predictor": {"targets": "logits"}}, "predictor.targets"),
+        ({"predictor": {"preset": "paper"}}, "predictor.preset"),
     ],
 )
 def test_bad_fields_are_named(tmp_path, patch, names):
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         load_experiment(write(tmp_path, {**BASE, **patch}))
+
+
+def test_auto_global_regulariser_follows_the_labelled_row_count():
+    settings = PredictorConfig()
+    assert settings.lambda_global == "auto" and settings.unlabelled_per_batch == "auto"
+    few = settings.resolved(AUTO_GLOBAL["labels_below"] - 1)
+    assert few.lambda_global == AUTO_GLOBAL["lambda_global"] > 0
+    assert few.unlabelled_per_batch == AUTO_GLOBAL["unlabelled_per_batch"] > 0
+    many = settings.resolved(AUTO_GLOBAL["labels_below"])
+    assert many.lambda_global == 0 and many.unlabelled_per_batch == 0
+    # A value the config gives is kept; unlabelled subsets follow the strength.
+    given = PredictorConfig(lambda_global=0.3).resolved(10**6)
+    assert given.lambda_global == 0.3 and given.unlabelled_per_batch == 16
+    assert PredictorConfig(unlabelled_per_batch=4).resolved(10).unlabelled_per_batch == 4
 
 
 def test_missing_section_and_bad_yaml(tmp_path):

@@ -74,10 +74,11 @@ class FitOutcome:
 
 def training_moments(
     store: ExperimentStore, settings: PredictorConfig, metric: torch.Tensor | None
-) -> tuple[Scaler, np.ndarray]:
+) -> tuple[Scaler, np.ndarray, int]:
     """The coordinates the set function predicts in (``settings.targets``; ``outputs`` needs
-    the learner's output ``metric`` and is standardised without one) and the mean training
-    mask m̄ ``(n,)``, from the training rows streamed block by block."""
+    the learner's output ``metric`` and is standardised without one), the mean training
+    mask m̄ ``(n,)`` and the number of training rows, from the training rows streamed block
+    by block."""
     use_outputs = settings.targets == "outputs" and metric is not None
     factor = OutputScaler.factor_of(metric.numpy()) if use_outputs else None
     total = np.zeros(store.spec.n_params)
@@ -95,10 +96,12 @@ def training_moments(
         count += len(rows)
     center = mask_total / max(count, 1)
     if settings.targets == "raw":
-        return TargetScaler.identity(store.spec.n_params), center
-    if factor is not None:
-        return OutputScaler.from_moments(count, total, energy, factor), center
-    return TargetScaler.from_moments(count, total, total_sq), center
+        scaler: Scaler = TargetScaler.identity(store.spec.n_params)
+    elif factor is not None:
+        scaler = OutputScaler.from_moments(count, total, energy, factor)
+    else:
+        scaler = TargetScaler.from_moments(count, total, total_sq)
+    return scaler, center, count
 
 
 def fit_predictor(
@@ -122,7 +125,8 @@ def fit_predictor(
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
-    scaler, center = training_moments(store, config.predictor, learner.output_metric())
+    scaler, center, labelled = training_moments(store, config.predictor, learner.output_metric())
+    config = config.model_copy(update={"predictor": config.predictor.resolved(labelled)})
     with relay(on_report) as queue:
         trainer = ray.train.torch.TorchTrainer(
             train_loop,
