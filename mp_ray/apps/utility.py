@@ -10,11 +10,13 @@ U(∅) and the utility of any subset without an optimum are those of the learner
 fallback θ = 0 (the uniform predictor for logistic regression), whichever
 :class:`~mp_ray.apps.models.SubsetModels` answers. :meth:`Utility.outputs` gives the
 per-example model outputs (correct-class margins) that datamodel-style applications use.
+:class:`SubsetUtility` is what the valuation estimators ask of a utility, which a learned
+one (:class:`~mp_ray.apps.valuation.utility_learning.LearnedUtility`) answers as well.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -23,6 +25,21 @@ from mp_ray.apps.models import Masks, SubsetModels
 from mp_ray.learners import Learner
 
 Metric = Literal["accuracy", "neg_loss"]
+METRICS: tuple[Metric, ...] = ("accuracy", "neg_loss")
+
+
+class SubsetUtility(Protocol):
+    """U(S) for batches of subsets of one ground set of ``n_train`` points."""
+
+    metric: Metric
+    evaluations: int  # subsets scored so far
+
+    @property
+    def n_train(self) -> int: ...
+
+    def __call__(self, masks: Masks) -> np.ndarray:
+        """U(S) for each row of ``masks (B, n)``, float64 ``(B,)``."""
+        ...
 
 
 class Utility:
@@ -31,8 +48,7 @@ class Utility:
     def __init__(
         self, models: SubsetModels, X: np.ndarray, y: np.ndarray, metric: Metric = "accuracy"
     ) -> None:
-        if metric not in ("accuracy", "neg_loss"):
-            raise ValueError(f"unknown utility metric {metric!r}; use 'accuracy' or 'neg_loss'")
+        check_metric(metric)
         if len(X) != len(y) or len(X) == 0:
             raise ValueError(
                 f"evaluation data must be non-empty and aligned, got {len(X)} / {len(y)}"
@@ -66,6 +82,12 @@ class Utility:
         self.evaluations += len(masks)
         params = self.models.params(masks)
         return self.learner.margin(params, self.X, self.y).double().cpu().numpy()
+
+
+def check_metric(metric: str) -> None:
+    """Refuse a utility metric other than those of :data:`METRICS`."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown utility metric {metric!r}; use 'accuracy' or 'neg_loss'")
 
 
 def class_probabilities(

@@ -1,6 +1,7 @@
 """Data values: leave-one-out and Monte-Carlo semivalues, every batch of subsets one call.
 
-With U(S) the utility of the model trained on S (:class:`~mp_ray.apps.utility.Utility`) and
+With U(S) the utility of the model trained on S (a :class:`~mp_ray.apps.utility.Utility`,
+or any :class:`~mp_ray.apps.utility.SubsetUtility` such as a learned one) and
 Δ_i(S) = U(S ∪ {i}) − U(S) for S ⊆ D ∖ {i}, n = |D|:
 
 - **leave-one-out**: v_i = U(D) − U(D ∖ {i}) (n + 1 models, exact).
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mp_ray.apps.utility import Utility
+from mp_ray.apps.utility import SubsetUtility
 from mp_ray.apps.valuation.result import ValuationResult
 from mp_ray.sampling import BernoulliSampler, PermutationSampler
 
@@ -122,7 +123,7 @@ def beta_weights(n: int, alpha: float = 16.0, beta: float = 1.0) -> np.ndarray:
     )
 
 
-def leave_one_out(utility: Utility) -> ValuationResult:
+def leave_one_out(utility: SubsetUtility) -> ValuationResult:
     """v_i = U(D) − U(D ∖ {i}) from n + 1 models scored as one batch."""
     start = time.perf_counter()
     n = utility.n_train
@@ -147,7 +148,7 @@ def _permutations(seed: int, first: int, count: int, n: int) -> np.ndarray:
     return np.stack([np.argsort(sampler.ranks(index)) for index in range(first, first + count)])
 
 
-def _run_params(utility: Utility, convergence: Convergence, seed: int, samples: int) -> dict:
+def _run_params(utility: SubsetUtility, convergence: Convergence, seed: int, samples: int) -> dict:
     """What every Monte-Carlo result records about its run."""
     return {
         "metric": utility.metric,
@@ -159,7 +160,7 @@ def _run_params(utility: Utility, convergence: Convergence, seed: int, samples: 
 
 
 def _prefix_utilities(
-    utility: Utility,
+    utility: SubsetUtility,
     permutations: np.ndarray,
     full: float,
     empty: float,
@@ -206,7 +207,7 @@ def _prefix_utilities(
 
 
 def permutation_semivalue(
-    utility: Utility,
+    utility: SubsetUtility,
     weights: np.ndarray,
     convergence: Convergence,
     seed: int = 0,
@@ -268,7 +269,7 @@ def permutation_semivalue(
 
 
 def tmc_shapley(
-    utility: Utility,
+    utility: SubsetUtility,
     convergence: Convergence,
     seed: int = 0,
     truncation_rtol: float | None = 0.01,
@@ -291,7 +292,7 @@ def tmc_shapley(
 
 
 def beta_shapley(
-    utility: Utility,
+    utility: SubsetUtility,
     convergence: Convergence,
     alpha: float = 16.0,
     beta: float = 1.0,
@@ -316,7 +317,7 @@ def beta_shapley(
 
 
 def banzhaf_msr(
-    utility: Utility,
+    utility: SubsetUtility,
     convergence: Convergence,
     seed: int = 0,
     batch_size: int = 1024,
