@@ -1,30 +1,38 @@
-"""TMC-Shapley three ways: mp-ray with the predictor, mp-ray with retraining, and pyDVL.
+"""TMC-Shapley four ways: mp-ray with the predictor, with a learned utility and with
+retraining, and pyDVL.
 
 On breast_cancer cut to ``--n-train`` training points with ``--flip`` of their labels
 flipped (the noisy points to detect), L2 logistic regression (C = 1), utility = minus the
 validation log-loss, the same number of permutations ``--permutations`` and the same
 truncation (relative tolerance 0.01 after a burn-in of 40% of each permutation, pyDVL's
-TMC default) for all three:
+TMC default) for all four:
 
 - **mp-ray, predictor**: ModelPred fitted once on a store of ``--store-rows`` retrained
   models (subsets of uniform size); its one-off cost (retraining the store, fitting) is
   reported separately from the valuation time;
+- **mp-ray, utility learning** (Wang et al.'s data utility learning, the ModelPred paper's
+  "UtilityPred"): the same DeepSets network fitted instead to the scalar utility of the
+  same store's rows (:class:`~mp_ray.apps.valuation.LearnedUtility`, with the predictor's
+  width, step budget, batch size, learning rate, split and seed), valued with the same
+  permutations; its fit time is reported beside the predictor's;
 - **mp-ray, retraining**: the batched learner trains every scored prefix, same seed and so
   the same permutations as the predictor run — the exact counterpart of the predictor run;
 - **pyDVL** 0.10 ``TMCShapleyValuation`` with scikit-learn's ``LogisticRegression``
   (lbfgs, tol 1e-6) and ``joblib`` over all cores, timed around its ``fit`` alone.
 
-Reported: wall time, Spearman correlation with the retraining-based values (same
-permutations) and with a converged reference (retraining, ``--reference-factor`` × the
-permutations, another seed), noisy-label detection F1 / AUC.
+Reported: the valuation's wall time and models scored, Spearman correlation with the
+retraining-based values (same permutations) and with a converged reference (retraining,
+``--reference-factor`` × the permutations, another seed), noisy-label detection F1 / AUC;
+and the one-off costs (retraining the store, fitting the predictor and the learned utility).
 
 pyDVL 0.10 pins numpy < 2 and numcodecs < 0.16, against mp-ray's numpy 2 and zarr 3, so it
 lives in its own virtual environment (``make bench-deps`` creates ``.venv-pydvl``) and runs
 as a subprocess (``peers/pydvl_tmc.py``) on the same arrays, exchanged through ``.npz``
-files; the one benchmark run reports all three.
+files; the one benchmark run reports all four. ``--skip-pydvl`` leaves pyDVL out (no
+``.venv-pydvl`` needed); speed-ups are then relative to retraining.
 
     .venv/bin/python benchmarks/valuation.py [--n-train 200] [--permutations 500]
-        [--work runs/benchmarks/valuation] [--out benchmarks/results]
+        [--skip-pydvl] [--work runs/benchmarks/valuation] [--out benchmarks/results]
 
 Writes ``valuation.{json,md,png}`` to ``--out`` and prints the table.
 """
@@ -32,6 +40,7 @@ Writes ``valuation.{json,md,png}`` to ``--out`` and prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -50,14 +59,18 @@ import torch
 
 from mp_ray.apps import Utility
 from mp_ray.apps.context import app_context
-from mp_ray.apps.valuation import Convergence, ValuationResult, tmc_shapley
+from mp_ray.apps.valuation import Convergence, LearnedUtility, ValuationResult, tmc_shapley
 from mp_ray.apps.valuation.tasks import noisy_label_detection, rank_correlation
 from mp_ray.config import ExperimentConfig
+from mp_ray.data import Dataset
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
+from mp_ray.store import ExperimentStore
+from mp_ray.store.identity import FIT_UNREAD
 
-RTOL, BURN_IN = 0.01, 0.4  # pyDVL's TMC defaults, used by all three
+RTOL, BURN_IN = 0.01, 0.4  # pyDVL's TMC defaults, used by all four
+RETRAINING, PYDVL = "mp-ray, retraining", "pyDVL TMC (scikit-learn)"
 PEER = Path(__file__).parent / "peers" / "pydvl_tmc.py"
 
 
@@ -94,8 +107,6 @@ def pydvl_tmc(
     """pyDVL's TMC-Shapley values ``(n,)`` and the wall time of its fit, run by
     ``peers/pydvl_tmc.py`` in pyDVL's own environment (see the module docstring)."""
     python = Path(args.pydvl_python)
-    if not python.exists():
-        raise SystemExit(f"{python} not found: run `make bench-deps` first (or --pydvl-python)")
     data, out = args.work / "pydvl-in.npz", args.work / "pydvl-out.npz"
     np.savez(data, X=X, y=y, X_val=X_val, y_val=y_val)
     command = [
@@ -107,6 +118,29 @@ def pydvl_tmc(
     subprocess.run(command, check=True)
     result = np.load(out)
     return result["values"], float(result["seconds"])
+
+
+def learned_utility(config: ExperimentConfig, dataset: Dataset) -> LearnedUtility:
+    """The learned utility (minus the validation log-loss) fitted on the experiment's store
+    with the predictor's width, budget, optimiser settings, split and seed."""
+    settings = config.predictor
+    store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
+    utility = LearnedUtility(
+        "neg_loss",
+        width=settings.width,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        eval_every=settings.eval_every,
+        patience=settings.patience,
+        seed=config.seed,
+    )
+    return utility.fit(
+        store,
+        dataset,
+        val_fraction=settings.val_fraction,
+        test_fraction=settings.test_fraction,
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,12 +164,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, tuple[np.ndarray, float, int | None]] = {}
     predicted = mp_ray(context.models, convergence, seed=0)
     results["mp-ray, predictor"] = (predicted.values, predicted.seconds, predicted.n_evaluations)
-    retrained = mp_ray(context.retrained, convergence, seed=0)
-    results["mp-ray, retraining"] = (retrained.values, retrained.seconds, retrained.n_evaluations)
-    pydvl_values, pydvl_seconds = pydvl_tmc(
-        args, data.X_train, data.y_train, data.X_val, data.y_val
+    start = time.perf_counter()
+    learned = learned_utility(config, data)
+    utility_fit_seconds = time.perf_counter() - start
+    by_learned = tmc_shapley(learned, convergence, 0, RTOL, burn_in_fraction=BURN_IN)
+    results["mp-ray, utility learning (DeepSets on U(S))"] = (
+        by_learned.values,
+        by_learned.seconds,
+        by_learned.n_evaluations,
     )
-    results["pyDVL TMC (scikit-learn)"] = (pydvl_values, pydvl_seconds, None)
+    retrained = mp_ray(context.retrained, convergence, seed=0)
+    results[RETRAINING] = (retrained.values, retrained.seconds, retrained.n_evaluations)
+    if not args.skip_pydvl:
+        pydvl_values, pydvl_seconds = pydvl_tmc(
+            args, data.X_train, data.y_train, data.X_val, data.y_val
+        )
+        results[PYDVL] = (pydvl_values, pydvl_seconds, None)
+    baseline = RETRAINING if args.skip_pydvl else PYDVL
     reference = mp_ray(
         context.retrained,
         Convergence(max_samples=args.reference_factor * args.permutations, round_size=50),
@@ -149,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "method": method,
                 "seconds": seconds,
                 "models_scored": evaluations,
-                "speedup_vs_pydvl": pydvl_seconds / seconds,
+                "speedup": results[baseline][1] / seconds,
                 "spearman_vs_retraining": rank_correlation(values, retrained.values),
                 "spearman_vs_reference": rank_correlation(values, reference.values),
                 "noisy_f1": detection["f1"],
@@ -165,18 +210,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "retrain_store_seconds": retrain_seconds,
         "fit_seconds": fit_seconds,
         "predictor_val_rel_error": outcome.metrics.get("best_val_rel_error"),
+        "utility_fit_seconds": utility_fit_seconds,
+        "utility_fit": dataclasses.asdict(learned.report),
+        "speedup_baseline": baseline,
         "rows": rows,
         "values": {method: values.tolist() for method, (values, _, _) in results.items()},
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
+    fit = result["utility_fit"]
     lines = [
         f"breast_cancer, n = {result['n_train']} ({result['flipped']} labels flipped), "
         f"{result['permutations']} permutations, truncation rtol {RTOL} after {BURN_IN:.0%}; "
         f"reference: retraining with {result['reference_permutations']} permutations.",
         "",
-        "| method | seconds | models scored | speed-up vs pyDVL | Spearman vs retraining "
+        f"| method | seconds | models scored | speed-up vs {result['speedup_baseline']} "
+        "| Spearman vs retraining "
         "(same permutations) | Spearman vs reference | noisy F1 | noisy AUC |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -184,7 +234,7 @@ def markdown(result: dict[str, Any]) -> str:
         scored = f"{row['models_scored']:,}" if row["models_scored"] else "–"
         lines.append(
             f"| {row['method']} | {row['seconds']:.2f} | {scored} "
-            f"| **{row['speedup_vs_pydvl']:,.0f}×** | {row['spearman_vs_retraining']:.3f} "
+            f"| **{row['speedup']:,.0f}×** | {row['spearman_vs_retraining']:.3f} "
             f"| {row['spearman_vs_reference']:.3f} | {row['noisy_f1']:.3f} "
             f"| {row['noisy_auc']:.3f} |"
         )
@@ -193,6 +243,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Predictor one-off cost: retraining the {result['store_rows']:,}-row store "
         f"{result['retrain_store_seconds']:.1f} s, fitting it {result['fit_seconds']:.0f} s "
         f"(validation relative parameter error {result['predictor_val_rel_error']:.3f}).",
+        f"Utility learning one-off cost: the same store, fitting it "
+        f"{result['utility_fit_seconds']:.0f} s ({fit['steps']:,} steps, best at "
+        f"{fit['best_step']:,}; validation MSE {fit['best_val_mse']:.3f} of the training "
+        f"utilities' variance).",
     ]
     return "\n".join(lines)
 
@@ -200,8 +254,8 @@ def markdown(result: dict[str, Any]) -> str:
 def plot(result: dict[str, Any], path: Path) -> None:
     """Each method's values against the retraining-based ones; flipped points marked."""
     values = {k: np.asarray(v) for k, v in result["values"].items()}
-    reference = values["mp-ray, retraining"]
-    others = [k for k in values if k != "mp-ray, retraining"]
+    reference = values[RETRAINING]
+    others = [k for k in values if k != RETRAINING]
     fig, axes = plt.subplots(1, len(others), figsize=(5 * len(others), 4), squeeze=False)
     rows = {row["method"]: row for row in result["rows"]}
     for ax, method in zip(axes[0], others, strict=True):
@@ -229,7 +283,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/benchmarks/valuation"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--pydvl-python", default=".venv-pydvl/bin/python")
+    parser.add_argument(
+        "--skip-pydvl",
+        action="store_true",
+        help="leave pyDVL out (no .venv-pydvl needed); speed-ups then relative to retraining",
+    )
     args = parser.parse_args()
+    if not args.skip_pydvl and not Path(args.pydvl_python).exists():
+        raise SystemExit(
+            f"{args.pydvl_python} not found: run `make bench-deps` first (or --pydvl-python, "
+            "or --skip-pydvl)"
+        )
     args.work = args.work.absolute()
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -249,7 +313,7 @@ def main() -> None:
     plot(result, args.out / "valuation.png")
     print(table)
     for row in result["rows"]:
-        print(f"{row['method']}: {row['speedup_vs_pydvl']:,.0f}× pyDVL's speed")
+        print(f"{row['method']}: {row['speedup']:,.0f}× {result['speedup_baseline']}'s speed")
 
 
 if __name__ == "__main__":
