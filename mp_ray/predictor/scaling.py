@@ -7,7 +7,7 @@
   model's outputs (logits) over the training points, scaled to unit mean variance. The
   set function's mean squared error then weighs a parameter by how much it moves the
   model's outputs, not by how much it varies: on digits (d = 650, 3,000 training rows) it
-  lifted the LDS from 0.82 to 0.87 at the same parameter error, where per-coordinate
+  lifted the LDS from 0.82 to 0.88 at a slightly lower parameter error, where per-coordinate
   standardisation gave the weights of rarely lit pixels the weight of any other.
 """
 
@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-# The output metric gets this share of its mean eigenvalue added to its diagonal, so that
-# parameters without any effect on the training outputs (a pixel that is always 0) keep a
-# small weight and the map stays invertible.
-METRIC_RIDGE = 1e-3
+# The output metric gets this share of its mean eigenvalue added to its diagonal: parameter
+# directions with little or no effect on the training outputs (a pixel that is always 0,
+# the difference of two correlated features) keep some weight, and the map stays
+# invertible. Against 1e-3, 0.1 kept digits' LDS (0.876 against 0.874, 3,000 subsets) and
+# lowered the parameter error (digits 0.164 → 0.160, breast_cancer 0.123 → 0.113).
+METRIC_RIDGE = 0.1
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from mp_ray.config import DatasetConfig, LearnerConfig, PredictorConfig
 from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
 from mp_ray.predictor import OutputScaler, TargetScaler, scaler_from_json
+from mp_ray.predictor.scaling import METRIC_RIDGE
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +38,15 @@ def test_squared_error_in_output_coordinates_is_the_output_error(wine_learner, p
     theta = torch.as_tensor(params[:5])
     other = torch.as_tensor(params[5:10])
     torch.testing.assert_close(scaler.inverse(scaler.transform(theta)), theta)
-    # ‖z(θ) − z(θ')‖² · scale² = Σ_j mean_i (x̃_i·(θ_j − θ'_j))² + the small ridge term.
+    # ‖z(θ) − z(θ')‖² · scale² = Σ_j mean_i (x̃_i·(θ_j − θ'_j))² + ridge · ‖θ − θ'‖².
     z_gap = ((scaler.transform(theta) - scaler.transform(other)) ** 2).sum(dim=1)
     outputs = learner.outputs(theta, learner.X_aug) - learner.outputs(other, learner.X_aug)
     output_gap = (outputs**2).mean(dim=0).sum(dim=0)
-    ratio = z_gap * scaler.scale**2 / output_gap
-    assert torch.all((ratio > 1.0) & (ratio < 1.01))
+    metric = learner.output_metric().numpy()
+    ridge = METRIC_RIDGE * np.trace(metric) / len(metric)
+    expected = output_gap + ridge * ((theta - other) ** 2).sum(dim=1)
+    torch.testing.assert_close(z_gap * scaler.scale**2, expected)
+    assert torch.all(output_gap > 5 * ridge * ((theta - other) ** 2).sum(dim=1))
     # Unit mean variance over the fitting rows.
     z = scaler.transform(torch.as_tensor(params))
     assert abs(float((z**2).mean()) - 1.0) < 1e-9
