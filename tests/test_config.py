@@ -9,6 +9,7 @@ import yaml
 
 from mp_ray.config import (
     AUTO_GLOBAL,
+    AUTO_WIDTH,
     ConfigError,
     ExperimentConfig,
     PredictorConfig,
@@ -91,15 +92,23 @@ def test_bad_fields_are_named(tmp_path, patch, names):
 def test_auto_global_regulariser_follows_the_labelled_row_count():
     settings = PredictorConfig()
     assert settings.lambda_global == "auto" and settings.unlabelled_per_batch == "auto"
-    few = settings.resolved(AUTO_GLOBAL["labels_below"] - 1)
+    few = settings.resolved(AUTO_GLOBAL["labels_below"] - 1, 31)
     assert few.lambda_global == AUTO_GLOBAL["lambda_global"] > 0
     assert few.unlabelled_per_batch == AUTO_GLOBAL["unlabelled_per_batch"] > 0
-    many = settings.resolved(AUTO_GLOBAL["labels_below"])
+    many = settings.resolved(AUTO_GLOBAL["labels_below"], 31)
     assert many.lambda_global == 0 and many.unlabelled_per_batch == 0
     # A value the config gives is kept; unlabelled subsets follow the strength.
-    given = PredictorConfig(lambda_global=0.3).resolved(10**6)
+    given = PredictorConfig(lambda_global=0.3).resolved(10**6, 31)
     assert given.lambda_global == 0.3 and given.unlabelled_per_batch == 16
-    assert PredictorConfig(unlabelled_per_batch=4).resolved(10).unlabelled_per_batch == 4
+    assert PredictorConfig(unlabelled_per_batch=4).resolved(10, 31).unlabelled_per_batch == 4
+
+
+def test_auto_width_follows_the_parameter_count():
+    assert PredictorConfig().width == "auto"
+    assert PredictorConfig().resolved(10, AUTO_WIDTH["params_up_to"]).width == AUTO_WIDTH["small"]
+    wide = PredictorConfig().resolved(10, AUTO_WIDTH["params_up_to"] + 1).width
+    assert wide == AUTO_WIDTH["large"] > AUTO_WIDTH["small"]
+    assert PredictorConfig(width=64).resolved(10, 10**4).width == 64
 
 
 def test_missing_section_and_bad_yaml(tmp_path):

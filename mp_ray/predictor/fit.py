@@ -126,7 +126,8 @@ def fit_predictor(
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     scaler, center, labelled = training_moments(store, config.predictor, learner.output_metric())
-    config = config.model_copy(update={"predictor": config.predictor.resolved(labelled)})
+    settings = config.predictor.resolved(labelled, store.spec.n_params)
+    config = config.model_copy(update={"predictor": settings})
     with relay(on_report) as queue:
         trainer = ray.train.torch.TorchTrainer(
             train_loop,
