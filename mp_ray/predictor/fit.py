@@ -274,13 +274,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     resumed_from = progress["step"]
     best_model = state["best_model"] if state is not None else copy.deepcopy(module.state_dict())
 
-    weights = LossWeights(
-        global_kkt=settings.lambda_global,
-        local_utility=settings.lambda_local,
-        l1=settings.l1,
-        l2=settings.l2,
-        aggregation=settings.aggregation,
-    )
+    weights = LossWeights.of(settings)
     sampler = make_sampler(config.sampler, dataset.n_train, config.seed)
     # batch_size and unlabelled_per_batch count over all workers; each takes its share.
     unlabelled_count = (

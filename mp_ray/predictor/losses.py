@@ -27,13 +27,16 @@ B' subsets, and the local term as the Euclidean norm of the B loss gaps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from mp_ray.learners import Learner
 from mp_ray.predictor.scaling import Scaler
+
+if TYPE_CHECKING:
+    from mp_ray.config import PredictorConfig
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,17 @@ class LossWeights:
     l1: float = 0.0
     l2: float = 0.0
     aggregation: Literal["mean", "batch_norm"] = "mean"
+
+    @classmethod
+    def of(cls, settings: PredictorConfig) -> LossWeights:
+        """The strengths and aggregation of resolved predictor settings (no ``auto`` left)."""
+        return cls(
+            global_kkt=float(settings.lambda_global),
+            local_utility=settings.lambda_local,
+            l1=settings.l1,
+            l2=settings.l2,
+            aggregation=settings.aggregation,
+        )
 
 
 def kkt_blocks(

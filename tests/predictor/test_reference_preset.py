@@ -55,13 +55,8 @@ def test_the_preset_reproduces_the_reference_loss_on_a_hand_computed_batch(probl
     model = SetFunction(Z.shape[1], 3, width=8, pooling=settings.pooling).double()
     masks = torch.tensor([[1, 1, 0, 0, 1], [0, 1, 1, 1, 1], [1, 0, 1, 0, 0]], dtype=torch.float64)
     targets = torch.tensor([[0.5, -1.0, 0.2], [1.5, 0.3, -0.4], [-0.2, 0.8, 0.1]])
-    weights = LossWeights(
-        global_kkt=settings.lambda_global,
-        local_utility=settings.lambda_local,
-        l1=settings.l1,
-        l2=settings.l2,
-        aggregation=settings.aggregation,
-    )
+    weights = LossWeights.of(settings)
+    assert weights == LossWeights(1.0, 1.0, 0.01, 0.01, "batch_norm")
     with torch.no_grad():
         total, terms = modelpred_loss(
             model, learner, TargetScaler.identity(3), Z, masks, targets.double(), None, weights
