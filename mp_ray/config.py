@@ -256,7 +256,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 # `predictor.width: auto`: the small width for learners of at most this many parameters.
 AUTO_WIDTH: dict[str, int] = {"params_up_to": 128, "small": 128, "large": 256}
 AUTO_GLOBAL: dict[str, Any] = {
-    "labels_below": 1000,
+    "labels_below": 3000,
     "lambda_global": 0.01,
     "unlabelled_per_batch": 16,
 }
