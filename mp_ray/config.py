@@ -251,13 +251,13 @@ class RetrainConfig(_Strict):
 
 
 NonNegative = Annotated[float, Field(ge=0)]
-# `predictor.lambda_global: auto` (and `unlabelled_per_batch: auto`): the global regulariser
-# on, at this strength and with this many unlabelled subsets a step, below this many
-# labelled training rows.
 # `predictor.steps: auto`: this many steps per labelled training row, within these bounds.
 AUTO_STEPS: dict[str, Any] = {"per_row": 1.5, "least": 5000, "most": 20000}
 # `predictor.width: auto`: the small width for learners of at most this many parameters.
 AUTO_WIDTH: dict[str, int] = {"params_up_to": 128, "small": 128, "large": 256}
+# `predictor.lambda_global: auto` (and `unlabelled_per_batch: auto`): the global regulariser
+# on, at this strength and with this many unlabelled subsets a step, below this many
+# labelled training rows.
 AUTO_GLOBAL: dict[str, Any] = {
     "labels_below": 3000,
     "lambda_global": 0.01,
@@ -268,6 +268,7 @@ AUTO_GLOBAL: dict[str, Any] = {
 # ModelPred reference code's pooling, target scale and loss aggregation, and the paper's
 # hyperparameters, which only mean what they meant there in that form.
 REFERENCE_PRESET: dict[str, Any] = {
+    "width": 128,
     "pooling": "sum",
     "center": False,
     "targets": "raw",
@@ -288,8 +289,8 @@ class PredictorConfig(_Strict):
     preset: Literal["mp-ray", "reference"] = Field(
         default="mp-ray",
         description="mp-ray: the defaults below; reference: the ModelPred reference code's "
-        "form and the paper's hyperparameters (sum pooling, no centring, raw targets, "
-        "batch-norm aggregation, Adam lr 1e-4 constant, batch 32, λ_global = λ_local = 1, "
+        "form and the paper's hyperparameters (width 128, sum pooling, no centring, raw "
+        "targets, batch-norm aggregation, Adam lr 1e-4 constant, batch 32, λ_global = λ_local = 1, "
         "l1 = l2 = 0.01); a field given in the config overrides the preset's value.",
     )
     width: Annotated[int, Field(ge=4)] | Literal["auto"] = Field(
