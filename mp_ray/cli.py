@@ -116,15 +116,14 @@ def fit(
     from ray.train import TrainingFailedError
 
     from mp_ray.predictor import Predictor
-    from mp_ray.predictor.fit import fit_predictor, settings_for_store
+    from mp_ray.predictor.fit import fit_predictor
     from mp_ray.ray_session import connect
     from mp_ray.store import StoreMismatchError, StoreNotFoundError
 
     experiment = load_config(config, {})
     connect()
     try:
-        steps = settings_for_store(experiment).steps
-        with Progress("fit", steps, "steps", enabled=progress) as bar:
+        with Progress("fit", experiment.predictor.steps, "steps", enabled=progress) as bar:
             outcome = fit_predictor(
                 experiment, name, storage_path, workers, gpu, on_report=_fit_progress(bar)
             )

@@ -15,7 +15,6 @@ Load it with :func:`load_experiment`.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -251,8 +250,6 @@ class RetrainConfig(_Strict):
 
 
 NonNegative = Annotated[float, Field(ge=0)]
-# `predictor.steps: auto`: this many steps per labelled training row, within these bounds.
-AUTO_STEPS: dict[str, Any] = {"per_row": 1.5, "least": 5000, "most": 20000}
 # `predictor.width: auto`: the small width for learners of at most this many parameters.
 AUTO_WIDTH: dict[str, int] = {"params_up_to": 128, "small": 128, "large": 256}
 # `predictor.lambda_global: auto` (and `unlabelled_per_batch: auto`): the global regulariser
@@ -342,13 +339,11 @@ class PredictorConfig(_Strict):
         description="cosine: anneal the learning rate from lr to 0 over `steps`, a function "
         "of the step alone (a resumed fit continues it); constant: keep lr throughout.",
     )
-    steps: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
-        default="auto",
-        description="Budget in optimizer steps (each of `batch_size` subsets): a fit stops "
-        "here or earlier at a validation plateau (`patience`). auto: "
-        f"{AUTO_STEPS['per_row']} per labelled training row, at least {AUTO_STEPS['least']:,} "
-        f"and at most {AUTO_STEPS['most']:,} (digits, 10,000 labelled rows: 15,000 steps "
-        "reached a parameter error of 0.142 and LDS 0.902, 5,000 steps 0.169 and 0.851).",
+    steps: int = Field(
+        default=5000,
+        gt=0,
+        description="Budget in optimizer steps (each of `batch_size` subsets), whatever the "
+        "store's size: a fit stops here or earlier at a validation plateau (`patience`).",
     )
     eval_every: int = Field(
         default=250,
@@ -426,12 +421,9 @@ class PredictorConfig(_Strict):
         unlabelled = self.unlabelled_per_batch
         if unlabelled == "auto":
             unlabelled = AUTO_GLOBAL["unlabelled_per_batch"] if strength else 0
-        steps = self.steps
-        if steps == "auto":
-            wanted = math.ceil(AUTO_STEPS["per_row"] * labelled_rows)
-            steps = min(max(wanted, AUTO_STEPS["least"]), AUTO_STEPS["most"])
-        update = {"width": width, "lambda_global": strength, "unlabelled_per_batch": unlabelled}
-        return self.model_copy(update={**update, "steps": steps})
+        return self.model_copy(
+            update={"width": width, "lambda_global": strength, "unlabelled_per_batch": unlabelled}
+        )
 
     @model_validator(mode="before")
     @classmethod

@@ -35,13 +35,11 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from mp_ray.config import ExperimentConfig
-from mp_ray.predictor.fit import (
-    PREDICTOR_DIR,
-    checkpoint_uri,
-    fit_predictor,
-    settings_for_store,
-)
+from mp_ray.data import load_dataset
+from mp_ray.predictor.fit import PREDICTOR_DIR, checkpoint_uri, fit_predictor
 from mp_ray.predictor.predictor import Predictor
+from mp_ray.store import ExperimentStore
+from mp_ray.store.identity import FIT_UNREAD
 
 METRIC = "val_rel_error"
 DRIVER_CPU, WORKER_CPU = 0.01, 0.99  # a trial's driver function and each of its workers
@@ -129,9 +127,10 @@ def tune_predictor(
     and the trial table to ``<storage_path>/<name>/trials.json``. ``on_trial`` is called
     with each trial's last result as it ends (an empty one when it failed)."""
     config = config.with_absolute_paths()
-    # Refuse a mismatched or unfinished store here, before Tune starts any trial; every
-    # trial's fit decides the step budget as this does.
-    steps = settings_for_store(config).steps
+    # Refuse a mismatched or unfinished store here, before Tune starts any trial.
+    ExperimentStore.open_for(
+        config, load_dataset(config.dataset).fingerprint, FIT_UNREAD, complete=True
+    )
     storage_path = os.path.abspath(storage_path) if "://" not in storage_path else storage_path
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -151,8 +150,10 @@ def tune_predictor(
             num_samples=num_samples,
             scheduler=ASHAScheduler(
                 time_attr="step",
-                max_t=steps,
-                grace_period=min(grace_period * config.predictor.eval_every, steps),
+                max_t=config.predictor.steps,
+                grace_period=min(
+                    grace_period * config.predictor.eval_every, config.predictor.steps
+                ),
             ),
             # The generator's own limit: Tune's max_concurrent_trials only wraps Searchers.
             search_alg=BasicVariantGenerator(

@@ -9,7 +9,6 @@ import yaml
 
 from mp_ray.config import (
     AUTO_GLOBAL,
-    AUTO_STEPS,
     AUTO_WIDTH,
     ConfigError,
     ExperimentConfig,
@@ -102,15 +101,6 @@ def test_auto_global_regulariser_follows_the_labelled_row_count():
     given = PredictorConfig(lambda_global=0.3).resolved(10**6, 31)
     assert given.lambda_global == 0.3 and given.unlabelled_per_batch == 16
     assert PredictorConfig(unlabelled_per_batch=4).resolved(10, 31).unlabelled_per_batch == 4
-
-
-def test_auto_step_budget_follows_the_labelled_row_count():
-    settings = PredictorConfig()
-    assert settings.steps == "auto"
-    assert settings.resolved(100, 31).steps == AUTO_STEPS["least"]
-    assert settings.resolved(10_000, 31).steps == 15_000
-    assert settings.resolved(10**6, 31).steps == AUTO_STEPS["most"]
-    assert PredictorConfig(steps=30).resolved(10**6, 31).steps == 30
 
 
 def test_auto_width_follows_the_parameter_count():

@@ -8,8 +8,8 @@ same steps. The workers are placed with
 the SPREAD strategy (one per node while nodes have room): each reads its own blocks from
 the store, so spreading them spreads the reads over the nodes' network links, and the model
 is small enough that the all-reduce between nodes costs little.
-Training is budgeted in optimizer steps (``predictor.steps``; auto: 1.5 per labelled
-training row, within 5,000–20,000), not passes over the rows: each worker
+Training is budgeted in optimizer steps (``predictor.steps``), not passes over the rows, so
+the same default trains a model to the same point on a store of any size: each worker
 walks through its training rows in a fresh random order per pass, a function of (seed,
 pass, rank), and the cosine schedule is a function of the step. Every ``eval_every`` steps
 the validation error — mean relative parameter error ‖θ̂ − θ‖/‖θ‖ over the validation rows
@@ -47,7 +47,7 @@ from mp_ray.learners import make_learner
 from mp_ray.predictor.losses import LossWeights, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
-from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split, split_blocks, split_row_count
+from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split, split_blocks
 from mp_ray.predictor.scaling import OutputScaler, Scaler, TargetScaler, scaler_from_json
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
@@ -102,16 +102,6 @@ def training_moments(
     else:
         scaler = TargetScaler.from_moments(count, total, total_sq)
     return scaler, center, count
-
-
-def settings_for_store(config: ExperimentConfig) -> PredictorConfig:
-    """``config.predictor`` with every ``auto`` value decided for the experiment's store
-    (its labelled training rows counted from the row metrics alone), as a fit decides it."""
-    dataset = load_dataset(config.dataset)
-    store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
-    settings = config.predictor
-    labelled = split_row_count(store, TRAIN, settings.val_fraction, settings.test_fraction)
-    return settings.resolved(labelled, store.spec.n_params)
 
 
 def fit_predictor(

@@ -66,9 +66,13 @@ def read_split(
 ) -> Rows:
     """The non-degenerate rows of ``split`` in ``blocks``, read one block at a time, with
     their ``outputs`` when ``with_outputs``."""
+    degenerate_column = store.spec.metric_names.index("degenerate")
     parts = []
     for block in blocks:
-        rows, span, keep = _kept(store, block, split, val_fraction, test_fraction)
+        rows = store.block_rows(block)
+        span = slice(int(rows[0]), int(rows[-1]) + 1)
+        keep = row_splits(store, rows, val_fraction, test_fraction) == split
+        keep &= store.read("metrics", span)[:, degenerate_column] == 0
         if keep.any():
             arrays = ("masks", "params", "outputs") if with_outputs else ("masks", "params")
             parts.append((rows[keep], *(store.read(name, span)[keep] for name in arrays)))
@@ -79,28 +83,6 @@ def read_split(
             empty.outputs = np.zeros((0, t), np.float32)
         return empty
     return Rows(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
-
-
-def _kept(
-    store: ExperimentStore, block: int, split: int, val_fraction: float, test_fraction: float
-) -> tuple[np.ndarray, slice, np.ndarray]:
-    """A block's rows, their span, and which of them are non-degenerate rows of ``split``
-    (bool ``(K,)``), from the row ids and the ``degenerate`` metric alone."""
-    rows = store.block_rows(block)
-    span = slice(int(rows[0]), int(rows[-1]) + 1)
-    keep = row_splits(store, rows, val_fraction, test_fraction) == split
-    degenerate_column = store.spec.metric_names.index("degenerate")
-    keep &= store.read("metrics", span)[:, degenerate_column] == 0
-    return rows, span, keep
-
-
-def split_row_count(
-    store: ExperimentStore, split: int, val_fraction: float, test_fraction: float
-) -> int:
-    """How many rows :func:`split_blocks` yields for ``split``, without reading masks or
-    parameters."""
-    blocks = range(store.n_blocks)
-    return sum(int(_kept(store, b, split, val_fraction, test_fraction)[2].sum()) for b in blocks)
 
 
 def split_blocks(
