@@ -21,8 +21,8 @@ steps to amplify those differences; centred, the same budget reached a held-out
 parameter error of 0.094 against 0.244 on breast_cancer (2,000 rows, 5,000 steps).
 A model built without ``center`` (older checkpoints) reads v(m_S) itself. The ``"sum"``
 pooling, v(m) = m·Φ alone, is the reference code's (ρ then reads a sum that grows with |S|).
-ρ is a 3-layer ELU MLP (width, width, width/2) and a linear layer to the d standardised
-parameter coordinates.
+ρ is a 3-layer ELU MLP (width, width, width/2) and a linear layer to the d target
+coordinates (:mod:`mp_ray.predictor.scaling`).
 
 Because φ(z) does not depend on S, a batch of B subsets of one ground set costs one
 ``Φ = φ(Z)`` (n × width) and one matmul ``masks (B, n) @ Φ``. Points outside the ground set
@@ -69,7 +69,8 @@ def _mlp(sizes: list[int], bias: bool) -> nn.Sequential:
 
 
 class SetFunction(nn.Module):
-    """DeepSets f: (masks over a ground set, its element features) → standardised parameters.
+    """DeepSets f: (masks over a ground set, its element features) → parameters in target
+    coordinates (:mod:`mp_ray.predictor.scaling`).
 
     ``center`` (n,) is the mean training mask m̄ (None: no centring, as in checkpoints
     written before it); it is a buffer, saved with the weights. ``pooling`` is ``"views"``
@@ -118,12 +119,12 @@ class SetFunction(nn.Module):
         return pooled - pool(center[None].to(Phi.dtype), Phi, n)
 
     def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        """ρ: pooled set representation ``(B, 2w + 1)`` or ``(B, w)`` → standardised
-        parameters ``(B, d)``."""
+        """ρ: pooled set representation ``(B, 2w + 1)`` or ``(B, w)`` → parameters in
+        target coordinates ``(B, d)``."""
         return self.rho(pooled)
 
     def forward(self, masks: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-        """``masks (B, n)`` over the elements ``Z (n, e)`` → standardised parameters (B, d).
+        """``masks (B, n)`` over the elements ``Z (n, e)`` → target coordinates (B, d).
 
         One φ pass over Z serves all B subsets."""
         return self.from_pooled(self.pooled(masks, self.embed(Z), Z.shape[0]))
