@@ -56,6 +56,19 @@ class Rows:
         return len(self.index)
 
 
+def block_split(
+    store: ExperimentStore, block: int, split: int, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, slice, np.ndarray, np.ndarray]:
+    """One block's row ids ``(K,)``, their span, which of them are non-degenerate rows of
+    ``split`` (bool ``(K,)``) and their metrics ``(K, M)``, the one array read to decide."""
+    rows = store.block_rows(block)
+    span = slice(int(rows[0]), int(rows[-1]) + 1)
+    metrics = store.read("metrics", span)
+    keep = row_splits(store, rows, val_fraction, test_fraction) == split
+    keep &= metrics[:, store.spec.metric_names.index("degenerate")] == 0
+    return rows, span, keep, metrics
+
+
 def read_split(
     store: ExperimentStore,
     blocks: list[int],
@@ -66,13 +79,9 @@ def read_split(
 ) -> Rows:
     """The non-degenerate rows of ``split`` in ``blocks``, read one block at a time, with
     their ``outputs`` when ``with_outputs``."""
-    degenerate_column = store.spec.metric_names.index("degenerate")
     parts = []
     for block in blocks:
-        rows = store.block_rows(block)
-        span = slice(int(rows[0]), int(rows[-1]) + 1)
-        keep = row_splits(store, rows, val_fraction, test_fraction) == split
-        keep &= store.read("metrics", span)[:, degenerate_column] == 0
+        rows, span, keep, _ = block_split(store, block, split, val_fraction, test_fraction)
         if keep.any():
             arrays = ("masks", "params", "outputs") if with_outputs else ("masks", "params")
             parts.append((rows[keep], *(store.read(name, span)[keep] for name in arrays)))

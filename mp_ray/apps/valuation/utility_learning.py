@@ -57,7 +57,7 @@ from mp_ray.config import LearnerConfig
 from mp_ray.data import Dataset
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.model import SetFunction, element_features
-from mp_ray.predictor.rows import TRAIN, VAL, row_splits
+from mp_ray.predictor.rows import TRAIN, VAL, block_split
 from mp_ray.store import ExperimentStore, StoreIncompleteError, StoreMismatchError
 
 PREDICT_CHUNK = 4096  # subsets per forward pass when answering
@@ -288,7 +288,6 @@ class _TargetReader:
     ) -> None:
         self.store = store
         self.column = store.spec.metric_names.index(column)
-        self.degenerate = store.spec.metric_names.index("degenerate")
         self.sign = sign
         self.fractions = (val_fraction, test_fraction)
 
@@ -299,11 +298,7 @@ class _TargetReader:
         each of ``blocks`` (every block when None) that has any."""
         store = self.store
         for block in range(store.n_blocks) if blocks is None else blocks:
-            rows = store.block_rows(block)
-            span = slice(int(rows[0]), int(rows[-1]) + 1)
-            metrics = store.read("metrics", span)
-            keep = row_splits(store, rows, *self.fractions) == split
-            keep &= metrics[:, self.degenerate] == 0
+            _, span, keep, metrics = block_split(store, block, split, *self.fractions)
             if keep.any():
                 values = self.sign * metrics[keep, self.column].astype(np.float64)
                 yield store.read("masks", span)[keep], values
