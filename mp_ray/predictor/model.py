@@ -42,8 +42,6 @@ import torch
 from torch import nn
 
 Pooling = Literal["views", "sum"]
-# ρ's input width for φ's width w, per pooling
-POOLED_WIDTH: dict[str, Callable[[int], int]] = {"views": lambda w: 2 * w + 1, "sum": lambda w: w}
 
 
 def element_features(
@@ -87,8 +85,8 @@ class SetFunction(nn.Module):
         pooling: Pooling = "views",
     ) -> None:
         super().__init__()
-        if pooling not in POOLED_WIDTH:
-            raise ValueError(f"pooling must be one of {sorted(POOLED_WIDTH)}, got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {pooling!r}")
         self.element_dim = element_dim
         self.n_params = n_params
         self.width = width
@@ -96,7 +94,7 @@ class SetFunction(nn.Module):
         self.register_buffer("center", None if center is None else center.to(torch.float32))
         self.phi = _mlp([element_dim, width, width, width], bias=False)
         self.rho = nn.Sequential(
-            _mlp([POOLED_WIDTH[pooling](width), width, width, width // 2], bias=True),
+            _mlp([POOLINGS[pooling][1](width), width, width, width // 2], bias=True),
             nn.ELU(),
             nn.Linear(width // 2, n_params),
         )
@@ -111,7 +109,7 @@ class SetFunction(nn.Module):
         minus the same of the mean training mask m̄ when the model is centred.
         ``masks (B, m)`` may be fractional (soft masks); columns past the ground set's n
         (added points) have m̄ = 0."""
-        pool = _views if self.pooling == "views" else _sum
+        pool = POOLINGS[self.pooling][0]
         pooled = pool(masks.to(Phi.dtype), Phi, n)
         if self.center is None:
             return pooled
@@ -140,3 +138,10 @@ def _views(masks: torch.Tensor, Phi: torch.Tensor, n: int) -> torch.Tensor:
 def _sum(masks: torch.Tensor, Phi: torch.Tensor, n: int) -> torch.Tensor:
     """``masks @ Φ`` for ``masks (B, m)``, ``Φ (m, w)`` (``n`` unused: the sum is unscaled)."""
     return masks @ Phi
+
+
+# Each pooling's views of ``masks @ Φ`` and ρ's input width for φ's width w.
+POOLINGS: dict[str, tuple[Callable[..., torch.Tensor], Callable[[int], int]]] = {
+    "views": (_views, lambda w: 2 * w + 1),
+    "sum": (_sum, lambda w: w),
+}
