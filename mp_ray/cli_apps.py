@@ -27,12 +27,22 @@ from mp_ray.serve.ingress import Ingress
 
 if TYPE_CHECKING:
     from mp_ray.apps.context import AppContext
+    from mp_ray.apps.fidelity import Fidelity
 
 PredictorOption = Annotated[
     str | None,
     typer.Option(help="Predictor checkpoint directory (or s3://); without it, retrain."),
 ]
 SeedOption = Annotated[int, typer.Option(min=0, help="Root seed of the sampled subsets.")]
+CheckOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        show_default=False,
+        help="With --predictor: models retrained to check the answer against retraining on "
+        "cases of its own kind, reported beside it (default 72; 0: no check).",
+    ),
+]
 
 
 def _context(config: Path, predictor: str | None) -> AppContext:
@@ -50,6 +60,25 @@ def _answered_by(context: AppContext) -> str:
     return (
         f"models from the {'predictor' if context.source == 'predictor' else 'learner (retrained)'}"
     )
+
+
+def _budget(check: int | None) -> int:
+    """Retrained models of a fidelity check: ``--check``, else the checks' default."""
+    from mp_ray.apps.fidelity import DEFAULT_BUDGET
+
+    return DEFAULT_BUDGET if check is None else check
+
+
+def _checking(context: AppContext, budget: int) -> bool:
+    """Whether to check the answer against retraining: a predictor answered, and a budget."""
+    return context.source == "predictor" and budget > 0
+
+
+def _report(fidelity: Fidelity) -> None:
+    """Print a fidelity check's lines beside the answer (standard output)."""
+    print(fidelity.line())
+    for note in fidelity.notes:
+        print(f"  {note}")
 
 
 @app.command()
@@ -74,6 +103,7 @@ def value(
     alpha: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' α.")] = 16.0,
     beta: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' β.")] = 1.0,
     seed: SeedOption = 0,
+    check: CheckOption = None,
     output: Annotated[
         Path | None,
         typer.Option(help="Write the values to this Parquet file.", callback=checked_output),
@@ -92,6 +122,7 @@ def value(
 ) -> None:
     """Value every training point; report noisy-label detection and removal curves."""
     from mp_ray.apps import Utility
+    from mp_ray.apps.checks import check_budget, value_check
     from mp_ray.apps.plots import removal_curves, value_distribution
     from mp_ray.apps.valuation import (
         Convergence,
@@ -104,6 +135,11 @@ def value(
     from mp_ray.store import ExperimentStore
     from mp_ray.store.identity import MODELS_UNREAD
 
+    budget = _budget(check)
+    try:
+        check_budget(method, budget)
+    except ValueError as err:
+        fail(str(err))
     context = _context(config, predictor)
     data = context.dataset
     # The values are saved in the store only if it was made with this config's learner.
@@ -147,6 +183,12 @@ def value(
     for rank in [*range(5), *range(len(order) - 5, len(order))]:
         i = order[rank]
         print(f"{rank + 1:>5} {i:>6} {result.values[i]:>12.5f} {result.stderr[i]:>10.5f}")
+    if _checking(context, budget):
+        fidelity = value_check(
+            context.models, context.retrained, utility, method, budget, seed, alpha, beta
+        )
+        _report(fidelity)
+        result.params["fidelity"] = fidelity.to_json()
     if len(data.flipped):
         detection = noisy_label_detection(result.values, data.flipped)
         print(
@@ -301,6 +343,7 @@ def calibrate(
         float, typer.Option(min=0.0, max=1.0, help="Each member's share of the training set.")
     ] = 0.8,
     seed: SeedOption = 0,
+    check: CheckOption = None,
     plot: Annotated[
         Path | None,
         typer.Option(help="Write the reliability diagram PNG here.", callback=checked_output),
@@ -311,25 +354,44 @@ def calibrate(
 ) -> None:
     """Calibration of a subsampled ensemble against θ(D) and temperature scaling."""
     from mp_ray.apps.calibration import calibrate as run
+    from mp_ray.apps.checks import calibration_check, check_budget
     from mp_ray.apps.plots import reliability_diagram
 
     context = _context(config, predictor)
     data = context.dataset
+    fidelity, budget = None, _budget(check)
     try:
+        check_budget("calibration", min(budget, models))
         result = run(
             context.models, data.X_val, data.y_val, data.X_test, data.y_test, models, fraction, seed
         )
+        if _checking(context, budget):
+            fidelity = calibration_check(
+                context.models,
+                context.retrained,
+                data.X_test,
+                data.y_test,
+                fraction,
+                models,
+                budget,
+                seed,
+            )
     except ValueError as err:
         fail(str(err))
     console.print(f"calibrated in {result.seconds:.1f} s, {_answered_by(context)}")
     print(f"{'method':<40}{'ECE':>8}{'NLL':>8}{'accuracy':>10}")
     for name, row in result.rows.items():
         print(f"{name:<40}{row['ece']:>8.4f}{row['nll']:>8.4f}{row['accuracy']:>10.4f}")
+    if fidelity is not None:
+        _report(fidelity)
     if plot:
         reliability_diagram(result.diagrams, plot)
         console.print(f"reliability diagram written to {plot}")
     if output:
-        write_json(output, result.rows)
+        write_json(
+            output,
+            {"methods": result.rows, "fidelity": fidelity.to_json() if fidelity else None},
+        )
 
 
 @app.command()
@@ -344,26 +406,51 @@ def counterfactual(
         ),
     ],
     predictor: PredictorOption = None,
+    check: CheckOption = None,
+    seed: SeedOption = 0,
 ) -> None:
-    """How the targets' predictions change when the given training points are removed."""
+    """How the targets' predictions change when the given training points are removed.
+
+    The margin is the correct-class margin: the log-odds of the target's label for a binary
+    model, the label's logit minus the largest other logit for several classes (−|error|
+    for regression); a prediction flips when the predicted class changes."""
+    from mp_ray.apps.checks import check_budget, counterfactual_check
     from mp_ray.apps.counterfactual import counterfactual_removal
 
+    budget = _budget(check)
+    try:
+        check_budget("counterfactual", budget)
+    except ValueError as err:
+        fail(str(err))
     context = _context(config, predictor)
     data = context.dataset
     removed = checked_points(parse_index_list(remove, "--remove"), data.n_train, "--remove")
     targets = checked_points(target, len(data.y_test), "--target")
-    result = counterfactual_removal(
-        context.models, data.X_test[targets], data.y_test[targets], [removed.tolist()]
-    )
+    X_target, y_target = data.X_test[targets], data.y_test[targets]
+    result = counterfactual_removal(context.models, X_target, y_target, [removed.tolist()])
+    fidelity, exact = None, None
+    if _checking(context, budget):
+        fidelity, exact = counterfactual_check(
+            context.models, context.retrained, X_target, y_target, removed, budget, seed
+        )
     console.print(f"removing {len(removed)} points, {_answered_by(context)}")
     kind = "probability" if "probability" in result.before else "margin"
-    print(f"{'target':>7} {'label':>6} {kind + ' before':>18} {'after':>8} {'margin change':>14}")
+    header = f"{'target':>7} {'label':>6} {kind + ' before':>18} {'after':>8} {'margin change':>14}"
+    print(header + (f" {'retrained change':>17}" if exact is not None else ""))
     for k, t in enumerate(targets):
-        print(
+        line = (
             f"{t:>7} {data.y_test[t]:>6} {result.before[kind][k]:>18.4f} "
             f"{result.after[kind][0, k]:>8.4f} {result.change('margin')[0, k]:>14.4f}"
-            + ("  (prediction flips)" if result.flipped[0, k] else "")
         )
+        if exact is not None:
+            line += f" {exact[k]:>17.4f}"
+        print(line + ("  (prediction flips)" if result.flipped[0, k] else ""))
+    print(
+        "margin: log-odds of the target's label (several classes: its logit minus the largest "
+        "other); a prediction flips when the predicted class changes"
+    )
+    if fidelity is not None:
+        _report(fidelity)
 
 
 @app.command()

@@ -60,6 +60,8 @@ def test_value_writes_parquet_store_and_plots(fitted_run, config_file, tmp_path)
     stored = ValuationResult.from_store(ExperimentStore.open(config.store.uri), "tmc")
     np.testing.assert_array_equal(saved.values, stored.values)
     assert stored.params["models"] == "predictor" and len(stored) == 120
+    assert "fidelity [" in result.stdout and "marginal contributions" in result.stdout
+    assert stored.params["fidelity"]["models_retrained"] == 72
     assert (tmp_path / "values.png").stat().st_size > 0
     assert (tmp_path / "removal.png").stat().st_size > 0
 
@@ -87,7 +89,9 @@ def test_select_memorization_calibrate_counterfactual(fitted_run, config_file, t
         "--plot",
         str(tmp_path / "reliability.png"),
     )
-    assert all(0 <= row["ece"] <= 1 for row in json.loads(out.read_text()).values())
+    table = json.loads(out.read_text())
+    assert all(0 <= row["ece"] <= 1 for row in table["methods"].values())
+    assert table["fidelity"]["check"].startswith("spread of the ensemble members")
 
     result = run(
         "counterfactual",
@@ -100,7 +104,12 @@ def test_select_memorization_calibrate_counterfactual(fitted_run, config_file, t
         "--remove",
         "1,2,3",
     )
-    assert "probability before" in result.stdout
+    assert "probability before" in result.stdout and "retrained change" in result.stdout
+    assert "fidelity [" in result.stdout and "sign agreement" in result.stdout
+    args = ["counterfactual", "-c", config_file, "--predictor", predictor, "--target", "0"]
+    result = run(*args, "--remove", "1,2,3", "--check", "0")
+    assert "fidelity" not in result.stdout and "retrained change" not in result.stdout
+    refused(runner.invoke(app, [*args, "--remove", "1", "--check", "2"]), "needs at least 4")
 
 
 def test_bad_application_inputs_fail_with_a_message(fitted_run, config_file, tmp_path):
