@@ -62,6 +62,15 @@ def _answered_by(context: AppContext) -> str:
     )
 
 
+def _utility_unit(metric: str, n_classes: int) -> str:
+    """What a change of the validation utility ``metric`` is measured in."""
+    if metric == "accuracy":
+        what = "R²" if n_classes == 1 else "accuracy (share correct)"
+        return f"change of the validation {what} a point brings"
+    loss = "squared error" if n_classes == 1 else "cross-entropy, nats"
+    return f"change of minus the mean validation loss ({loss}) a point brings"
+
+
 def _budget(check: int | None) -> int:
     """Retrained models of a fidelity check: ``--check``, else the checks' default."""
     from mp_ray.apps.fidelity import DEFAULT_BUDGET
@@ -179,6 +188,7 @@ def value(
         f"converged: {result.converged}; largest standard error {result.stderr.max():.3g}"
     )
     order = result.ranking()
+    print(f"values: {_utility_unit(metric, data.n_classes)}; stderr: Monte-Carlo standard error")
     print(f"{'rank':>5} {'index':>6} {'value':>12} {'stderr':>10}")
     for rank in [*range(5), *range(len(order) - 5, len(order))]:
         i = order[rank]
