@@ -19,9 +19,14 @@ Estimators:
   ω(k)·Δ_i(prefix) with ω(k) = n·C(n−1, k)·p(k) is unbiased (ω = 1 for Shapley). The prefixes
   of all permutations in a round are scored in chunks, one batch of masks per call.
   Truncation (Ghorbani & Zou, 2019, TMC): once a prefix's utility is within
-  ``truncation_rtol·|U(D)|`` of U(D), the rest of that permutation contributes 0 and is not
-  scored; with ``burn_in_fraction`` the check starts at prefix length ⌈burn_in·n⌉ (pyDVL's
-  ``RelativeTruncation(rtol, burn_in_fraction)``).
+  ``truncation_rtol·|U(D) − U(∅)|`` of U(D), a share of the utility's range rather than of
+  |U(D)| (an arbitrary value for a loss), the rest of that permutation contributes 0 and is
+  not scored (if U(D) = U(∅), only a prefix scoring exactly U(D) truncates). With
+  ``burn_in_fraction`` the check starts at prefix length ⌈burn_in·n⌉, as in pyDVL's
+  ``RelativeTruncation(rtol, burn_in_fraction)`` (whose scale is |U(D)|). The result's
+  params record the range (``utility_range``), the share of permutations truncated
+  (``truncated_share``) and the mean prefix length at the cut, as a share of n, over the
+  truncated permutations (``mean_truncation_prefix``, None if none was).
 - :func:`banzhaf_msr` (Wang & Jia, 2023, maximum sample reuse): Bernoulli(½) subsets, each
   scored once and used for every point: v_i = mean U(S ∋ i) − mean U(S ∌ i).
 
@@ -164,19 +169,22 @@ def _prefix_utilities(
     permutations: np.ndarray,
     full: float,
     empty: float,
-    truncation_rtol: float | None,
+    tolerance: float | None,
     batch_size: int,
     burn_in: int = 0,
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, int, np.ndarray]:
     """U of every prefix π[:j], j = 0..n, of each permutation ``(P, n)`` → ``(P, n + 1)``,
-    with truncated tails held at their truncation value (no truncation before prefix length
-    ``burn_in``); and the number of models scored."""
+    each permutation truncated at the first prefix whose utility is within ``tolerance`` of
+    U(D) (none before prefix length ``burn_in``; never with None) and its tail held at that
+    value; the number of models scored; and the prefix length of each cut ``(P,)``, n for
+    a permutation not truncated."""
     count, n = permutations.shape
     ranks = np.empty_like(permutations)
     ranks[np.arange(count)[:, None], permutations] = np.arange(n)
     values = np.full((count, n + 1), np.nan)
     values[:, 0], values[:, n] = empty, full
     position = np.ones(count, dtype=np.int64)  # next prefix length to score, per permutation
+    cuts = np.full(count, n, dtype=np.int64)
     active = np.arange(count)
     scored = 0
     while active.size:
@@ -191,19 +199,19 @@ def _prefix_utilities(
         for a, p in enumerate(active):
             last = min(int(lengths[a, -1]), n - 1)
             first = max(int(position[p]), burn_in)
-            if truncation_rtol is not None and first <= last:
+            if tolerance is not None and first <= last:
                 span = values[p, first : last + 1]
-                close = np.nonzero(np.abs(span - full) <= truncation_rtol * abs(full))[0]
+                close = np.nonzero(np.abs(span - full) <= tolerance)[0]
                 if close.size:
-                    cut = first + int(close[0])
-                    values[p, cut + 1 :] = values[p, cut]
+                    cuts[p] = first + int(close[0])
+                    values[p, cuts[p] + 1 :] = values[p, cuts[p]]
                     continue
             if last + 1 >= n:
                 continue
             position[p] = last + 1
             still.append(p)
         active = np.array(still, dtype=np.int64)
-    return values, scored
+    return values, scored, cuts
 
 
 def permutation_semivalue(
@@ -218,7 +226,8 @@ def permutation_semivalue(
     on_progress: Callable[[int], None] | None = None,
 ) -> ValuationResult:
     """Permutation-sampling estimate of the semivalue with weights ``ω (n,)`` (see the
-    module docstring); ``batch_size`` subsets are scored per call; truncation is checked
+    module docstring); ``batch_size`` subsets are scored per call; a permutation is
+    truncated once a prefix is within ``truncation_rtol·|U(D) − U(∅)|`` of U(D), checked
     from prefix length ``burn_in_fraction·n`` on."""
     if not 0 <= burn_in_fraction <= 1:
         raise ValueError(f"burn_in_fraction must lie in [0, 1], got {burn_in_fraction}")
@@ -228,22 +237,26 @@ def permutation_semivalue(
         raise ValueError(f"weights must have shape ({n},), got {weights.shape}")
     ends = utility(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))
     empty, full = float(ends[0]), float(ends[1])
+    utility_range = abs(full - empty)
+    tolerance = None if truncation_rtol is None else truncation_rtol * utility_range
     evaluations = 2
     moments = RunningMoments(n)
+    cuts: list[np.ndarray] = []  # per round, the prefix length of each cut
     samples, converged = 0, False
     while samples < convergence.max_samples and not converged:
         count = min(convergence.round_size, convergence.max_samples - samples)
         permutations = _permutations(seed, samples, count, n)
-        prefix, scored = _prefix_utilities(
+        prefix, scored, round_cuts = _prefix_utilities(
             utility,
             permutations,
             full,
             empty,
-            truncation_rtol,
+            tolerance,
             batch_size,
             math.ceil(burn_in_fraction * n),
         )
         evaluations += scored
+        cuts.append(round_cuts)
         marginals = np.empty((count, n))
         # The point at position k joins a prefix of size k.
         marginals[np.arange(count)[:, None], permutations] = np.diff(prefix, axis=1) * weights
@@ -264,8 +277,20 @@ def permutation_semivalue(
             **_run_params(utility, convergence, seed, samples),
             "truncation_rtol": truncation_rtol,
             "burn_in_fraction": burn_in_fraction,
+            **_truncation_summary(np.concatenate(cuts), n, utility_range),
         },
     )
+
+
+def _truncation_summary(cuts: np.ndarray, n: int, utility_range: float) -> dict[str, float | None]:
+    """What the result records about truncation, from the prefix length of each
+    permutation's cut ``(P,)`` (n where it was not truncated); see the module docstring."""
+    truncated = cuts < n
+    return {
+        "utility_range": utility_range,
+        "truncated_share": float(truncated.mean()),
+        "mean_truncation_prefix": float(cuts[truncated].mean() / n) if truncated.any() else None,
+    }
 
 
 def tmc_shapley(
