@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -71,6 +72,20 @@ def _utility_unit(metric: str, n_classes: int) -> str:
     return f"change of minus the mean validation loss ({loss}) a point brings"
 
 
+def _truncation_line(params: dict) -> str:
+    """How much a truncated Monte-Carlo valuation cut, from its result's ``params``."""
+    rule = (
+        f"rule: within {params['truncation_rtol']:.0%} of the utility range "
+        f"|U(D) − U(∅)| = {params['utility_range']:.3g} of U(D)"
+    )
+    if params["mean_truncation_prefix"] is None:
+        return f"truncation: no permutation truncated ({rule})"
+    return (
+        f"truncation: {params['truncated_share']:.0%} of permutations cut, after "
+        f"{params['mean_truncation_prefix']:.0%} of the points on average ({rule})"
+    )
+
+
 def _budget(check: int | None) -> int:
     """Retrained models of a fidelity check: ``--check``, else the checks' default."""
     from mp_ray.apps.fidelity import DEFAULT_BUDGET
@@ -107,7 +122,12 @@ def value(
         float | None, typer.Option(min=0.0, help="Stop once every standard error is below this.")
     ] = None,
     truncation: Annotated[
-        float | None, typer.Option(min=0.0, help="tmc: relative truncation tolerance (0 disables).")
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="tmc: stop a permutation once its prefix is within this share of the utility "
+            "range |U(D) − U(∅)| of U(D) (0 disables).",
+        ),
     ] = 0.01,
     alpha: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' α.")] = 16.0,
     beta: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' β.")] = 1.0,
@@ -187,6 +207,8 @@ def value(
         f"{result.n_evaluations:,} models in {result.seconds:.1f} s; "
         f"converged: {result.converged}; largest standard error {result.stderr.max():.3g}"
     )
+    if result.params.get("truncation_rtol"):
+        print(_truncation_line(result.params))
     order = result.ranking()
     print(f"values: {_utility_unit(metric, data.n_classes)}; stderr: Monte-Carlo standard error")
     print(f"{'rank':>5} {'index':>6} {'value':>12} {'stderr':>10}")
@@ -195,7 +217,15 @@ def value(
         print(f"{rank + 1:>5} {i:>6} {result.values[i]:>12.5f} {result.stderr[i]:>10.5f}")
     if _checking(context, budget):
         fidelity = value_check(
-            context.models, context.retrained, utility, method, budget, seed, alpha, beta
+            context.models,
+            context.retrained,
+            utility,
+            method,
+            budget,
+            seed,
+            alpha,
+            beta,
+            truncation if method == "tmc" else None,
         )
         _report(fidelity)
         result.params["fidelity"] = fidelity.to_json()
@@ -284,7 +314,15 @@ def memorization(
     top: Annotated[
         int, typer.Option(min=0, help="How many of the most memorised points to print.")
     ] = 10,
+    score: Annotated[
+        Literal["probability", "correct"],
+        typer.Option(
+            help="probability: of each point's own label (keeps small effects); correct: 0/1 "
+            "correctness (Feldman's definition)."
+        ),
+    ] = "probability",
     seed: SeedOption = 0,
+    check: CheckOption = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -301,12 +339,16 @@ def memorization(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from mp_ray.apps.checks import check_budget, memorization_check
     from mp_ray.apps.memorization import memorization as estimate
     from mp_ray.apps.plots import value_distribution
 
+    budget = _budget(check)
     context = _context(config, predictor)
     data = context.dataset
+    fidelity = None
     try:
+        check_budget("memorization", budget)
         with Progress("memorization", subsets, "models", enabled=progress) as bar:
             result = estimate(
                 context.models,
@@ -316,10 +358,18 @@ def memorization(
                 alpha,
                 seed,
                 on_progress=bar.advance,
+                score=score,
             )
+        if _checking(context, budget):
+            fidelity = memorization_check(context.models, context.retrained, alpha, budget, seed)
     except ValueError as err:
         fail(str(err))
     console.print(f"{subsets} models in {result.seconds:.1f} s, {_answered_by(context)}")
+    what = "own-label probability" if score == "probability" else "0/1 correctness"
+    print(
+        f"memorisation: mean {what} of a point when trained on it minus when not; top "
+        f"influence: the same on the test point it moves most"
+    )
     print(f"{'index':>6} {'label':>6} {'memorisation':>13} {'stderr':>8} {'top influence':>14}")
     for i in np.argsort(-result.memorization, kind="stable")[:top]:
         j = int(np.argmax(result.influence[i]))
@@ -327,6 +377,8 @@ def memorization(
             f"{i:>6} {data.y_train[i]:>6} {result.memorization[i]:>13.3f} "
             f"{result.memorization_stderr[i]:>8.3f} {result.influence[i, j]:>8.3f} (test {j})"
         )
+    if fidelity is not None:
+        _report(fidelity)
     if output:
         table = pa.table(
             {
@@ -336,6 +388,10 @@ def memorization(
                 "max_influence": result.influence.max(axis=1),
             }
         )
+        metadata = {"score": score, "subsets": str(subsets), "alpha": str(alpha)}
+        if fidelity is not None:
+            metadata["fidelity"] = json.dumps(fidelity.to_json())
+        table = table.replace_schema_metadata({f"mp_ray.{k}": v for k, v in metadata.items()})
         with atomic_output(output) as partial:
             pq.write_table(table, partial)
     if plot:

@@ -21,7 +21,9 @@ from mp_ray.apps.fidelity import (
     check_spread,
     check_subsets,
     groups_for,
+    sample_contribution_cases,
 )
+from mp_ray.apps.memorization import label_scores
 from mp_ray.apps.models import SubsetModels
 from mp_ray.apps.utility import Utility, class_probabilities
 from mp_ray.apps.valuation.semivalues import beta_weights
@@ -80,9 +82,12 @@ def value_check(
     seed: int = 0,
     alpha: float = 16.0,
     beta: float = 1.0,
+    truncation_rtol: float | None = None,
 ) -> Fidelity:
     """Marginal contributions U(S ∪ {c}) − U(S) on S drawn as ``method`` draws them
-    (leave-one-out: U(D) − U(D ∖ {c}) for ``budget − 1`` points c)."""
+    (leave-one-out: U(D) − U(D ∖ {c}) for ``budget − 1`` points c). With a TMC
+    ``truncation_rtol``, also how many of the checked subsets each side would truncate at
+    (a note; G + 2 more models retrained)."""
     check_budget(method, budget)
     n = models.n_train
     if method == "loo":
@@ -91,7 +96,7 @@ def value_check(
         per_subset, remove = PER_SUBSET, False
         sizes = value_sizes(method, n, groups_for(budget), seed, alpha, beta)
     what = "leave-one-out values" if remove else "marginal contributions U(S ∪ {i}) − U(S)"
-    return check_contributions(
+    fidelity = check_contributions(
         models,
         retrained,
         utility.of_params,
@@ -100,6 +105,55 @@ def value_check(
         seed,
         per_subset,
         remove,
+    )
+    if truncation_rtol and not remove:
+        bases, _ = sample_contribution_cases(n, sizes, per_subset, seed)
+        near = [
+            _near_full(source, utility, bases, truncation_rtol) for source in (models, retrained)
+        ]
+        fidelity.models_retrained += len(bases) + 2
+        fidelity.notes.append(
+            f"truncation: {near[0]:.0%} of the checked subsets lie within the truncation "
+            f"tolerance of U(D) by the predictor, {near[1]:.0%} by retraining"
+        )
+    return fidelity
+
+
+def _near_full(models: SubsetModels, base: Utility, bases: np.ndarray, rtol: float) -> float:
+    """Share of ``bases (G, n)`` whose utility lies within ``rtol·|U(D) − U(∅)|`` of U(D),
+    with ``models`` answering (TMC's truncation rule)."""
+    utility = Utility(models, base.X.cpu().numpy(), base.y.cpu().numpy(), base.metric)
+    n = models.n_train
+    empty, full = utility(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))
+    return float(np.mean(np.abs(utility(bases) - full) <= rtol * abs(full - empty)))
+
+
+def memorization_check(
+    models: SubsetModels,
+    retrained: SubsetModels,
+    alpha: float,
+    budget: int = DEFAULT_BUDGET,
+    seed: int = 0,
+) -> Fidelity:
+    """The change of a point's own-label probability when it joins S, S kept Bernoulli(α)
+    as memorisation samples it (the probability whatever the estimate's score: 0/1
+    correctness barely moves on one point)."""
+    check_budget("memorization", budget)
+    learner = models.learner
+    n = models.n_train
+    rng = np.random.default_rng([seed, 0x3E3])
+    sizes = np.minimum(rng.binomial(n, alpha, groups_for(budget)), n - PER_SUBSET)
+
+    def own_probability(params: torch.Tensor) -> np.ndarray:
+        return label_scores(learner, params, learner.X, learner.y, "probability")
+
+    return check_contributions(
+        models,
+        retrained,
+        own_probability,
+        sizes,
+        "changes of a point's own-label probability when it joins the subset",
+        seed,
     )
 
 

@@ -74,7 +74,11 @@ def test_select_memorization_calibrate_counterfactual(fitted_run, config_file, t
     assert len(selection["indices"]) == 20 and "random (mean of 20)" in selection["test_accuracy"]
 
     result = run("memorization", "-c", config_file, "--predictor", predictor, "--top", "3")
-    assert len(result.stdout.strip().splitlines()) == 4
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("memorisation: mean own-label probability")
+    assert lines[1].split()[:3] == ["index", "label", "memorisation"]
+    assert len([line for line in lines[2:5] if line.split()[0].isdigit()]) == 3
+    assert lines[5].startswith("fidelity [") and "own-label probability" in lines[5]
     assert "memorization: 2,000/2,000 models" in result.stderr
 
     out = tmp_path / "calibration.json"

@@ -11,6 +11,7 @@ from mp_ray.apps import RetrainedModels, Utility
 from mp_ray.apps.checks import (
     calibration_check,
     counterfactual_check,
+    memorization_check,
     selection_check,
     value_check,
     value_sizes,
@@ -83,6 +84,22 @@ def test_contribution_changes_are_the_differences_of_two_retrained_models(settin
     own = contribution_changes(retrained, bases, points, scores)
     margins = scores(retrained.params(np.stack([bases[g], joined])))
     assert own[g, j] == pytest.approx(margins[1, points[g, j]] - margins[0, points[g, j]])
+
+
+def test_memorization_check_passes_retraining_and_flags_the_full_data_model(setting):
+    _, retrained = setting
+    exact = memorization_check(retrained, retrained, alpha=0.7, budget=27)
+    assert exact.passed and exact.value == pytest.approx(1.0) and exact.cases == 24
+    assert not memorization_check(FullDataModels(retrained), retrained, 0.7, 27).passed
+
+
+def test_tmc_check_compares_where_each_side_would_truncate(setting):
+    data, retrained = setting
+    utility = Utility(retrained, data.X_val, data.y_val, "neg_loss")
+    fidelity = value_check(retrained, retrained, utility, "tmc", 18, truncation_rtol=0.05)
+    assert fidelity.models_retrained == 18 + 2 + 2
+    share = fidelity.notes[0].split("% of the checked")[0].split()[-1]
+    assert fidelity.notes[0].endswith(f"by the predictor, {share}% by retraining")
 
 
 def test_value_sizes_follow_the_estimator():
