@@ -47,6 +47,8 @@ from mp_ray.datamodels.fit import Datamodels, fit_datamodels
 from mp_ray.datamodels.job import fit_from_store, open_checked
 from mp_ray.distill import run_distill
 from mp_ray.evaluation.report import behaviour_report
+from mp_ray.evaluation.scores import cell
+from mp_ray.outputs import json_ready
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
 from mp_ray.predictor.rows import TRAIN, VAL, read_split
@@ -255,9 +257,8 @@ def markdown(results: dict[str, Any]) -> str:
             fit = row.get("fit_seconds")
             lines.append(
                 f"| {name} | {res['info']['test_rows']} | {row['method']} "
-                f"| {row.get('lds', float('nan')):.3f} "
-                f"| {row.get('loo', float('nan')):.3f} | {row.get('cf_pearson', float('nan')):.3f} "
-                f"| {row.get('cf_spearman', float('nan')):.3f} "
+                f"| {cell(row.get('lds'), 0)} | {cell(row.get('loo'), 0)} "
+                f"| {cell(row.get('cf_pearson'), 0)} | {cell(row.get('cf_spearman'), 0)} "
                 f"| {'–' if fit is None else f'{fit:.1f}'} | {row['seconds']:.2f} |"
             )
     return "\n".join(lines)
@@ -271,7 +272,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for k, method in enumerate(methods):
         values = [
             next(
-                r.get("lds", np.nan)  # none for a constant prediction
+                r["lds"]  # NaN for a constant prediction
                 for r in results["behaviour"][n]["table"]
                 if r["method"] == method
             )
@@ -326,7 +327,9 @@ def main() -> None:
         results["behaviour"][name] = behaviour(config, args.work.resolve(), name)
     table = markdown(results)
     print(table)
-    (args.out / "datamodels.json").write_text(json.dumps(results, indent=2, default=float))
+    (args.out / "datamodels.json").write_text(
+        json.dumps(json_ready(results), indent=2, default=float)
+    )
     (args.out / "datamodels.md").write_text(table + "\n")
     plot(results, args.out / "datamodels.png")
 

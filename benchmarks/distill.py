@@ -38,6 +38,7 @@ from mp_ray.data import load_dataset
 from mp_ray.distill import run_distill
 from mp_ray.distill.groups import removal_masks, single_removals
 from mp_ray.distill.report import NO_CHANGE
+from mp_ray.evaluation.scores import cell
 from mp_ray.retrain import BlockTrainer
 
 DEFAULT = "m=4, real start, η learned (default)"
@@ -100,7 +101,7 @@ def _table(title: str, entries: list[tuple[str, dict[str, Any], float | None]]) 
     ]
     for method, values, residual in entries:
         shown = "" if residual is None else f"{residual:.3f}"
-        cells = " | ".join(f"{values[c]:.3f}" for c in COLUMNS)
+        cells = " | ".join(cell(values[c], 0) for c in COLUMNS)  # –: undefined
         lines.append(f"| {method} | {shown} | {cells} |")
     return [*lines, ""]
 

@@ -48,7 +48,9 @@ from sklearn.linear_model import LogisticRegression
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import load_dataset
+from mp_ray.evaluation.scores import cell
 from mp_ray.learners import make_learner
+from mp_ray.outputs import json_ready
 from mp_ray.predictor.evaluation import evaluation_table, format_table
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
@@ -229,7 +231,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
             "|---|---|---|" + "---|" * len(columns),
         ]
         for row in result["table"]:
-            cells = " | ".join(f"{row[c]:.4f}" if c in row else "–" for c in columns)
+            cells = " | ".join(cell(row.get(c), 0, ".4f") for c in columns)
             lines.append(f"| {row['method']} | {row['subset size']} | {row['rows']} | {cells} |")
         t = result["timing"]
         lines += [
@@ -314,7 +316,7 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "predictor.json").write_text(
-        json.dumps({"meta": meta, "results": results}, indent=2)
+        json.dumps(json_ready({"meta": meta, "results": results}), indent=2)
     )
     (args.out / "predictor.md").write_text(markdown(results))
     plot(results, args.out / "predictor.png")

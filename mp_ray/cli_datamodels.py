@@ -56,7 +56,12 @@ def datamodels(
         f"{summary['device']}; mean non-zero weights {summary['mean_nonzero']:.1f}"
     )
     if "test_lds" in summary:
-        console.print(f"LDS on {rows['test']} held-out rows: {summary['test_lds']:.3f}")
+        lds = summary["test_lds"]
+        console.print(
+            f"LDS on {rows['test']} held-out rows: {'–' if lds is None else f'{lds:.3f}'} (mean "
+            f"over the {summary['test_lds_targets']} of {summary['n_targets']} targets whose "
+            "correlation is defined)"
+        )
     print(f"{summary['store']}/datamodels/{name}")
 
 

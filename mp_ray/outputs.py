@@ -10,6 +10,7 @@ creating missing parent folders, so an interrupted write never leaves half a fil
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -60,7 +61,19 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
+def json_ready(data: Any) -> Any:
+    """``data`` with every float that JSON cannot hold (NaN: undefined, ±inf) as None (null),
+    in nested dicts, lists and tuples."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {key: json_ready(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_ready(value) for value in data]
+    return data
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    """``data`` as indented JSON at ``path``, atomically."""
+    """``data`` as indented JSON at ``path`` (undefined numbers as null), atomically."""
     with atomic_output(path) as partial:
-        partial.write_text(json.dumps(data, indent=2))
+        partial.write_text(json.dumps(json_ready(data), indent=2, allow_nan=False))

@@ -3,6 +3,7 @@ the mean θ and ridge on the mask, streamed from a store, against direct fits.""
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 
 import numpy as np
@@ -13,8 +14,9 @@ from sklearn.linear_model import Ridge
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import DatasetConfig, LearnerConfig, SamplerConfig, parse_experiment
 from mp_ray.data import load_dataset
-from mp_ray.evaluation.compare import Removals, Truth, score_method
+from mp_ray.evaluation.compare import Removals, Truth, format_behaviour_table, score_method
 from mp_ray.learners import make_learner
+from mp_ray.outputs import write_json
 from mp_ray.predictor.evaluation import (
     evaluation_table,
     format_table,
@@ -86,8 +88,13 @@ def test_evaluation_table_of_the_truth_and_of_the_baselines(setting):
     assert sum(row["rows"] for row in table if row["method"] == "full") == 2 * 60
     # Influence functions beat the full-data model on parameters, most on large subsets.
     assert by[("if", "all")]["rel_error"] < by[("full", "all")]["rel_error"]
-    assert "loss_spearman" not in by[("full", "all")]  # a constant prediction has none
-    assert "influence" not in format_table(table) and "truth" in format_table(table)
+    full = by[("full", "all")]  # a constant prediction: its loss correlations are undefined
+    assert np.isnan(full["loss_spearman"]) and full["loss_strata"] == 0 < full["strata"]
+    text = format_table(table)
+    assert "influence" not in text and "truth" in text
+    full_line = next(line for line in text.splitlines() if line.startswith("full "))
+    assert full_line.split()[-2:] == ["–", "–"]
+    assert f"full all 0 of {full['strata']}" in text.splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +170,28 @@ def test_baselines_read_the_store_one_block_at_a_time(store):
     assert peak_bytes(range(12)) < 1.1 * peak_bytes(range(2))
 
 
-def test_a_constant_prediction_has_no_correlations():
+def test_a_constant_prediction_has_no_correlations(tmp_path):
     rng = np.random.default_rng(0)
     masks = rng.random((20, 8)) < 0.5
     removals = Removals(masks[:5], rng.normal(size=(5, 3)), np.arange(5) % 3)
     truth = Truth(masks, rng.normal(size=(20, 3)), removals, removals)
     # Constant up to rounding, as one θ's outputs computed in batches of different sizes.
     row = score_method(lambda masks: 1 + 1e-15 * rng.normal(size=(len(masks), 3)), truth)
-    assert set(row) == {"seconds"}
+    for key in ("lds", "loo", "cf_pearson", "cf_spearman"):
+        assert np.isnan(row[key])  # undefined, not 0
+    assert row["lds_defined"] == row["loo_defined"] == 0 and row["targets"] == 3
+    exact = score_method(lambda masks: truth.outputs[: len(masks)], truth)
+    assert exact["lds"] == pytest.approx(1.0) and exact["lds_defined"] == 3
+    text = format_behaviour_table(
+        [{"method": "constant", **row}, {"method": "exact", **exact}]
+    ).splitlines()
+    assert text[1].split()[1:5] == ["–"] * 4
+    assert text[-2] == (
+        "LDS: mean over the targets with a defined correlation, of 3: constant 0; "
+        "all for the others"
+    )
+    write_json(tmp_path / "row.json", row)
+    assert json.loads((tmp_path / "row.json").read_text())["lds"] is None
 
 
 def test_loss_correlations_are_taken_among_subsets_of_nearly_one_size():

@@ -82,7 +82,10 @@ def fit_from_store(
         "config": config.datamodels.model_dump(),
     }
     if len(test) >= 3:
-        summary["test_lds"] = lds(datamodels.outputs, test.masks, test.outputs).mean
+        score = lds(datamodels.outputs, test.masks, test.outputs)
+        # None (null) where no target's LDS is defined: every prediction constant.
+        summary["test_lds"] = score.mean if score.defined else None
+        summary["test_lds_targets"] = score.defined
     write_datamodels(store, datamodels, summary, name)
     return summary
 

@@ -56,13 +56,14 @@ Measured by ``benchmarks/distill.py`` (``OMP_NUM_THREADS=1 .venv/bin/python
 benchmarks/distill.py``; results in ``benchmarks/results/distill.md``): whole training
 splits, logistic regression (C = 1), 4 groups per class, defaults otherwise; "held out" =
 never distilled on. pearson / spearman: leave-group-out correlation of predicted and
-retrained test-margin changes (mean over targets, no change = 0); rel: ‖θ̂−θ‖/‖θ‖;
-chg: error relative to the size of the retrained change (no change = 1).
+retrained test-margin changes (mean over the targets where both vary; – for no change,
+which never varies); rel: ‖θ̂−θ‖/‖θ‖; chg: error relative to the size of the retrained
+change (no change = 1).
 
 ::
 
     breast_cancer (n 399, d 31, G 8)             pearson  spearman    rel    chg
-    28 held-out unions of 2 groups  no change       0        0       0.463  1
+    28 held-out unions of 2 groups  no change       –        –       0.463  1
                                     infl. fns       0.922    0.929   0.331  0.746
                                     distilled       0.955    0.975   0.083  0.228
     50 held-out unions of 4 groups  infl. fns       0.828    0.855   0.643  0.818
@@ -71,7 +72,7 @@ chg: error relative to the size of the retrained change (no change = 1).
                                     distilled       0.208    0.199   0.456  1.029
 
     digits (n 1257, d 650, G 40)
-    50 held-out unions of 2 groups  no change       0        0       0.198  1
+    50 held-out unions of 2 groups  no change       –        –       0.198  1
                                     infl. fns       0.923    0.854   0.166  0.849
                                     distilled       0.933    0.656   0.072  0.378
                                     ditto, m = 8    0.948    0.711   0.064  0.341

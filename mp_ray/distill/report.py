@@ -18,7 +18,9 @@ import torch
 from mp_ray.distill.model import Objective, evaluate
 from mp_ray.distill.validation import METRICS, score
 from mp_ray.evaluation.outputs import ParamsFn
+from mp_ray.evaluation.scores import cell
 from mp_ray.learners import Learner
+from mp_ray.outputs import json_ready
 
 NO_CHANGE = "no change θ*"
 
@@ -58,7 +60,8 @@ class DistillReport:
     uri: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as JSON-able data; undefined correlations are None (null)."""
+        return json_ready(asdict(self))
 
 
 def score_methods(
@@ -107,12 +110,19 @@ def format_report(report: DistillReport) -> str:
         f"residual on the supervised removals {report.residual:.4f}",
         f"objective E: {report.objective} on the test split",
     ]
-    header = f"{'method':<26}" + "".join(f"{m:>14}" for m in METRICS)
+    header = f"{'method':<26}" + "".join(f"{m:>14}" for m in (*METRICS, "targets"))
     for name, entry in report.table.items():
         status = "held out" if entry["held_out"] else "supervised (not a validation)"
         lines += ["", f"{name}: {entry['rows']} retrained models, {status}", header]
         for method, metrics in entry["methods"].items():
-            lines.append(f"{method:<26}" + "".join(f"{metrics[m]:>14.4f}" for m in METRICS))
+            covered = f"{metrics['targets_defined']}/{metrics['targets']}"
+            cells = "".join(cell(metrics[m], 14, ".4f") for m in METRICS)
+            lines.append(f"{method:<26}{cells}{covered:>14}")
+    lines += [
+        "",
+        "pearson, spearman: means over the targets where defined (targets: how many of all); "
+        "– where none is",
+    ]
     times = ", ".join(f"{stage} {value:.3g} s" for stage, value in report.seconds.items())
     lines += ["", f"retrained {report.retrained_models} models; {times}"]
     return "\n".join(lines)

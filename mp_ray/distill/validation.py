@@ -4,9 +4,10 @@ For R removals with retrained parameters θ_r ``(R, d)`` and output changes
 Δ_r = E(θ_r; x_j) − E(θ*; x_j) ``(R, T)`` on T targets, a method predicting θ̂_r and Δ̂_r gets:
 
 - ``pearson`` / ``spearman``: per target, the correlation across removals between Δ̂ and Δ,
-  averaged over targets (the leave-group-out correlation). A method whose predicted change
-  of a target is the same for every removal (the no-change baseline: always 0) scores 0
-  there; targets whose retrained change is constant are left out.
+  averaged over the targets where it is defined (the leave-group-out correlation);
+  ``targets_defined`` of ``targets`` counts them. It is undefined for a target whose
+  predicted or retrained change is the same for every removal, and so NaN (printed "–",
+  null in JSON) for a method that predicts no change (the no-change baseline: always 0);
 - ``rel_error``: mean ‖θ̂_r − θ_r‖ / ‖θ_r‖ (the project's parameter error);
 - ``change_error``: (Σ_r ‖θ̂_r − θ_r‖² / Σ_r ‖θ_r − θ*‖²)^½, the error relative to the size of
   the retrained changes (1 for no change, 0 for exact; pooled over removals, so removals
@@ -18,23 +19,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mp_ray.evaluation.scores import columnwise_correlation
+from mp_ray.evaluation.scores import Score, columnwise_correlation, varies
 
 METRICS = ("pearson", "spearman", "rel_error", "change_error")
 
 
-def change_correlation(predicted: np.ndarray, actual: np.ndarray, rank: bool = False) -> float:
-    """Mean over targets of the correlation (Spearman's if ``rank``, else Pearson's) across
-    removals of predicted and actual changes, both ``(R, T)``; see the module docstring."""
+def change_correlation(predicted: np.ndarray, actual: np.ndarray, rank: bool = False) -> Score:
+    """Per target, the correlation (Spearman's if ``rank``, else Pearson's) across removals
+    of predicted and actual changes, both ``(R, T)``, and its mean over the targets where it
+    is defined (NaN where it is nowhere); see the module docstring."""
     predicted, actual = np.asarray(predicted, np.float64), np.asarray(actual, np.float64)
     if len(predicted) < 3:
         raise ValueError(f"a change correlation needs at least 3 removals, got {len(predicted)}")
-    defined = actual.std(axis=0) > 0
-    if not defined.any():
+    if not varies(actual).any():
         raise ValueError("the retrained changes are constant for every target")
-    r = columnwise_correlation(predicted, actual, rank)
-    # A prediction constant across removals (no change) carries no information: 0.
-    return float(np.nan_to_num(r[defined], nan=0.0).mean())
+    return Score.of(columnwise_correlation(predicted, actual, rank))
 
 
 def parameter_errors(
@@ -56,11 +55,16 @@ def score(
     actual_changes: np.ndarray,
     theta: torch.Tensor,
 ) -> dict[str, float]:
-    """Every metric of the module docstring for one method, as ``{name: value}``."""
+    """Every metric of the module docstring for one method, as ``{name: value}``, and over
+    how many of the targets the correlations are taken (the same for both: Spearman's ρ is
+    defined where Pearson's r is)."""
     rel_error, change_error = parameter_errors(predicted, actual, theta)
+    pearson = change_correlation(predicted_changes, actual_changes)
     return {
-        "pearson": change_correlation(predicted_changes, actual_changes),
-        "spearman": change_correlation(predicted_changes, actual_changes, rank=True),
+        "pearson": pearson.mean,
+        "spearman": change_correlation(predicted_changes, actual_changes, rank=True).mean,
         "rel_error": rel_error,
         "change_error": change_error,
+        "targets_defined": pearson.defined,
+        "targets": len(pearson.per_target),
     }

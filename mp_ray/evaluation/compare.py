@@ -5,8 +5,10 @@ masks and recorded outputs) for the LDS, and models retrained without chosen poi
 the removal tests. Each method is an :data:`~mp_ray.evaluation.outputs.OutputFn`; its
 row of the table gives the LDS, the leave-one-out correlation, the counterfactual test
 (removing each target's top supporters: predicted vs actual change of that target's
-output) and the seconds it took to answer all of them; a correlation that is undefined
-(a method whose predictions do not vary) is left out of its row.
+output) and the seconds it took to answer all of them. A correlation that is undefined (a
+method whose predictions do not vary) is NaN in its row, printed "–" (null in JSON); the LDS
+and the leave-one-out correlation are means over the targets whose correlation is defined,
+and the row counts them (``lds_defined``, ``loo_defined`` of ``targets``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from mp_ray.evaluation.outputs import OutputFn
 from mp_ray.evaluation.scores import (
+    cell,
     lds,
     output_changes,
     paired_correlation,
@@ -50,11 +53,16 @@ class Truth:
 def score_method(outputs: OutputFn, truth: Truth) -> dict[str, Any]:
     """One row of the table: LDS, leave-one-out correlation and counterfactual test."""
     start = time.perf_counter()
-    row: dict[str, Any] = {"lds": lds(outputs, truth.masks, truth.outputs).mean}
+    score = lds(outputs, truth.masks, truth.outputs)
+    row: dict[str, Any] = {
+        "targets": truth.outputs.shape[1],
+        "lds": score.mean,
+        "lds_defined": score.defined,
+    }
     if truth.leave_one_out is not None:
         removals = truth.leave_one_out
-        predicted = output_changes(outputs, removals.masks)
-        row["loo"] = removal_correlation(predicted, removals.changes).mean
+        score = removal_correlation(output_changes(outputs, removals.masks), removals.changes)
+        row["loo"], row["loo_defined"] = score.mean, score.defined
     if truth.counterfactual is not None:
         removals = truth.counterfactual
         rows = np.arange(len(removals.masks))
@@ -62,7 +70,7 @@ def score_method(outputs: OutputFn, truth: Truth) -> dict[str, Any]:
         actual = removals.changes[rows, removals.targets]
         row["cf_pearson"], row["cf_spearman"] = paired_correlation(predicted, actual)
     row["seconds"] = time.perf_counter() - start
-    return {key: value for key, value in row.items() if np.isfinite(value)}
+    return row
 
 
 def behaviour_table(methods: dict[str, OutputFn], truth: Truth) -> list[dict[str, Any]]:
@@ -79,10 +87,31 @@ COLUMNS = {
 }
 
 
+MEANS = {"lds": "LDS", "loo": "LOO ρ"}  # means over targets
+
+
+def _coverage(table: list[dict[str, Any]], key: str) -> str | None:
+    """Over how many targets each method's mean ``key`` is taken: one line, or None where
+    no row has it."""
+    counts = {row["method"]: row[f"{key}_defined"] for row in table if f"{key}_defined" in row}
+    if not counts:
+        return None
+    total = table[0]["targets"]
+    short = {method: count for method, count in counts.items() if count < total}
+    title = f"{MEANS[key]}: mean over the targets with a defined correlation"
+    if not short:
+        return f"{title}: all {total} for every method"
+    listed = ", ".join(f"{method} {count}" for method, count in short.items())
+    others = "; all for the others" if len(short) < len(counts) else ""
+    return f"{title}, of {total}: {listed}{others}"
+
+
 def format_behaviour_table(table: list[dict[str, Any]]) -> str:
-    """A fixed-width text rendering of :func:`behaviour_table`."""
+    """A fixed-width text rendering of :func:`behaviour_table` ("–": undefined, or not
+    measured), and over how many targets each mean is taken."""
     lines = [f"{'method':<24}" + "".join(f"{title:>12}" for title in COLUMNS.values())]
     for row in table:
-        cells = "".join(f"{row[key]:>12.3f}" if key in row else f"{'–':>12}" for key in COLUMNS)
+        cells = "".join(cell(row.get(key), 12) for key in COLUMNS)
         lines.append(f"{row['method']:<24}{cells}")
+    lines += [line for key in MEANS if (line := _coverage(table, key)) is not None]
     return "\n".join(lines)

@@ -4,7 +4,7 @@ Methods: each fitted ModelPred checkpoint given (name → URI), the store's data
 fitted), any further parameter predictors passed in, and the baselines: the mean θ and
 ridge on the subset mask (fitted on the predictor's training rows), the full-data model
 θ(D) and first-order influence functions. A constant prediction (the mean θ, θ(D)) ranks
-no subsets and changes with no removal: its correlations are undefined and left out.
+no subsets and changes with no removal: its correlations are undefined (NaN, printed –).
 Ground truth: the store's test rows (held out from every fit), ``n_loo`` single points
 removed from the full set and retrained, and, with datamodels, ``n_counterfactual``
 targets each retrained without its ``support_size`` top supporters. The points and targets

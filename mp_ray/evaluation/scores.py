@@ -8,7 +8,8 @@
   counterfactual test), the correlation between predicted and retrained output changes.
 
 Correlations of a target whose actual (or predicted) outputs are all equal, up to
-rounding, are undefined and left out of the means (and reported as NaN per target).
+rounding, are undefined: NaN per target, left out of the means (:attr:`Score.defined` counts
+the targets a mean is over; a mean over none is NaN).
 """
 
 from __future__ import annotations
@@ -27,6 +28,25 @@ class Score:
 
     mean: float
     per_target: np.ndarray
+
+    @classmethod
+    def of(cls, per_target: np.ndarray) -> Score:
+        """The score of correlations ``(T,)``: their mean over the defined ones."""
+        defined = per_target[np.isfinite(per_target)]
+        return cls(float(defined.mean()) if defined.size else float("nan"), per_target)
+
+    @property
+    def defined(self) -> int:
+        """How many targets the mean is over: those whose correlation is defined."""
+        return int(np.isfinite(self.per_target).sum())
+
+
+def cell(value: float | None, width: int, spec: str = ".3f") -> str:
+    """``value`` right-aligned in ``width`` characters; "–" where it is undefined (NaN, or
+    None as JSON has it)."""
+    if value is None or not np.isfinite(value):
+        return f"{'–':>{width}}"
+    return f"{value:>{width}{spec}}"
 
 
 def varies(values: np.ndarray) -> np.ndarray:
@@ -57,11 +77,6 @@ def columnwise_correlation(
         return np.where(defined, (a * b).sum(axis=0) / norm, np.nan)
 
 
-def _score(per_target: np.ndarray) -> Score:
-    defined = per_target[np.isfinite(per_target)]
-    return Score(float(defined.mean()) if defined.size else float("nan"), per_target)
-
-
 def lds(outputs: OutputFn, masks: np.ndarray, actual: np.ndarray) -> Score:
     """The linear datamodeling score of a method on held-out ``masks (K, n)`` whose
     retrained outputs are ``actual (K, T)``."""
@@ -69,7 +84,7 @@ def lds(outputs: OutputFn, masks: np.ndarray, actual: np.ndarray) -> Score:
         raise ValueError(f"{len(masks)} masks but {len(actual)} rows of actual outputs")
     if len(masks) < 3:
         raise ValueError("the LDS needs at least 3 held-out subsets")
-    return _score(columnwise_correlation(outputs(masks), actual))
+    return Score.of(columnwise_correlation(outputs(masks), actual))
 
 
 def removal_masks(n: int, removals: list[np.ndarray]) -> np.ndarray:
@@ -95,7 +110,7 @@ def removal_correlation(predicted: np.ndarray, actual: np.ndarray) -> Score:
     ``(R, T)``; its mean over targets (leave-one-out / leave-group-out correlation)."""
     if len(predicted) < 3:
         raise ValueError("a removal correlation needs at least 3 removals")
-    return _score(columnwise_correlation(predicted, actual))
+    return Score.of(columnwise_correlation(predicted, actual))
 
 
 def paired_correlation(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:

@@ -5,7 +5,9 @@ For each held-out subset S with retrained θ(S) and a method's prediction θ̂(S
 - ``rel_error``: ‖θ̂ − θ‖ / ‖θ‖;
 - ``agreement``: share of test points on which the two models predict the same label;
 - ``accuracy_gap``: test accuracy of θ̂ minus that of θ;
-- test losses of both, summarised per group by their Spearman and Pearson correlation.
+- test losses of both, summarised per group by their Spearman and Pearson correlation
+  within strata of nearly one subset size (:func:`within_size_correlations`); undefined
+  (NaN, printed "–", null in JSON) where no stratum has losses that vary on both sides.
 
 Every method is anything with ``predict(masks (B, n)) -> params (B, d)``: the fitted
 :class:`~mp_ray.predictor.predictor.Predictor` and the baselines — the mean θ and ridge on
@@ -26,7 +28,7 @@ from scipy import stats
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset, load_dataset
-from mp_ray.evaluation.scores import varies
+from mp_ray.evaluation.scores import cell, varies
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.rows import TEST, Rows, read_split
@@ -89,22 +91,27 @@ def size_strata(
     return np.array_split(ordered, max(1, len(ordered) // per_stratum))
 
 
+LOSS_CORRELATIONS = ("loss_spearman", "loss_pearson")
+
+
 def within_size_correlations(
     values: Mapping[str, np.ndarray], strata: list[np.ndarray]
 ) -> dict[str, float]:
     """The loss correlations within each stratum of nearly equal subset size (row
-    indices), averaged with the strata's row counts as weights. Subset size alone cannot
-    make them high, as it makes the correlation over all rows (≥ 0.99 under permutation
-    prefixes for any model whose loss falls with size)."""
+    indices), averaged over the strata where they are defined with the strata's row counts
+    as weights (NaN where none is); ``loss_strata`` of ``strata`` counts those strata.
+    Subset size alone cannot make them high, as it makes the correlation over all rows
+    (≥ 0.99 under permutation prefixes for any model whose loss falls with size)."""
     found = [(len(rows), _loss_correlations(values, rows)) for rows in strata]
     found = [(count, correlations) for count, correlations in found if correlations]
-    if not found:
-        return {}
     total = sum(count for count, _ in found)
-    return {
+    means = {
         name: sum(count * correlations[name] for count, correlations in found) / total
-        for name in ("loss_spearman", "loss_pearson")
+        if found
+        else float("nan")
+        for name in LOSS_CORRELATIONS
     }
+    return {**means, "loss_strata": len(found), "strata": len(strata)}
 
 
 def _summary(values: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, float]:
@@ -157,8 +164,18 @@ def format_table(table: list[dict[str, Any]]) -> str:
     header = f"{'method':<{width}}{'subset size':<12}{'rows':>6}"
     lines = [header + "".join(f"{c:>14}" for c in columns)]
     for row in table:
-        cells = "".join(f"{row[c]:>14.4f}" if c in row else f"{'–':>14}" for c in columns)
+        cells = "".join(cell(row.get(c), 14, ".4f") for c in columns)
         lines.append(f"{row['method']:<{width}}{row['subset size']:<12}{row['rows']:>6}{cells}")
+    short = [
+        f"{row['method']} {row['subset size']} {row['loss_strata']} of {row['strata']}"
+        for row in table
+        if row["loss_strata"] < row["strata"]
+    ]
+    lines.append(
+        f"loss correlations: means over strata of about {ROWS_PER_STRATUM} rows of nearly one "
+        "subset size, those where both losses vary: "
+        + (", ".join(short) if short else "all of them in every row")
+    )
     return "\n".join(lines)
 
 

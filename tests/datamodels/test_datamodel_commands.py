@@ -130,9 +130,16 @@ def test_lds_table_and_explain(bernoulli_config, fitted_datamodels, tmp_path):
     }
     assert table["datamodels"]["lds"] > 0.8  # measured 0.93 (influence functions 0.88)
     assert table["ridge on the mask"]["lds"] > 0.8
-    # A constant prediction ranks nothing: only its time is reported, printed as dashes.
-    assert set(table["mean θ"]) == set(table["full data θ(D)"]) == {"method", "seconds"}
+    # A constant prediction ranks nothing: its correlations are undefined (null, printed as
+    # dashes), over no target, and the table says so.
+    correlations = ("lds", "loo", "cf_pearson", "cf_spearman")
+    for method in ("mean θ", "full data θ(D)"):
+        assert all(table[method][key] is None for key in correlations)
+        assert table[method]["lds_defined"] == table[method]["loo_defined"] == 0
     assert re.search(r"^mean θ +– +– +– +– +[\d.]+$", result.stdout, re.M)
+    assert re.search(
+        r"^LDS: mean over .* of \d+: .*mean θ 0, full data θ\(D\) 0", result.stdout, re.M
+    )
     assert table["influence functions"]["loo"] > 0.8  # first order is exact-ish for one point
     assert table["datamodels"]["cf_pearson"] > 0.8  # measured 0.98
 

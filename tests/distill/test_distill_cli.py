@@ -42,8 +42,12 @@ def test_distill_prints_the_held_out_validation(tmp_path):
         assert method in result.stdout
     assert f"saved to {tmp_path / 'distilled.zarr'}" in result.output
     assert re.search(r"^distill: (\d+)/\1 iterations, .*, done in ", result.stderr, re.M)
+    none = next(line for line in result.stdout.splitlines() if line.startswith("no change θ*"))
+    assert none.split()[3:5] == ["–", "–"] and none.split()[-1].startswith("0/")
     saved = json.loads(report.read_text())
     assert saved["n_groups"] == 4 and "store test rows" not in saved["table"]
+    unions = saved["table"]["unions of 2 groups"]["methods"]
+    assert unions["no change θ*"]["pearson"] is None  # undefined, not 0
 
 
 def test_distill_fails_clearly(tmp_path):
