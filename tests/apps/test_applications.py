@@ -59,7 +59,9 @@ def test_removal_curve_retrains_without_the_ranked_points(fitted):
 
 def test_memorization_matches_a_subset_by_subset_loop_and_the_predictor_tracks_it(fitted):
     data = fitted.dataset
-    retrained = memorization(fitted.retrained, data.X_test, data.y_test, n_subsets=200, seed=1)
+    retrained = memorization(
+        fitted.retrained, data.X_test, data.y_test, n_subsets=200, seed=1, score="correct"
+    )
     masks = sample_masks(data.n_train, 200, 0.7, seed=1)
     models = sklearn_models(data.X_train, data.y_train, masks)
     correct = np.array([m.predict(data.X_train) == data.y_train for m in models])
@@ -78,8 +80,8 @@ def test_memorization_matches_a_subset_by_subset_loop_and_the_predictor_tracks_i
     predicted = memorization(fitted.models, data.X_test, data.y_test, n_subsets=1000)
     reference = memorization(fitted.retrained, data.X_test, data.y_test, n_subsets=1000)
     rho = stats.spearmanr(predicted.memorization, reference.memorization).statistic
-    assert rho > 0.65  # measured 0.80
-    assert np.abs(predicted.memorization - reference.memorization).mean() < 0.1  # 0.06
+    assert rho > 0.8  # the own-label probability score: measured 0.91 (0/1 correctness: 0.87)
+    assert np.abs(predicted.memorization - reference.memorization).mean() < 0.08  # 0.039
 
 
 def test_calibration_metrics_and_the_predicted_ensemble(fitted):
@@ -99,7 +101,10 @@ def test_calibration_metrics_and_the_predicted_ensemble(fitted):
 
     predicted = calibrate(fitted.models, data.X_val, data.y_val, data.X_test, data.y_test)
     retrained = calibrate(fitted.retrained, data.X_val, data.y_val, data.X_test, data.y_test)
-    ensemble = next(name for name in retrained.rows if name.startswith("ensemble"))
+    assert (predicted.models, retrained.models) == ("predicted", "retrained")
+    full, scaled, ensemble = retrained.rows
+    assert full == "full-data model θ(D)" and ensemble == "ensemble of 100 models on 80% subsets"
+    assert scaled == f"θ(D), temperature-scaled (T = {retrained.temperature:.2f})"
     gap = abs(predicted.rows[ensemble]["ece"] - retrained.rows[ensemble]["ece"])
     assert gap < 0.03  # measured 0.004
     difference = np.abs(predicted.probabilities[ensemble] - retrained.probabilities[ensemble])
