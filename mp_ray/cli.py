@@ -39,7 +39,7 @@ from mp_ray.cli_support import (
     load_config,
     storage_options,
 )
-from mp_ray.outputs import write_json
+from mp_ray.outputs import json_ready, write_json
 from mp_ray.progress import Progress
 
 app.info.help = __doc__
@@ -243,14 +243,19 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Summarise a store: counts, shapes, the experiment identity it was made with (dataset
-    fingerprint, learner, sampler, seed) and metric statistics."""
+    fingerprint, learner, sampler, seed), metric statistics, and the artifacts saved in it
+    (datamodels, distilled datamodel, data values): complete or not, with key facts."""
     from mp_ray.store import ExperimentStore, export_parquet, format_summary
     from mp_ray.store import summarize as summarize_store
+    from mp_ray.store_artifacts import artifacts, format_artifacts
 
     options = storage_options(endpoint_url)
     handle = ExperimentStore.open(store, options)
-    summary = summarize_store(handle)
-    print(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+    summary = {**summarize_store(handle), "artifacts": artifacts(handle)}
+    if as_json:
+        print(json.dumps(json_ready(summary), indent=2, allow_nan=False))
+    else:
+        print(format_summary(summary) + "\n" + format_artifacts(summary["artifacts"]))
     if parquet:
         count = export_parquet(handle, parquet, options)
         console.print(f"wrote {count} rows to {parquet}")

@@ -24,9 +24,9 @@ import numpy as np
 from mp_ray.datamodels.fit import Datamodels
 from mp_ray.errors import MpRayError
 from mp_ray.store import ExperimentStore, StoreMismatchError
+from mp_ray.store_artifacts import DATAMODELS_GROUP as GROUP
+from mp_ray.store_artifacts import DATAMODELS_META as META_ATTR
 
-GROUP = "datamodels"
-META_ATTR = "mp_ray_datamodels"
 ARRAYS = ("weights", "bias", "lam", "val_mse", "val_path", "lambdas")
 
 

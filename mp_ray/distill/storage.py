@@ -38,9 +38,9 @@ from mp_ray.store import ExperimentStore, StoreMismatchError, StoreNotFoundError
 from mp_ray.store.experiment import SPEC_ATTR
 from mp_ray.store.identity import SEEDED_UNREAD
 from mp_ray.store.location import open_store
+from mp_ray.store_artifacts import DISTILL_GROUP as GROUP
+from mp_ray.store_artifacts import DISTILL_META as META_ATTR
 
-GROUP = "distill"
-META_ATTR = "mp_ray_distill"
 FORMAT_VERSION = 1
 ARRAYS = ("groups", "theta", "features", "labels", "weights", "single", "unions", "union_params")
 

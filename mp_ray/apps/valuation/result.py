@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from mp_ray.outputs import atomic_output
 from mp_ray.store import ExperimentStore, StoreMismatchError
-
-GROUP = "valuation"
+from mp_ray.store_artifacts import VALUATION_COMPLETE_ATTR
+from mp_ray.store_artifacts import VALUATION_GROUP as GROUP
 
 
 @dataclass
@@ -90,7 +90,8 @@ class ValuationResult:
 
     def to_store(self, store: ExperimentStore, name: str) -> None:
         """Write under ``valuation/<name>`` of the store (opened writable), replacing an
-        earlier result of that name; the store must be built on the same dataset."""
+        earlier result of that name; the store must be built on the same dataset. The
+        metadata is written last: a group without it is an interrupted write."""
         fingerprint = self.params.get("dataset_fingerprint")
         if fingerprint and fingerprint != store.spec.dataset_fingerprint:
             raise StoreMismatchError(
@@ -100,13 +101,13 @@ class ValuationResult:
             raise ValueError(
                 f"{len(self)} values do not match the store's {store.spec.n_train} points"
             )
-        group = store.group.require_group(GROUP).require_group(name)
+        group = store.group.require_group(GROUP).create_group(name, overwrite=True)
         for key, array in (
             ("values", self.values),
             ("stderr", self.stderr),
             ("counts", self.counts),
         ):
-            group.create_array(key, data=array, overwrite=True)
+            group.create_array(key, data=array)
         group.attrs.update(self._meta())
 
     @classmethod
@@ -115,5 +116,10 @@ class ValuationResult:
             group = store.group[f"{GROUP}/{name}"]
         except KeyError:
             raise KeyError(f"store {store.uri} has no valuation result named {name!r}") from None
+        if VALUATION_COMPLETE_ATTR not in group.attrs:
+            raise KeyError(
+                f"valuation result {name!r} in {store.uri} was not completely written: run "
+                "`mp-ray value` again"
+            )
         arrays = {key: group[key][:] for key in ("values", "stderr", "counts")}
         return cls(**arrays, **dict(group.attrs))
