@@ -456,7 +456,11 @@ def calibrate(
     if output:
         write_json(
             output,
-            {"methods": result.rows, "fidelity": fidelity.to_json() if fidelity else None},
+            {
+                "methods": result.rows,
+                "models": result.models,
+                "fidelity": fidelity.to_json() if fidelity else None,
+            },
         )
 
 

@@ -61,7 +61,10 @@ def test_value_writes_parquet_store_and_plots(fitted_run, config_file, tmp_path)
     np.testing.assert_array_equal(saved.values, stored.values)
     assert stored.params["models"] == "predictor" and len(stored) == 120
     assert "fidelity [" in result.stdout and "marginal contributions" in result.stdout
-    assert stored.params["fidelity"]["models_retrained"] == 72
+    # 8 subsets × 9 models, and the subsets' own utilities with U(D) and U(∅) for the
+    # truncation comparison
+    assert stored.params["fidelity"]["models_retrained"] == 72 + 8 + 2
+    assert "truncation: " in result.stdout and "by the predictor" in result.stdout
     assert (tmp_path / "values.png").stat().st_size > 0
     assert (tmp_path / "removal.png").stat().st_size > 0
 
