@@ -55,7 +55,7 @@ import torch
 from mp_ray.apps.addition import INFLUENCE, MODELPRED, RETRAINING, add_points
 from mp_ray.apps.models import PredictedModels, RetrainedModels
 from mp_ray.baselines import FullDataModel, InfluenceFunction
-from mp_ray.config import REFERENCE_PRESET, ExperimentConfig
+from mp_ray.config import AUTO_GLOBAL, REFERENCE_PRESET, ExperimentConfig
 from mp_ray.data import load_dataset
 from mp_ray.evaluation.deletion import deletion_curve, error_curve
 from mp_ray.evaluation.outputs import ParameterOutputs
@@ -572,7 +572,7 @@ def main() -> None:
         "--labels", nargs="+", type=int, help="label study: labelled subsets (default: all sizes)"
     )
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers per protocol fit")
-    parser.add_argument("--lambda-global", type=float, default=0.01)
+    parser.add_argument("--lambda-global", type=float, default=AUTO_GLOBAL["lambda_global"])
     parser.add_argument("--lambda-local", type=float, default=0.1)
     parser.add_argument("--work", type=Path, default=Path("runs/benchmarks/modelpred_protocol"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/modelpred_protocol"))

@@ -257,7 +257,7 @@ AUTO_WIDTH: dict[str, int] = {"params_up_to": 128, "small": 128, "large": 256}
 # labelled training rows.
 AUTO_GLOBAL: dict[str, Any] = {
     "labels_below": 3000,
-    "lambda_global": 0.01,
+    "lambda_global": 0.1,
     "unlabelled_per_batch": 16,
 }
 
