@@ -264,42 +264,93 @@ def select(
         Literal["greedy", "relaxed"],
         typer.Option(help="greedy forward selection, or the predictor's continuous relaxation."),
     ] = "greedy",
+    objective: Annotated[
+        Literal["neg_loss", "accuracy"],
+        typer.Option(
+            help="greedy: what it maximises on the validation split — minus the log loss "
+            "(moves with every point), or the accuracy (flat and tied: overfits)."
+        ),
+    ] = "neg_loss",
+    holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="greedy: share of the validation split held out to choose how many greedy "
+            "points to keep (the rest random); 0: greedy on the whole split.",
+        ),
+    ] = 0.0,
     values: Annotated[
         Path | None, typer.Option(help="Parquet values (mp-ray value) for a top-k baseline.")
     ] = None,
     seed: SeedOption = 0,
+    check: CheckOption = None,
     output: Annotated[
         Path | None, typer.Option(help="Write the selection as JSON.", callback=checked_output)
     ] = None,
 ) -> None:
-    """Choose a subset of a given size; retrain it and compare with random subsets."""
+    """Choose a subset of a given size on the validation split; retrain it and compare its
+    test accuracy with random subsets of the same size."""
     from mp_ray.apps import PredictedModels, Utility
+    from mp_ray.apps.checks import check_budget, selection_check
     from mp_ray.apps.selection import compare_selections, greedy_selection, relaxed_selection
     from mp_ray.apps.valuation import ValuationResult
 
+    budget = _budget(check)
     context = _context(config, predictor)
     data = context.dataset
+    fidelity = None
     try:
+        check_budget("selection", budget)
         if method == "relaxed":
             if not isinstance(context.models, PredictedModels):
                 fail("--method relaxed needs --predictor (it differentiates through it)")
             result = relaxed_selection(context.models, data.X_val, data.y_val, size, seed=seed)
         else:
             utility = Utility(context.models, data.X_val, data.y_val, "accuracy")
-            result = greedy_selection(utility, size, seed=seed)
+            result = greedy_selection(
+                utility, size, seed=seed, objective=objective, holdout=holdout
+            )
         baseline = ValuationResult.from_parquet(str(values)).values if values else None
         test_utility = Utility(context.retrained, data.X_test, data.y_test, "accuracy")
         scores = compare_selections(test_utility, {method: result.mask}, size, baseline, seed=seed)
+        if _checking(context, budget):
+            fidelity = selection_check(
+                context.models,
+                context.retrained,
+                data.X_val,
+                data.y_val,
+                result.mask,
+                "neg_loss",
+                budget,
+                seed,
+            )
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     console.print(
         f"selected {size} points by {method} in {result.seconds:.1f} s, {_answered_by(context)}"
     )
-    print("retrained test accuracy of subsets of the same size:")
+    if result.stop is not None:
+        filled = size - int(result.stop) - (size - len(result.history))
+        print(
+            f"held-out rule: kept {result.stop} greedy points, {filled} drawn at random; "
+            f"validation accuracy on the held-out part {result.utility:.4f}"
+        )
+    print("retrained test accuracy (share correct) of subsets of the same size:")
     for name, score in scores.items():
         print(f"  {name:<24} {score:.4f}")
+    if fidelity is not None:
+        _report(fidelity)
     if output:
-        payload = {"method": method, "indices": result.indices.tolist(), "test_accuracy": scores}
+        payload = {
+            "method": method,
+            "objective": objective if method == "greedy" else None,
+            "holdout": holdout if method == "greedy" else None,
+            "greedy_points_kept": result.stop,
+            "indices": result.indices.tolist(),
+            "test_accuracy": scores,
+            "fidelity": fidelity.to_json() if fidelity else None,
+        }
         write_json(output, payload)
 
 

@@ -170,7 +170,12 @@ def selection_check(
     """Utilities on ``(X, y)`` of the chosen mask ``(n,)`` and alternatives of its size."""
     check_budget("selection", budget)
     return check_subsets(
-        Utility(models, X, y, metric), Utility(retrained, X, y, metric), chosen, budget, seed=seed
+        Utility(models, X, y, metric),
+        Utility(retrained, X, y, metric),
+        chosen,
+        budget,
+        seed=seed,
+        metric=f"validation {metric}",
     )
 
 

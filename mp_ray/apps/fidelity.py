@@ -225,10 +225,11 @@ def check_subsets(
     swap_share: float = 0.1,
     seed: int = 0,
     threshold: float = 0.5,
+    metric: str = "utility",
 ) -> Fidelity:
     """Selection check: the chosen mask ``(n,)``, variants with ``swap_share`` of its points
     swapped for others, and random subsets of its size — ``budget`` subsets in all, scored by
-    both utilities."""
+    both utilities (whose ``metric`` names the details)."""
     if budget < 4:
         raise ValueError(f"a selection check needs a budget of at least 4 models, got {budget}")
     chosen = np.asarray(chosen, dtype=bool)
@@ -250,14 +251,14 @@ def check_subsets(
     spearman = columnwise_correlation(guess[:, None], exact[:, None])[0]
     rank = 1 + int((exact[1:] > exact[0]).sum())
     return Fidelity(
-        check="utilities of the chosen subset and alternatives of its size",
+        check=f"{metric} of the chosen subset and alternatives of its size",
         statistic="Spearman across subsets",
         value=float(spearman),
         threshold=threshold,
         cases=budget,
         models_retrained=budget,
         details={
-            "chosen subset's retrained utility": float(exact[0]),
+            f"chosen subset's retrained {metric}": float(exact[0]),
             "random subsets' (mean)": float(exact[variants + 1 :].mean())
             if budget > variants + 1
             else float("nan"),

@@ -9,8 +9,8 @@
   between most candidates: on breast_cancer its subsets retrain to the test accuracy of
   random subsets of the same size, or below. Two parameters:
 
-  * ``objective="neg_loss"`` (recommended): greedy maximises minus the validation log
-    loss, which every added point moves;
+  * ``objective="neg_loss"`` (the default): greedy maximises minus the validation log
+    loss, which every added point moves (``objective="accuracy"``: the old behaviour);
   * ``holdout=h > 0``: the held-out rule. A class-stratified share h of the evaluation
     rows (fold B; each row's fold from (seed, row index)) never guides greedy, which runs
     on the rest (fold A) up to k points. ``stops`` evenly spaced stopping points t₀ = 0 <
@@ -145,17 +145,18 @@ def greedy_selection(
     size: int,
     initial: np.ndarray | None = None,
     seed: int = 0,
-    objective: Metric | None = None,
+    objective: Metric = "neg_loss",
     holdout: float = 0.0,
     stops: int = 11,
 ) -> SelectionResult:
     """Greedy forward selection of ``size`` points; see the module docstring.
 
     ``initial``: the seed set, bool ``(n,)`` (default one random point per class, drawn
-    from ``seed``). ``objective``: the metric greedy maximises (default the utility's own;
-    ``"neg_loss"`` generalises better). ``holdout``: the share of the utility's evaluation
-    rows held out to choose among ``stops`` stopping points of the greedy path (0: greedy on
-    every row, no choice; 0.5: halves). ``seed`` also draws the folds and the fill.
+    from ``seed``). ``objective``: the metric greedy maximises (minus the log loss by
+    default, whatever the utility's own metric, which scores the result). ``holdout``: the
+    share of the utility's evaluation rows held out to choose among ``stops`` stopping
+    points of the greedy path (0: greedy on every row, no choice; 0.5: halves). ``seed``
+    also draws the folds and the fill.
     """
     start = time.perf_counter()
     n = utility.n_train
@@ -167,7 +168,7 @@ def greedy_selection(
     mask = seed_set(labels, learner.n_classes, seed) if initial is None else initial.copy()
     if mask.shape != (n,) or mask.sum() > size:
         raise ValueError(f"the initial set must be a mask of shape ({n},) with ≤ {size} points")
-    metric, models, X, y = objective or utility.metric, utility.models, utility.X, utility.y
+    metric, models, X, y = objective, utility.models, utility.X, utility.y
     held = np.zeros(len(y), dtype=bool)
     if holdout:
         held = heldout_rows(y.cpu().numpy(), learner.n_classes, holdout, seed)

@@ -139,7 +139,7 @@ def test_greedy_selection_by_retraining_equals_a_plain_loop_and_predicted_select
 ):
     data = fitted.dataset
     utility = Utility(fitted.retrained, data.X_val, data.y_val, "accuracy")
-    greedy = greedy_selection(utility, 8, seed=3)
+    greedy = greedy_selection(utility, 8, seed=3, objective="accuracy")
     # Replay: from the same seed set, add the first candidate with the best score.
     current = seed_set(data.y_train, data.n_classes, 3)
     while current.sum() < 8:

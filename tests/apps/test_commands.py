@@ -75,6 +75,10 @@ def test_select_memorization_calibrate_counterfactual(fitted_run, config_file, t
     run("select", "-c", config_file, "--predictor", predictor, "--size", "20", "--output", str(out))
     selection = json.loads(out.read_text())
     assert len(selection["indices"]) == 20 and "random (mean of 20)" in selection["test_accuracy"]
+    assert selection["objective"] == "neg_loss" and selection["fidelity"]["cases"] == 72
+    args = ["select", "-c", config_file, "--predictor", predictor, "--size", "20"]
+    result = run(*args, "--holdout", "0.5", "--check", "0")
+    assert "held-out rule: kept" in result.stdout and "fidelity" not in result.stdout
 
     result = run("memorization", "-c", config_file, "--predictor", predictor, "--top", "3")
     lines = result.stdout.strip().splitlines()

@@ -42,8 +42,8 @@ def test_heldout_and_neg_loss_greedy_beat_random_subsets_where_accuracy_greedy_d
         data, models = problem(split)
         validation = Utility(models, data.X_val, data.y_val, "accuracy")
         picked = {
-            "in-sample": greedy_selection(validation, SIZE, seed=split).mask,
-            "neg_loss": greedy_selection(validation, SIZE, seed=split, objective="neg_loss").mask,
+            "in-sample": greedy_selection(validation, SIZE, seed=split, objective="accuracy").mask,
+            "neg_loss": greedy_selection(validation, SIZE, seed=split).mask,
             "held-out": greedy_selection(
                 validation, SIZE, seed=split, objective="neg_loss", holdout=0.5
             ).mask,
