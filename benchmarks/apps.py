@@ -1,8 +1,8 @@
 """Every application answered by the default predictor, checked against retraining.
 
 For breast_cancer, digits (500 training points) and a synthetic set with 15% of its labels
-flipped: retrain the store the demo retrains (Bernoulli(½) subsets, ``--store-rows`` rows)
-with Ray actors, fit ModelPred with every predictor default, then run each application
+flipped: retrain the store the demo retrains (Bernoulli(½) subsets, ``--store-rows`` rows;
+``--sampler uniform_size``: subset sizes uniform from 5 points to all) with Ray actors, fit ModelPred with every predictor default, then run each application
 three ways — from the predictor, from datamodels where they answer the question, and by
 exact retraining — and score the answers against retraining:
 
@@ -77,6 +77,10 @@ DATASETS = {
         "flip_fraction": 0.15,
     },
 }
+SAMPLERS = {  # the store's subsets: the demo's, or every size from 5 points to n
+    "bernoulli": {"kind": "bernoulli", "alpha": 0.5},
+    "uniform_size": {"kind": "uniform_size", "min_size": 5},
+}
 TRUNCATION = 0.01  # the CLI's default
 TINY = 1e-6  # retrained margin changes below this are left out of sign agreement
 
@@ -88,9 +92,9 @@ def experiment(name: str, args: argparse.Namespace) -> ExperimentConfig:
             "seed": 0,
             "dataset": {**DATASETS[name], "val_fraction": 0.15, "test_fraction": 0.15},
             "learner": {"kind": "logistic", "C": 1.0, "tol": 1e-8},
-            "sampler": {"kind": "bernoulli", "alpha": 0.5},
+            "sampler": SAMPLERS[args.sampler],
             "store": {
-                "uri": str(args.work / f"{name}-r{args.store_rows}.zarr"),
+                "uri": str(args.work / f"{name}-{args.sampler}-r{args.store_rows}.zarr"),
                 "n_rows": args.store_rows,
                 "block_rows": 500,
             },
@@ -223,7 +227,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     config = experiment(name, args)
     start = time.perf_counter()
     run_retrain(config)
-    outcome = fit_predictor(config, f"apps-{name}", str(args.work / "train"), num_workers=2)
+    run_name = f"apps-{name}-{args.sampler}-r{args.store_rows}"
+    outcome = fit_predictor(config, run_name, str(args.work / "train"), num_workers=2)
     run_datamodels(config)
     setup = time.perf_counter() - start
     context = app_context(config, outcome.predictor_uri)
@@ -252,7 +257,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"Load (uptime) at start / end: {meta['load_start']} / {meta['load_end']}; "
-        f"{meta['seconds']:.0f} s in all. Store: {meta['store_rows']:,} Bernoulli(½) rows; "
+        f"{meta['seconds']:.0f} s in all. Store: {meta['store_rows']:,} rows, "
+        f"{meta['sampler']} subsets; "
         f"{meta['permutations']} TMC permutations.",
         "",
         "| data set | n | predictor val. error | TMC ρ (ceiling) | LOO ρ (scale) | check ρ "
@@ -315,6 +321,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--store-rows", type=int, default=4000)
+    parser.add_argument("--sampler", choices=list(SAMPLERS), default="bernoulli")
     parser.add_argument("--permutations", type=int, default=100)
     parser.add_argument("--targets", type=int, default=20)
     parser.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.25])
@@ -334,6 +341,7 @@ def main() -> None:
         "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "seconds": time.perf_counter() - start,
         "store_rows": args.store_rows,
+        "sampler": args.sampler,
         "permutations": args.permutations,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
