@@ -2,9 +2,10 @@
 
 For breast_cancer, digits (500 training points) and a synthetic set with 15% of its labels
 flipped: retrain the store the demo retrains (Bernoulli(½) subsets, ``--store-rows`` rows;
-``--sampler uniform_size``: subset sizes uniform from 5 points to all) with Ray actors, fit ModelPred with every predictor default, then run each application
-three ways — from the predictor, from datamodels where they answer the question, and by
-exact retraining — and score the answers against retraining:
+``--sampler uniform_size``: subset sizes uniform from 5 points to all) with Ray actors,
+fit ModelPred with every predictor default, then run each application three ways — from
+the predictor, from datamodels where they answer the question, and by exact retraining —
+and score the answers against retraining:
 
 - **values**: TMC-Shapley (``--permutations`` permutations, neg_loss utility, the CLI's
   truncation) from the predictor (seed 0) against retraining (seed 1); the noise ceiling
