@@ -137,12 +137,17 @@ class SelectResponse(BaseModel):
 class MemorizationRequest(_Body):
     subsets: int = Field(default=1000, ge=10, le=MAX_BUDGET)
     alpha: float = Field(default=0.7, gt=0, lt=1)
+    score: Literal["probability", "correct"] = Field(
+        default="probability",
+        description="probability: of each point's own label; correct: 0/1 correctness.",
+    )
     seed: Seed = 0
 
 
 class MemorizationResponse(BaseModel):
     memorization: list[float]
     stderr: list[float]
+    score: str = Field(description="The score memorisation was measured with.")
 
 
 class CalibratedRequest(_Body):

@@ -185,11 +185,14 @@ class ModelPredService:
                 request.subsets,
                 request.alpha,
                 request.seed,
+                score=request.score,
             )
         except ValueError as err:
             raise RequestError("subsets", str(err)) from err
         return schemas.MemorizationResponse(
-            memorization=result.memorization.tolist(), stderr=result.memorization_stderr.tolist()
+            memorization=result.memorization.tolist(),
+            stderr=result.memorization_stderr.tolist(),
+            score=result.score,
         )
 
     def calibrated(self, request: schemas.CalibratedRequest) -> schemas.CalibratedResponse:

@@ -130,7 +130,7 @@ def test_answers_equal_the_library_calls(service, fitted):
     np.testing.assert_allclose(answer["probabilities"], mean.numpy(), rtol=1e-6)
 
     memorization = service.client.post("/v1/memorization", json={"subsets": 200}).json()
-    assert len(memorization["memorization"]) == 120
+    assert len(memorization["memorization"]) == 120 and memorization["score"] == "probability"
 
 
 def test_add_answers_the_library_call(service, fitted):
