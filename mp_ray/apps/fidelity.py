@@ -168,7 +168,8 @@ def contribution_changes(
 
 
 def agreement(predicted: np.ndarray, exact: np.ndarray, tiny: float = 1e-9) -> dict[str, float]:
-    """Agreement of paired changes ``(G, m)``: mean within-row Spearman's ρ, pooled
+    """Agreement of paired changes ``(G, m)``: mean within-row Spearman's ρ (over the
+    ``defined`` rows, where neither side is constant), pooled
     Pearson's r, the share of pairs with the exact change's sign (pairs whose exact change
     is below ``tiny`` times the largest left out) and the scale Σ p·e / Σ e² (1 when the
     predicted changes have retraining's size)."""
@@ -182,6 +183,7 @@ def agreement(predicted: np.ndarray, exact: np.ndarray, tiny: float = 1e-9) -> d
     energy = float((flat_e**2).sum())
     return {
         "spearman": float(defined.mean()) if defined.size else float("nan"),
+        "defined": float(defined.size),
         "Pearson": pearson,
         "sign agreement": float(signs.mean()) if signs.size else float("nan"),
         SCALE: float((flat_p * flat_e).sum() / energy) if energy > 0 else float("nan"),
@@ -206,14 +208,21 @@ def check_contributions(
     guess = contribution_changes(predicted, bases, points, output)
     exact = contribution_changes(retrained, bases, points, output)
     scores = agreement(guess, exact)
+    defined, groups = int(scores.pop("defined")), len(bases)
     return Fidelity(
         check=what,
         statistic="Spearman across points",
         value=scores.pop("spearman"),
         threshold=threshold,
         cases=guess.size,
-        models_retrained=bases.shape[0] * (per_subset + 1),
+        models_retrained=groups * (per_subset + 1),
         details=scores,
+        notes=[]
+        if defined == groups
+        else [
+            f"the Spearman is defined on {defined} of the {groups} subsets (elsewhere a side "
+            "does not vary)"
+        ],
     )
 
 

@@ -59,6 +59,7 @@ def test_value_check_passes_retraining_and_flags_the_full_data_model(setting, me
     assert exact.details[SCALE] == pytest.approx(1.0)
     wrong = value_check(FullDataModels(retrained), retrained, utility, method, budget=36)
     assert not wrong.passed and np.isnan(wrong.value)
+    assert not exact.notes and "defined on 0 of" in wrong.notes[0]
     assert "WARNING" in wrong.line() and "undefined" in wrong.line()
     noisy = value_check(FullDataModels(retrained, 0.05), retrained, utility, method, budget=36)
     assert not noisy.passed  # changes of pure noise: ρ near 0
@@ -98,8 +99,9 @@ def test_tmc_check_compares_where_each_side_would_truncate(setting):
     utility = Utility(retrained, data.X_val, data.y_val, "neg_loss")
     fidelity = value_check(retrained, retrained, utility, "tmc", 18, truncation_rtol=0.05)
     assert fidelity.models_retrained == 18 + 2 + 2
-    share = fidelity.notes[0].split("% of the checked")[0].split()[-1]
-    assert fidelity.notes[0].endswith(f"by the predictor, {share}% by retraining")
+    note = next(note for note in fidelity.notes if note.startswith("truncation: "))
+    share = note.split("% of the checked")[0].split()[-1]
+    assert note.endswith(f"by the predictor, {share}% by retraining")
 
 
 def test_value_sizes_follow_the_estimator():
