@@ -28,7 +28,11 @@ use_ingress("haproxy")
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """A real local Ray with 4 logical CPUs (actors reserve 1 each), stopped at the end."""
+    """A real local Ray with 4 logical CPUs (actors reserve 1 each), stopped at the end.
+
+    Its workers' and raylet's log lines stay in the session's log files: streamed to this
+    driver they would land in whatever a command test is capturing (a Serve controller's
+    shutdown message before `inspect --json`'s JSON, say)."""
     import ray
 
     apply_ray_env_defaults()
@@ -38,6 +42,7 @@ def ray_session() -> Iterator[None]:
         num_cpus=4,
         object_store_memory=512 * 1024**2,
         include_dashboard=False,
+        log_to_driver=False,
         _temp_dir=temp_dir,
     )
     yield
