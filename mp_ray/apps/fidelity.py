@@ -167,18 +167,22 @@ def contribution_changes(
     return np.where(inside, base - moved, moved - base)
 
 
-def agreement(predicted: np.ndarray, exact: np.ndarray, tiny: float = 1e-9) -> dict[str, float]:
+def agreement(
+    predicted: np.ndarray, exact: np.ndarray, floor: float | None = None
+) -> dict[str, float]:
     """Agreement of paired changes ``(G, m)``: mean within-row Spearman's ρ (over the
-    ``defined`` rows, where neither side is constant), pooled
-    Pearson's r, the share of pairs with the exact change's sign (pairs whose exact change
-    is below ``tiny`` times the largest left out) and the scale Σ p·e / Σ e² (1 when the
-    predicted changes have retraining's size)."""
+    ``defined`` rows, where neither side is constant), pooled Pearson's r, the share of
+    pairs with the exact change's sign (pairs whose exact change is at most ``floor`` left
+    out; default 1e-9 times the largest) and the scale Σ p·e / Σ e² (1 when the predicted
+    changes have retraining's size)."""
     predicted, exact = np.asarray(predicted, float), np.asarray(exact, float)
     within = columnwise_correlation(predicted.T, exact.T)
     defined = within[np.isfinite(within)]
     flat_p, flat_e = predicted.ravel(), exact.ravel()
     pearson = paired_correlation(flat_p, flat_e)[0] if flat_p.size >= 3 else float("nan")
-    moving = np.abs(flat_e) > tiny * max(np.abs(flat_e).max(initial=0.0), 1e-300)
+    if floor is None:
+        floor = 1e-9 * max(np.abs(flat_e).max(initial=0.0), 1e-300)
+    moving = np.abs(flat_e) > floor
     signs = np.sign(flat_p[moving]) == np.sign(flat_e[moving])
     energy = float((flat_e**2).sum())
     return {
@@ -295,21 +299,16 @@ def check_removals(
     rng = _rng(seed)
     removals = [removal] + [rng.choice(n, len(removal), replace=False) for _ in range(count - 1)]
     guess, exact = predicted_changes(removals), retrained_changes(removals)
-    moving = np.abs(exact) > tiny
-    signs = np.sign(guess[moving]) == np.sign(exact[moving])
-    per_target = columnwise_correlation(guess, exact) if count >= 3 else np.array([np.nan])
-    defined = per_target[np.isfinite(per_target)]
+    scores = agreement(guess.T, exact.T, floor=tiny)  # rows: targets, across removals
+    across = scores["spearman"] if count >= 3 else float("nan")
     fidelity = Fidelity(
         check="margin changes of the targets under removal sets of this size",
         statistic="sign agreement",
-        value=float(signs.mean()) if signs.size else float("nan"),
+        value=scores["sign agreement"],
         threshold=threshold,
         cases=int(guess.size),
         models_retrained=count + 1,
-        details={
-            "Spearman across removals": float(defined.mean()) if defined.size else float("nan"),
-            SCALE: float((guess * exact).sum() / max((exact**2).sum(), 1e-300)),
-        },
+        details={"Spearman across removals": across, SCALE: scores[SCALE]},
     )
     return fidelity, exact[0]
 
