@@ -64,6 +64,7 @@ from mp_ray.learners import make_learner
 from mp_ray.predictor.evaluation import evaluation_table, format_table, size_strata
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
+from mp_ray.predictor.refine import NewtonRefined, with_set_function_alone
 from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
@@ -225,8 +226,11 @@ def protocol(name: str, args: argparse.Namespace, sizes: dict[str, Any]) -> dict
     store = ExperimentStore.open(config.store.uri)
     mean, ridge = fit_store_baselines(store, **PROTOCOL_SPLIT)
     influence = InfluenceFunction(learner)
+    modelpred = with_set_function_alone(
+        "ModelPred", predictor, learner, config.predictor.newton_steps
+    )
     methods = {
-        "ModelPred": predictor,
+        **modelpred,
         mean.name: mean,
         ridge.name: ridge,
         FullDataModel.name: FullDataModel(learner),
@@ -237,7 +241,7 @@ def protocol(name: str, args: argparse.Namespace, sizes: dict[str, Any]) -> dict
     retrain = RetrainedModels(learner).params
     deletion = deletion_curve(
         {
-            "ModelPred": PredictedModels(predictor, learner).params,
+            **{label: PredictedModels(m, learner).params for label, m in modelpred.items()},
             influence.name: influence.predict,
         },
         retrain,
@@ -255,7 +259,7 @@ def protocol(name: str, args: argparse.Namespace, sizes: dict[str, Any]) -> dict
         "ridge_alpha": ridge.alpha,
         "table": table,
         "deletion": deletion,
-        "addition": addition(predictor, learner, dataset, sizes, config.seed),
+        "addition": addition(modelpred["ModelPred"], learner, dataset, sizes, config.seed),
     }
 
 
@@ -292,7 +296,11 @@ def preset_study(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def addition(
-    predictor: Predictor, learner: Any, dataset: Any, sizes: dict[str, Any], seed: int
+    predictor: Predictor | NewtonRefined,
+    learner: Any,
+    dataset: Any,
+    sizes: dict[str, Any],
+    seed: int,
 ) -> list[dict[str, Any]]:
     """A random half of D plus k random points of the validation split, per k of
     ``sizes['added']`` (capped at the split's size) and repetition; error curve by k."""
@@ -358,7 +366,10 @@ def label_study(
             predictor_settings = {k: strengths.get(v, v) for k, v in settings.items()}
             config = experiment(name, args, bernoulli, rows, **LABEL_SPLIT, **predictor_settings)
             predictor = fit(config, f"{name}-labels{labels}-{variant}", args, 1)
-            methods = {f"ModelPred ({variant})": PredictedModels(predictor, learner).params}
+            shown = with_set_function_alone(
+                f"ModelPred ({variant})", predictor, learner, config.predictor.newton_steps
+            )
+            methods = {label: PredictedModels(m, learner).params for label, m in shown.items()}
             if variant == args.variants[0]:
                 methods |= baselines
             for method, predict in methods.items():
@@ -392,11 +403,12 @@ def target_lines(protocols: list[dict[str, Any]], labels: list[dict[str, Any]]) 
                 f"Iris NRMSE ≤ 0.005: {nrmse:.4f} ({'met' if nrmse <= 0.005 else 'not met'})"
             )
         mp, inf = overall["ModelPred"], overall[InfluenceFunction.name]
+        ahead = mp["rel_error"] < inf["rel_error"] and mp["lds"] > inf["lds"]
         lines.append(
             f"{result['dataset']} protocol: ModelPred rel. error {mp['rel_error']:.4f} vs "
-            f"influence {inf['rel_error']:.4f}; LDS within size "
-            f"{mp.get('lds_within_size', math.nan):.3f} vs "
-            f"{inf.get('lds_within_size', math.nan):.3f}"
+            f"influence {inf['rel_error']:.4f}; LDS {mp['lds']:.3f} vs {inf['lds']:.3f}, "
+            f"within size {mp.get('lds_within_size', math.nan):.3f} vs "
+            f"{inf.get('lds_within_size', math.nan):.3f} ({'ahead' if ahead else 'not ahead'})"
         )
     for study in labels:
         by = {(p["method"], p["labels_asked"]): p for p in study["points"]}

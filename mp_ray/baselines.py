@@ -102,11 +102,23 @@ class InfluenceFunction:
             rr = rr_new
         return x
 
+    def newton_step(
+        self,
+        params: torch.Tensor,
+        masks: np.ndarray | torch.Tensor,
+        learner: Learner | None = None,
+    ) -> torch.Tensor:
+        """θ − H_D⁻¹ ∇J_S(θ) from each row of ``params (B, d)`` on the objective of the
+        subsets ``masks (B, n')`` of ``learner``'s set (default: the ground set's learner),
+        ``(B, d)``: one step of Newton's method on J_S with the full-data Hessian. Masks may
+        be fractional weights; the step is differentiable in them and in ``params``."""
+        learner = learner or self.learner
+        masks = masks if torch.is_tensor(masks) else torch.as_tensor(np.asarray(masks))
+        return params - self.solve(learner.objective_grad(params, masks))
+
     def _step(self, learner: Learner, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
         """θ(D) − H_D⁻¹ ∇J_S(θ(D)) for the subsets ``masks (B, n')`` of ``learner``'s set."""
-        masks = torch.as_tensor(np.asarray(masks))
-        grad = learner.objective_grad(self.theta.expand(len(masks), -1), masks)
-        return self.theta - self.solve(grad)
+        return self.newton_step(self.theta.expand(len(masks), -1), masks, learner)
 
     def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
         return self._step(self.learner, masks)

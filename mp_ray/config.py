@@ -277,6 +277,7 @@ REFERENCE_PRESET: dict[str, Any] = {
     "lambda_local": 1.0,
     "l1": 0.01,
     "l2": 0.01,
+    "newton_steps": 0,
 }
 
 
@@ -287,8 +288,9 @@ class PredictorConfig(_Strict):
         default="mp-ray",
         description="mp-ray: the defaults below; reference: the ModelPred reference code's "
         "form and the paper's hyperparameters (width 128, sum pooling, no centring, raw "
-        "targets, batch-norm aggregation, Adam lr 1e-4 constant, batch 32, λ_global = λ_local = 1, "
-        "l1 = l2 = 0.01); a field given in the config overrides the preset's value.",
+        "targets, batch-norm aggregation, Adam lr 1e-4 constant, batch 32, λ_global = "
+        "λ_local = 1, l1 = l2 = 0.01, no Newton step); a field given in the config overrides "
+        "the preset's value.",
     )
     width: Annotated[int, Field(ge=4)] | Literal["auto"] = Field(
         default="auto",
@@ -378,6 +380,15 @@ class PredictorConfig(_Strict):
         description="Extra sampled subsets per optimisation step (over all workers) without "
         "retrained parameters; only the global regulariser sees them. auto: "
         f"{AUTO_GLOBAL['unlabelled_per_batch']} when the global regulariser is on, else 0.",
+    )
+    newton_steps: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        default="auto",
+        description="Steps of Newton's method on each subset's own objective taken from the "
+        "set function's prediction when it is used (evaluate, lds, the applications, Serve), "
+        "each with the full-data Hessian: θ ← θ − H_D⁻¹∇J_S(θ), at the cost of influence "
+        "functions (mp_ray/predictor/refine.py); 0: the set function alone. auto: 1 for "
+        "convex learners (logistic, ridge), 0 for the others. The step is what resolves one "
+        "point more or less (benchmarks/README.md, the Newton step).",
     )
     val_fraction: float = Field(
         default=0.1,

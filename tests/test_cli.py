@@ -81,7 +81,9 @@ def test_fit_rerun_export_then_evaluate(ray_session, tmp_path):
     }
     assert set(rows) == {
         "ModelPred (fit)",
+        "ModelPred (fit), set function alone",
         "ModelPred (2)",
+        "ModelPred (2), set function alone",
         "mean θ",
         "ridge on the mask",
         "full data θ(D)",
@@ -92,6 +94,9 @@ def test_fit_rerun_export_then_evaluate(ray_session, tmp_path):
     assert rows["ridge on the mask"]["rel_error"] < rows["mean θ"]["rel_error"]
     assert "ridge on the mask" in result.stdout and "mean θ" in result.stdout
     assert rows["ModelPred (fit)"]["rel_error"] == rows["ModelPred (2)"]["rel_error"]
+    # The default Newton step from the set function's prediction is closer to retraining.
+    alone = rows["ModelPred (fit), set function alone"]["rel_error"]
+    assert rows["ModelPred (fit)"]["rel_error"] < alone
 
 
 def test_bad_config_and_missing_store_exit_with_a_message(tmp_path):

@@ -13,6 +13,7 @@ from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.predictor import load_predictor_for
+from mp_ray.predictor.refine import refined
 
 
 @dataclass
@@ -47,5 +48,6 @@ def app_context(
     models: SubsetModels = retrained
     if predictor_uri:
         predictor = load_predictor_for(predictor_uri, config, dataset.fingerprint, storage_options)
-        models = PredictedModels(predictor, learner)
+        steps = config.predictor.newton_steps
+        models = PredictedModels(refined(predictor, learner, steps), learner)
     return AppContext(config, dataset, learner, models, retrained)

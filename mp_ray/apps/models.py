@@ -24,6 +24,7 @@ import torch
 
 from mp_ray.learners import Learner, with_points
 from mp_ray.predictor import Predictor
+from mp_ray.predictor.refine import NewtonRefined
 
 Masks = np.ndarray | torch.Tensor  # (B, n) bool or {0, 1}
 
@@ -89,9 +90,10 @@ class RetrainedModels:
 
 
 class PredictedModels:
-    """ModelPred's answer: one ``masks @ Φ`` and ρ per batch."""
+    """ModelPred's answer: one ``masks @ Φ`` and ρ per batch, and any Newton steps from
+    there (:mod:`mp_ray.predictor.refine`)."""
 
-    def __init__(self, predictor: Predictor, learner: Learner) -> None:
+    def __init__(self, predictor: Predictor | NewtonRefined, learner: Learner) -> None:
         if predictor.n_train != learner.n_train or predictor.meta.n_params != learner.n_params:
             raise ValueError(
                 f"predictor (n={predictor.n_train}, d={predictor.meta.n_params}) does not "

@@ -32,6 +32,7 @@ from mp_ray.evaluation.outputs import OutputFn, ParameterOutputs, ParamsFn
 from mp_ray.evaluation.scores import output_changes, removal_masks
 from mp_ray.learners import make_learner
 from mp_ray.predictor.predictor import load_predictor_for
+from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.sampling import row_rng
 from mp_ray.store import ExperimentStore
@@ -87,7 +88,9 @@ def behaviour_report(
         predictor = load_predictor_for(
             uri, config, dataset.fingerprint, config.store.storage_options
         )
-        methods[name] = outputs_of(PredictedModels(predictor, learner).params)
+        shown = with_set_function_alone(name, predictor, learner, settings.newton_steps)
+        for label, method in shown.items():
+            methods[label] = outputs_of(PredictedModels(method, learner).params)
     datamodels: Datamodels | None = None
     if datamodels_name is not None:
         datamodels, _ = read_datamodels(store, datamodels_name)

@@ -36,6 +36,7 @@ class Learner(ABC):
     """
 
     name: str
+    convex: bool = False  # a convex objective: one global optimum, a PSD Hessian
 
     def __init__(
         self,

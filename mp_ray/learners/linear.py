@@ -28,6 +28,8 @@ CHUNK_ELEMENTS = 2**19  # outputs (rows × c × K) per chunk of an objective's p
 class LinearLearner(Learner):
     """A learner whose model is linear in the features; see the module docstring."""
 
+    convex = True
+
     @property
     def n_features(self) -> int:
         return int(self.X.shape[1])

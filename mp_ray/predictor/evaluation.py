@@ -31,6 +31,7 @@ from mp_ray.data import Dataset, load_dataset
 from mp_ray.evaluation.scores import cell, varies
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.predictor import load_predictor_for
+from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.predictor.rows import TEST, Rows, read_split
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import MODELS_UNREAD
@@ -188,17 +189,17 @@ def evaluate_on_store(
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, MODELS_UNREAD, complete=True)
     options = config.store.storage_options
-    predictors = {
-        name: load_predictor_for(uri, config, dataset.fingerprint, options)
-        for name, uri in predictor_uris.items()
-    }
     settings = config.predictor
+    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    predictors: dict[str, ParamPredictor] = {}
+    for name, uri in predictor_uris.items():
+        predictor = load_predictor_for(uri, config, dataset.fingerprint, options)
+        predictors |= with_set_function_alone(name, predictor, learner, settings.newton_steps)
     rows = read_split(
         store, list(range(store.n_blocks)), TEST, settings.val_fraction, settings.test_fraction
     )
     if len(rows) == 0:
         raise ValueError(f"store {store.uri} has no test rows; raise predictor.test_fraction")
-    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     mean, ridge = fit_store_baselines(store, settings.val_fraction, settings.test_fraction)
     methods = {
         **predictors,

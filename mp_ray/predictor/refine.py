@@ -1,0 +1,117 @@
+"""Newton steps from the set function's prediction: ModelPred's answer refined on the
+subset's own objective.
+
+The set function f(S) places θ(S) coarsely; what it resolves least is how one point more
+or less moves the model. One step of Newton's method on the subset's own objective J_S,
+taken from f(S) with the full-data Hessian H_D,
+
+    θ̂(S) = f(S) − H_D⁻¹ ∇J_S(f(S)),
+
+adds that resolution at the cost of influence functions (which take the same step from
+θ(D) instead: :class:`~mp_ray.baselines.InfluenceFunction`): one pass over the subset's
+points for the gradient and one product with H_D⁻¹. Each further step costs as much again
+and moves closer to retraining. For convex learners only: elsewhere H_D need not be
+positive definite and a Newton step need not descend.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from mp_ray.baselines import InfluenceFunction
+from mp_ray.learners import Learner, with_points
+from mp_ray.predictor.predictor import Predictor, PredictorMeta
+
+AUTO_NEWTON_STEPS = 1  # for convex learners; 0 for the others
+SET_FUNCTION_ALONE = "set function alone"  # a table's name for the predictor without steps
+
+
+def newton_steps_for(steps: int | Literal["auto"], learner: Learner) -> int:
+    """``predictor.newton_steps`` decided for ``learner``: auto is
+    :data:`AUTO_NEWTON_STEPS` for a convex learner, else 0; a positive count for a
+    non-convex learner is an error."""
+    if steps == "auto":
+        return AUTO_NEWTON_STEPS if learner.convex else 0
+    if steps and not learner.convex:
+        raise ValueError(
+            f"predictor.newton_steps: {steps} needs a convex learner; {learner.name} is not "
+            "(its Hessian need not be positive definite); set it to 0 or auto"
+        )
+    return steps
+
+
+class NewtonRefined:
+    """A fitted :class:`~mp_ray.predictor.Predictor` followed by ``steps`` Newton steps on
+    each subset's objective (module docstring); the predictor's interface."""
+
+    def __init__(self, predictor: Predictor, learner: Learner, steps: int) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        self.predictor = predictor
+        self.learner = learner
+        self.steps = steps
+        self.influence = InfluenceFunction(learner)  # θ(D) and H_D⁻¹
+
+    @property
+    def n_train(self) -> int:
+        return self.predictor.n_train
+
+    @property
+    def meta(self) -> PredictorMeta:
+        return self.predictor.meta
+
+    def _refined(
+        self, params: torch.Tensor, masks: np.ndarray | torch.Tensor, learner: Learner
+    ) -> torch.Tensor:
+        params = params.to(self.learner.dtype)
+        for _ in range(self.steps):
+            params = self.influence.newton_step(params, masks, learner)
+        return params
+
+    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Parameters ``(B, d)`` for ``masks (B, n)``."""
+        masks = torch.as_tensor(np.asarray(masks))
+        return self._refined(self.predictor.predict(masks), masks, self.learner)
+
+    def predict_soft(self, weights: torch.Tensor) -> torch.Tensor:
+        """Parameters ``(B, d)`` for fractional memberships ``weights (B, n)`` in [0, 1],
+        differentiable in ``weights``: the steps are on the weighted objective."""
+        return self._refined(self.predictor.predict_soft(weights), weights, self.learner)
+
+    def predict_with_points(
+        self,
+        masks: np.ndarray | torch.Tensor,
+        X_new: np.ndarray,
+        y_new: np.ndarray,
+        new_masks: np.ndarray | torch.Tensor,
+    ) -> torch.Tensor:
+        """Parameters ``(B, d)`` for ``masks (B, n)`` of the ground set plus ``new_masks
+        (B, m)`` of the points ``X_new (m, p)``, ``y_new (m,)``: the steps are on the enlarged
+        subset's objective."""
+        start = self.predictor.predict_with_points(masks, X_new, y_new, new_masks)
+        joined = np.concatenate([np.asarray(masks), np.asarray(new_masks)], axis=1)
+        return self._refined(start, joined, with_points(self.learner, X_new, y_new))
+
+
+def refined(
+    predictor: Predictor, learner: Learner, steps: int | Literal["auto"]
+) -> Predictor | NewtonRefined:
+    """``predictor`` as the applications use it: followed by ``steps`` Newton steps
+    (``predictor.newton_steps``, decided by :func:`newton_steps_for`), or alone for 0."""
+    count = newton_steps_for(steps, learner)
+    return NewtonRefined(predictor, learner, count) if count else predictor
+
+
+def with_set_function_alone(
+    name: str, predictor: Predictor, learner: Learner, steps: int | Literal["auto"]
+) -> dict[str, Predictor | NewtonRefined]:
+    """The methods a comparison table shows for one fitted predictor: ``name`` as the
+    applications use it (:func:`refined`) and, when that takes Newton steps, ``"{name}, set
+    function alone"`` beside it, so that the table says what the steps add."""
+    method = refined(predictor, learner, steps)
+    if method is predictor:
+        return {name: predictor}
+    return {name: method, f"{name}, {SET_FUNCTION_ALONE}": predictor}
