@@ -109,9 +109,10 @@ def _coverage(table: list[dict[str, Any]], key: str) -> str | None:
 def format_behaviour_table(table: list[dict[str, Any]]) -> str:
     """A fixed-width text rendering of :func:`behaviour_table` ("–": undefined, or not
     measured), and over how many targets each mean is taken."""
-    lines = [f"{'method':<24}" + "".join(f"{title:>12}" for title in COLUMNS.values())]
+    width = max([24, *(len(row["method"]) + 2 for row in table)])
+    lines = [f"{'method':<{width}}" + "".join(f"{title:>12}" for title in COLUMNS.values())]
     for row in table:
         cells = "".join(cell(row.get(key), 12) for key in COLUMNS)
-        lines.append(f"{row['method']:<24}{cells}")
+        lines.append(f"{row['method']:<{width}}{cells}")
     lines += [line for key in MEANS if (line := _coverage(table, key)) is not None]
     return "\n".join(lines)
