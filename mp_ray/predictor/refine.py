@@ -7,11 +7,16 @@ taken from f(S) with the full-data Hessian H_D,
 
     θ̂(S) = f(S) − H_D⁻¹ ∇J_S(f(S)),
 
-adds that resolution at the cost of influence functions (which take the same step from
-θ(D) instead: :class:`~mp_ray.baselines.InfluenceFunction`): one pass over the subset's
-points for the gradient and one product with H_D⁻¹. Each further step costs as much again
-and moves closer to retraining. For convex learners only: elsewhere H_D need not be
-positive definite and a Newton step need not descend.
+adds that resolution at about twice the cost of influence functions (which take the same
+step from θ(D) instead: :class:`~mp_ray.baselines.InfluenceFunction`): one pass over the
+subset's points for the objective and its gradient, one product with H_D⁻¹, and one more
+pass for the objective at the step's end. H_D is the curvature of the whole data set, not
+of the subset at f(S): on small subsets the full step can overshoot, so a step that does
+not lower J_S is halved (up to :data:`HALVINGS` times, then not taken). On digits
+(permutation prefixes, 10 removals each of 80% and 90% of the points) the unguarded step
+raised J_S and doubled the parameter error; halved, it lowers J_S in every case. Each
+further step costs as much again and moves closer to retraining. For convex learners only:
+elsewhere H_D need not be positive definite and a Newton step need not descend.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from mp_ray.predictor.predictor import Predictor, PredictorMeta
 
 AUTO_NEWTON_STEPS = 1  # for convex learners; 0 for the others
 SET_FUNCTION_ALONE = "set function alone"  # a table's name for the predictor without steps
+HALVINGS = 8  # a step that does not lower the subset's objective is halved up to this often
 
 
 def newton_steps_for(steps: int | Literal["auto"], learner: Learner) -> int:
@@ -67,9 +73,30 @@ class NewtonRefined:
         self, params: torch.Tensor, masks: np.ndarray | torch.Tensor, learner: Learner
     ) -> torch.Tensor:
         params = params.to(self.learner.dtype)
+        masks = masks if torch.is_tensor(masks) else torch.as_tensor(np.asarray(masks))
         for _ in range(self.steps):
-            params = self.influence.newton_step(params, masks, learner)
+            params = self._descending_step(params, masks, learner)
         return params
+
+    def _descending_step(
+        self, params: torch.Tensor, masks: torch.Tensor, learner: Learner
+    ) -> torch.Tensor:
+        """One Newton step ``(B, d)`` with H_D, halved per subset until it does not raise
+        J_S (and not taken where no halving lowers it)."""
+        value, gradient = learner.objective_and_grad(params, masks)
+        direction = self.influence.solve(gradient)
+        with torch.no_grad():
+            length = torch.ones(len(params), dtype=params.dtype, device=params.device)
+            for _ in range(HALVINGS):
+                reached = learner.objective(params - length[:, None] * direction, masks)
+                raised = ~(reached <= value)  # NaN counts as raised
+                if not raised.any():
+                    break
+                length = torch.where(raised, length / 2, length)
+            else:
+                reached = learner.objective(params - length[:, None] * direction, masks)
+                length = torch.where(reached <= value, length, torch.zeros_like(length))
+        return params - length[:, None] * direction
 
     def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Parameters ``(B, d)`` for ``masks (B, n)``."""

@@ -48,6 +48,33 @@ def test_a_subsets_optimum_is_a_fixed_point_of_the_step(wine):
     torch.testing.assert_close(stepped, exact, rtol=0, atol=1e-5)
 
 
+class Zero:
+    """A stand-in for a poor predictor: θ = 0 whatever the subset."""
+
+    def __init__(self, learner):
+        self.learner = learner
+        self.n_train = learner.n_train
+
+    def predict(self, masks):
+        return torch.zeros(len(masks), self.learner.n_params, dtype=self.learner.dtype)
+
+
+def test_a_step_never_raises_the_subsets_objective(wine):
+    """At θ = 0 a few points curve J_S more than the whole, confident data set curves J_D at
+    θ(D), so H_D's full step overshoots on small subsets; the halved step lowers J_S or
+    stays put."""
+    data, learner = wine
+    masks = make_sampler(
+        SamplerConfig(kind="uniform_size", min_size=6, max_size=12), data.n_train, 5
+    ).masks(np.arange(40))
+    refined = NewtonRefined(Zero(learner), learner, steps=1)
+    start = torch.zeros(len(masks), learner.n_params, dtype=learner.dtype)
+    unguarded = refined.influence.newton_step(start, masks)
+    before = learner.objective(start, masks)
+    assert bool((learner.objective(unguarded, masks) > before).any())
+    assert bool((learner.objective(refined.predict(masks), masks) <= before).all())
+
+
 def test_steps_resolve_what_the_set_function_does_not(fitted):
     """On subsets no fit saw, the fitted predictor plus one step is closer to retraining
     than the set function alone, in parameters and in the test points' margins."""
