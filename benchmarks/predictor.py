@@ -54,6 +54,7 @@ from mp_ray.outputs import json_ready
 from mp_ray.predictor.evaluation import evaluation_table, format_table
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
+from mp_ray.predictor.refine import SET_FUNCTION_ALONE, with_set_function_alone
 from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
@@ -148,14 +149,25 @@ def sklearn_seconds(
 
 
 def timing(
-    config: ExperimentConfig, predictor: Predictor, n_predict: int, n_sklearn: int, block: int
+    config: ExperimentConfig,
+    predictors: dict[str, Any],
+    n_predict: int,
+    n_sklearn: int,
+    block: int,
 ) -> dict[str, float]:
-    """Seconds per model: predicting, retraining with mp-ray, retraining with scikit-learn."""
+    """Seconds per model: predicting (ModelPred as the applications use it, and its set
+    function alone when it takes Newton steps), retraining with mp-ray and with
+    scikit-learn; speed-ups are of the first."""
     dataset = load_dataset(config.dataset)
     sampler = make_sampler(config.sampler, dataset.n_train, config.seed)
     masks = sampler.masks(np.arange(PREDICT_ROW_OFFSET, PREDICT_ROW_OFFSET + n_predict))
-    predictor.predict(masks[:block])  # warm-up
-    predict = median_seconds(lambda: predictor.predict(masks), repeats=7)
+
+    def predicting(predictor: Any) -> float:
+        predictor.predict(masks[:block])  # warm-up
+        return median_seconds(lambda: predictor.predict(masks), repeats=7)
+
+    predict = predicting(predictors["ModelPred"])
+    alone = predictors.get(f"ModelPred, {SET_FUNCTION_ALONE}")
 
     def retrain() -> None:
         learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
@@ -169,6 +181,8 @@ def timing(
         "mp_ray_retrain_s_per_model": batched / n_predict,
         "speedup_vs_mp_ray_retrain": batched / predict,
     }
+    if alone is not None:
+        out["predict_alone_s_per_model"] = predicting(alone) / n_predict
     for tol in SKLEARN_TOLS:
         loop = sklearn_seconds(config, dataset.X_train, dataset.y_train, masks[:n_sklearn], tol)
         out[f"sklearn_tol{tol:g}_s_per_model"] = loop / n_sklearn
@@ -178,8 +192,9 @@ def timing(
 
 def run_dataset(
     name: str, args: argparse.Namespace, run_id: str
-) -> tuple[dict[str, Any], Predictor]:
-    """Retrain (or reuse) the store, fit the variants, evaluate; the result and ModelPred."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Retrain (or reuse) the store, fit the variants, evaluate; the result and ModelPred as
+    the applications use it (with its Newton steps) and its set function alone."""
     config = experiment(name, args.n_rows, args.steps, args.work).with_absolute_paths()
     report = run_retrain(config)
     print(f"{name}: store {report.store_uri} ({report.rows_trained} rows trained now)")
@@ -200,8 +215,15 @@ def run_dataset(
     rows = read_split(
         store, list(range(store.n_blocks)), TEST, settings.val_fraction, settings.test_fraction
     )
+    shown = {
+        label: method
+        for name, predictor in predictors.items()
+        for label, method in with_set_function_alone(
+            name, predictor, learner, settings.newton_steps
+        ).items()
+    }
     methods = {
-        **predictors,
+        **shown,
         FullDataModel.name: FullDataModel(learner),
         InfluenceFunction.name: InfluenceFunction(learner),
     }
@@ -216,7 +238,7 @@ def run_dataset(
         "config": config.model_dump(mode="json"),
         "fit_seconds": fit_seconds,
         "table": table,
-    }, predictors["ModelPred"]
+    }, {key: shown[key] for key in shown if key.startswith("ModelPred") and "−" not in key}
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -237,7 +259,13 @@ def markdown(results: list[dict[str, Any]]) -> str:
         lines += [
             "",
             f"Per model, over {t['n_predict']:,} fresh subsets: predict "
-            f"{t['predict_s_per_model'] * 1e6:.1f} µs; retrain with mp-ray's batched learner "
+            f"{t['predict_s_per_model'] * 1e6:.1f} µs"
+            + (
+                f" (set function alone {t['predict_alone_s_per_model'] * 1e6:.1f} µs)"
+                if "predict_alone_s_per_model" in t
+                else ""
+            )
+            + f"; retrain with mp-ray's batched learner "
             f"{t['mp_ray_retrain_s_per_model'] * 1e6:.0f} µs "
             f"(**{t['speedup_vs_mp_ray_retrain']:,.0f}×**); with a scikit-learn loop at tol "
             f"1e-8 (the store's accuracy) {t['sklearn_tol1e-08_s_per_model'] * 1e3:.1f} ms "
@@ -296,9 +324,9 @@ def main() -> None:
     # Timing runs with Ray shut down, so no background service shares the cores.
     ray.shutdown()
     results = []
-    for result, predictor in fitted:
+    for result, predictors in fitted:
         config = experiment(result["dataset"], args.n_rows, args.steps, args.work)
-        times = timing(config, predictor, args.n_predict, args.n_sklearn, config.store.block_rows)
+        times = timing(config, predictors, args.n_predict, args.n_sklearn, config.store.block_rows)
         print(
             f"{result['dataset']}: predicting {args.n_predict:,} models is "
             f"{times['speedup_vs_mp_ray_retrain']:,.0f}× faster than mp-ray's batched "
