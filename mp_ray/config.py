@@ -1,7 +1,11 @@
 """Experiment configuration: pydantic models for every stage, loaded from YAML.
 
 Every model forbids unknown fields, so a typo such as ``num_actor: 2`` is an error that names
-the field instead of a silently ignored setting. One YAML file describes one experiment::
+the field instead of a silently ignored setting. The dataset, the learner and the sampler have
+one model per kind (``dataset.source``, ``learner.kind``, ``sampler.kind``) with only the
+fields that kind reads, so a field of another kind is an error too (``learner.hidden: not a
+field of learner kind 'ridge'``); ``LearnerConfig(kind="ridge", alpha=2.0)`` returns the model
+of its kind, here a :class:`RidgeLearnerConfig`. One YAML file describes one experiment::
 
     seed: 0
     dataset: {source: sklearn, name: breast_cancer}
@@ -15,11 +19,24 @@ Load it with :func:`load_experiment`.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Mapping
+from functools import reduce
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, core_schema
 
 from mp_ray.errors import MpRayError
 
@@ -35,43 +52,64 @@ class _Strict(BaseModel):
 SKLEARN_DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
 
 
-class DatasetConfig(_Strict):
-    """Where the training data comes from and how it is split and scaled."""
+class _Tagged:
+    """A config section with one model per kind, told apart by the field ``tag``.
 
-    source: Literal["sklearn", "synthetic", "file"] = Field(
+    Calling the class (``LearnerConfig(kind="ridge", alpha=2.0)``) or its ``model_validate``
+    returns the model of the given kind; as a field's annotation it is the discriminated union
+    of the models, so a field of another kind is an error. The models' common base declares
+    the tag first, so that dumps lead with it; each model narrows it to its own kind.
+    """
+
+    tag: ClassVar[str]
+    models: ClassVar[tuple[type[BaseModel], ...]]
+    kinds: ClassVar[dict[str, type[BaseModel]]]
+    _union: ClassVar[Any]
+    _adapter: ClassVar[TypeAdapter[Any]]
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls.kinds = {get_args(m.model_fields[cls.tag].annotation)[0]: m for m in cls.models}
+        cls._union = Annotated[reduce(operator.or_, cls.models), Field(discriminator=cls.tag)]
+        cls._adapter = TypeAdapter(cls._union)
+
+    def __new__(cls, **fields: Any) -> BaseModel:
+        return cls.model_validate(fields)
+
+    @classmethod
+    def model_validate(cls, data: Any) -> BaseModel:
+        """The model of the kind ``data`` names, validated (pydantic's ValidationError)."""
+        return cls._adapter.validate_python(data)
+
+    @classmethod
+    def from_record(cls, recorded: Mapping[str, Any]) -> BaseModel:
+        """The model of a recorded dump, without the fields its kind lacks: stores written
+        before each kind had its own model recorded every kind's fields."""
+        model = cls.kinds.get(recorded.get(cls.tag))
+        own = model.model_fields if model else recorded
+        return cls.model_validate({key: value for key, value in recorded.items() if key in own})
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return handler(cls._union)
+
+
+class _Dataset(_Strict):
+    """The fields every dataset source shares: labels, the split, scaling and file access."""
+
+    source: str = Field(
         description="sklearn: a bundled scikit-learn data set; synthetic: a generated "
         "classification or regression problem; file: Parquet, CSV or NPY on a path or s3://."
-    )
-    name: str | None = Field(
-        default=None,
-        description="For source=sklearn: one of breast_cancer, digits, wine, iris, diabetes.",
-    )
-    path: str | None = Field(
-        default=None,
-        description="For source=file: the feature file (.parquet, .csv, .npy or .npz), local "
-        "or s3://. A .npz holds arrays 'X' and 'y'.",
-    )
-    labels_path: str | None = Field(
-        default=None, description="For a .npy feature file: the .npy file holding the labels."
     )
     label_column: str = Field(
         default="label", description="For Parquet/CSV files: the column holding the labels."
     )
     task: Literal["classification", "regression"] = Field(
         default="classification",
-        description="For source=synthetic or file: whether labels are classes or real values.",
-    )
-    n_samples: int = Field(default=600, gt=0, description="source=synthetic: number of rows.")
-    n_features: int = Field(default=10, gt=0, description="source=synthetic: number of features.")
-    n_classes: int = Field(default=2, ge=2, description="source=synthetic: number of classes.")
-    class_sep: float = Field(
-        default=1.0, gt=0, description="source=synthetic: separation of the class clusters."
-    )
-    label_noise: float = Field(
-        default=0.0,
-        ge=0,
-        le=1,
-        description="source=synthetic: fraction of labels assigned at random.",
+        description="For source=synthetic or file: whether labels are classes or real values "
+        "(source=sklearn: checked against the data set's own when given).",
     )
     flip_fraction: float = Field(
         default=0.0,
@@ -114,14 +152,7 @@ class DatasetConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _check_source(self) -> DatasetConfig:
-        if self.source == "sklearn" and self.name not in SKLEARN_DATASETS:
-            raise ValueError(
-                f"dataset.name must be one of {', '.join(SKLEARN_DATASETS)} for source=sklearn,"
-                f" got {self.name!r}"
-            )
-        if self.source == "file" and not self.path:
-            raise ValueError("dataset.path is required for source=file")
+    def _check_splits(self) -> _Dataset:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("dataset.val_fraction + dataset.test_fraction must be below 0.9")
         if self.classes is not None:
@@ -132,21 +163,99 @@ class DatasetConfig(_Strict):
         return self
 
 
-class LearnerConfig(_Strict):
-    """The learning algorithm A whose trained parameters mp-ray predicts."""
+class SklearnDatasetConfig(_Dataset):
+    """A data set bundled with scikit-learn."""
 
-    kind: Literal["logistic", "ridge", "mlp"] = Field(
+    source: Literal["sklearn"] = Field(description="sklearn: a bundled scikit-learn data set.")
+    name: str | None = Field(
+        default=None,
+        description="For source=sklearn: one of breast_cancer, digits, wine, iris, diabetes.",
+    )
+
+    @model_validator(mode="after")
+    def _check_name(self) -> SklearnDatasetConfig:
+        if self.name not in SKLEARN_DATASETS:
+            raise ValueError(
+                f"dataset.name must be one of {', '.join(SKLEARN_DATASETS)} for source=sklearn,"
+                f" got {self.name!r}"
+            )
+        return self
+
+
+class SyntheticDatasetConfig(_Dataset):
+    """A generated classification or regression problem (scikit-learn's generators)."""
+
+    source: Literal["synthetic"] = Field(
+        description="synthetic: a generated classification or regression problem."
+    )
+    n_samples: int = Field(default=600, gt=0, description="source=synthetic: number of rows.")
+    n_features: int = Field(default=10, gt=0, description="source=synthetic: number of features.")
+    n_classes: int = Field(default=2, ge=2, description="source=synthetic: number of classes.")
+    class_sep: float = Field(
+        default=1.0, gt=0, description="source=synthetic: separation of the class clusters."
+    )
+    label_noise: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="source=synthetic: fraction of labels assigned at random.",
+    )
+
+
+class FileDatasetConfig(_Dataset):
+    """Data from a Parquet, CSV, NPY or NPZ file (see mp_ray/data/files.py)."""
+
+    source: Literal["file"] = Field(description="file: Parquet, CSV or NPY on a path or s3://.")
+    path: str | None = Field(
+        default=None,
+        description="For source=file: the feature file (.parquet, .csv, .npy or .npz), local "
+        "or s3://. A .npz holds arrays 'X' and 'y'.",
+    )
+    labels_path: str | None = Field(
+        default=None, description="For a .npy feature file: the .npy file holding the labels."
+    )
+
+    @model_validator(mode="after")
+    def _check_path(self) -> FileDatasetConfig:
+        if not self.path:
+            raise ValueError("dataset.path is required for source=file")
+        return self
+
+
+class DatasetConfig(_Tagged):
+    """Where the training data comes from and how it is split and scaled: one model per
+    ``source`` (sklearn, synthetic, file), each with its own fields and the shared ones."""
+
+    tag = "source"
+    models = (SklearnDatasetConfig, SyntheticDatasetConfig, FileDatasetConfig)
+
+
+class _Learner(_Strict):
+    """The fields every learner kind shares."""
+
+    kind: str = Field(
         description="logistic: L2-regularised logistic regression (binary or multinomial); "
         "ridge: ridge regression (one-hot ±1 targets for classes); mlp: one-hidden-layer MLP."
+    )
+    dtype: Literal["float32", "float64"] = Field(
+        default="float64",
+        description="Precision of training (parameters are stored as float32). float32 "
+        "trains 1.6–1.7× faster on a CPU (digits at tol 0.03, benchmarks/README.md) but "
+        "cannot certify a tol below 1.2e-4.",
+    )
+
+
+class LogisticLearnerConfig(_Learner):
+    """L2-regularised logistic regression (mp_ray/learners/logistic.py)."""
+
+    kind: Literal["logistic"] = Field(
+        description="logistic: L2-regularised logistic regression (binary or multinomial)."
     )
     C: float = Field(
         default=1.0,
         gt=0,
         description="logistic: inverse regularisation, objective ½‖W‖² + C·Σ_{i∈S} ℓ_i "
         "(scikit-learn's form; intercepts unpenalised).",
-    )
-    alpha: float = Field(
-        default=1.0, gt=0, description="ridge: objective Σ_{i∈S}(yᵢ − xᵢ·w − b)² + alpha·‖w‖²."
     )
     tol: float = Field(
         default=1e-8,
@@ -156,33 +265,80 @@ class LearnerConfig(_Strict):
         "error; raised to 1000·eps of the dtype, 1.2e-4 in float32).",
     )
     max_iter: int = Field(default=500, gt=0, description="Convex learners: iteration cap.")
+
+
+class RidgeLearnerConfig(_Learner):
+    """Ridge regression, solved in closed form (mp_ray/learners/ridge.py)."""
+
+    kind: Literal["ridge"] = Field(
+        description="ridge: ridge regression (one-hot ±1 targets for classes)."
+    )
+    alpha: float = Field(
+        default=1.0, gt=0, description="ridge: objective Σ_{i∈S}(yᵢ − xᵢ·w − b)² + alpha·‖w‖²."
+    )
+
+
+class MLPLearnerConfig(_Learner):
+    """A one-hidden-layer MLP trained by minibatch SGD (mp_ray/learners/mlp.py)."""
+
+    kind: Literal["mlp"] = Field(description="mlp: one-hidden-layer MLP.")
     hidden: int = Field(default=32, gt=0, description="mlp: hidden width.")
     epochs: int = Field(default=30, gt=0, description="mlp: passes over the subset.")
     lr: float = Field(default=0.1, gt=0, description="mlp: SGD learning rate.")
     batch_size: int = Field(default=32, gt=0, description="mlp: minibatch size.")
     weight_decay: float = Field(default=1e-4, ge=0, description="mlp: L2 weight decay.")
-    dtype: Literal["float32", "float64"] = Field(
-        default="float64",
-        description="Precision of training (parameters are stored as float32). float32 "
-        "trains 1.6–1.7× faster on a CPU (digits at tol 0.03, benchmarks/README.md) but "
-        "cannot certify a tol below 1.2e-4.",
+
+
+class LearnerConfig(_Tagged):
+    """The learning algorithm A whose trained parameters mp-ray predicts: one model per
+    ``kind`` (logistic, ridge, mlp), each with the settings that kind reads."""
+
+    tag = "kind"
+    models = (LogisticLearnerConfig, RidgeLearnerConfig, MLPLearnerConfig)
+
+
+class _Sampler(_Strict):
+    """The field every sampler kind has."""
+
+    kind: str = Field(
+        description="bernoulli: each point kept with probability alpha (datamodels); "
+        "fixed_size: a uniform subset of round(alpha·n) points; uniform_size: size uniform "
+        "in [min_size, max_size], then a uniform subset (ModelPred); leave_one_out: row 0 "
+        "is the full set, row i+1 drops point i; permutation: the prefixes of random "
+        "permutations, row r = prefix of length (r mod n) + 1 of permutation r // n."
     )
 
 
-class SamplerConfig(_Strict):
-    """How subsets are drawn; row r of the store is drawn from (seed, r) alone."""
+class _FractionSampler(_Sampler):
+    """The field of the samplers that keep a fraction of the points."""
 
-    kind: Literal["bernoulli", "fixed_size", "uniform_size", "leave_one_out", "permutation"] = (
-        Field(
-            description="bernoulli: each point kept with probability alpha (datamodels); "
-            "fixed_size: a uniform subset of round(alpha·n) points; uniform_size: size uniform "
-            "in [min_size, max_size], then a uniform subset (ModelPred); leave_one_out: row 0 "
-            "is the full set, row i+1 drops point i; permutation: the prefixes of random "
-            "permutations, row r = prefix of length (r mod n) + 1 of permutation r // n."
-        )
-    )
     alpha: float = Field(
         default=0.5, gt=0, le=1, description="bernoulli/fixed_size: the subset fraction."
+    )
+
+
+class BernoulliSamplerConfig(_FractionSampler):
+    """Each point kept independently with probability alpha (Datamodels' masks)."""
+
+    kind: Literal["bernoulli"] = Field(
+        description="bernoulli: each point kept with probability alpha (datamodels)."
+    )
+
+
+class FixedSizeSamplerConfig(_FractionSampler):
+    """A uniform subset of exactly round(alpha·n) points."""
+
+    kind: Literal["fixed_size"] = Field(
+        description="fixed_size: a uniform subset of round(alpha·n) points."
+    )
+
+
+class UniformSizeSamplerConfig(_Sampler):
+    """A size uniform in [min_size, max_size], then a uniform subset of it (ModelPred)."""
+
+    kind: Literal["uniform_size"] = Field(
+        description="uniform_size: size uniform in [min_size, max_size], then a uniform "
+        "subset (ModelPred)."
     )
     min_size: int = Field(default=1, ge=0, description="uniform_size: smallest subset size.")
     max_size: int | None = Field(
@@ -190,10 +346,41 @@ class SamplerConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _check_sizes(self) -> SamplerConfig:
+    def _check_sizes(self) -> UniformSizeSamplerConfig:
         if self.max_size is not None and self.max_size < self.min_size:
             raise ValueError("sampler.max_size must be at least sampler.min_size")
         return self
+
+
+class LeaveOneOutSamplerConfig(_Sampler):
+    """The full set, then each set without one point."""
+
+    kind: Literal["leave_one_out"] = Field(
+        description="leave_one_out: row 0 is the full set, row i+1 drops point i."
+    )
+
+
+class PermutationSamplerConfig(_Sampler):
+    """The prefixes of random permutations (permutation-sampling Shapley's chains)."""
+
+    kind: Literal["permutation"] = Field(
+        description="permutation: the prefixes of random permutations, row r = prefix of "
+        "length (r mod n) + 1 of permutation r // n."
+    )
+
+
+class SamplerConfig(_Tagged):
+    """How subsets are drawn; row r of the store is drawn from (seed, r) alone. One model per
+    ``kind`` (bernoulli, fixed_size, uniform_size, leave_one_out, permutation)."""
+
+    tag = "kind"
+    models = (
+        BernoulliSamplerConfig,
+        FixedSizeSamplerConfig,
+        UniformSizeSamplerConfig,
+        LeaveOneOutSamplerConfig,
+        PermutationSamplerConfig,
+    )
 
 
 class StoreConfig(_Strict):
@@ -573,22 +760,51 @@ class ExperimentConfig(_Strict):
         another working directory find the same files."""
         from mp_ray.store.location import normalise_uri
 
-        dataset = self.dataset.model_copy(
-            update={
-                key: normalise_uri(value)
-                for key in ("path", "labels_path")
-                if (value := getattr(self.dataset, key))
-            }
-        )
+        dataset = self.dataset
+        if isinstance(dataset, FileDatasetConfig):
+            dataset = dataset.model_copy(
+                update={
+                    key: normalise_uri(value)
+                    for key in ("path", "labels_path")
+                    if (value := getattr(dataset, key))
+                }
+            )
         store = self.store.model_copy(update={"uri": normalise_uri(self.store.uri)})
         return self.model_copy(update={"dataset": dataset, "store": store})
 
 
+# The sections with one model per kind, by their name in ExperimentConfig.
+_TAGGED: dict[str, type[_Tagged]] = {
+    "dataset": DatasetConfig,
+    "learner": LearnerConfig,
+    "sampler": SamplerConfig,
+}
+
+
+def _format_error(item: ErrorDetails) -> str:
+    """One error as ``section.field: message``. Errors inside a section with one model per
+    kind are located by pydantic under the kind (``learner.ridge.hidden``): the kind moves
+    into the message instead."""
+    loc, message = item["loc"], item["msg"]
+    tagged = _TAGGED.get(str(loc[0])) if loc else None
+    if tagged is not None:
+        section, tag, kinds = loc[0], tagged.tag, ", ".join(tagged.kinds)
+        if item["type"] == "union_tag_invalid":
+            given = item.get("ctx", {}).get("tag")
+            return f"{section}.{tag}: {given!r} is not a {section} {tag}; one of {kinds}"
+        if item["type"] == "union_tag_not_found":
+            return f"{section}.{tag}: Field required (one of {kinds})"
+        if len(loc) > 1:
+            kind, loc = loc[1], (section, *loc[2:])
+            if item["type"] == "extra_forbidden":
+                message = f"not a field of {section} {tag} {kind!r}"
+    where = ".".join(str(part) for part in loc) or "(top level)"
+    return f"{where}: {message}"
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
-    for item in err.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
+    lines.extend(f"  {_format_error(item)}" for item in err.errors())
     return "\n".join(lines)
 
 

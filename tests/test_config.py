@@ -6,13 +6,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from mp_ray.config import (
     AUTO_GLOBAL,
     AUTO_WIDTH,
     ConfigError,
+    DatasetConfig,
     ExperimentConfig,
+    LearnerConfig,
+    MLPLearnerConfig,
     PredictorConfig,
+    RidgeLearnerConfig,
+    SamplerConfig,
+    SklearnDatasetConfig,
+    UniformSizeSamplerConfig,
     load_experiment,
     parse_experiment,
 )
@@ -130,3 +138,185 @@ def test_dotted_overrides(tmp_path):
     )
     assert config.store.uri == "s3://b/x.zarr"
     assert config.retrain.num_actors == 3
+
+
+# Every field of each learner and sampler kind, and each dataset source's own fields with some
+# shared ones, at values other than their defaults.
+OWN_FIELDS = {
+    "learner": {
+        "logistic": {"C": 5.0, "tol": 1e-6, "max_iter": 50, "dtype": "float32"},
+        "ridge": {"alpha": 2.0, "dtype": "float32"},
+        "mlp": {
+            "hidden": 7,
+            "epochs": 3,
+            "lr": 0.5,
+            "batch_size": 8,
+            "weight_decay": 0.0,
+            "dtype": "float32",
+        },
+    },
+    "sampler": {
+        "bernoulli": {"alpha": 0.3},
+        "fixed_size": {"alpha": 0.3},
+        "uniform_size": {"min_size": 2, "max_size": 9},
+        "leave_one_out": {},
+        "permutation": {},
+    },
+    "dataset": {
+        "sklearn": {"name": "wine", "task": "classification", "max_train": 50},
+        "synthetic": {
+            "n_samples": 60,
+            "n_features": 3,
+            "n_classes": 3,
+            "class_sep": 2.0,
+            "label_noise": 0.1,
+            "task": "classification",
+            "flip_fraction": 0.1,
+        },
+        "file": {
+            "path": "X.npy",
+            "labels_path": "y.npy",
+            "label_column": "y",
+            "storage_options": {"anon": True},
+            "scaling": "unit_ball",
+        },
+    },
+}
+SECTIONS = {"learner": LearnerConfig, "sampler": SamplerConfig, "dataset": DatasetConfig}
+OWN = [
+    (section, kind, fields)
+    for section, kinds in OWN_FIELDS.items()
+    for kind, fields in kinds.items()
+]
+
+
+def test_every_kind_is_covered():
+    for section, kinds in OWN_FIELDS.items():
+        assert list(kinds) == list(SECTIONS[section].kinds)
+    for section in ("learner", "sampler"):
+        for kind, model in SECTIONS[section].kinds.items():
+            assert set(model.model_fields) == {"kind", *OWN_FIELDS[section][kind]}
+
+
+@pytest.mark.parametrize(("section", "kind", "fields"), OWN, ids=[f"{s}-{k}" for s, k, _ in OWN])
+def test_each_kind_accepts_its_own_fields(section, kind, fields):
+    tagged = SECTIONS[section]
+    config = parse_experiment({**BASE, section: {tagged.tag: kind, **fields}})
+    settings = getattr(config, section)
+    assert type(settings) is tagged.kinds[kind]
+    assert {name: getattr(settings, name) for name in fields} == fields
+    assert tagged(**{tagged.tag: kind, **fields}) == settings  # the class builds the same
+
+
+@pytest.mark.parametrize(
+    ("section", "settings", "message"),
+    [
+        (
+            "learner",
+            {"kind": "ridge", "alpha": 2.0, "hidden": 7},
+            "learner.hidden: not a field of learner kind 'ridge'",
+        ),
+        ("learner", {"kind": "mlp", "C": 5}, "learner.C: not a field of learner kind 'mlp'"),
+        (
+            "sampler",
+            {"kind": "bernoulli", "min_size": 3},
+            "sampler.min_size: not a field of sampler kind 'bernoulli'",
+        ),
+        (
+            "sampler",
+            {"kind": "permutation", "alpha": 0.5},
+            "sampler.alpha: not a field of sampler kind 'permutation'",
+        ),
+        (
+            "dataset",
+            {"source": "sklearn", "name": "iris", "n_samples": 100},
+            "dataset.n_samples: not a field of dataset source 'sklearn'",
+        ),
+        (
+            "dataset",
+            {"source": "synthetic", "path": "d.csv"},
+            "dataset.path: not a field of dataset source 'synthetic'",
+        ),
+    ],
+)
+def test_a_field_of_another_kind_is_named_with_the_kind(section, settings, message):
+    with pytest.raises(ConfigError) as err:
+        parse_experiment({**BASE, section: settings})
+    assert str(err.value).splitlines()[1:] == [f"  {message}"]
+
+
+def test_every_field_of_another_kind_is_named_and_other_errors_keep_their_place():
+    with pytest.raises(ConfigError) as err:
+        parse_experiment({**BASE, "learner": {"kind": "ridge", "C": 5, "hidden": 7, "alpha": 0}})
+    assert str(err.value).splitlines()[1:] == [
+        "  learner.alpha: Input should be greater than 0",
+        "  learner.C: not a field of learner kind 'ridge'",
+        "  learner.hidden: not a field of learner kind 'ridge'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "settings", "message"),
+    [
+        (
+            "learner",
+            {"kind": "svm"},
+            "learner.kind: 'svm' is not a learner kind; one of logistic, ridge, mlp",
+        ),
+        ("learner", {"C": 1.0}, "learner.kind: Field required (one of logistic, ridge, mlp)"),
+        (
+            "sampler",
+            {"kind": "sobol"},
+            "sampler.kind: 'sobol' is not a sampler kind; one of bernoulli, fixed_size, "
+            "uniform_size, leave_one_out, permutation",
+        ),
+        (
+            "dataset",
+            {"source": "hdf5"},
+            "dataset.source: 'hdf5' is not a dataset source; one of sklearn, synthetic, file",
+        ),
+    ],
+)
+def test_an_unknown_or_missing_kind_lists_the_kinds(section, settings, message):
+    with pytest.raises(ConfigError) as err:
+        parse_experiment({**BASE, section: settings})
+    assert str(err.value).splitlines()[1:] == [f"  {message}"]
+
+
+def test_the_section_classes_build_the_model_of_each_kind():
+    ridge = LearnerConfig(kind="ridge", alpha=2.0)
+    assert isinstance(ridge, RidgeLearnerConfig) and ridge.alpha == 2.0
+    assert ridge.model_copy(update={"dtype": "float32"}).dtype == "float32"
+    assert isinstance(SamplerConfig(kind="uniform_size", min_size=3), UniformSizeSamplerConfig)
+    assert isinstance(DatasetConfig(source="sklearn", name="wine"), SklearnDatasetConfig)
+    assert LearnerConfig.model_validate({"kind": "mlp"}) == MLPLearnerConfig(kind="mlp")
+    with pytest.raises(ValidationError, match="hidden"):
+        LearnerConfig(kind="ridge", hidden=3)
+
+
+def test_a_record_with_every_kinds_fields_gives_the_model_of_its_kind():
+    """Stores written before each kind had its own model recorded every kind's fields."""
+    recorded = {
+        "kind": "logistic",
+        "C": 0.1,
+        "alpha": 1.0,
+        "tol": 1e-8,
+        "max_iter": 500,
+        "hidden": 32,
+        "epochs": 30,
+        "lr": 0.1,
+        "batch_size": 32,
+        "weight_decay": 1e-4,
+        "dtype": "float64",
+    }
+    assert LearnerConfig.from_record(recorded) == LearnerConfig(kind="logistic", C=0.1)
+    with pytest.raises(ValidationError, match="svm"):
+        LearnerConfig.from_record({"kind": "svm", "C": 0.1})
+
+
+def test_only_a_file_dataset_has_its_paths_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = parse_experiment({**BASE, "dataset": {"source": "file", "path": "d.csv"}})
+    assert config.with_absolute_paths().dataset.path == str(tmp_path / "d.csv")
+    sklearn = parse_experiment(BASE).with_absolute_paths()
+    assert sklearn.dataset == parse_experiment(BASE).dataset

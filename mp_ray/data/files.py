@@ -16,13 +16,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from mp_ray.config import DatasetConfig
+from mp_ray.config import FileDatasetConfig
 from mp_ray.data.raw import DatasetError, RawData
 from mp_ray.errors import one_line
 from mp_ray.store.storage_errors import check_object, storage_errors
 
 
-def read_file(config: DatasetConfig) -> RawData:
+def read_file(config: FileDatasetConfig) -> RawData:
     """The raw data in ``config.path`` (and ``config.labels_path`` for ``.npy``)."""
     path = str(config.path)
     name = path.rstrip("/").rsplit("/", 1)[-1]
@@ -51,7 +51,7 @@ def read_file(config: DatasetConfig) -> RawData:
     raise DatasetError(f"unsupported data file {path}: use .parquet, .csv, .npy or .npz")
 
 
-def _open(path: str, config: DatasetConfig) -> io.BytesIO:
+def _open(path: str, config: FileDatasetConfig) -> io.BytesIO:
     """The whole file, read through fsspec; storage failures raise a one-line error."""
     options = config.storage_options
     try:
@@ -65,12 +65,12 @@ def _open(path: str, config: DatasetConfig) -> io.BytesIO:
     return io.BytesIO(data)
 
 
-def _check_rows(n_rows: int, config: DatasetConfig) -> None:
+def _check_rows(n_rows: int, config: FileDatasetConfig) -> None:
     if not n_rows:
         raise DatasetError(f"data file {config.path} is empty: it holds no rows")
 
 
-def _from_table(table: pa.Table, name: str, config: DatasetConfig) -> RawData:
+def _from_table(table: pa.Table, name: str, config: FileDatasetConfig) -> RawData:
     _check_rows(table.num_rows, config)
     label = config.label_column
     if label not in table.column_names:
@@ -93,7 +93,7 @@ def _from_table(table: pa.Table, name: str, config: DatasetConfig) -> RawData:
     return RawData(name, X, y, tuple(features), config.task)
 
 
-def _from_arrays(X: np.ndarray, y: np.ndarray, name: str, config: DatasetConfig) -> RawData:
+def _from_arrays(X: np.ndarray, y: np.ndarray, name: str, config: FileDatasetConfig) -> RawData:
     if X.ndim != 2:
         raise DatasetError(f"features in {name} must be 2-d (rows, features), got shape {X.shape}")
     _check_rows(X.shape[0], config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mp_ray.config import DatasetConfig
+from mp_ray.config import DatasetConfig, FileDatasetConfig
 from mp_ray.data.dataset import Dataset
 from mp_ray.data.files import read_file
 from mp_ray.data.noise import flip_labels
@@ -62,7 +62,10 @@ def read_points(
     as its labels; a file with another feature count, other feature columns or an unknown
     label raises :class:`DatasetError` naming the file.
     """
-    raw = read_file(config.model_copy(update={"path": path, "labels_path": labels_path}))
+    shared = config.model_dump(include=set(FileDatasetConfig.model_fields))
+    raw = read_file(
+        FileDatasetConfig(**{**shared, "source": "file", "path": path, "labels_path": labels_path})
+    )
     names, p = raw.feature_names, dataset.n_features
     if len(names) != p:
         raise DatasetError(f"{path} has {len(names)} feature columns; {dataset.name} has {p}")

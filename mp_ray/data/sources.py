@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn import datasets as skdata
 
-from mp_ray.config import DatasetConfig
+from mp_ray.config import DatasetConfig, SklearnDatasetConfig, SyntheticDatasetConfig
 from mp_ray.data.dataset import Task
 from mp_ray.data.files import read_file
 from mp_ray.data.raw import DatasetError, RawData
@@ -48,7 +48,7 @@ def keep_classes(raw: RawData, classes: list[int | str]) -> RawData:
     return RawData(raw.name, raw.X[keep], raw.y[keep], raw.feature_names, raw.task)
 
 
-def _sklearn(config: DatasetConfig) -> RawData:
+def _sklearn(config: SklearnDatasetConfig) -> RawData:
     if config.name not in _SKLEARN:
         raise DatasetError(
             f"unknown scikit-learn data set {config.name!r}; choose one of {', '.join(_SKLEARN)}"
@@ -64,7 +64,7 @@ def _sklearn(config: DatasetConfig) -> RawData:
     return RawData(config.name, bunch.data, bunch.target, names, task)
 
 
-def _synthetic(config: DatasetConfig) -> RawData:
+def _synthetic(config: SyntheticDatasetConfig) -> RawData:
     """make_classification / make_regression seeded by ``split_seed``; half the features
     (at least enough to separate the classes) are informative, the rest noise."""
     informative = max(1, config.n_features // 2)

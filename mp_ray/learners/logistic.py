@@ -41,7 +41,7 @@ On a CPU, a batch whose groups of rows would each compute at least ``GROUP_LOGIT
 per evaluation is solved in such groups, one per intra-op thread, concurrently
 (:mod:`mp_ray.learners.threads`); the anchors they share are solved first.
 
-A row stops when its quasi-Newton step is at most tol · ‖θ‖ (``LearnerConfig.tol``, the
+A row stops when its quasi-Newton step is at most tol · ‖θ‖ (``LogisticLearnerConfig.tol``, the
 estimated relative parameter error) or after ``max_iter`` iterations; see
 :mod:`mp_ray.learners.optim`. Everything a row's solve uses comes from its own mask, so its
 result does not depend on the other rows of the batch.
@@ -58,7 +58,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mp_ray.config import LearnerConfig
+from mp_ray.config import LogisticLearnerConfig
 from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import LinearLearner, symmetric, upper_outer
 from mp_ray.learners.optim import Rows, by_group, lbfgs, newton
@@ -80,7 +80,7 @@ class LogisticRegression(LinearLearner):
 
     def __init__(
         self,
-        config: LearnerConfig,
+        config: LogisticLearnerConfig,
         X: ArrayLike,
         y: ArrayLike,
         n_classes: int,

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from mp_ray.config import LearnerConfig
+from mp_ray.config import MLPLearnerConfig
 from mp_ray.learners.base import ArrayLike, Learner
 
 
@@ -46,7 +46,7 @@ class MLP(Learner):
 
     def __init__(
         self,
-        config: LearnerConfig,
+        config: MLPLearnerConfig,
         X: ArrayLike,
         y: ArrayLike,
         n_classes: int,

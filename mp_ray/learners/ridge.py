@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from mp_ray.config import LearnerConfig
+from mp_ray.config import RidgeLearnerConfig
 from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import LinearLearner, symmetric, upper_outer
 
@@ -33,7 +33,7 @@ class Ridge(LinearLearner):
 
     def __init__(
         self,
-        config: LearnerConfig,
+        config: RidgeLearnerConfig,
         X: ArrayLike,
         y: ArrayLike,
         n_classes: int,

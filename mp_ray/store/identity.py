@@ -27,9 +27,10 @@ datamodels                          learner.*,         fitted on the store's sub
                                     sampler.*, seed    outputs alone
 ==================================  =================  ================================
 
-Settings a learner or sampler kind does not read (``alpha`` of a logistic learner) are not
-part of its identity. A field one side does not record (a checkpoint written before the
-identity was recorded holds only the dataset and the learner) is unknown and not compared.
+Settings a learner or sampler kind does not read (``alpha`` of a logistic learner, which a
+store written before each kind had its own config model records) are not part of its
+identity. A field one side does not record (a checkpoint written before the identity was
+recorded holds only the dataset and the learner) is unknown and not compared.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 import s3fs
 
 from mp_ray.config import DatasetConfig
-from mp_ray.data import Dataset, DatasetError, load_dataset
+from mp_ray.data import Dataset, DatasetError, load_dataset, read_points
 
 
 def from_file(path, **fields) -> Dataset:
@@ -52,6 +52,20 @@ def test_label_column_and_regression_files(tmp_path, raw_arrays):
     assert data.feature_names == ("a", "b")
     assert data.y_train.dtype == np.float32
     assert set(data.y_test) <= set(target.astype(np.float32))
+
+
+def test_points_are_read_with_the_label_column_of_a_dataset_of_any_source(
+    tmp_path, synthetic, raw_arrays, reference
+):
+    """New points (``mp-ray add --points``) are read like a data file, with the dataset
+    config's label column, whatever the dataset's source."""
+    X, y = raw_arrays
+    columns = {**{f"x{j}": X[:, j] for j in range(X.shape[1])}, "target": y}
+    pq.write_table(pa.table(columns), tmp_path / "p.parquet")
+    config = DatasetConfig(**synthetic, label_column="target")
+    X_new, y_new = read_points(reference, config, str(tmp_path / "p.parquet"))
+    np.testing.assert_array_equal(X_new, reference.scaling.apply(X))
+    np.testing.assert_array_equal(y_new, y)
 
 
 @pytest.mark.s3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mp_ray.config import DatasetConfig
+from mp_ray.config import DatasetConfig, SklearnDatasetConfig
 from mp_ray.data import DatasetError, load_dataset
 from mp_ray.data.sources import read_raw
 
@@ -41,7 +41,7 @@ def test_sklearn_sets_have_their_shapes_and_classes(name, rows, features, classe
 
 
 def test_unknown_sklearn_name_is_named():
-    config = DatasetConfig.model_construct(source="sklearn", name="mnist")
+    config = SklearnDatasetConfig.model_construct(source="sklearn", name="mnist")
     with pytest.raises(DatasetError, match=r"unknown scikit-learn data set 'mnist'; choose one"):
         load_dataset(config)
 

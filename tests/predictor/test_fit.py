@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mp_ray.config import PredictorConfig, parse_experiment
+from mp_ray.config import PredictorConfig, SamplerConfig, parse_experiment
 from mp_ray.predictor import Predictor
 from mp_ray.predictor.evaluation import evaluate_on_store
 from mp_ray.predictor.fit import fit_predictor, step_lr
@@ -85,7 +85,7 @@ def test_splits_are_disjoint_and_chains_stay_together(ray_session, tmp_path):
     store_config = config.store.model_copy(update={"n_rows": 2 * 124, "block_rows": 62})
     perm = config.model_copy(
         update={
-            "sampler": config.sampler.model_copy(update={"kind": "permutation"}),
+            "sampler": SamplerConfig(kind="permutation"),
             "store": store_config,
         }
     )

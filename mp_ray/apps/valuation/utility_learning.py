@@ -253,7 +253,7 @@ class LearnedUtility:
         with torch.no_grad():
             phi = network.embed(elements)
         learner = make_learner(
-            LearnerConfig.model_validate(store.spec.learner),
+            LearnerConfig.from_record(store.spec.learner),
             dataset.X_train,
             dataset.y_train,
             dataset.n_classes,
