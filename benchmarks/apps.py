@@ -64,10 +64,10 @@ from mp_ray.config import ExperimentConfig
 from mp_ray.datamodels.apps import removal_effect
 from mp_ray.datamodels.job import open_checked, run_datamodels
 from mp_ray.datamodels.storage import read_datamodels
-from mp_ray.evaluation.scores import paired_correlation
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
+from mp_ray.scores import paired_correlation
 
 DATASETS = {
     "breast_cancer": {"source": "sklearn", "name": "breast_cancer"},

@@ -47,13 +47,13 @@ from mp_ray.datamodels.fit import Datamodels, fit_datamodels
 from mp_ray.datamodels.job import fit_from_store, open_checked
 from mp_ray.distill import run_distill
 from mp_ray.evaluation.report import behaviour_report
-from mp_ray.evaluation.scores import cell
 from mp_ray.outputs import json_ready
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
 from mp_ray.predictor.rows import TRAIN, VAL, read_split
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
+from mp_ray.scores import cell
 
 DATASETS = {
     "breast_cancer": {"source": "sklearn", "name": "breast_cancer"},

@@ -38,8 +38,8 @@ from mp_ray.data import load_dataset
 from mp_ray.distill import run_distill
 from mp_ray.distill.groups import removal_masks, single_removals
 from mp_ray.distill.report import NO_CHANGE
-from mp_ray.evaluation.scores import cell
 from mp_ray.retrain import BlockTrainer
+from mp_ray.scores import cell
 
 DEFAULT = "m=4, real start, η learned (default)"
 UNIONS_OF_4 = "default, held-out unions of 4 groups"

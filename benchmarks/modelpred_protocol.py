@@ -58,9 +58,8 @@ from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import AUTO_GLOBAL, REFERENCE_PRESET, ExperimentConfig
 from mp_ray.data import load_dataset
 from mp_ray.evaluation.deletion import deletion_curve, error_curve
-from mp_ray.evaluation.outputs import ParameterOutputs
-from mp_ray.evaluation.scores import columnwise_correlation
 from mp_ray.learners import make_learner
+from mp_ray.method_outputs import ParameterOutputs
 from mp_ray.predictor.evaluation import evaluation_table, format_table, size_strata
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
@@ -69,6 +68,7 @@ from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
 from mp_ray.sampling import row_rng
+from mp_ray.scores import columnwise_correlation
 from mp_ray.store import ExperimentStore
 from mp_ray.store_baselines import fit_store_baselines
 

@@ -48,7 +48,6 @@ from sklearn.linear_model import LogisticRegression
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import load_dataset
-from mp_ray.evaluation.scores import cell
 from mp_ray.learners import make_learner
 from mp_ray.outputs import json_ready
 from mp_ray.predictor.evaluation import evaluation_table, format_table
@@ -59,6 +58,7 @@ from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
 from mp_ray.sampling import make_sampler
+from mp_ray.scores import cell
 from mp_ray.store import ExperimentStore
 
 # Per dataset: the data, the smallest subset size, and the predictor's settings (chosen on

@@ -245,13 +245,12 @@ def inspect(
     """Summarise a store: counts, shapes, the experiment identity it was made with (dataset
     fingerprint, learner, sampler, seed), metric statistics, and the artifacts saved in it
     (datamodels, distilled datamodel, data values): complete or not, with key facts."""
-    from mp_ray.store import ExperimentStore, export_parquet, format_summary
+    from mp_ray.store import ExperimentStore, export_parquet, format_artifacts, format_summary
     from mp_ray.store import summarize as summarize_store
-    from mp_ray.store_artifacts import artifacts, format_artifacts
 
     options = storage_options(endpoint_url)
     handle = ExperimentStore.open(store, options)
-    summary = {**summarize_store(handle), "artifacts": artifacts(handle)}
+    summary = {**summarize_store(handle), "artifacts": handle.artifacts.list()}
     if as_json:
         print(json.dumps(json_ready(summary), indent=2, allow_nan=False))
     else:

@@ -82,7 +82,7 @@ def explain(
     from mp_ray.apps.context import app_context
     from mp_ray.datamodels.apps import brittleness, nearest_targets, support
     from mp_ray.datamodels.storage import DatamodelsNotFoundError, read_datamodels
-    from mp_ray.evaluation.outputs import ParameterOutputs
+    from mp_ray.method_outputs import ParameterOutputs
     from mp_ray.store import ExperimentStore, StoreMismatchError, StoreNotFoundError
     from mp_ray.store.identity import MODELS_UNREAD
 

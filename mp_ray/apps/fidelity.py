@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from mp_ray.apps.models import SubsetModels
-from mp_ray.evaluation.scores import columnwise_correlation, paired_correlation
+from mp_ray.scores import columnwise_correlation, paired_correlation
 
 STREAM = 0xF1DE  # the seed stream of the check's cases
 PER_SUBSET = 8  # points per base subset in contribution checks

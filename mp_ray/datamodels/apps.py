@@ -19,8 +19,8 @@ import numpy as np
 
 from mp_ray.datamodels.fit import Datamodels
 from mp_ray.errors import InputError
-from mp_ray.evaluation.outputs import OutputFn
 from mp_ray.indices import checked_points
+from mp_ray.method_outputs import OutputFn
 
 
 def checked_target(target: int, n_targets: int) -> int:

@@ -22,10 +22,10 @@ from mp_ray.config import ExperimentConfig
 from mp_ray.data import load_dataset
 from mp_ray.datamodels.fit import fit_datamodels, solver_device
 from mp_ray.datamodels.storage import write_datamodels
-from mp_ray.evaluation.scores import lds
 from mp_ray.predictor.rows import TEST, TRAIN, VAL, read_split, row_splits
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
+from mp_ray.scores import lds
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import DATAMODELS_UNREAD
 

@@ -17,10 +17,10 @@ import torch
 
 from mp_ray.distill.model import Objective, evaluate
 from mp_ray.distill.validation import METRICS, score
-from mp_ray.evaluation.outputs import ParamsFn
-from mp_ray.evaluation.scores import cell
 from mp_ray.learners import Learner
+from mp_ray.method_outputs import ParamsFn
 from mp_ray.outputs import json_ready
+from mp_ray.scores import cell
 
 NO_CHANGE = "no change θ*"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mp_ray.evaluation.scores import Score, columnwise_correlation, varies
+from mp_ray.scores import Score, columnwise_correlation, varies
 
 METRICS = ("pearson", "spearman", "rel_error", "change_error")
 

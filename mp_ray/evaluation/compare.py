@@ -2,7 +2,7 @@
 
 Ground truth comes from retraining (:class:`Truth`): the store's held-out rows (their
 masks and recorded outputs) for the LDS, and models retrained without chosen points for
-the removal tests. Each method is an :data:`~mp_ray.evaluation.outputs.OutputFn`; its
+the removal tests. Each method is an :data:`~mp_ray.method_outputs.OutputFn`; its
 row of the table gives the LDS, the leave-one-out correlation, the counterfactual test
 (removing each target's top supporters: predicted vs actual change of that target's
 output) and the seconds it took to answer all of them. A correlation that is undefined (a
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mp_ray.evaluation.outputs import OutputFn
-from mp_ray.evaluation.scores import (
+from mp_ray.method_outputs import OutputFn
+from mp_ray.scores import (
     cell,
     lds,
     output_changes,

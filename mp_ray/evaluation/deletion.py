@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mp_ray.evaluation.outputs import ParamsFn
+from mp_ray.method_outputs import ParamsFn
 from mp_ray.sampling import row_rng
 
 DELETION_STREAM = 0xDE1E  # the draws of removed points

@@ -28,13 +28,13 @@ from mp_ray.datamodels.apps import support
 from mp_ray.datamodels.fit import Datamodels
 from mp_ray.datamodels.storage import read_datamodels
 from mp_ray.evaluation.compare import Removals, Truth, behaviour_table
-from mp_ray.evaluation.outputs import OutputFn, ParameterOutputs, ParamsFn
-from mp_ray.evaluation.scores import output_changes, removal_masks
 from mp_ray.learners import make_learner
+from mp_ray.method_outputs import OutputFn, ParameterOutputs, ParamsFn
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.sampling import row_rng
+from mp_ray.scores import output_changes, removal_masks
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import SEEDED_UNREAD
 from mp_ray.store_baselines import MaskRidge, fit_store_baselines

@@ -28,11 +28,11 @@ from scipy import stats
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset, load_dataset
-from mp_ray.evaluation.scores import cell, varies
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.predictor.rows import TEST, Rows, read_split
+from mp_ray.scores import cell, varies
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import MODELS_UNREAD
 from mp_ray.store_baselines import MaskRidge, MeanParams, fit_store_baselines

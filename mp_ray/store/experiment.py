@@ -26,15 +26,14 @@ import numpy as np
 import zarr
 
 from mp_ray.errors import MpRayError
+from mp_ray.store.artifacts import Artifacts
 from mp_ray.store.identity import check_identity
 from mp_ray.store.location import normalise_uri, open_store
-from mp_ray.store.spec import StoreMismatchError, StoreSpec
+from mp_ray.store.spec import SPEC_ATTR, StoreMismatchError, StoreSpec
 from mp_ray.store.storage_errors import storage_errors
 
 if TYPE_CHECKING:
     from mp_ray.config import ExperimentConfig
-
-SPEC_ATTR = "mp_ray"
 
 ROW_ARRAYS = ("masks", "params", "outputs", "metrics", "seeds")
 
@@ -69,6 +68,11 @@ class ExperimentStore:
         self.group = group
         self.spec = spec
         self.uri = uri
+
+    @property
+    def artifacts(self) -> Artifacts:
+        """The named results saved beside the rows (:mod:`mp_ray.store.artifacts`)."""
+        return Artifacts(self.group, self.uri)
 
     # -- opening -----------------------------------------------------------------------
 

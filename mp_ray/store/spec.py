@@ -7,6 +7,7 @@ from typing import Any
 
 from mp_ray.store.identity import Identity, StoreMismatchError, differences, make_identity
 
+SPEC_ATTR = "mp_ray"  # the store group's attribute that holds its spec
 FORMAT_VERSION = 1
 # Fields of the spec that its identity covers (or that only name things for messages).
 _IDENTITY_FIELDS = ("dataset_fingerprint", "dataset_name", "root_seed", "learner", "sampler")

@@ -16,7 +16,7 @@ from mp_ray.cli import app
 from mp_ray.config import load_experiment
 from mp_ray.datamodels.apps import brittleness, nearest_targets, removal_effect, support
 from mp_ray.datamodels.storage import DatamodelsNotFoundError, read_datamodels
-from mp_ray.evaluation.outputs import ParameterOutputs
+from mp_ray.method_outputs import ParameterOutputs
 from mp_ray.retrain import run_retrain
 from mp_ray.store import ExperimentStore
 

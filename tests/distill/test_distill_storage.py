@@ -10,7 +10,7 @@ import zarr
 from mp_ray.config import LearnerConfig, parse_experiment
 from mp_ray.data import load_dataset
 from mp_ray.distill import DistilledNotFoundError, load_distilled, run_distill
-from mp_ray.distill.storage import META_ATTR, open_destination, read_distilled, write_distilled
+from mp_ray.distill.storage import open_destination, read_distilled, write_distilled
 from mp_ray.distill.supervision import retrain_without
 from mp_ray.learners import make_learner
 from mp_ray.store import ExperimentStore, StoreMismatchError, StoreNotFoundError
@@ -23,10 +23,10 @@ def test_round_trip_through_the_experiment_store(distilled):
     torch.testing.assert_close(model.steps, distilled.model.steps)
     torch.testing.assert_close(model.theta, distilled.model.theta)
     store = ExperimentStore.open(distilled.config.store.uri)
-    meta = dict(store.group["distill"].attrs[META_ATTR])
+    arrays, meta = store.artifacts.read("distill")
     assert meta["dataset_fingerprint"] == distilled.dataset.fingerprint
     assert meta["report"]["table"].keys() == distilled.report.table.keys()
-    assert store.group["distill/single"].shape == (model.n_groups, 31)
+    assert arrays["single"].shape == (model.n_groups, 31)
 
 
 def test_another_dataset_or_learner_is_refused(distilled, tmp_path):
@@ -82,7 +82,7 @@ def test_missing_or_foreign_destinations(distilled, tmp_path, make_experiment, m
     with pytest.raises(DistilledNotFoundError, match="run `mp-ray distill` first"):
         load_distilled(config, dataset)
     # An interrupted write (arrays without the metadata) is not read.
-    open_destination(config, dataset.fingerprint, write=True).create_array(
+    zarr.open_group(config.store.uri, mode="r+").require_group("distill").create_array(
         "groups", data=np.zeros(3, dtype=np.int64)
     )
     with pytest.raises(DistilledNotFoundError, match="interrupted write"):

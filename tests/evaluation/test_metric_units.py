@@ -26,17 +26,6 @@ from mp_ray.evaluation.compare import (
     format_behaviour_table,
     score_method,
 )
-from mp_ray.evaluation.scores import (
-    Score,
-    cell,
-    columnwise_correlation,
-    lds,
-    output_changes,
-    paired_correlation,
-    removal_correlation,
-    removal_masks,
-    varies,
-)
 from mp_ray.learners import make_learner
 from mp_ray.predictor.evaluation import (
     _summary,
@@ -47,6 +36,17 @@ from mp_ray.predictor.evaluation import (
     within_size_correlations,
 )
 from mp_ray.predictor.rows import Rows
+from mp_ray.scores import (
+    Score,
+    cell,
+    columnwise_correlation,
+    lds,
+    output_changes,
+    paired_correlation,
+    removal_correlation,
+    removal_masks,
+    varies,
+)
 
 # A method linear in the mask: output t of the model of subset S is Σ_{i∈S} W[i, t]. Target
 # 0 weighs the points 1, 2, 4; target 1 gives −1, 0, 1 (ties between subsets); target 2

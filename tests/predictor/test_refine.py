@@ -9,7 +9,6 @@ import torch
 
 from mp_ray.config import DatasetConfig, LearnerConfig, SamplerConfig, parse_experiment
 from mp_ray.data import load_dataset
-from mp_ray.evaluation.scores import columnwise_correlation
 from mp_ray.learners import make_learner
 from mp_ray.predictor.predictor import Predictor
 from mp_ray.predictor.refine import (
@@ -19,6 +18,7 @@ from mp_ray.predictor.refine import (
     with_set_function_alone,
 )
 from mp_ray.sampling import make_sampler
+from mp_ray.scores import columnwise_correlation
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,7 @@ from mp_ray.datamodels.job import fit_from_store
 from mp_ray.distill import run_distill
 from mp_ray.learners import make_learner
 from mp_ray.retrain import BlockTrainer
-from mp_ray.store import ExperimentStore
-from mp_ray.store_artifacts import artifacts, format_artifacts
+from mp_ray.store import ExperimentStore, format_artifacts
 
 runner = CliRunner()
 
@@ -68,7 +67,7 @@ def test_a_store_of_rows_alone_has_no_artifacts(tmp_path):
     config = experiment(tmp_path)
     trainer = BlockTrainer(config, load_dataset(config.dataset))
     trainer.run_block(0)
-    assert artifacts(ExperimentStore.open(config.store.uri)) == []
+    assert ExperimentStore.open(config.store.uri).artifacts.list() == []
     assert inspect(config.store.uri).splitlines()[-1] == "artifacts  none besides the rows"
     assert json.loads(inspect(config.store.uri, "--json"))["artifacts"] == []
 
@@ -88,7 +87,7 @@ def test_every_artifact_is_listed_with_its_facts(store):
     root.require_group("valuation/cut").create_array("values", data=np.zeros(data.n_train))
     root.require_group("scratch")
 
-    found = {entry["group"]: entry for entry in artifacts(ExperimentStore.open(store.uri))}
+    found = {entry["group"]: entry for entry in ExperimentStore.open(store.uri).artifacts.list()}
     assert list(found) == [
         "datamodels/default",
         "distill",

@@ -17,9 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mp_ray.outputs import atomic_output
-from mp_ray.store import ExperimentStore, StoreMismatchError
-from mp_ray.store_artifacts import VALUATION_COMPLETE_ATTR
-from mp_ray.store_artifacts import VALUATION_GROUP as GROUP
+from mp_ray.store import (
+    ArtifactIncompleteError,
+    ArtifactNotFoundError,
+    ExperimentStore,
+    StoreMismatchError,
+)
 
 
 @dataclass
@@ -101,25 +104,20 @@ class ValuationResult:
             raise ValueError(
                 f"{len(self)} values do not match the store's {store.spec.n_train} points"
             )
-        group = store.group.require_group(GROUP).create_group(name, overwrite=True)
-        for key, array in (
-            ("values", self.values),
-            ("stderr", self.stderr),
-            ("counts", self.counts),
-        ):
-            group.create_array(key, data=array)
-        group.attrs.update(self._meta())
+        arrays = {"values": self.values, "stderr": self.stderr, "counts": self.counts}
+        store.artifacts.write("valuation", name, arrays, self._meta())
 
     @classmethod
     def from_store(cls, store: ExperimentStore, name: str) -> ValuationResult:
+        """The result under ``valuation/<name>``; KeyError when it is absent or was not
+        completely written."""
         try:
-            group = store.group[f"{GROUP}/{name}"]
-        except KeyError:
-            raise KeyError(f"store {store.uri} has no valuation result named {name!r}") from None
-        if VALUATION_COMPLETE_ATTR not in group.attrs:
+            arrays, meta = store.artifacts.read("valuation", name)
+        except ArtifactIncompleteError:
             raise KeyError(
                 f"valuation result {name!r} in {store.uri} was not completely written: run "
                 "`mp-ray value` again"
-            )
-        arrays = {key: group[key][:] for key in ("values", "stderr", "counts")}
-        return cls(**arrays, **dict(group.attrs))
+            ) from None
+        except ArtifactNotFoundError:
+            raise KeyError(f"store {store.uri} has no valuation result named {name!r}") from None
+        return cls(**arrays, **meta)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from mp_ray.evaluation.outputs import OutputFn
+from mp_ray.method_outputs import OutputFn
 
 
 @dataclass

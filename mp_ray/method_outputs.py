@@ -1,6 +1,6 @@
 """Model outputs on the target examples, predicted by any method from a batch of subsets.
 
-Every method scored by :mod:`mp_ray.evaluation.scores` is an :data:`OutputFn`:
+Every method scored by :mod:`mp_ray.scores` is an :data:`OutputFn`:
 ``masks (K, n) bool -> outputs (K, T)``, the learner's output (correct-class margin, the
 store's ``outputs``) on the T target examples of the models trained on the K subsets.
 Parameter predictors (ModelPred, influence functions, the distilled datamodel, retraining
