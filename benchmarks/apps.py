@@ -21,7 +21,8 @@ and score the answers against retraining:
   beside the top-value subset (predictor TMC values) and the mean of 20 random subsets of
   the same size.
 - **memorisation** (own-label probability): predictor (seed 0) against retraining (seed 1),
-  ceiling retraining against retraining.
+  ceiling retraining against retraining, 2,000 models each; the predictor also at
+  ``mp-ray memorization``'s default for a predictor (20,000 models).
 - **counterfactuals**: for ``--targets`` test points, the removal of each target's
   strongest supporters (the 5% of training points the predictor's influence estimate
   ranks highest for it) and random removal sets of the same size: sign agreement of the
@@ -56,7 +57,7 @@ from mp_ray.apps import Utility
 from mp_ray.apps.checks import value_check
 from mp_ray.apps.context import AppContext, app_context
 from mp_ray.apps.counterfactual import counterfactual_removal
-from mp_ray.apps.memorization import memorization
+from mp_ray.apps.memorization import DEFAULT_SUBSETS, memorization
 from mp_ray.apps.models import SubsetModels
 from mp_ray.apps.selection import compare_selections, greedy_selection
 from mp_ray.apps.valuation import Convergence, leave_one_out, tmc_shapley
@@ -177,19 +178,23 @@ def selection_part(context: AppContext, values: np.ndarray, shares: list[float])
 
 
 def memorization_part(context: AppContext) -> dict[str, float]:
-    """Memorisation from the predictor against retraining, and the ceiling."""
+    """Memorisation from the predictor against retraining, and the ceiling; the predictor
+    also at ``mp-ray memorization``'s default for a predictor (20,000 models)."""
     data = context.dataset
+    retrained = DEFAULT_SUBSETS["retrain"]
 
-    def estimate(models: SubsetModels, seed: int) -> np.ndarray:
-        return memorization(models, data.X_test, data.y_test, 2000, 0.7, seed).memorization
+    def estimate(models: SubsetModels, seed: int, subsets: int = retrained) -> np.ndarray:
+        return memorization(models, data.X_test, data.y_test, subsets, 0.7, seed).memorization
 
     predicted, exact, again = (
         estimate(context.models, 0),
         estimate(context.retrained, 1),
         estimate(context.retrained, 0),
     )
+    at_budget = estimate(context.models, 0, DEFAULT_SUBSETS["predictor"])
     return {
         "spearman": spearman(predicted, exact),
+        "spearman_predictor_budget": spearman(at_budget, exact),
         "ceiling": spearman(again, exact),
         "mean_abs_difference": float(np.abs(predicted - exact).mean()),
     }
@@ -275,8 +280,9 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "| data set | n | predictor val. error | TMC ρ (ceiling) | TMC ρ, predictor's budget "
         "| LOO ρ (scale) | check ρ "
-        "| memorisation ρ (ceiling) | counterfactual sign agreement: predictor / datamodels |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| memorisation ρ (ceiling) | memorisation ρ, predictor's budget "
+        "| counterfactual sign agreement: predictor / datamodels |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         v, m, c = r["values"], r["memorization"], r["counterfactual"]["rows"]
@@ -288,6 +294,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {v['loo_spearman']:.3f} ({v['loo_scale']:.2f}) "
             f"| {'–' if check is None else f'{check:.3f}'} "
             f"| {m['spearman']:.3f} ({m['ceiling']:.3f}) "
+            f"| {m['spearman_predictor_budget']:.3f} "
             f"| {c['predictor']['sign_agreement']:.3f} / {c['datamodels']['sign_agreement']:.3f} |"
         )
     lines += ["", "Selection: retrained test accuracy of subsets of the same size.", ""]

@@ -358,7 +358,14 @@ def select(
 def memorization(
     config: ConfigOption,
     predictor: PredictorOption = None,
-    subsets: Annotated[int, typer.Option(min=1, help="Sampled subsets (models).")] = 2000,
+    subsets: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Sampled subsets (models); default 20,000 from a predictor (about a second), "
+            "2,000 by retraining.",
+        ),
+    ] = None,
     alpha: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Probability of keeping each point.")
     ] = 0.7,
@@ -391,11 +398,13 @@ def memorization(
     import pyarrow.parquet as pq
 
     from mp_ray.apps.checks import check_budget, memorization_check
+    from mp_ray.apps.memorization import DEFAULT_SUBSETS
     from mp_ray.apps.memorization import memorization as estimate
     from mp_ray.apps.plots import value_distribution
 
     budget = _budget(check)
     context = _context(config, predictor)
+    subsets = subsets or DEFAULT_SUBSETS[context.source]
     data = context.dataset
     fidelity = None
     try:

@@ -42,6 +42,9 @@ from mp_ray.sampling import BernoulliSampler
 
 Score = Literal["probability", "correct"]
 SCORES: tuple[Score, ...] = ("probability", "correct")
+# Sampled subsets by default, by where the models come from: a predictor answers 20,000 in
+# about a second, and its estimate is then far less noisy than 2,000 retrained models'.
+DEFAULT_SUBSETS = {"predictor": 20_000, "retrain": 2_000}
 
 
 @dataclass

@@ -86,7 +86,7 @@ def test_select_memorization_calibrate_counterfactual(fitted_run, config_file, t
     assert lines[1].split()[:3] == ["index", "label", "memorisation"]
     assert len([line for line in lines[2:5] if line.split()[0].isdigit()]) == 3
     assert lines[5].startswith("fidelity [") and "own-label probability" in lines[5]
-    assert "memorization: 2,000/2,000 models" in result.stderr
+    assert "memorization: 20,000/20,000 models" in result.stderr  # a predictor's default
 
     out = tmp_path / "calibration.json"
     run(
