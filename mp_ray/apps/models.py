@@ -3,7 +3,8 @@
 Two implementations answer it with the same interface, ``params(masks (B, n)) -> (B, d)``:
 
 - :class:`PredictedModels`: a fitted ModelPred :class:`~mp_ray.predictor.Predictor`
-  (microseconds per model);
+  (its set function and any Newton steps, :mod:`mp_ray.predictor.refine`; microseconds
+  to tens of microseconds per model);
 - :class:`RetrainedModels`: the learner itself, ``fit_batch`` on blocks of subsets (the
   exact answer, the ground truth every application is checked against).
 
