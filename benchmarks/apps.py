@@ -60,7 +60,7 @@ from mp_ray.apps.counterfactual import counterfactual_removal
 from mp_ray.apps.memorization import DEFAULT_SUBSETS, memorization
 from mp_ray.apps.models import SubsetModels
 from mp_ray.apps.selection import compare_selections, greedy_selection
-from mp_ray.apps.valuation import Convergence, leave_one_out, tmc_shapley
+from mp_ray.apps.valuation import MaxSamples, RelativeTruncation, leave_one_out, tmc_shapley
 from mp_ray.config import ExperimentConfig
 from mp_ray.datamodels.apps import removal_effect
 from mp_ray.datamodels.job import open_checked, run_datamodels
@@ -85,7 +85,7 @@ SAMPLERS = {  # the store's subsets: the demo's, or every size from 5 points to 
     "bernoulli": {"kind": "bernoulli", "alpha": 0.5},
     "uniform_size": {"kind": "uniform_size", "min_size": 5},
 }
-TRUNCATION = 0.01  # the CLI's default
+TRUNCATION = RelativeTruncation(0.01)  # the CLI's default
 TINY = 1e-6  # retrained margin changes below this are left out of sign agreement
 
 
@@ -119,9 +119,7 @@ def values_part(
 
     def tmc(models: SubsetModels, seed: int, budget: int = permutations) -> Any:
         utility = Utility(models, data.X_val, data.y_val, "neg_loss")
-        return tmc_shapley(
-            utility, Convergence(max_samples=budget, round_size=25), seed, TRUNCATION
-        )
+        return tmc_shapley(utility, MaxSamples(budget), seed, TRUNCATION, round_size=25)
 
     predicted, exact, again = (
         tmc(context.models, 0),

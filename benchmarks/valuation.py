@@ -59,7 +59,13 @@ import torch
 
 from mp_ray.apps import Utility
 from mp_ray.apps.context import app_context
-from mp_ray.apps.valuation import Convergence, LearnedUtility, ValuationResult, tmc_shapley
+from mp_ray.apps.valuation import (
+    LearnedUtility,
+    MaxSamples,
+    RelativeTruncation,
+    ValuationResult,
+    tmc_shapley,
+)
 from mp_ray.apps.valuation.tasks import noisy_label_detection, rank_correlation
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset
@@ -155,25 +161,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fit_seconds = time.perf_counter() - start
     context = app_context(config, outcome.predictor_uri)
     data = context.dataset
-    convergence = Convergence(max_samples=args.permutations, round_size=25)
+    budget = MaxSamples(args.permutations)
+    truncation = RelativeTruncation(RTOL, BURN_IN)
 
-    def mp_ray(models: Any, permutations: Convergence, seed: int) -> ValuationResult:
+    def mp_ray(
+        models: Any, permutations: MaxSamples, seed: int, round_size: int
+    ) -> ValuationResult:
         utility = Utility(models, data.X_val, data.y_val, "neg_loss")
-        return tmc_shapley(utility, permutations, seed, RTOL, burn_in_fraction=BURN_IN)
+        return tmc_shapley(utility, permutations, seed, truncation, round_size=round_size)
 
     results: dict[str, tuple[np.ndarray, float, int | None]] = {}
-    predicted = mp_ray(context.models, convergence, seed=0)
+    predicted = mp_ray(context.models, budget, seed=0, round_size=25)
     results["mp-ray, predictor"] = (predicted.values, predicted.seconds, predicted.n_evaluations)
     start = time.perf_counter()
     learned = learned_utility(config, data)
     utility_fit_seconds = time.perf_counter() - start
-    by_learned = tmc_shapley(learned, convergence, 0, RTOL, burn_in_fraction=BURN_IN)
+    by_learned = tmc_shapley(learned, budget, 0, truncation, round_size=25)
     results["mp-ray, utility learning (DeepSets on U(S))"] = (
         by_learned.values,
         by_learned.seconds,
         by_learned.n_evaluations,
     )
-    retrained = mp_ray(context.retrained, convergence, seed=0)
+    retrained = mp_ray(context.retrained, budget, seed=0, round_size=25)
     results[RETRAINING] = (retrained.values, retrained.seconds, retrained.n_evaluations)
     if not args.skip_pydvl:
         pydvl_values, pydvl_seconds = pydvl_tmc(
@@ -183,8 +192,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     baseline = RETRAINING if args.skip_pydvl else PYDVL
     reference = mp_ray(
         context.retrained,
-        Convergence(max_samples=args.reference_factor * args.permutations, round_size=50),
+        MaxSamples(args.reference_factor * args.permutations),
         seed=1,
+        round_size=50,
     )
     rows = []
     for method, (values, seconds, evaluations) in results.items():

@@ -34,6 +34,7 @@ PredictorOption = Annotated[
     str | None,
     typer.Option(help="Predictor checkpoint directory (or s3://); without it, retrain."),
 ]
+MIN_STDERR_SAMPLES = 20  # samples before --stderr-tol may stop a run
 SeedOption = Annotated[int, typer.Option(min=0, help="Root seed of the sampled subsets.")]
 CheckOption = Annotated[
     int | None,
@@ -119,7 +120,12 @@ def value(
         int, typer.Option(min=1, help="Budget: permutations (tmc, beta) or subsets (banzhaf).")
     ] = 500,
     stderr_tol: Annotated[
-        float | None, typer.Option(min=0.0, help="Stop once every standard error is below this.")
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Also stop once every standard error is at most this (after "
+            f"{MIN_STDERR_SAMPLES} samples).",
+        ),
     ] = None,
     truncation: Annotated[
         float | None,
@@ -154,7 +160,13 @@ def value(
     from mp_ray.apps.checks import check_budget, value_check
     from mp_ray.apps.plots import removal_curves, value_distribution
     from mp_ray.apps.valuation import (
-        Convergence,
+        AbsoluteStandardError,
+        MaxSamples,
+        MinSamples,
+        NoTruncation,
+        RelativeTruncation,
+        SamplingState,
+        StoppingCriterion,
         banzhaf_msr,
         beta_shapley,
         leave_one_out,
@@ -178,30 +190,38 @@ def value(
         else None
     )
     utility = Utility(context.models, data.X_val, data.y_val, metric)
+    # The budget, or the budget and, after MIN_STDERR_SAMPLES, the standard errors.
+    stopping: StoppingCriterion = MaxSamples(max_samples)
     try:
-        convergence = Convergence(max_samples=max_samples, stderr_tol=stderr_tol)
+        if stderr_tol is not None:
+            guarded = MinSamples(MIN_STDERR_SAMPLES) & AbsoluteStandardError(stderr_tol)
+            stopping = stopping | guarded
     except ValueError as err:
-        fail(str(err))
+        fail(f"--stderr-tol: {err}")
+    policy = RelativeTruncation(truncation) if truncation else NoTruncation()
     console.print(
         f"valuing {data.n_train} points of {data.name} by {method}, {_answered_by(context)}"
     )
+    if method != "loo":
+        console.print(f"stopping: {stopping}")
     unit = "subsets" if method == "banzhaf" else "permutations"
     # Leave-one-out is one batch of models: nothing to show until it ends.
     with Progress("value", max_samples, unit, enabled=progress and method != "loo") as bar:
 
-        def advance(samples: int) -> None:
-            bar.advance(samples, f"{utility.evaluations:,} models")
+        def advance(state: SamplingState) -> None:
+            # The samples at which the criterion would be met, from its completion.
+            completion = stopping.completion(state)
+            total = round(state.samples / completion) if completion > 0 else None
+            bar.update(state.samples, f"{utility.evaluations:,} models", total=total)
 
         if method == "loo":
             result = leave_one_out(utility)
         elif method == "tmc":
-            result = tmc_shapley(
-                utility, convergence, seed, truncation or None, on_progress=advance
-            )
+            result = tmc_shapley(utility, stopping, seed, policy, on_progress=advance)
         elif method == "beta":
-            result = beta_shapley(utility, convergence, alpha, beta, seed, on_progress=advance)
+            result = beta_shapley(utility, stopping, alpha, beta, seed, on_progress=advance)
         else:
-            result = banzhaf_msr(utility, convergence, seed, on_progress=advance)
+            result = banzhaf_msr(utility, stopping, seed, on_progress=advance)
     result.params.update(dataset_fingerprint=data.fingerprint, models=context.source)
     console.print(
         f"{result.n_evaluations:,} models in {result.seconds:.1f} s; "
@@ -225,7 +245,7 @@ def value(
             seed,
             alpha,
             beta,
-            truncation if method == "tmc" else None,
+            policy if method == "tmc" else NoTruncation(),
         )
         _report(fidelity)
         result.params["fidelity"] = fidelity.to_json()

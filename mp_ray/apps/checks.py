@@ -26,7 +26,8 @@ from mp_ray.apps.fidelity import (
 from mp_ray.apps.memorization import label_scores
 from mp_ray.apps.models import SubsetModels
 from mp_ray.apps.utility import Utility, class_probabilities
-from mp_ray.apps.valuation.semivalues import beta_weights
+from mp_ray.apps.valuation.semivalues import NO_TRUNCATION, beta_weights
+from mp_ray.apps.valuation.truncation import Truncation
 
 ValueMethod = Literal["tmc", "beta", "banzhaf", "loo"]
 
@@ -82,12 +83,12 @@ def value_check(
     seed: int = 0,
     alpha: float = 16.0,
     beta: float = 1.0,
-    truncation_rtol: float | None = None,
+    truncation: Truncation = NO_TRUNCATION,
 ) -> Fidelity:
     """Marginal contributions U(S ∪ {c}) − U(S) on S drawn as ``method`` draws them
     (leave-one-out: U(D) − U(D ∖ {c}) for ``budget − 1`` points c). With a TMC
-    ``truncation_rtol``, also how many of the checked subsets each side would truncate at
-    (a note; G + 2 more models retrained)."""
+    ``truncation`` policy that cuts, also how many of the checked subsets each side would
+    truncate at, burn-in aside (a note; G + 2 more models retrained)."""
     check_budget(method, budget)
     n = models.n_train
     if method == "loo":
@@ -106,11 +107,9 @@ def value_check(
         per_subset,
         remove,
     )
-    if truncation_rtol and not remove:
+    if truncation.cuts and not remove:
         bases, _ = sample_contribution_cases(n, sizes, per_subset, seed)
-        near = [
-            _near_full(source, utility, bases, truncation_rtol) for source in (models, retrained)
-        ]
+        near = [_near_full(source, utility, bases, truncation) for source in (models, retrained)]
         fidelity.models_retrained += len(bases) + 2
         fidelity.notes.append(
             f"truncation: {near[0]:.0%} of the checked subsets lie within the truncation "
@@ -119,13 +118,16 @@ def value_check(
     return fidelity
 
 
-def _near_full(models: SubsetModels, base: Utility, bases: np.ndarray, rtol: float) -> float:
-    """Share of ``bases (G, n)`` whose utility lies within ``rtol·|U(D) − U(∅)|`` of U(D),
-    with ``models`` answering (TMC's truncation rule)."""
+def _near_full(
+    models: SubsetModels, base: Utility, bases: np.ndarray, truncation: Truncation
+) -> float:
+    """Share of ``bases (G, n)`` whose utility lies within the ``truncation`` policy's
+    tolerance of U(D), with ``models`` answering."""
     utility = Utility(models, base.X.cpu().numpy(), base.y.cpu().numpy(), base.metric)
     n = models.n_train
     empty, full = utility(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))
-    return float(np.mean(np.abs(utility(bases) - full) <= rtol * abs(full - empty)))
+    tolerance = truncation.tolerance(float(full), float(empty))
+    return float(np.mean(np.abs(utility(bases) - full) <= (tolerance or 0.0)))
 
 
 def memorization_check(

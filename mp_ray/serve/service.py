@@ -21,7 +21,7 @@ from mp_ray.apps.counterfactual import counterfactual_removal
 from mp_ray.apps.memorization import memorization
 from mp_ray.apps.selection import greedy_selection, relaxed_selection
 from mp_ray.apps.utility import class_probabilities
-from mp_ray.apps.valuation import Convergence, banzhaf_msr, leave_one_out, tmc_shapley
+from mp_ray.apps.valuation import MaxSamples, banzhaf_msr, leave_one_out, tmc_shapley
 from mp_ray.config import load_experiment
 from mp_ray.errors import InputError
 from mp_ray.serve import schemas
@@ -144,9 +144,9 @@ class ModelPredService:
         if request.method == "loo":
             result = leave_one_out(utility)
         elif request.method == "tmc":
-            result = tmc_shapley(utility, Convergence(max_samples=request.budget), request.seed)
+            result = tmc_shapley(utility, MaxSamples(request.budget), request.seed)
         else:
-            result = banzhaf_msr(utility, Convergence(max_samples=request.budget), request.seed)
+            result = banzhaf_msr(utility, MaxSamples(request.budget), request.seed)
         response = schemas.ValuesResponse(
             method=result.method,
             values=result.values.tolist(),

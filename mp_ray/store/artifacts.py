@@ -13,7 +13,9 @@ listed as incomplete and refused by :meth:`Artifacts.read`. Kinds and their layo
   metadata in attribute ``mp_ray_distill`` (complete when non-empty); it may instead be the
   root of a Zarr group of its own at ``distill.uri`` (:meth:`Artifacts.at_own_uri`);
 - ``valuation/<name>`` (:class:`mp_ray.apps.valuation.ValuationResult`): arrays
-  ``values``, ``stderr``, ``counts``; the run's fields (method, evaluations, …) are the
+  ``values``, ``stderr``, ``counts``, and for Monte-Carlo results saved since they were
+  kept, the running moments ``moment_count``, ``moment_mean``, ``moment_m2`` (streams × n);
+  the run's fields (method, evaluations, …) are the
   attributes themselves, written together (complete once ``method`` is there).
 
 ``mp-ray inspect`` lists them (:meth:`Artifacts.list`) without importing the writers (and
@@ -55,6 +57,11 @@ class _Kind:
     meta_attr: str | None  # the attribute holding the metadata; None: every attribute
     complete_attr: str | None = None  # with meta_attr None: the field marking completion
     own_uri: str | None = None  # the config field that saves it outside the store instead
+    optional: tuple[str, ...] = ()  # arrays an artifact may have besides ``arrays``
+
+    @property
+    def every_array(self) -> tuple[str, ...]:
+        return self.arrays + self.optional
 
 
 _KINDS: dict[str, _Kind] = {
@@ -74,7 +81,13 @@ _KINDS: dict[str, _Kind] = {
         own_uri="distill.uri",
     ),
     "valuation": _Kind(
-        "valuation", "valuation", True, ("values", "stderr", "counts"), None, "method"
+        "valuation",
+        "valuation",
+        True,
+        ("values", "stderr", "counts"),
+        None,
+        "method",
+        optional=("moment_count", "moment_mean", "moment_m2"),
     ),
 }
 
@@ -130,7 +143,7 @@ class Artifacts:
                 f"{spec.own_uri} {uri} is an experiment store; leave {spec.own_uri} unset to "
                 f"save in its '{spec.group}' group"
             )
-        unknown = set(root.keys()) - set(spec.arrays)
+        unknown = set(root.keys()) - set(spec.every_array)
         if unknown:
             raise StoreMismatchError(
                 f"{spec.own_uri} {uri} holds other Zarr content ({', '.join(sorted(unknown))}), "
@@ -163,13 +176,15 @@ class Artifacts:
         meta: dict[str, Any],
     ) -> None:
         """Replace the artifact ``kind``/``name`` (None for the distilled datamodel) by
-        ``arrays`` (one per name of the kind's layout) and ``meta`` (JSON-able), the
-        metadata last; no other artifact, and none of the store's rows, is touched."""
+        ``arrays`` (one per name of the kind's layout, optional ones where given) and
+        ``meta`` (JSON-able), the metadata last; no other artifact, and none of the store's
+        rows, is touched."""
         spec = _KINDS[kind]
         path = self._path(kind, name)
-        if set(arrays) != set(spec.arrays):
+        if not set(spec.arrays) <= set(arrays) <= set(spec.every_array):
+            optional = f" (and may have {', '.join(spec.optional)})" if spec.optional else ""
             raise ValueError(
-                f"a {spec.label} has arrays {', '.join(spec.arrays)}; got "
+                f"a {spec.label} has arrays {', '.join(spec.arrays)}{optional}; got "
                 f"{', '.join(sorted(arrays))}"
             )
         attrs = _stored_attrs(spec, meta)
@@ -183,14 +198,15 @@ class Artifacts:
             group = self.root.require_group(spec.group).create_group(name, overwrite=True)
         else:
             group = self.root.create_group(path, overwrite=True)
-        for key in spec.arrays:
+        for key in arrays:
             group.create_array(key, data=np.ascontiguousarray(arrays[key]), overwrite=True)
         group.attrs.update(attrs)
 
     def read(
         self, kind: ArtifactKind, name: str | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The arrays and metadata of the artifact ``kind``/``name``; raises
+        """The arrays (the optional ones it has too) and metadata of the artifact
+        ``kind``/``name``; raises
         :class:`ArtifactNotFoundError` when it is absent, :class:`ArtifactIncompleteError`
         when its write was interrupted."""
         spec = _KINDS[kind]
@@ -204,7 +220,7 @@ class Artifacts:
             raise ArtifactIncompleteError(
                 f"the {_called(kind, name)} in {self.uri} was not completely written"
             )
-        return {key: group[key][...] for key in spec.arrays}, meta
+        return {key: group[key][...] for key in spec.every_array if key in group}, meta
 
     # -- listing ---------------------------------------------------------------------------
 

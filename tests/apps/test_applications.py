@@ -21,7 +21,7 @@ from mp_ray.apps.selection import (
     relaxed_selection,
     seed_set,
 )
-from mp_ray.apps.valuation import Convergence, tmc_shapley
+from mp_ray.apps.valuation import MaxSamples, tmc_shapley
 from mp_ray.apps.valuation.tasks import noisy_label_detection, rank_correlation, removal_curve
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -35,10 +35,12 @@ def sklearn_models(X, y, masks, C=1.0):
 
 def test_tmc_values_from_the_predictor_rank_like_retraining_and_find_noisy_labels(fitted):
     data = fitted.dataset
-    convergence = Convergence(max_samples=200, round_size=50)
-    predicted = tmc_shapley(Utility(fitted.models, data.X_val, data.y_val, "neg_loss"), convergence)
+    budget = MaxSamples(200)
+    predicted = tmc_shapley(
+        Utility(fitted.models, data.X_val, data.y_val, "neg_loss"), budget, round_size=50
+    )
     retrained = tmc_shapley(
-        Utility(fitted.retrained, data.X_val, data.y_val, "neg_loss"), convergence
+        Utility(fitted.retrained, data.X_val, data.y_val, "neg_loss"), budget, round_size=50
     )
     assert rank_correlation(predicted.values, retrained.values) > 0.5  # measured 0.62
     assert noisy_label_detection(retrained.values, data.flipped)["auc"] > 0.85  # 0.96

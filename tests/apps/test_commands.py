@@ -56,6 +56,7 @@ def test_value_writes_parquet_store_and_plots(fitted_run, config_file, tmp_path)
     assert re.search(
         r"^value: 40/40 permutations, .*, done in .*, [\d,]+ models$", result.stderr, re.M
     )
+    assert "stopping: max 40 samples\n" in result.stderr
     saved = ValuationResult.from_parquet(str(out))
     stored = ValuationResult.from_store(ExperimentStore.open(config.store.uri), "tmc")
     np.testing.assert_array_equal(saved.values, stored.values)

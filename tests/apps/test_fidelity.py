@@ -17,6 +17,7 @@ from mp_ray.apps.checks import (
     value_sizes,
 )
 from mp_ray.apps.fidelity import SCALE, contribution_changes, sample_contribution_cases
+from mp_ray.apps.valuation import RelativeTruncation
 from mp_ray.config import DatasetConfig, LearnerConfig
 from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
@@ -97,7 +98,9 @@ def test_memorization_check_passes_retraining_and_flags_the_full_data_model(sett
 def test_tmc_check_compares_where_each_side_would_truncate(setting):
     data, retrained = setting
     utility = Utility(retrained, data.X_val, data.y_val, "neg_loss")
-    fidelity = value_check(retrained, retrained, utility, "tmc", 18, truncation_rtol=0.05)
+    fidelity = value_check(
+        retrained, retrained, utility, "tmc", 18, truncation=RelativeTruncation(0.05)
+    )
     assert fidelity.models_retrained == 18 + 2 + 2
     note = next(note for note in fidelity.notes if note.startswith("truncation: "))
     share = note.split("% of the checked")[0].split()[-1]

@@ -12,7 +12,14 @@ from sklearn.metrics import log_loss
 
 from mp_ray.apps.models import RetrainedModels
 from mp_ray.apps.utility import Utility
-from mp_ray.apps.valuation import Convergence, ValuationResult, leave_one_out, tmc_shapley
+from mp_ray.apps.valuation import (
+    MaxSamples,
+    NoTruncation,
+    RelativeTruncation,
+    ValuationResult,
+    leave_one_out,
+    tmc_shapley,
+)
 from mp_ray.config import DatasetConfig, LearnerConfig
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import make_learner
@@ -52,10 +59,10 @@ def test_truncation_is_relative_to_the_utility_range(game, burn_in_fraction):
     _, utility, permutations, prefixes = game
     result = tmc_shapley(
         utility,
-        Convergence(max_samples=PERMUTATIONS, round_size=16),
+        MaxSamples(PERMUTATIONS),
         SEED,
-        RTOL,
-        burn_in_fraction=burn_in_fraction,
+        RelativeTruncation(RTOL, burn_in_fraction),
+        round_size=16,
     )
     full, empty = prefixes[0, N], prefixes[0, 0]
     burn_in = math.ceil(burn_in_fraction * N)
@@ -79,17 +86,17 @@ def test_truncation_is_relative_to_the_utility_range(game, burn_in_fraction):
 
 def test_without_truncation_nothing_is_cut(game):
     _, utility, _, prefixes = game
-    result = tmc_shapley(utility, Convergence(max_samples=16, round_size=16), SEED, None)
+    result = tmc_shapley(utility, MaxSamples(16), SEED, NoTruncation())
     assert result.params["truncated_share"] == 0.0
     assert result.params["mean_truncation_prefix"] is None
     assert result.params["utility_range"] == pytest.approx(abs(prefixes[0, N] - prefixes[0, 0]))
     assert result.n_evaluations == 2 + 16 * (N - 1)
 
 
-@pytest.mark.parametrize("rtol", [RTOL, None])
-def test_truncation_params_round_trip_through_parquet_and_the_store(game, rtol, tmp_path):
+@pytest.mark.parametrize("truncation", [RelativeTruncation(RTOL), NoTruncation()])
+def test_truncation_params_round_trip_through_parquet_and_the_store(game, truncation, tmp_path):
     data, utility, _, _ = game
-    result = tmc_shapley(utility, Convergence(max_samples=16, round_size=16), SEED, rtol)
+    result = tmc_shapley(utility, MaxSamples(16), SEED, truncation)
     result.to_parquet(str(tmp_path / "values.parquet"))
     assert ValuationResult.from_parquet(str(tmp_path / "values.parquet")).params == result.params
     spec = StoreSpec(

@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 
 from mp_ray.apps import RetrainedModels, Utility
-from mp_ray.apps.valuation import Convergence, LearnedUtility, tmc_shapley
+from mp_ray.apps.valuation import LearnedUtility, MaxSamples, RelativeTruncation, tmc_shapley
 from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
@@ -141,7 +141,7 @@ def test_empty_and_degenerate_subsets_get_the_fallback_utility(setting, learned,
 def test_tmc_shapley_takes_the_learned_utility(setting, learned):
     before = learned.evaluations
     result = tmc_shapley(
-        learned, Convergence(max_samples=20, round_size=10), seed=0, burn_in_fraction=0.4
+        learned, MaxSamples(20), seed=0, truncation=RelativeTruncation(0.01, 0.4), round_size=10
     )
     n = setting.dataset.n_train
     assert result.values.shape == (n,) and np.isfinite(result.values).all()

@@ -12,7 +12,10 @@ from scipy.special import beta as beta_function
 from mp_ray.apps.models import RetrainedModels
 from mp_ray.apps.utility import Utility
 from mp_ray.apps.valuation import (
-    Convergence,
+    AbsoluteStandardError,
+    MaxSamples,
+    NoTruncation,
+    RelativeTruncation,
     ValuationResult,
     banzhaf_msr,
     beta_shapley,
@@ -66,9 +69,7 @@ def test_leave_one_out_is_exact(game):
 def test_tmc_shapley_without_truncation_matches_exact_shapley(game):
     utility, table = game
     exact = exact_semivalue(table, shapley_p)
-    result = tmc_shapley(
-        utility, Convergence(max_samples=1500, round_size=500), truncation_rtol=None
-    )
+    result = tmc_shapley(utility, MaxSamples(1500), truncation=NoTruncation(), round_size=500)
     # The estimate is unbiased: every point within 4 standard errors of the exact value.
     assert np.all(np.abs(result.values - exact) <= 4 * result.stderr + 1e-9)
     assert result.stderr.max() < 0.1 * np.abs(exact).max()
@@ -79,10 +80,12 @@ def test_tmc_shapley_without_truncation_matches_exact_shapley(game):
 def test_truncation_scores_fewer_models_and_stays_close(game):
     utility, table = game
     exact = exact_semivalue(table, shapley_p)
-    convergence = Convergence(max_samples=300, round_size=100)
+    budget = MaxSamples(300)
     # One prefix per permutation and call, so truncated tails are never scored.
-    untruncated = tmc_shapley(utility, convergence, truncation_rtol=None, batch_size=100)
-    truncated = tmc_shapley(utility, convergence, truncation_rtol=0.05, batch_size=100)
+    untruncated = tmc_shapley(utility, budget, 0, NoTruncation(), round_size=100, batch_size=100)
+    truncated = tmc_shapley(
+        utility, budget, 0, RelativeTruncation(0.05), round_size=100, batch_size=100
+    )
     assert truncated.n_evaluations < untruncated.n_evaluations
     assert np.corrcoef(truncated.values, exact)[0, 1] > 0.95
 
@@ -93,38 +96,38 @@ def test_beta_shapley_matches_its_exact_semivalue(game):
     exact = exact_semivalue(
         table, lambda k: beta_function(k + beta, N - 1 - k + alpha) / beta_function(alpha, beta)
     )
-    result = beta_shapley(
-        utility, Convergence(max_samples=1500, round_size=500), alpha=alpha, beta=beta
-    )
+    result = beta_shapley(utility, MaxSamples(1500), alpha=alpha, beta=beta, round_size=500)
     assert np.all(np.abs(result.values - exact) <= 4 * result.stderr + 1e-9)
     # α = β = 1 is the Shapley value.
-    one = beta_shapley(utility, Convergence(max_samples=50, round_size=50), alpha=1, beta=1, seed=3)
-    shapley = tmc_shapley(
-        utility, Convergence(max_samples=50, round_size=50), seed=3, truncation_rtol=None
-    )
+    one = beta_shapley(utility, MaxSamples(50), alpha=1, beta=1, seed=3, round_size=50)
+    shapley = tmc_shapley(utility, MaxSamples(50), 3, NoTruncation(), round_size=50)
     np.testing.assert_allclose(one.values, shapley.values, atol=1e-12)
 
 
 def test_banzhaf_msr_matches_exact_banzhaf_and_stops_on_its_criterion(game):
     utility, table = game
     exact = exact_semivalue(table, lambda k: 2.0 ** -(N - 1))
-    result = banzhaf_msr(utility, Convergence(max_samples=8000), batch_size=2000)
+    result = banzhaf_msr(utility, MaxSamples(8000), round_size=2000)
     assert np.all(np.abs(result.values - exact) <= 4 * result.stderr + 1e-9)
-    loose = banzhaf_msr(utility, Convergence(max_samples=8000, stderr_tol=0.05), batch_size=500)
+    assert not result.converged  # only the budget stopped it
+    loose = banzhaf_msr(utility, MaxSamples(8000) | AbsoluteStandardError(0.05), round_size=500)
     assert loose.converged and loose.n_evaluations < 8000 and loose.stderr.max() <= 0.05
+    assert loose.params["stopping"] == "max 8,000 samples | stderr ≤ 0.05"
 
 
 def test_runs_are_reproducible_from_the_seed(game):
     utility, _ = game
-    convergence = Convergence(max_samples=40, round_size=20)
-    first = tmc_shapley(utility, convergence, seed=7)
-    np.testing.assert_array_equal(first.values, tmc_shapley(utility, convergence, seed=7).values)
-    assert not np.array_equal(first.values, tmc_shapley(utility, convergence, seed=8).values)
+    budget = MaxSamples(40)
+    first = tmc_shapley(utility, budget, seed=7, round_size=20)
+    again = tmc_shapley(utility, budget, seed=7, round_size=20)
+    np.testing.assert_array_equal(first.values, again.values)
+    other = tmc_shapley(utility, budget, seed=8, round_size=20)
+    assert not np.array_equal(first.values, other.values)
 
 
 def test_result_round_trips_through_parquet(game, tmp_path):
     utility, _ = game
-    result = tmc_shapley(utility, Convergence(max_samples=20, round_size=10))
+    result = tmc_shapley(utility, MaxSamples(20), round_size=10)
     result.to_parquet(str(tmp_path / "values.parquet"))
     back = ValuationResult.from_parquet(str(tmp_path / "values.parquet"))
     np.testing.assert_array_equal(back.values, result.values)
@@ -132,19 +135,24 @@ def test_result_round_trips_through_parquet(game, tmp_path):
     assert back.method == "tmc_shapley" and back.params == result.params
 
 
-def test_bad_inputs_are_named():
-    with pytest.raises(ValueError, match="max_samples"):
-        Convergence(max_samples=0)
-    with pytest.raises(ValueError, match="stderr_tol"):
-        Convergence(stderr_tol=-1.0)
+def test_bad_inputs_are_named(game):
+    utility, _ = game
+    with pytest.raises(ValueError, match="MaxSamples needs a whole number"):
+        MaxSamples(0)
+    with pytest.raises(ValueError, match="AbsoluteStandardError needs a tolerance > 0"):
+        AbsoluteStandardError(-1.0)
+    with pytest.raises(ValueError, match="burn_in_fraction must lie in"):
+        RelativeTruncation(0.1, 1.5)
+    with pytest.raises(ValueError, match="round_size must be ≥ 1"):
+        tmc_shapley(utility, MaxSamples(5), round_size=0)
 
 
 def test_truncation_waits_for_the_burn_in(game):
     utility, _ = game
-    convergence = Convergence(max_samples=100, round_size=100)
-    early = tmc_shapley(utility, convergence, truncation_rtol=0.5, batch_size=100)
+    budget = MaxSamples(100)
+    early = tmc_shapley(utility, budget, 0, RelativeTruncation(0.5), round_size=100, batch_size=100)
     late = tmc_shapley(
-        utility, convergence, truncation_rtol=0.5, batch_size=100, burn_in_fraction=0.75
+        utility, budget, 0, RelativeTruncation(0.5, 0.75), round_size=100, batch_size=100
     )
     # A loose tolerance truncates at once; with the burn-in, 6 of 8 prefixes are scored first.
     assert early.n_evaluations < late.n_evaluations

@@ -24,7 +24,7 @@ from mp_ray.apps.calibration import subsample_masks
 from mp_ray.apps.counterfactual import counterfactual_removal
 from mp_ray.apps.selection import greedy_selection
 from mp_ray.apps.utility import class_probabilities
-from mp_ray.apps.valuation import Convergence, tmc_shapley
+from mp_ray.apps.valuation import MaxSamples, tmc_shapley
 from mp_ray.predictor import Predictor
 from mp_ray.serve.app import MAX_ERRORS_SHOWN, Gateway, PredictorDeployment
 from mp_ray.serve.schemas import MAX_INPUT_ROWS, MAX_POINTS
@@ -108,7 +108,7 @@ def test_answers_equal_the_library_calls(service, fitted):
     ).json()
     utility = Utility(fitted.models, data.X_val, data.y_val, "neg_loss")
     np.testing.assert_allclose(
-        values["values"], tmc_shapley(utility, Convergence(max_samples=30), 4).values, atol=1e-12
+        values["values"], tmc_shapley(utility, MaxSamples(30), 4).values, atol=1e-12
     )
 
     selected = service.client.post("/v1/select", json={"size": 15}).json()["indices"]

@@ -18,23 +18,20 @@ Estimators:
   π; the prefix before i has size k with probability 1/n and is uniform given k, so
   ω(k)·Δ_i(prefix) with ω(k) = n·C(n−1, k)·p(k) is unbiased (ω = 1 for Shapley). The prefixes
   of all permutations in a round are scored in chunks, one batch of masks per call.
-  Truncation (Ghorbani & Zou, 2019, TMC): once a prefix's utility is within
-  ``truncation_rtol·|U(D) − U(∅)|`` of U(D), a share of the utility's range rather than of
-  |U(D)| (an arbitrary value for a loss), the rest of that permutation contributes 0 and is
-  not scored (if U(D) = U(∅), only a prefix scoring exactly U(D) truncates). With
-  ``burn_in_fraction`` the check starts at prefix length ⌈burn_in·n⌉, as in pyDVL's
-  ``RelativeTruncation(rtol, burn_in_fraction)`` (whose scale is |U(D)|). The result's
-  params record the range (``utility_range``), the share of permutations truncated
-  (``truncated_share``) and the mean prefix length at the cut, as a share of n, over the
-  truncated permutations (``mean_truncation_prefix``, None if none was).
+  ``truncation=`` a policy (:mod:`~mp_ray.apps.valuation.truncation`: ``NoTruncation()``,
+  ``RelativeTruncation(rtol, burn_in_fraction)``) cuts a permutation once its prefixes come
+  close to U(D); the result's params record the policy and what it cut.
 - :func:`banzhaf_msr` (Wang & Jia, 2023, maximum sample reuse): Bernoulli(½) subsets, each
   scored once and used for every point: v_i = mean U(S ∋ i) − mean U(S ∌ i).
 
-Convergence (:class:`Convergence`): samples (permutations, or subsets for MSR) are drawn in
-rounds; after each round, stop once every point's standard error is ≤ ``stderr_tol``
-(utility units; after ``min_samples``) or the budget ``max_samples`` is spent. Sample r is
-drawn from (seed, r) alone, so runs are reproducible and extend each other. The estimators
-call ``on_progress`` with the number of samples of each round as it finishes.
+Samples (permutations, or subsets for MSR) are drawn in rounds of ``round_size`` until the
+stopping criterion (:mod:`~mp_ray.apps.valuation.stopping`, e.g. ``MaxSamples(500) |
+AbsoluteStandardError(0.01)``) is met after a round; a round never draws past the
+criterion's sample limit. Sample r is drawn from (seed, r) alone, so runs are reproducible,
+and ``continue_from=`` an earlier result of the same method, seed and settings draws
+samples r = its count onwards and pools them with its moments: the values equal those of
+one longer run with the same seed (up to rounding). The estimators call ``on_progress``
+with the run's :class:`~mp_ray.apps.valuation.stopping.SamplingState` after each round.
 """
 
 from __future__ import annotations
@@ -42,62 +39,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from mp_ray.apps.utility import SubsetUtility
+from mp_ray.apps.valuation.moments import Moments
 from mp_ray.apps.valuation.result import ValuationResult
+from mp_ray.apps.valuation.stopping import SamplingState, StoppingCriterion
+from mp_ray.apps.valuation.truncation import (
+    NoTruncation,
+    RelativeTruncation,
+    Truncation,
+    TruncationTally,
+)
 from mp_ray.sampling import BernoulliSampler, PermutationSampler
 
-
-@dataclass(frozen=True)
-class Convergence:
-    """When a Monte-Carlo valuation stops; see the module docstring."""
-
-    max_samples: int = 500
-    min_samples: int = 20
-    stderr_tol: float | None = None
-    round_size: int = 16
-
-    def __post_init__(self) -> None:
-        if self.max_samples < 1 or self.round_size < 1 or self.min_samples < 0:
-            raise ValueError("max_samples and round_size must be ≥ 1, min_samples ≥ 0")
-        if self.stderr_tol is not None and self.stderr_tol <= 0:
-            raise ValueError("stderr_tol must be positive (or None)")
-
-    def met(self, samples: int, stderr: np.ndarray) -> bool:
-        """Whether the criterion holds after ``samples`` samples with these errors."""
-        if self.stderr_tol is None or samples < max(self.min_samples, 2):
-            return False
-        return bool(np.all(stderr <= self.stderr_tol))
-
-
-class RunningMoments:
-    """Per-point mean and variance of samples arriving in batches (Chan et al.'s update)."""
-
-    def __init__(self, n: int) -> None:
-        self.count = np.zeros(n, dtype=np.int64)
-        self.mean = np.zeros(n)
-        self.m2 = np.zeros(n)
-
-    def add(self, samples: np.ndarray) -> None:
-        """Add ``samples (B, n)``: B new samples of every point."""
-        b = samples.shape[0]
-        if b == 0:
-            return
-        mean = samples.mean(axis=0)
-        m2 = ((samples - mean) ** 2).sum(axis=0)
-        total = self.count + b
-        delta = mean - self.mean
-        self.mean = self.mean + delta * b / total
-        self.m2 = self.m2 + m2 + delta**2 * self.count * b / total
-        self.count = total
-
-    @property
-    def stderr(self) -> np.ndarray:
-        variance = np.where(self.count > 1, self.m2 / np.maximum(self.count - 1, 1), np.inf)
-        return np.sqrt(variance / np.maximum(self.count, 1))
+ProgressCallback = Callable[[SamplingState], None]
+NO_TRUNCATION = NoTruncation()
+TMC_TRUNCATION = RelativeTruncation(0.01)  # TMC's default policy
 
 
 def shapley_weights(n: int) -> np.ndarray:
@@ -153,15 +113,76 @@ def _permutations(seed: int, first: int, count: int, n: int) -> np.ndarray:
     return np.stack([np.argsort(sampler.ranks(index)) for index in range(first, first + count)])
 
 
-def _run_params(utility: SubsetUtility, convergence: Convergence, seed: int, samples: int) -> dict:
-    """What every Monte-Carlo result records about its run."""
-    return {
-        "metric": utility.metric,
-        "seed": seed,
-        "samples": samples,
-        "max_samples": convergence.max_samples,
-        "stderr_tol": convergence.stderr_tol,
-    }
+def _start(
+    continue_from: ValuationResult | None,
+    method: str,
+    streams: int,
+    n: int,
+    seed: int,
+    setting: dict[str, Any],
+) -> tuple[Moments, int]:
+    """The moments ``(streams, n)`` and sample count a run starts from: none, or those of
+    the result it continues (checked to be this run's method, seed and ``setting``)."""
+    if continue_from is None:
+        return Moments.empty(streams, n), 0
+    moments = continue_from.continued_moments(method, seed, setting, n)
+    return moments, int(continue_from.params["samples"])
+
+
+def _sample(
+    stopping: StoppingCriterion,
+    round_size: int,
+    moments: Moments,
+    samples: int,
+    draw: Callable[[int, int], None],
+    start: float,
+    on_progress: ProgressCallback | None,
+) -> tuple[int, bool]:
+    """Draw rounds until ``stopping`` is met: ``draw(first, count)`` adds samples ``first ..
+    first + count − 1`` to ``moments``; rounds of ``round_size``, none past the criterion's
+    sample limit. Returns the samples drawn in all and whether the run converged."""
+    if round_size < 1:
+        raise ValueError(f"round_size must be ≥ 1, got {round_size}")
+
+    def state() -> SamplingState:
+        return SamplingState(
+            samples,
+            moments.values(),
+            moments.stderr(),
+            moments.counts(),
+            time.perf_counter() - start,
+        )
+
+    now = state()
+    while not stopping(now):
+        limit = stopping.sample_limit
+        count = round_size if limit is None else min(round_size, limit - samples)
+        draw(samples, count)
+        samples += count
+        now = state()
+        if on_progress is not None:
+            on_progress(now)
+    return samples, stopping.converged(now)
+
+
+def _finish(
+    method: str,
+    moments: Moments,
+    evaluations: int,
+    converged: bool,
+    start: float,
+    params: dict[str, Any],
+    continue_from: ValuationResult | None,
+) -> ValuationResult:
+    """The run's result; continuing another, its evaluations and seconds add to that run's,
+    and params it recorded besides this run's (dataset, models…) are kept."""
+    seconds = time.perf_counter() - start
+    if continue_from is not None:
+        evaluations += continue_from.n_evaluations
+        seconds += continue_from.seconds
+        params = {**continue_from.params, **params}
+        params.pop("fidelity", None)  # a check of the earlier run's values
+    return ValuationResult.from_moments(method, moments, evaluations, converged, seconds, params)
 
 
 def _prefix_utilities(
@@ -217,20 +238,22 @@ def _prefix_utilities(
 def permutation_semivalue(
     utility: SubsetUtility,
     weights: np.ndarray,
-    convergence: Convergence,
+    stopping: StoppingCriterion,
     seed: int = 0,
-    truncation_rtol: float | None = None,
+    truncation: Truncation = NO_TRUNCATION,
+    *,
+    round_size: int = 16,
     batch_size: int = 1024,
     method: str = "semivalue",
-    burn_in_fraction: float = 0.0,
-    on_progress: Callable[[int], None] | None = None,
+    params: dict[str, Any] | None = None,
+    continue_from: ValuationResult | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ValuationResult:
     """Permutation-sampling estimate of the semivalue with weights ``ω (n,)`` (see the
-    module docstring); ``batch_size`` subsets are scored per call; a permutation is
-    truncated once a prefix is within ``truncation_rtol·|U(D) − U(∅)|`` of U(D), checked
-    from prefix length ``burn_in_fraction·n`` on."""
-    if not 0 <= burn_in_fraction <= 1:
-        raise ValueError(f"burn_in_fraction must lie in [0, 1], got {burn_in_fraction}")
+    module docstring): ``round_size`` permutations per round until ``stopping`` is met,
+    ``batch_size`` subsets scored per call, permutations cut by the ``truncation`` policy.
+    ``params`` (e.g. Beta's α, β) are recorded with the result and must match those of
+    ``continue_from``, the result this run continues."""
     start = time.perf_counter()
     n = utility.n_train
     if weights.shape != (n,):
@@ -238,150 +261,140 @@ def permutation_semivalue(
     ends = utility(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))
     empty, full = float(ends[0]), float(ends[1])
     utility_range = abs(full - empty)
-    tolerance = None if truncation_rtol is None else truncation_rtol * utility_range
+    setting = {
+        "metric": utility.metric,
+        **truncation.params(),
+        **(params or {}),
+        "utility_range": utility_range,
+    }
+    moments, samples = _start(continue_from, method, 1, n, seed, setting)
+    tolerance, burn_in = truncation.tolerance(full, empty), truncation.burn_in(n)
     evaluations = 2
-    moments = RunningMoments(n)
-    cuts: list[np.ndarray] = []  # per round, the prefix length of each cut
-    samples, converged = 0, False
-    while samples < convergence.max_samples and not converged:
-        count = min(convergence.round_size, convergence.max_samples - samples)
-        permutations = _permutations(seed, samples, count, n)
-        prefix, scored, round_cuts = _prefix_utilities(
-            utility,
-            permutations,
-            full,
-            empty,
-            tolerance,
-            batch_size,
-            math.ceil(burn_in_fraction * n),
+    tally = TruncationTally(n)
+
+    def draw(first: int, count: int) -> None:
+        nonlocal evaluations, tally
+        permutations = _permutations(seed, first, count, n)
+        prefix, scored, cuts = _prefix_utilities(
+            utility, permutations, full, empty, tolerance, batch_size, burn_in
         )
         evaluations += scored
-        cuts.append(round_cuts)
+        tally += TruncationTally.of_cuts(cuts, n)
         marginals = np.empty((count, n))
         # The point at position k joins a prefix of size k.
         marginals[np.arange(count)[:, None], permutations] = np.diff(prefix, axis=1) * weights
         moments.add(marginals)
-        samples += count
-        converged = convergence.met(samples, moments.stderr)
-        if on_progress is not None:
-            on_progress(count)
-    return ValuationResult(
-        method=method,
-        values=moments.mean,
-        stderr=moments.stderr,
-        counts=moments.count,
-        n_evaluations=evaluations,
-        converged=converged,
-        seconds=time.perf_counter() - start,
-        params={
-            **_run_params(utility, convergence, seed, samples),
-            "truncation_rtol": truncation_rtol,
-            "burn_in_fraction": burn_in_fraction,
-            **_truncation_summary(np.concatenate(cuts), n, utility_range),
+
+    samples, converged = _sample(stopping, round_size, moments, samples, draw, start, on_progress)
+    if continue_from is not None:
+        tally = TruncationTally.of_params(continue_from.params, n) + tally
+    return _finish(
+        method,
+        moments,
+        evaluations,
+        converged,
+        start,
+        {
+            **setting,
+            "seed": seed,
+            "samples": samples,
+            "stopping": str(stopping),
+            **tally.params(utility_range),
         },
+        continue_from,
     )
-
-
-def _truncation_summary(cuts: np.ndarray, n: int, utility_range: float) -> dict[str, float | None]:
-    """What the result records about truncation, from the prefix length of each
-    permutation's cut ``(P,)`` (n where it was not truncated); see the module docstring."""
-    truncated = cuts < n
-    return {
-        "utility_range": utility_range,
-        "truncated_share": float(truncated.mean()),
-        "mean_truncation_prefix": float(cuts[truncated].mean() / n) if truncated.any() else None,
-    }
 
 
 def tmc_shapley(
     utility: SubsetUtility,
-    convergence: Convergence,
+    stopping: StoppingCriterion,
     seed: int = 0,
-    truncation_rtol: float | None = 0.01,
+    truncation: Truncation = TMC_TRUNCATION,
+    *,
+    round_size: int = 16,
     batch_size: int = 1024,
-    burn_in_fraction: float = 0.0,
-    on_progress: Callable[[int], None] | None = None,
+    continue_from: ValuationResult | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ValuationResult:
-    """Truncated Monte-Carlo Shapley (Ghorbani & Zou, 2019)."""
+    """Truncated Monte-Carlo Shapley (Ghorbani & Zou, 2019); see
+    :func:`permutation_semivalue`."""
     return permutation_semivalue(
         utility,
         shapley_weights(utility.n_train),
-        convergence,
+        stopping,
         seed,
-        truncation_rtol,
-        batch_size,
+        truncation,
+        round_size=round_size,
+        batch_size=batch_size,
         method="tmc_shapley",
-        burn_in_fraction=burn_in_fraction,
+        continue_from=continue_from,
         on_progress=on_progress,
     )
 
 
 def beta_shapley(
     utility: SubsetUtility,
-    convergence: Convergence,
+    stopping: StoppingCriterion,
     alpha: float = 16.0,
     beta: float = 1.0,
     seed: int = 0,
-    truncation_rtol: float | None = None,
+    truncation: Truncation = NO_TRUNCATION,
+    *,
+    round_size: int = 16,
     batch_size: int = 1024,
-    on_progress: Callable[[int], None] | None = None,
+    continue_from: ValuationResult | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ValuationResult:
-    """Beta(α, β)-Shapley (Kwon & Zou, 2022) by weighted permutation sampling."""
-    result = permutation_semivalue(
+    """Beta(α, β)-Shapley (Kwon & Zou, 2022) by weighted permutation sampling; see
+    :func:`permutation_semivalue`."""
+    return permutation_semivalue(
         utility,
         beta_weights(utility.n_train, alpha, beta),
-        convergence,
+        stopping,
         seed,
-        truncation_rtol,
-        batch_size,
+        truncation,
+        round_size=round_size,
+        batch_size=batch_size,
         method="beta_shapley",
+        params={"alpha": alpha, "beta": beta},
+        continue_from=continue_from,
         on_progress=on_progress,
     )
-    result.params.update(alpha=alpha, beta=beta)
-    return result
 
 
 def banzhaf_msr(
     utility: SubsetUtility,
-    convergence: Convergence,
+    stopping: StoppingCriterion,
     seed: int = 0,
-    batch_size: int = 1024,
-    on_progress: Callable[[int], None] | None = None,
+    *,
+    round_size: int = 1024,
+    continue_from: ValuationResult | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ValuationResult:
-    """Data Banzhaf by maximum sample reuse (Wang & Jia, 2023); a sample is one subset and
-    ``convergence.round_size`` is ignored in favour of ``batch_size`` subsets per round."""
+    """Data Banzhaf by maximum sample reuse (Wang & Jia, 2023): ``round_size`` Bernoulli(½)
+    subsets per round, scored in one call, until ``stopping`` is met; a sample is one
+    subset. Its moments keep two streams per point: the utilities of the subsets with it and
+    of those without it."""
     start = time.perf_counter()
     n = utility.n_train
-    sums = np.zeros((2, n))  # Σ U over subsets without / with i
-    squares = np.zeros((2, n))
-    counts = np.zeros((2, n), dtype=np.int64)
+    setting = {"metric": utility.metric}
+    moments, samples = _start(continue_from, "banzhaf_msr", 2, n, seed, setting)
     sampler = BernoulliSampler(n, seed, 0.5)
-    samples, converged, stderr = 0, False, np.full(n, np.inf)
-    while samples < convergence.max_samples and not converged:
-        count = min(batch_size, convergence.max_samples - samples)
-        masks = sampler.masks(np.arange(samples, samples + count))
-        scores = utility(masks)
-        inside = masks.T.astype(np.float64)  # (n, B)
-        for side, member in ((1, inside), (0, 1.0 - inside)):
-            sums[side] += member @ scores
-            squares[side] += member @ scores**2
-            counts[side] += member.sum(axis=1).astype(np.int64)
-        samples += count
-        means = sums / np.maximum(counts, 1)
-        variances = (squares - counts * means**2) / np.maximum(counts - 1, 1)
-        spread = (np.maximum(variances, 0.0) / np.maximum(counts, 1)).sum(axis=0)
-        stderr = np.where((counts > 1).all(axis=0), np.sqrt(spread), np.inf)
-        converged = convergence.met(samples, stderr)
-        if on_progress is not None:
-            on_progress(count)
-    means = sums / np.maximum(counts, 1)
-    return ValuationResult(
-        method="banzhaf_msr",
-        values=means[1] - means[0],
-        stderr=stderr,
-        counts=counts.sum(axis=0),
-        n_evaluations=samples,
-        converged=converged,
-        seconds=time.perf_counter() - start,
-        params=_run_params(utility, convergence, seed, samples),
+
+    def draw(first: int, count: int) -> None:
+        masks = sampler.masks(np.arange(first, first + count))
+        scores = np.broadcast_to(utility(masks)[:, None], masks.shape)
+        moments.add(scores, 0, where=masks)
+        moments.add(scores, 1, where=~masks)
+
+    first = samples
+    samples, converged = _sample(stopping, round_size, moments, samples, draw, start, on_progress)
+    return _finish(
+        "banzhaf_msr",
+        moments,
+        samples - first,
+        converged,
+        start,
+        {**setting, "seed": seed, "samples": samples, "stopping": str(stopping)},
+        continue_from,
     )
