@@ -239,7 +239,10 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     run_retrain(config)
     run_name = f"apps-{name}-{args.sampler}-r{args.store_rows}"
-    outcome = fit_predictor(config, run_name, str(args.work / "train"), num_workers=2)
+    outcome = fit_predictor(
+        config.with_overrides({"fit.storage_path": str(args.work / "train"), "fit.num_workers": 2}),
+        run_name,
+    )
     run_datamodels(config)
     setup = time.perf_counter() - start
     context = app_context(config, outcome.predictor_uri)

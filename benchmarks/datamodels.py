@@ -197,7 +197,10 @@ def behaviour(config: ExperimentConfig, work: Path, name: str) -> dict[str, Any]
     export = work / f"{name}-predictor"
     if not (export / "predictor.json").exists():
         start = time.perf_counter()
-        outcome = fit_predictor(config, f"dm-bench-{name}", str(work / "train"), num_workers=2)
+        outcome = fit_predictor(
+            config.with_overrides({"fit.storage_path": str(work / "train"), "fit.num_workers": 2}),
+            f"dm-bench-{name}",
+        )
         fits["ModelPred"] = time.perf_counter() - start
         Predictor.load(outcome.predictor_uri).save(str(export))
     extra, extra_fit = distilled_method(config)

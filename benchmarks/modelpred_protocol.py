@@ -153,7 +153,12 @@ def fit(config: ExperimentConfig, label: str, args: argparse.Namespace, workers:
     """Retrain (or reuse) ``config``'s store and fit a predictor on it."""
     run_retrain(config)
     start = time.perf_counter()
-    outcome = fit_predictor(config, f"{args.run_id}-{label}", str(args.work / "train"), workers)
+    outcome = fit_predictor(
+        config.with_overrides(
+            {"fit.storage_path": str(args.work / "train"), "fit.num_workers": workers}
+        ),
+        f"{args.run_id}-{label}",
+    )
     seconds = time.perf_counter() - start
     print(f"  fitted {label} in {seconds:.0f} s: {outcome.metrics.get('val_rel_error')}")
     return Predictor.load(outcome.predictor_uri)

@@ -203,7 +203,10 @@ def run_dataset(
         start = time.perf_counter()
         slug = label.replace(" − ", "-no-").lower()
         outcome = fit_predictor(
-            variant, f"{run_id}-{name}-{slug}", str(args.work / "train"), args.workers
+            variant.with_overrides(
+                {"fit.storage_path": str(args.work / "train"), "fit.num_workers": args.workers}
+            ),
+            f"{run_id}-{name}-{slug}",
         )
         fit_seconds[label] = time.perf_counter() - start
         predictors[label] = Predictor.load(outcome.predictor_uri)

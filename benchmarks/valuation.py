@@ -157,7 +157,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     retrain_seconds = time.perf_counter() - start
     start = time.perf_counter()
     name = f"valuation-bc{args.n_train}-flip{args.flip}-s{args.steps}-r{args.store_rows}"
-    outcome = fit_predictor(config, name, str(args.work / "train"), num_workers=2)
+    outcome = fit_predictor(
+        config.with_overrides({"fit.storage_path": str(args.work / "train"), "fit.num_workers": 2}),
+        name,
+    )
     fit_seconds = time.perf_counter() - start
     context = app_context(config, outcome.predictor_uri)
     data = context.dataset

@@ -39,7 +39,7 @@ from mp_ray.cli_support import (
     load_config,
     storage_options,
 )
-from mp_ray.outputs import json_ready, write_json
+from mp_ray.outputs import atomic_output, json_ready, write_json
 from mp_ray.progress import Progress
 
 app.info.help = __doc__
@@ -102,31 +102,48 @@ def fit(
     config: ConfigOption,
     name: Annotated[str, typer.Option(help="Run name; rerunning a name resumes it.")] = "predictor",
     storage_path: Annotated[
-        str, typer.Option(help="Where Ray Train keeps runs and checkpoints (path or s3://).")
-    ] = "runs/train",
-    workers: Annotated[int, typer.Option(min=1, help="Data-parallel Ray Train workers.")] = 2,
-    gpu: Annotated[bool, typer.Option(help="Give each worker a GPU.")] = False,
+        str | None,
+        typer.Option(
+            help="Where Ray Train keeps runs and checkpoints (path or s3://; overrides "
+            "fit.storage_path, default runs/train)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Data-parallel Ray Train workers (overrides fit.num_workers, default 2)."
+        ),
+    ] = None,
+    gpu: Annotated[
+        bool | None,
+        typer.Option("--gpu/--no-gpu", help="Give each worker a GPU (overrides fit.use_gpu)."),
+    ] = None,
     export: Annotated[
         str | None,
         typer.Option(help="Also copy the best predictor to this directory (path or s3://)."),
     ] = None,
     progress: ProgressOption = True,
 ) -> None:
-    """Fit the ModelPred predictor on the experiment's store with Ray Train."""
+    """Fit the ModelPred predictor on the experiment's store with Ray Train.
+
+    The run folder <fit.storage_path>/<name> (and --export) gets resolved_config.yaml: the
+    config the fit ran with; `mp-ray fit -c` on it fits the same predictor again."""
     from ray.train import TrainingFailedError
 
+    from mp_ray.config import write_resolved_config
     from mp_ray.predictor import Predictor
     from mp_ray.predictor.fit import fit_predictor
     from mp_ray.ray_session import connect
     from mp_ray.store import StoreMismatchError, StoreNotFoundError
 
-    experiment = load_config(config, {})
+    experiment = load_config(
+        config,
+        {"fit.storage_path": storage_path, "fit.num_workers": workers, "fit.use_gpu": gpu},
+    )
     connect()
     try:
         with Progress("fit", experiment.predictor.steps, "steps", enabled=progress) as bar:
-            outcome = fit_predictor(
-                experiment, name, storage_path, workers, gpu, on_report=_fit_progress(bar)
-            )
+            outcome = fit_predictor(experiment, name, on_report=_fit_progress(bar))
             if not bar.completed:  # a finished run, resumed: no step left to train
                 steps = outcome.metrics.get("step", 0)
                 bar.update(steps, "already trained", skipped=steps)
@@ -139,6 +156,7 @@ def fit(
     )
     if export:
         Predictor.load(outcome.predictor_uri).save(export)
+        write_resolved_config(outcome.config, export)
         console.print(f"best predictor exported to {export}")
     print(outcome.predictor_uri)
 
@@ -174,35 +192,58 @@ def tune(
     config: ConfigOption,
     name: Annotated[str, typer.Option(help="Name of the search.")] = "search",
     storage_path: Annotated[
-        str, typer.Option(help="Where Tune and its trials keep results (path or s3://).")
-    ] = "runs/tune",
-    samples: Annotated[int, typer.Option(min=1, help="Number of trials.")] = 8,
-    workers_per_trial: Annotated[int, typer.Option(min=1, help="Ray Train workers per trial.")] = 1,
+        str | None,
+        typer.Option(
+            help="Where Tune and its trials keep results (path or s3://; overrides "
+            "tune.storage_path, default runs/tune)."
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="Number of trials (overrides tune.num_samples, default 8)."),
+    ] = None,
+    workers_per_trial: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Ray Train workers per trial (overrides tune.workers_per_trial, default 1).",
+        ),
+    ] = None,
     progress: ProgressOption = True,
 ) -> None:
-    """Search the predictor's regularisation strengths, learning rate and width (ASHA)."""
+    """Search the predictor's hyperparameters (tune.search_space; by default its
+    regularisation strengths, learning rate and width) with ASHA.
+
+    <tune.storage_path>/<name> gets resolved_config.yaml (the search's config) and best/ the
+    best predictor with the config its fit ran with."""
     from mp_ray.ray_session import connect
     from mp_ray.tuning import tune_predictor
 
-    experiment = load_config(config, {})
+    experiment = load_config(
+        config,
+        {
+            "tune.storage_path": storage_path,
+            "tune.num_samples": samples,
+            "tune.workers_per_trial": workers_per_trial,
+        },
+    )
     connect()
     try:
-        with Progress("tune", samples, "trials", enabled=progress) as bar:
-            outcome = tune_predictor(
-                experiment,
-                name,
-                storage_path,
-                samples,
-                workers_per_trial,
-                on_trial=_trial_progress(bar),
-            )
+        with Progress("tune", experiment.tune.num_samples, "trials", enabled=progress) as bar:
+            outcome = tune_predictor(experiment, name, on_trial=_trial_progress(bar))
     except (ValueError, RuntimeError) as err:
         fail(str(err))
-    columns = ["lambda_global", "lambda_local", "lr", "width", "steps", "val_rel_error"]
+    columns = [*experiment.tune.search_space, "steps", "val_rel_error"]
     print(" ".join(f"{c:>14}" for c in columns))
     for row in outcome.trials:
-        print(" ".join(f"{row.get(c, float('nan')):>14.4g}" for c in columns))
+        print(" ".join(_cell(row.get(c, float("nan"))) for c in columns))
     console.print(f"best predictor exported to {outcome.predictor_uri}")
+
+
+def _cell(value: Any) -> str:
+    """One cell of the trial table: numbers to 4 significant digits."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return f"{value:>14.4g}" if number else f"{value!s:>14}"
 
 
 @app.command()
@@ -241,10 +282,19 @@ def inspect(
         str | None, typer.Option(help="Export the scalar columns to this Parquet file.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    resolved_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the config the store's latest retraining ran with to this YAML file "
+            "(`mp-ray retrain -c` on it retrains the same store).",
+            callback=checked_output,
+        ),
+    ] = None,
 ) -> None:
     """Summarise a store: counts, shapes, the experiment identity it was made with (dataset
     fingerprint, learner, sampler, seed), metric statistics, and the artifacts saved in it
     (datamodels, distilled datamodel, data values): complete or not, with key facts."""
+    from mp_ray.config import config_yaml, parse_experiment
     from mp_ray.store import ExperimentStore, export_parquet, format_artifacts, format_summary
     from mp_ray.store import summarize as summarize_store
 
@@ -258,6 +308,13 @@ def inspect(
     if parquet:
         count = export_parquet(handle, parquet, options)
         console.print(f"wrote {count} rows to {parquet}")
+    if resolved_config:
+        recorded = handle.recorded_config()
+        if recorded is None:
+            fail(f"store {store} records no config: it was retrained before configs were kept")
+        with atomic_output(resolved_config) as partial:
+            partial.write_text(config_yaml(parse_experiment(recorded, f"store {store}")))
+        console.print(f"wrote the store's config to {resolved_config}")
 
 
 @app.command("check-config")

@@ -681,32 +681,53 @@ def add(
 def serve(
     config: ConfigOption,
     predictor: Annotated[str, typer.Option(help="Predictor checkpoint directory (or s3://).")],
-    host: Annotated[str, typer.Option(help="HTTP host (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8000,
-    replicas: Annotated[int, typer.Option(min=1, help="Model replicas.")] = 1,
+    host: Annotated[
+        str | None,
+        typer.Option(help="HTTP host (overrides serve.host, default 127.0.0.1: loopback)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="HTTP port (overrides serve.port, default 8000)."),
+    ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(min=1, help="Model replicas (overrides serve.replicas, default 1)."),
+    ] = None,
     replica_cpus: Annotated[
-        float, typer.Option(min=0.0, help="Logical CPUs each model replica reserves.")
-    ] = 1.0,
-    batching: Annotated[bool, typer.Option(help="Share predictor calls (@serve.batch).")] = True,
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Logical CPUs each model replica reserves (overrides serve.replica_cpus, "
+            "default 1).",
+        ),
+    ] = None,
+    batching: Annotated[
+        bool | None,
+        typer.Option(
+            "--batching/--no-batching",
+            help="Share predictor calls (@serve.batch; overrides serve.batching, default on).",
+        ),
+    ] = None,
     block: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C or SIGTERM.")] = True,
     insecure: Annotated[
         bool,
         typer.Option(help="Serve open endpoints when MP_RAY_API_KEY is not set (else refused)."),
     ] = False,
     ingress: Annotated[
-        Ingress,
+        Ingress | None,
         typer.Option(
             help="An embedded Ray's HTTP ingress: HAProxy in front of the replicas with gRPC "
             "between deployments (Ray's high-throughput mode), or Serve's Python proxy. A "
-            "cluster keeps its own setting."
+            "cluster keeps its own setting (overrides serve.ingress, default haproxy)."
         ),
-    ] = "haproxy",
+    ] = None,
 ) -> None:
     """Serve the predictor and the applications over HTTP with Ray Serve.
 
     Starts an embedded Ray on this machine, or deploys to the cluster at RAY_ADDRESS. Needs
     MP_RAY_API_KEY in the environment (every request then needs it in an X-API-Key header)
-    unless --insecure."""
+    unless --insecure. The config's serve section sets the rest (max_batch_size,
+    batch_wait_ms)."""
     import os
     import signal
     import time
@@ -716,22 +737,30 @@ def serve(
     from mp_ray.ray_session import connect
     from mp_ray.serve.ingress import use_ingress
 
-    load_config(config, {})  # fail early on a bad config
+    flags = {
+        "host": host,
+        "port": port,
+        "replicas": replicas,
+        "replica_cpus": replica_cpus,
+        "batching": batching,
+        "ingress": ingress,
+    }
+    settings = load_config(config, {f"serve.{key}": value for key, value in flags.items()}).serve
+    host, port = settings.host, settings.port
+    replicas, replica_cpus = settings.replicas, settings.replica_cpus
     cluster = not ray.is_initialized() and bool(os.environ.get("RAY_ADDRESS"))
     if not cluster and not ray.is_initialized():
-        use_ingress(ingress)  # before Serve is imported, here and in the Ray it starts
+        use_ingress(settings.ingress)  # before Serve is imported, here and in the Ray it starts
     from ray import serve as ray_serve
 
-    from mp_ray.serve.app import API_KEY_ENV, build_app, cpus_needed
+    from mp_ray.serve.app import API_KEY_ENV, APP_SETTINGS, build_app, cpus_needed
     from mp_ray.serve.service import load_service
 
     application = build_app(  # refuses to build without a key unless --insecure
         {
             "config": str(config.resolve()),
             "predictor": predictor,
-            "batching": batching,
-            "replicas": replicas,
-            "replica_cpus": replica_cpus,
+            **settings.model_dump(include=set(APP_SETTINGS)),
             "insecure": insecure,
         }
     )
@@ -755,7 +784,7 @@ def serve(
             fail(
                 f"{replicas} model replica(s) × {replica_cpus:g} CPU + the gateway reserve "
                 f"{needed:g} CPUs, this Ray has {available:g}: lower --replicas or "
-                "--replica-cpus"
+                "--replica-cpus (serve.replicas, serve.replica_cpus)"
             )
     ray_serve.start(http_options={"host": host, "port": port})
     try:

@@ -86,8 +86,11 @@ checked_output_folder = option_check(check_output_folder)  # a result folder, li
 
 
 def load_config(config: Path, overrides: dict[str, Any]) -> ExperimentConfig:
-    """The experiment config with the given overrides (None values skipped); a
-    :class:`~mp_ray.config.ConfigError` naming the field otherwise."""
+    """The experiment config with the command's flags as overrides: ``overrides`` maps each
+    config field a flag sets (dotted, ``fit.num_workers``) to the flag's value, None when
+    the flag was not given. A given flag wins over the file; an absent one leaves the file's
+    value (or the field's default). A bad value is a
+    :class:`~mp_ray.config.ConfigError` naming the field."""
     return load_experiment(config, {k: v for k, v in overrides.items() if v is not None})
 
 

@@ -13,12 +13,19 @@ of its kind, here a :class:`RidgeLearnerConfig`. One YAML file describes one exp
     sampler: {kind: bernoulli, alpha: 0.5}
     store: {uri: runs/quickstart.zarr, n_rows: 2000, block_rows: 250}
     retrain: {num_actors: 2, num_cpus: 1}
+    fit: {num_workers: 2}
+    tune: {num_samples: 8, search_space: {lr: {type: log_uniform, low: 1.0e-3, high: 2.0e-2}}}
+    serve: {port: 8000, max_batch_size: 64}
 
-Load it with :func:`load_experiment`.
+Load it with :func:`load_experiment`. The ``fit``, ``tune`` and ``serve`` sections hold what
+those commands run with (their flags override them, see :meth:`ExperimentConfig.with_overrides`
+and ``mp_ray.cli_support.load_config``); every run writes the config it ran with beside its
+outputs (:func:`write_resolved_config`).
 """
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
 from functools import reduce
@@ -34,6 +41,7 @@ from pydantic import (
     PrivateAttr,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails, core_schema
@@ -43,6 +51,11 @@ from mp_ray.errors import MpRayError
 
 class ConfigError(MpRayError, ValueError):
     """A configuration file or value is malformed; the message names the field."""
+
+
+# The file a run writes beside its outputs: the whole config it ran with (see
+# :func:`write_resolved_config`); ``mp-ray <command> -c`` on it runs the same again.
+RESOLVED_CONFIG = "resolved_config.yaml"
 
 
 class _Strict(BaseModel):
@@ -736,8 +749,216 @@ class DatamodelsConfig(_Strict):
     )
 
 
+class FitConfig(_Strict):
+    """How Ray Train fits the predictor (``mp-ray fit``; see mp_ray/predictor/fit.py)."""
+
+    storage_path: str = Field(
+        default="runs/train",
+        description="Where Ray Train keeps runs and checkpoints (a path or s3://); a run is "
+        "the folder <storage_path>/<run name>, which also holds the run's "
+        f"{'resolved_config.yaml'}.",
+    )
+    num_workers: int = Field(
+        default=2,
+        gt=0,
+        description="Data-parallel Ray Train workers; a step's batch is shared out over them, "
+        "so results do not depend on the count.",
+    )
+    use_gpu: bool = Field(default=False, description="Give each worker a GPU.")
+    max_failures: int = Field(
+        default=1,
+        ge=-1,
+        description="Times a run restarts from its latest checkpoint after a worker failed "
+        "(-1: without end).",
+    )
+    checkpoints_to_keep: int | None = Field(
+        default=2,
+        gt=0,
+        description="The latest checkpoints a run keeps (one per validation); null keeps all.",
+    )
+
+
+class _Space(_Strict):
+    """The field every search-space distribution has."""
+
+    type: str = Field(
+        description="choice: one of `values`, uniformly; uniform: uniform in [low, high]; "
+        "log_uniform: log-uniform in [low, high], low above 0."
+    )
+
+
+class ChoiceSpace(_Space):
+    """A hyperparameter drawn from a list of candidates, each as likely."""
+
+    type: Literal["choice"] = Field(description="choice: one of `values`, uniformly.")
+    values: list[bool | int | float | str] = Field(
+        min_length=1, description="The candidates (one value: the setting is fixed)."
+    )
+
+    def candidates(self) -> list[Any]:
+        """The values a trial can get."""
+        return list(self.values)
+
+
+class _Range(_Space):
+    """A real hyperparameter drawn from an interval."""
+
+    low: float = Field(description="The interval's lower end.")
+    high: float = Field(description="The interval's upper end (above low).")
+
+    @model_validator(mode="after")
+    def _check_order(self) -> _Range:
+        if self.high <= self.low:
+            raise ValueError(f"high ({self.high:g}) must be above low ({self.low:g})")
+        return self
+
+    def candidates(self) -> list[Any]:
+        """The interval's ends."""
+        return [self.low, self.high]
+
+
+class UniformSpace(_Range):
+    """A real hyperparameter uniform in [low, high]."""
+
+    type: Literal["uniform"] = Field(description="uniform: uniform in [low, high].")
+
+
+class LogUniformSpace(_Range):
+    """A positive real hyperparameter whose logarithm is uniform in [log low, log high]."""
+
+    type: Literal["log_uniform"] = Field(
+        description="log_uniform: log-uniform in [low, high], low above 0."
+    )
+    low: float = Field(gt=0, description="The interval's lower end, above 0.")
+
+
+class ParameterSpace(_Tagged):
+    """How Tune draws one predictor hyperparameter: one model per ``type`` (choice, uniform,
+    log_uniform)."""
+
+    tag = "type"
+    models = (ChoiceSpace, UniformSpace, LogUniformSpace)
+
+
+# Tune's default search (see mp_ray/tuning.py): the regularisers 0 or log-spaced in [1e-4, 1]
+# (numpy's logspace(-4, 0, 9) to 6 decimals), the learning rate around its default 1e-2 and
+# the width.
+STRENGTHS = [0.0, 0.0001, 0.000316, 0.001, 0.003162, 0.01, 0.031623, 0.1, 0.316228, 1.0]
+DEFAULT_SEARCH_SPACE: dict[str, dict[str, Any]] = {
+    "lambda_global": {"type": "choice", "values": STRENGTHS},
+    "lambda_local": {"type": "choice", "values": STRENGTHS},
+    "lr": {"type": "log_uniform", "low": 1e-3, "high": 2e-2},
+    "width": {"type": "choice", "values": [64, 128, 256, 512]},
+}
+
+
+def _default_search_space() -> dict[str, BaseModel]:
+    return {
+        name: ParameterSpace.model_validate(space) for name, space in DEFAULT_SEARCH_SPACE.items()
+    }
+
+
+def _predictor_error(name: str, value: Any) -> str | None:
+    """Why ``value`` is not a valid ``predictor.<name>``; None when it is."""
+    try:
+        PredictorConfig.model_validate({name: value})
+    except ValidationError as err:
+        return err.errors()[0]["msg"]
+    return None
+
+
+class TuneConfig(_Strict):
+    """How Ray Tune searches the predictor's hyperparameters (``mp-ray tune``; ASHA over Ray
+    Train fits, see mp_ray/tuning.py). Each trial fits with the fit section's failure and
+    checkpoint policy, on CPUs."""
+
+    storage_path: str = Field(
+        default="runs/tune",
+        description="Where Tune keeps a search (a path or s3://): <storage_path>/<name> "
+        "holds its results, the best predictor and the search's resolved_config.yaml, "
+        "<storage_path>/<name>-trials the trials' Ray Train runs.",
+    )
+    num_samples: int = Field(default=8, gt=0, description="Number of trials.")
+    workers_per_trial: int = Field(default=1, gt=0, description="Ray Train workers per trial.")
+    max_concurrent: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+        default="auto",
+        description="Trials run at once. auto: as many as the cluster's CPUs place (each "
+        "worker holds 0.99 CPU, each trial's driver 0.01).",
+    )
+    grace_period: int = Field(
+        default=2,
+        gt=0,
+        description="ASHA: validations (of predictor.eval_every steps) a trial runs before "
+        "it may be stopped.",
+    )
+    reduction_factor: int = Field(
+        default=4, ge=2, description="ASHA: 1/reduction_factor of the trials go on at a rung."
+    )
+    search_space: dict[str, ParameterSpace] = Field(
+        default_factory=_default_search_space,
+        description="The searched predictor fields, each with how it is drawn (other fields "
+        "keep the predictor section's value). Default: lambda_global and lambda_local 0 or "
+        "log-spaced in [1e-4, 1], lr log-uniform in [1e-3, 2e-2], width 64, 128, 256 or 512.",
+    )
+
+    @field_validator("search_space")
+    @classmethod
+    def _check_fields(cls, space: dict[str, Any]) -> dict[str, Any]:
+        if not space:
+            raise ValueError("give at least one predictor field to search")
+        fields = [name for name in PredictorConfig.model_fields if name != "preset"]
+        for name, distribution in space.items():
+            if name not in fields:
+                raise ValueError(f"{name!r} is not a predictor field; one of {', '.join(fields)}")
+            for value in distribution.candidates():
+                if problem := _predictor_error(name, value):
+                    raise ValueError(
+                        f"{name}: {value!r} is not a valid predictor.{name}: {problem}"
+                    )
+            between = isinstance(distribution, _Range) and math.nextafter(
+                distribution.low, distribution.high
+            )
+            if between and _predictor_error(name, between):
+                raise ValueError(
+                    f"{name}: {distribution.type} draws real numbers, which predictor.{name} "
+                    "does not take; give a choice"
+                )
+        return space
+
+
+class ServeConfig(_Strict):
+    """How ``mp-ray serve`` serves the predictor with Ray Serve (mp_ray/serve/app.py). A Serve
+    config file (``serve run``) takes batching, max_batch_size and batch_wait_ms from here
+    unless its args set them; its own deployments section sets replicas and CPUs."""
+
+    host: str = Field(default="127.0.0.1", description="HTTP host (loopback by default).")
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port.")
+    replicas: int = Field(default=1, gt=0, description="Model replicas.")
+    replica_cpus: float = Field(
+        default=1.0, ge=0, description="Logical CPUs each model replica reserves."
+    )
+    batching: bool = Field(
+        default=True,
+        description="Share one predictor call between concurrent /v1/predict requests "
+        "(@serve.batch).",
+    )
+    max_batch_size: int = Field(
+        default=64, gt=0, description="Batching: most requests in one predictor call."
+    )
+    batch_wait_ms: float = Field(
+        default=1.0, ge=0, description="Batching: how long a batch waits for more requests."
+    )
+    ingress: Literal["haproxy", "proxy"] = Field(
+        default="haproxy",
+        description="An embedded Ray's HTTP ingress: haproxy (Ray's high-throughput mode: "
+        "HAProxy in front of the replicas, gRPC between deployments) or proxy (Serve's Python "
+        "proxy). A cluster keeps its own setting.",
+    )
+
+
 class ExperimentConfig(_Strict):
-    """One experiment: a dataset, a learner, a sampler, a store and how to retrain."""
+    """One experiment: a dataset, a learner, a sampler, a store, how to retrain, and how to
+    fit, tune and serve the predictor."""
 
     seed: int = Field(default=0, ge=0, description="Root seed; all randomness derives from it.")
     dataset: DatasetConfig
@@ -746,6 +967,9 @@ class ExperimentConfig(_Strict):
     store: StoreConfig
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
+    fit: FitConfig = Field(default_factory=FitConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     datamodels: DatamodelsConfig = Field(default_factory=DatamodelsConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     _source: str = PrivateAttr(default="the config")
@@ -755,9 +979,19 @@ class ExperimentConfig(_Strict):
         """The file the config was read from, for messages ("the config" when not a file)."""
         return self._source
 
+    def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
+        """A copy with dotted keys (``fit.num_workers``) set to the given values, validated
+        as the file would be (:class:`ConfigError` naming a bad field)."""
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            _set_dotted(data, dotted, value)
+        experiment = parse_experiment(data, self.source)
+        experiment._source = self.source
+        return experiment
+
     def with_absolute_paths(self) -> ExperimentConfig:
-        """A copy whose local store and data paths are absolute, so that Ray workers with
-        another working directory find the same files."""
+        """A copy whose local store, data and run storage paths are absolute, so that Ray
+        workers with another working directory find the same files."""
         from mp_ray.store.location import normalise_uri
 
         dataset = self.dataset
@@ -770,15 +1004,55 @@ class ExperimentConfig(_Strict):
                 }
             )
         store = self.store.model_copy(update={"uri": normalise_uri(self.store.uri)})
-        return self.model_copy(update={"dataset": dataset, "store": store})
+        runs = {
+            section: getattr(self, section).model_copy(
+                update={"storage_path": normalise_uri(getattr(self, section).storage_path)}
+            )
+            for section in ("fit", "tune")
+        }
+        return self.model_copy(update={"dataset": dataset, "store": store, **runs})
 
 
-# The sections with one model per kind, by their name in ExperimentConfig.
-_TAGGED: dict[str, type[_Tagged]] = {
-    "dataset": DatasetConfig,
-    "learner": LearnerConfig,
-    "sampler": SamplerConfig,
+def write_resolved_config(config: ExperimentConfig, folder: str) -> str:
+    """Write ``config`` whole (every default filled in) as YAML to ``<folder>/``
+    :data:`RESOLVED_CONFIG` (a path or s3://, made if missing); returns the file's URI."""
+    import fsspec
+
+    uri = f"{folder.rstrip('/')}/{RESOLVED_CONFIG}"
+    with fsspec.open(uri, "w", auto_mkdir=True) as handle:
+        handle.write(config_yaml(config))
+    return uri
+
+
+def config_yaml(config: ExperimentConfig) -> str:
+    """``config`` whole as YAML, under a comment naming where it came from."""
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    return (
+        f"# The configuration a run ran with, from {config.source}: every default filled in, "
+        "command-line overrides applied, `auto` values as resolved.\n" + text
+    )
+
+
+# The sections with one model per kind, by where they are in ExperimentConfig ("*": any
+# key), with what messages call them.
+_TAGGED: dict[tuple[str, ...], tuple[str, type[_Tagged]]] = {
+    ("dataset",): ("dataset", DatasetConfig),
+    ("learner",): ("learner", LearnerConfig),
+    ("sampler",): ("sampler", SamplerConfig),
+    ("tune", "search_space", "*"): ("search space", ParameterSpace),
 }
+
+
+def _tagged_at(loc: tuple[int | str, ...]) -> tuple[int, str, type[_Tagged]] | None:
+    """For an error at ``loc`` inside a section with one model per kind: the length of the
+    section's path, its name in messages and its class."""
+    for path, (name, tagged) in _TAGGED.items():
+        parts = loc[: len(path)]
+        if len(parts) == len(path) and all(
+            key in ("*", part) for key, part in zip(path, parts, strict=True)
+        ):
+            return len(path), name, tagged
+    return None
 
 
 def _format_error(item: ErrorDetails) -> str:
@@ -786,18 +1060,20 @@ def _format_error(item: ErrorDetails) -> str:
     kind are located by pydantic under the kind (``learner.ridge.hidden``): the kind moves
     into the message instead."""
     loc, message = item["loc"], item["msg"]
-    tagged = _TAGGED.get(str(loc[0])) if loc else None
-    if tagged is not None:
-        section, tag, kinds = loc[0], tagged.tag, ", ".join(tagged.kinds)
+    found = _tagged_at(loc)
+    if found is not None:
+        depth, name, tagged = found
+        section = ".".join(str(part) for part in loc[:depth])
+        tag, kinds = tagged.tag, ", ".join(tagged.kinds)
         if item["type"] == "union_tag_invalid":
             given = item.get("ctx", {}).get("tag")
-            return f"{section}.{tag}: {given!r} is not a {section} {tag}; one of {kinds}"
+            return f"{section}.{tag}: {given!r} is not a {name} {tag}; one of {kinds}"
         if item["type"] == "union_tag_not_found":
             return f"{section}.{tag}: Field required (one of {kinds})"
-        if len(loc) > 1:
-            kind, loc = loc[1], (section, *loc[2:])
+        if len(loc) > depth:
+            kind, loc = loc[depth], (*loc[:depth], *loc[depth + 1 :])
             if item["type"] == "extra_forbidden":
-                message = f"not a field of {section} {tag} {kind!r}"
+                message = f"not a field of {name} {tag} {kind!r}"
     where = ".".join(str(part) for part in loc) or "(top level)"
     return f"{where}: {message}"
 

@@ -5,7 +5,8 @@ Each trial is a small driver function that runs one :func:`~mp_ray.predictor.fit
 to Tune (``TuneReportCallback``), so ASHA can stop weak trials early (its time is the
 optimizer step; ``grace_period`` counts validations). The metric is the validation
 error of predicted models against retrained ones (mean ‖θ̂ − θ‖/‖θ‖ on validation rows);
-the test rows are never seen. Searched (the default space):
+the test rows are never seen. The search is the config's ``tune`` section; its
+``search_space`` (:class:`~mp_ray.config.TuneConfig`) by default searches:
 
 - ``lambda_global``, ``lambda_local``: 0 or a log-spaced value in [1e-4, 1] (a choice over
   ``[0, 1e-4, 3e-4, …, 1]``, so "off" is one of the candidates);
@@ -13,28 +14,37 @@ the test rows are never seen. Searched (the default space):
   steps: 1e-3 ends far from converged, 3e-2 collapses to the mean θ);
 - ``width``: 64, 128, 256 or 512.
 
-The trial driver holds almost no CPU (0.01) and each Train worker 0.99; Tune runs only as
-many trials at once as the cluster's CPUs can place (:func:`concurrent_trials`). Tune's own
-status tables are off; ``on_trial`` hears of each trial as it ends.
+The trial driver holds almost no CPU (0.01) and each Train worker 0.99; with
+``max_concurrent: auto`` Tune runs only as many trials at once as the cluster's CPUs can
+place (:func:`concurrent_trials`). Each trial is a fit with the ``fit`` section's failure and
+checkpoint policy, on CPUs, and writes its own resolved config into its run folder; the
+search writes its own (``max_concurrent`` resolved) into ``<tune.storage_path>/<name>``, and
+the best trial's beside the exported best predictor. Tune's own status tables are off;
+``on_trial`` hears of each trial as it ends.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
-import numpy as np
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from mp_ray.config import ExperimentConfig
+from mp_ray.config import (
+    RESOLVED_CONFIG,
+    ChoiceSpace,
+    ExperimentConfig,
+    LogUniformSpace,
+    UniformSpace,
+    write_resolved_config,
+)
 from mp_ray.data import load_dataset
 from mp_ray.predictor.fit import PREDICTOR_DIR, checkpoint_uri, fit_predictor
 from mp_ray.predictor.predictor import Predictor
@@ -43,18 +53,20 @@ from mp_ray.store.identity import FIT_UNREAD
 
 METRIC = "val_rel_error"
 DRIVER_CPU, WORKER_CPU = 0.01, 0.99  # a trial's driver function and each of its workers
-STRENGTHS = [0.0, *np.logspace(-4, 0, 9).round(6).tolist()]
-TUNED_FIELDS = ("lambda_global", "lambda_local", "lr", "width")
 
 
-def default_search_space() -> dict[str, Any]:
-    """The search space of the module docstring."""
-    return {
-        "lambda_global": tune.choice(STRENGTHS),
-        "lambda_local": tune.choice(STRENGTHS),
-        "lr": tune.loguniform(1e-3, 2e-2),
-        "width": tune.choice([64, 128, 256, 512]),
-    }
+def search_space(config: ExperimentConfig) -> dict[str, Any]:
+    """The config's ``tune.search_space`` as Tune's sampling domains."""
+    domains = {}
+    for name, space in config.tune.search_space.items():
+        match space:
+            case ChoiceSpace():
+                domains[name] = tune.choice(space.values)
+            case LogUniformSpace():
+                domains[name] = tune.loguniform(space.low, space.high)
+            case UniformSpace():
+                domains[name] = tune.uniform(space.low, space.high)
+    return domains
 
 
 @dataclass
@@ -67,18 +79,12 @@ class TuneOutcome:
     trials: list[dict[str, Any]]
 
 
-def _trial(
-    params: dict[str, Any], experiment: dict[str, Any], storage_path: str, workers: int
-) -> None:
+def _trial(params: dict[str, Any], experiment: dict[str, Any]) -> None:
     """One Tune trial: a Ray Train fit with the trial's predictor settings."""
     config = ExperimentConfig.model_validate(experiment)
-    settings = config.predictor.model_copy(update=params)
-    config = config.model_copy(update={"predictor": settings})
     fit_predictor(
-        config,
+        config.with_overrides({f"predictor.{key}": value for key, value in params.items()}),
         name=f"trial-{tune.get_context().get_trial_id()}",
-        storage_path=storage_path,
-        num_workers=workers,
         resources_per_worker={"CPU": WORKER_CPU},
         callbacks=[TuneReportCallback()],
     )
@@ -116,48 +122,52 @@ def concurrent_trials(workers_per_trial: int) -> int:
 def tune_predictor(
     config: ExperimentConfig,
     name: str,
-    storage_path: str,
-    num_samples: int = 8,
-    workers_per_trial: int = 1,
-    grace_period: int = 2,
-    search_space: dict[str, Any] | None = None,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> TuneOutcome:
-    """Run the search; export the best trial's predictor to ``<storage_path>/<name>/best``
-    and the trial table to ``<storage_path>/<name>/trials.json``. ``on_trial`` is called
-    with each trial's last result as it ends (an empty one when it failed)."""
+    """Run the search ``name`` with the config's ``tune`` settings; export the best trial's
+    predictor to ``<tune.storage_path>/<name>/best`` and the trial table to
+    ``<tune.storage_path>/<name>/trials.json``. ``on_trial`` is called with each trial's last
+    result as it ends (an empty one when it failed)."""
     config = config.with_absolute_paths()
     # Refuse a mismatched or unfinished store here, before Tune starts any trial.
     ExperimentStore.open_for(
         config, load_dataset(config.dataset).fingerprint, FIT_UNREAD, complete=True
     )
-    storage_path = os.path.abspath(storage_path) if "://" not in storage_path else storage_path
+    settings = config.tune
+    if settings.max_concurrent == "auto":
+        concurrent = concurrent_trials(settings.workers_per_trial)
+        settings = settings.model_copy(update={"max_concurrent": concurrent})
+        config = config.model_copy(update={"tune": settings})
+    storage_path = settings.storage_path
+    write_resolved_config(config, f"{storage_path}/{name}")
+    trial_runs = {
+        "fit.storage_path": f"{storage_path}/{name}-trials",
+        "fit.num_workers": settings.workers_per_trial,
+        "fit.use_gpu": False,
+    }
     trainable = tune.with_resources(
         tune.with_parameters(
-            _trial,
-            experiment=config.model_dump(mode="json"),
-            storage_path=f"{storage_path}/{name}-trials",
-            workers=workers_per_trial,
+            _trial, experiment=config.with_overrides(trial_runs).model_dump(mode="json")
         ),
         {"cpu": DRIVER_CPU},
     )
+    steps, eval_every = config.predictor.steps, config.predictor.eval_every
     tuner = tune.Tuner(
         trainable,
-        param_space=search_space or default_search_space(),
+        param_space=search_space(config),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="min",
-            num_samples=num_samples,
+            num_samples=settings.num_samples,
             scheduler=ASHAScheduler(
                 time_attr="step",
-                max_t=config.predictor.steps,
-                grace_period=min(
-                    grace_period * config.predictor.eval_every, config.predictor.steps
-                ),
+                max_t=steps,
+                grace_period=min(settings.grace_period * eval_every, steps),
+                reduction_factor=settings.reduction_factor,
             ),
             # The generator's own limit: Tune's max_concurrent_trials only wraps Searchers.
             search_alg=BasicVariantGenerator(
-                random_state=config.seed, max_concurrent=concurrent_trials(workers_per_trial)
+                random_state=config.seed, max_concurrent=settings.max_concurrent
             ),
         ),
         run_config=tune.RunConfig(
@@ -168,10 +178,11 @@ def tune_predictor(
         ),
     )
     grid = tuner.fit()
+    searched = list(settings.search_space)
     trials = []
     for result in grid:
         if result.metrics:
-            params = {key: result.config[key] for key in TUNED_FIELDS if key in result.config}
+            params = {key: result.config[key] for key in searched}
             trials.append(
                 {
                     **params,
@@ -187,10 +198,16 @@ def tune_predictor(
     export = f"{storage_path}/{name}/best"
     best_checkpoint = checkpoint_uri(best[CHECKPOINT_PATH_KEY], storage_path)
     Predictor.load(f"{best_checkpoint}/{PREDICTOR_DIR}").save(export)
+    best_run = best_checkpoint.rsplit("/", 1)[0]  # the trial's fit wrote its config there
+    with (
+        fsspec.open(f"{best_run}/{RESOLVED_CONFIG}") as source,
+        fsspec.open(f"{export}/{RESOLVED_CONFIG}", "wb") as target,
+    ):
+        target.write(source.read())
     with fsspec.open(f"{storage_path}/{name}/trials.json", "w") as handle:
         json.dump(trials, handle, indent=2)
     return TuneOutcome(
-        best_params={key: best[key] for key in TUNED_FIELDS if key in best},
+        best_params={key: best[key] for key in searched},
         best_val_rel_error=best[METRIC],
         predictor_uri=export,
         trials=trials,

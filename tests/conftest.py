@@ -103,7 +103,10 @@ def fitted_run(ray_session, tmp_path_factory) -> tuple[ExperimentConfig, str]:
         }
     )
     run_retrain(config)
-    outcome = fit_predictor(config, "apps", str(root / "train"), num_workers=1)
+    outcome = fit_predictor(
+        config.with_overrides({"fit.storage_path": str(root / "train"), "fit.num_workers": 1}),
+        "apps",
+    )
     return config, outcome.predictor_uri
 
 

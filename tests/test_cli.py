@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -18,6 +19,8 @@ import yaml
 from typer.testing import CliRunner
 
 from mp_ray.cli import app
+from mp_ray.config import RESOLVED_CONFIG, load_experiment
+from mp_ray.predictor import Predictor
 from mp_ray.store import ExperimentStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +100,43 @@ def test_fit_rerun_export_then_evaluate(ray_session, tmp_path):
     # The default Newton step from the set function's prediction is closer to retraining.
     alone = rows["ModelPred (fit), set function alone"]["rel_error"]
     assert rows["ModelPred (fit)"]["rel_error"] < alone
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_a_fit_reruns_from_its_resolved_config(ray_session, tmp_path):
+    config = yaml.safe_load(QUICKSTART.read_text())
+    config["store"] = {"uri": str(tmp_path / "quick.zarr"), "n_rows": 300, "block_rows": 150}
+    config["predictor"].update(steps=20, eval_every=10)
+    path = tmp_path / "quick.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert runner.invoke(app, ["retrain", "-c", str(path), "--no-progress"]).exit_code == 0
+    # The store keeps the config its retraining ran with; retraining from it changes nothing.
+    recorded = tmp_path / "retrain.yaml"
+    args = ["inspect", config["store"]["uri"], "--resolved-config", str(recorded)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["retrain", "-c", str(recorded), "--no-progress"])
+    assert result.exit_code == 0 and "trained 0 models" in result.output, result.output
+
+    train, export = tmp_path / "train", tmp_path / "exported"
+    args = ["fit", "-c", str(path), "--storage-path", str(train), "--workers", "1"]
+    result = runner.invoke(app, [*args, "--name", "first", "--export", str(export)])
+    assert result.exit_code == 0, result.output
+    resolved = load_experiment(train / "first" / RESOLVED_CONFIG)
+    assert resolved.fit.num_workers == 1 and resolved.fit.storage_path == str(train)  # flags
+    assert resolved.predictor.width == 128 and resolved.predictor.lambda_global == 0.1  # auto
+    assert load_experiment(export / RESOLVED_CONFIG).model_dump() == resolved.model_dump()
+
+    # The written config alone (no flags) fits the same predictor again.
+    rerun = runner.invoke(app, ["fit", "-c", str(train / "first" / RESOLVED_CONFIG)])
+    assert rerun.exit_code == 0, rerun.output
+    second = rerun.stdout.strip().splitlines()[-1]
+    assert second.startswith(str(train / "predictor"))
+    first, again = Predictor.load(str(export)), Predictor.load(second)
+    masks = np.random.default_rng(0).random((16, first.n_train)) < 0.5
+    first, again = first.predict(masks), again.predict(masks)
+    np.testing.assert_allclose(again.numpy(), first.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_config_and_missing_store_exit_with_a_message(tmp_path):

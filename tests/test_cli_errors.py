@@ -123,7 +123,12 @@ def test_datamodels_on_a_missing_store_is_one_line_and_creates_nothing(ray_sessi
 def test_work_that_asks_for_a_missing_gpu_is_refused_before_it_waits(fitted_run, tmp_path):
     config, _ = fitted_run
     with pytest.raises(ResourcesError, match=r"Ray Train worker .* GPU=1 \(cluster has 0\)"):
-        fit_predictor(config, "gpu", str(tmp_path / "train"), num_workers=1, use_gpu=True)
+        run = {
+            "fit.storage_path": str(tmp_path / "train"),
+            "fit.num_workers": 1,
+            "fit.use_gpu": True,
+        }
+        fit_predictor(config.with_overrides(run), "gpu")
     datamodels = config.datamodels.model_copy(update={"num_gpus": 1.0})
     with pytest.raises(ResourcesError, match=r"datamodels.num_cpus / num_gpus"):
         run_datamodels(config.model_copy(update={"datamodels": datamodels}))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from ray import tune
+import yaml
 
-from mp_ray.config import parse_experiment
+from mp_ray.config import RESOLVED_CONFIG, load_experiment, parse_experiment
 from mp_ray.predictor import Predictor
 from mp_ray.retrain import run_retrain
 from mp_ray.tuning import tune_predictor
@@ -24,24 +24,21 @@ def test_two_trial_search_exports_the_best_predictor(ray_session, tmp_path):
             "sampler": {"kind": "uniform_size", "min_size": 15},
             "store": {"uri": str(tmp_path / "iris.zarr"), "n_rows": 300, "block_rows": 50},
             "predictor": {"steps": 16, "eval_every": 8, "batch_size": 32},
+            "tune": {
+                "storage_path": str(tmp_path / "tune"),
+                "num_samples": 2,
+                "search_space": {
+                    "lambda_global": {"type": "choice", "values": [0.0, 0.01]},
+                    "lambda_local": {"type": "choice", "values": [0.0]},
+                    "lr": {"type": "choice", "values": [1e-3, 3e-3]},
+                    "width": {"type": "choice", "values": [32]},
+                },
+            },
         }
     )
     run_retrain(config)
-    space = {
-        "lambda_global": tune.choice([0.0, 0.01]),
-        "lambda_local": 0.0,
-        "lr": tune.choice([1e-3, 3e-3]),
-        "width": 32,
-    }
     ended: list[dict] = []
-    outcome = tune_predictor(
-        config,
-        "search",
-        str(tmp_path / "tune"),
-        num_samples=2,
-        search_space=space,
-        on_trial=ended.append,
-    )
+    outcome = tune_predictor(config, "search", on_trial=ended.append)
     assert len(outcome.trials) == 2
     # Each trial is heard of in the driver as it ends, with its last result.
     assert sorted(r["best_val_rel_error"] for r in ended) == sorted(
@@ -55,3 +52,9 @@ def test_two_trial_search_exports_the_best_predictor(ray_session, tmp_path):
     predictor = Predictor.load(outcome.predictor_uri)
     assert predictor.meta.extra["val_rel_error"] == pytest.approx(outcome.best_val_rel_error)
     assert predictor.meta.width == 32
+    # The search's config (concurrency resolved) and, beside the best predictor, its fit's.
+    searched = yaml.safe_load((tmp_path / "tune" / "search" / RESOLVED_CONFIG).read_text())
+    assert searched["tune"]["num_samples"] == 2 and searched["tune"]["max_concurrent"] >= 1
+    best = load_experiment(tmp_path / "tune" / "search" / "best" / RESOLVED_CONFIG)
+    assert best.predictor.model_dump(include=set(outcome.best_params)) == outcome.best_params
+    assert best.fit.num_workers == 1 and best.fit.storage_path.endswith("search-trials")

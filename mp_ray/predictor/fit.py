@@ -19,8 +19,12 @@ the training state and the best predictor so far (a
 :class:`~mp_ray.predictor.predictor.Predictor` directory); running again with the same run
 name resumes from the latest one.
 
+The run's settings are the config's ``fit`` section (workers, storage path, failure and
+checkpoint policy); the run folder ``<fit.storage_path>/<name>`` also holds the config it ran
+with, resolved (:data:`~mp_ray.config.RESOLVED_CONFIG`), from which the same fit runs again.
+
     from mp_ray.predictor.fit import fit_predictor
-    outcome = fit_predictor(config, name="quickstart", storage_path="runs/train")
+    outcome = fit_predictor(config, name="quickstart")
     Predictor.load(outcome.predictor_uri)
 """
 
@@ -41,7 +45,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from mp_ray.config import ExperimentConfig, PredictorConfig
+from mp_ray.config import ExperimentConfig, PredictorConfig, write_resolved_config
 from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
 from mp_ray.predictor.losses import LossWeights, modelpred_loss
@@ -65,11 +69,13 @@ PREDICTOR_DIR = "predictor"
 
 @dataclass
 class FitOutcome:
-    """Where the fitted predictor is and the last reported metrics."""
+    """Where the fitted predictor is, the last reported metrics and the config the fit ran
+    with (``auto`` values resolved, paths absolute)."""
 
     predictor_uri: str
     checkpoint_path: str
     metrics: dict[str, Any]
+    config: ExperimentConfig
 
 
 def training_moments(
@@ -107,27 +113,27 @@ def training_moments(
 def fit_predictor(
     config: ExperimentConfig,
     name: str,
-    storage_path: str,
-    num_workers: int = 2,
-    use_gpu: bool = False,
     resources_per_worker: dict[str, float] | None = None,
     callbacks: list[ray.train.UserCallback] | None = None,
     on_report: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitOutcome:
-    """Fit the predictor on the experiment's store with ``num_workers`` Ray Train workers.
+    """Fit the predictor on the experiment's store as run ``name``, with the config's ``fit``
+    settings; writes the resolved config into the run folder first.
 
     ``resources_per_worker`` and ``callbacks`` pass through to Ray Train (Tune's driver sets
     them, see :mod:`mp_ray.tuning`); ``on_report`` is called in this driver with the
     metrics of each validation. Ray Train's own logs below warnings stay in its log files."""
     config = config.with_absolute_paths()
-    worker = {**(resources_per_worker or {"CPU": 1.0}), **({"GPU": 1.0} if use_gpu else {})}
-    check_cluster_fits("Ray Train worker", worker, "the workers' resources (--gpu)")
+    run = config.fit
+    worker = {**(resources_per_worker or {"CPU": 1.0}), **({"GPU": 1.0} if run.use_gpu else {})}
+    check_cluster_fits("Ray Train worker", worker, "the workers' resources (fit.use_gpu, --gpu)")
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     scaler, center, labelled = training_moments(store, config.predictor, learner.output_metric())
     settings = config.predictor.resolved(labelled, store.spec.n_params)
     config = config.model_copy(update={"predictor": settings})
+    write_resolved_config(config, f"{run.storage_path}/{name}")
     with relay(on_report) as queue:
         trainer = ray.train.torch.TorchTrainer(
             train_loop,
@@ -137,18 +143,16 @@ def fit_predictor(
                 "center": center.tolist() if config.predictor.center else None,
             },
             scaling_config=ray.train.ScalingConfig(
-                num_workers=num_workers,
-                use_gpu=use_gpu,
+                num_workers=run.num_workers,
+                use_gpu=run.use_gpu,
                 resources_per_worker=resources_per_worker,
                 placement_strategy="SPREAD",
             ),
             run_config=ray.train.RunConfig(
                 name=name,
-                failure_config=ray.train.FailureConfig(max_failures=1),
-                storage_path=os.path.abspath(storage_path)
-                if "://" not in storage_path
-                else storage_path,
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
+                storage_path=run.storage_path,
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.checkpoints_to_keep),
                 callbacks=[*(callbacks or []), *([] if queue is None else [_ReportRelay(queue)])],
                 logging_config=ray.train.LoggingConfig(log_level=TRAIN_LOG_LEVEL),
             ),
@@ -156,8 +160,8 @@ def fit_predictor(
         result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"predictor fit {name} ended without a checkpoint: {result.error}")
-    path = checkpoint_uri(result.checkpoint.path, storage_path)
-    return FitOutcome(f"{path}/{PREDICTOR_DIR}", path, dict(result.metrics or {}))
+    path = checkpoint_uri(result.checkpoint.path, run.storage_path)
+    return FitOutcome(f"{path}/{PREDICTOR_DIR}", path, dict(result.metrics or {}), config)
 
 
 class _ReportRelay(ray.train.UserCallback):

@@ -69,9 +69,11 @@ def run_retrain(
     dataset: Dataset | None = None,
     on_result: ProgressCallback | None = None,
 ) -> RetrainReport:
-    """Train every pending block of the experiment's store on a pool of Ray actors."""
+    """Train every pending block of the experiment's store on a pool of Ray actors; the
+    store records the config the run ran with (``mp-ray inspect --resolved-config``)."""
     config = config.with_absolute_paths()
     store, dataset = prepare_store(config, dataset)
+    store.record_config(config)
     pending = store.pending_blocks()
     start = time.perf_counter()
     outcome = None

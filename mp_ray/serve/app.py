@@ -40,6 +40,7 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
+from mp_ray.config import load_experiment
 from mp_ray.errors import InputError
 from mp_ray.serve import schemas
 from mp_ray.serve.service import RequestError, describe, load_service
@@ -120,11 +121,17 @@ class PredictorDeployment:
     answer is computed here (see :class:`~mp_ray.serve.service.ModelPredService`)."""
 
     def __init__(
-        self, config: str, predictor_uri: str, batching: bool = True, batch_wait_ms: float = 1.0
+        self,
+        config: str,
+        predictor_uri: str,
+        batching: bool = True,
+        max_batch_size: int = 64,
+        batch_wait_ms: float = 1.0,
     ) -> None:
         torch.set_num_threads(1)
         self.config_path = config
         self.batching = batching
+        self._batched_params.set_max_batch_size(max_batch_size)
         self._batched_params.set_batch_wait_timeout_s(batch_wait_ms / 1000)
         self.service = load_service(config, predictor_uri)
 
@@ -134,7 +141,7 @@ class PredictorDeployment:
         if uri and uri != self.service.version:
             self.service = load_service(self.config_path, uri)
 
-    @serve.batch(max_batch_size=64)  # the wait is set per deployment (batch_wait_ms)
+    @serve.batch  # its size and wait are set per deployment (serve.max_batch_size, …)
     async def _batched_params(self, masks: list[np.ndarray]) -> list[torch.Tensor]:
         """Predicted parameters for concurrent requests, one predictor call for all."""
         return list(self.service.predict_params(np.stack(masks)))
@@ -241,15 +248,20 @@ def _flag(value: Any) -> bool:
     return str(value).lower() not in ("false", "0", "no")
 
 
+# The experiment's serve fields an application arg of the same name overrides.
+APP_SETTINGS = ("batching", "max_batch_size", "batch_wait_ms", "replicas", "replica_cpus")
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The application for ``serve run mp_ray.serve.app:build_app config=... predictor=...``
     (and Serve config files): ``config`` is the experiment YAML, ``predictor`` the
-    checkpoint directory; optional ``batching`` (default true), ``batch_wait_ms`` (how long
-    a batch waits for more requests, default 1 ms), ``replicas`` of the predictor
-    deployment (a fixed count; a Serve config can set autoscaling instead) and
-    ``replica_cpus``, the logical CPUs each reserves (default 1). Without ``MP_RAY_API_KEY``
-    in this process's environment (the replicas' on an embedded Ray or in Serve's build
-    task) it raises :class:`~mp_ray.errors.InputError` unless ``insecure`` is true."""
+    checkpoint directory. ``batching``, ``max_batch_size`` and ``batch_wait_ms`` come from
+    the experiment's ``serve`` section unless an arg of that name overrides it; ``replicas``
+    (a fixed count of predictor replicas) and ``replica_cpus`` (the logical CPUs each
+    reserves) only when given as args, so that a Serve config's deployments section (say,
+    autoscaling) decides them otherwise. Without ``MP_RAY_API_KEY`` in this process's
+    environment (the replicas' on an embedded Ray or in Serve's build task) it raises
+    :class:`~mp_ray.errors.InputError` unless ``insecure`` is true."""
     missing = [key for key in ("config", "predictor") if key not in args]
     if missing:
         raise ValueError(f"mp-ray serve application needs args {missing}")
@@ -258,16 +270,20 @@ def build_app(args: dict[str, Any]) -> serve.Application:
             f"{API_KEY_ENV} is not set: set it where Ray starts to require an X-API-Key "
             "header, or serve open endpoints on purpose with --insecure (insecure: true)"
         )
-    batching = _flag(args.get("batching", True))
+    given = {key: args[key] for key in APP_SETTINGS if key in args}
+    settings = load_experiment(
+        str(args["config"]), {f"serve.{key}": value for key, value in given.items()}
+    ).serve
     predictor = PredictorDeployment
-    if "replicas" in args:
-        predictor = predictor.options(num_replicas=int(args["replicas"]))
-    if "replica_cpus" in args:
-        predictor = predictor.options(ray_actor_options={"num_cpus": float(args["replica_cpus"])})
+    if "replicas" in given:
+        predictor = predictor.options(num_replicas=settings.replicas)
+    if "replica_cpus" in given:
+        predictor = predictor.options(ray_actor_options={"num_cpus": settings.replica_cpus})
     model = predictor.bind(
         config=str(args["config"]),
         predictor_uri=str(args["predictor"]),
-        batching=batching,
-        batch_wait_ms=float(args.get("batch_wait_ms", 1.0)),
+        batching=settings.batching,
+        max_batch_size=settings.max_batch_size,
+        batch_wait_ms=settings.batch_wait_ms,
     )
     return Gateway.bind(model)

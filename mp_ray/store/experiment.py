@@ -2,7 +2,8 @@
 
 Layout (N rows, n training points, d parameters, T targets, k metrics, B = block_rows)::
 
-    <uri>/                  group attrs: {"mp_ray": StoreSpec as JSON}
+    <uri>/                  group attrs: {"mp_ray": StoreSpec as JSON,
+                                          "mp_ray_config": the latest retrain's config}
         masks    (N, n) bool     chunks (B, n)   which training points each model saw
         params   (N, d) float32  chunks (B, d)   the trained parameter vectors
         outputs  (N, T) float32  chunks (B, T)   model outputs on the test split (margins)
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from mp_ray.config import ExperimentConfig
 
 ROW_ARRAYS = ("masks", "params", "outputs", "metrics", "seeds")
+CONFIG_ATTR = "mp_ray_config"  # the resolved config of the latest retraining run
 
 
 class StoreNotFoundError(MpRayError, FileNotFoundError):
@@ -154,6 +156,16 @@ class ExperimentStore:
         group["metrics"].attrs["names"] = list(spec.metric_names)
         # The spec goes last: a store without it is an interrupted declaration.
         group.attrs[SPEC_ATTR] = spec.to_json()
+
+    def record_config(self, config: ExperimentConfig) -> None:
+        """Record ``config`` whole (every default filled in) as the config the store's
+        latest retraining ran with (attribute :data:`CONFIG_ATTR`)."""
+        self.group.attrs[CONFIG_ATTR] = config.model_dump(mode="json")
+
+    def recorded_config(self) -> dict[str, Any] | None:
+        """The config the latest retraining ran with, as recorded; None before any."""
+        recorded = self.group.attrs.get(CONFIG_ATTR)
+        return None if recorded is None else dict(recorded)
 
     # -- blocks ------------------------------------------------------------------------
 

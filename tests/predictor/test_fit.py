@@ -25,6 +25,7 @@ def experiment(tmp_path, steps: int):
             "sampler": {"kind": "uniform_size", "min_size": 20},
             "store": {"uri": str(tmp_path / "wine.zarr"), "n_rows": 800, "block_rows": 100},
             "retrain": {"num_actors": 2},
+            "fit": {"storage_path": str(tmp_path / "train")},
             "predictor": {
                 "steps": steps,
                 "eval_every": 20,
@@ -41,13 +42,11 @@ def experiment(tmp_path, steps: int):
 def test_fit_on_two_workers_resume_and_load(ray_session, tmp_path):
     config = experiment(tmp_path, steps=60)
     run_retrain(config)
-    first = fit_predictor(config, name="wine", storage_path=str(tmp_path / "train"))
+    first = fit_predictor(config, name="wine")
     assert first.metrics["step"] == 60 and first.metrics["resumed_from_step"] == 0
 
     # Rerunning the same run name continues from its latest checkpoint.
-    resumed = fit_predictor(
-        experiment(tmp_path, steps=100), name="wine", storage_path=str(tmp_path / "train")
-    )
+    resumed = fit_predictor(experiment(tmp_path, steps=100), name="wine")
     assert resumed.metrics["resumed_from_step"] == 60 and resumed.metrics["step"] == 100
     assert resumed.metrics["best_val_rel_error"] <= first.metrics["best_val_rel_error"]
 
