@@ -59,6 +59,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mp_ray.config import LearnerConfig
 from mp_ray.learners import make_learner
+from mp_ray.scores import relative_errors
 
 C = 1.0
 SKLEARN_TOLS = (1e-4, 1e-8)  # scikit-learn's default, and a tight setting
@@ -116,10 +117,6 @@ def mp_ray_fit(
     parts = [learner.fit_batch(masks[i : i + block]) for i in range(0, len(masks), block)]
     seconds = time.perf_counter() - start
     return torch.cat(parts).double().numpy(), seconds
-
-
-def relative_errors(params: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(params - reference, axis=1) / np.linalg.norm(reference, axis=1)
 
 
 def matching_tolerance(

@@ -41,6 +41,13 @@ class Score:
         return int(np.isfinite(self.per_target).sum())
 
 
+def relative_errors(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """‖θ̂ − θ‖ / ‖θ‖ per row of ``(B, d)`` arrays, ``(B,)`` (a zero θ counts as 1e-12)."""
+    predicted, actual = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
+    scale = np.linalg.norm(actual, axis=1).clip(min=1e-12)
+    return np.linalg.norm(predicted - actual, axis=1) / scale
+
+
 def cell(value: float | None, width: int, spec: str = ".3f") -> str:
     """``value`` right-aligned in ``width`` characters; "–" where it is undefined (NaN, or
     None as JSON has it)."""

@@ -27,6 +27,7 @@ import torch
 
 from mp_ray.baselines import ConstantParams
 from mp_ray.predictor.rows import TRAIN, VAL, Rows, split_blocks
+from mp_ray.scores import relative_errors
 from mp_ray.store import ExperimentStore
 
 RIDGE_GRID = tuple(10.0 ** np.arange(-4.0, 2.5, 0.5))  # × the centred Gram's mean eigenvalue
@@ -123,12 +124,6 @@ class RidgePath:
         """W ``(n, d)`` and b ``(d,)`` at the ``k``-th strength."""
         weights = self.vectors @ (self.projected / (self.eigenvalues + self.alphas[k])[:, None])
         return weights, self.theta_mean - self.mask_mean @ weights
-
-
-def relative_errors(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
-    """‖θ̂ − θ‖ / ‖θ‖ per row of ``(B, d)`` arrays, ``(B,)``."""
-    scale = np.linalg.norm(actual, axis=1).clip(min=1e-12)
-    return np.linalg.norm(predicted - actual, axis=1) / scale
 
 
 def fit_mask_baselines(

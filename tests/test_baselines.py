@@ -26,7 +26,8 @@ from mp_ray.predictor.evaluation import (
 from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split, split_blocks
 from mp_ray.retrain import BlockTrainer
 from mp_ray.sampling import make_sampler
-from mp_ray.store_baselines import fit_mask_baselines, fit_store_baselines, relative_errors
+from mp_ray.scores import relative_errors
+from mp_ray.store_baselines import fit_mask_baselines, fit_store_baselines
 
 FRACTIONS = (0.2, 0.2)  # the predictor's validation and test shares of the store rows
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mp_ray.scores import Score, columnwise_correlation, varies
+from mp_ray.scores import Score, columnwise_correlation, relative_errors, varies
 
 METRICS = ("pearson", "spearman", "rel_error", "change_error")
 
@@ -41,10 +41,9 @@ def parameter_errors(
 ) -> tuple[float, float]:
     """(rel_error, change_error) of ``predicted (R, d)`` against ``actual (R, d)`` retrained
     from ``theta (d,)`` = θ*; see the module docstring."""
-    error = torch.linalg.vector_norm(predicted - actual, dim=1)
-    tiny = torch.finfo(error.dtype).tiny
-    rel = error / torch.linalg.vector_norm(actual, dim=1).clamp(min=tiny)
-    change = (error**2).sum() / ((actual - theta) ** 2).sum().clamp(min=tiny)
+    rel = relative_errors(predicted.cpu().numpy(), actual.cpu().numpy())
+    tiny = torch.finfo(actual.dtype).tiny
+    change = ((predicted - actual) ** 2).sum() / ((actual - theta) ** 2).sum().clamp(min=tiny)
     return float(rel.mean()), float(change.sqrt())
 
 

@@ -32,7 +32,7 @@ from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.predictor.rows import TEST, Rows, read_split
-from mp_ray.scores import cell, varies
+from mp_ray.scores import cell, relative_errors, varies
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import MODELS_UNREAD
 from mp_ray.store_baselines import MaskRidge, MeanParams, fit_store_baselines
@@ -53,11 +53,9 @@ def compare_models(
     ``actual_high`` the smallest and largest actual coordinate."""
     predicted, actual = predicted.to(learner.dtype), actual.to(learner.dtype)
     X, y = dataset.X_test, dataset.y_test
-    error = torch.linalg.vector_norm(predicted - actual, dim=1)
-    scale = torch.linalg.vector_norm(actual, dim=1).clamp(min=1e-12)
     same = (learner.predict(predicted, X) == learner.predict(actual, X)).double().mean(dim=1)
     return {
-        "rel_error": (error / scale).cpu().numpy(),
+        "rel_error": relative_errors(predicted.cpu().numpy(), actual.cpu().numpy()),
         "square_error": ((predicted - actual) ** 2).mean(dim=1).cpu().numpy(),
         "actual_low": actual.min(dim=1).values.cpu().numpy(),
         "actual_high": actual.max(dim=1).values.cpu().numpy(),
