@@ -112,12 +112,13 @@ def output_changes(outputs: OutputFn, removal: np.ndarray) -> np.ndarray:
     return outputs(removal) - full
 
 
-def removal_correlation(predicted: np.ndarray, actual: np.ndarray) -> Score:
-    """Per target, Spearman's ρ across removals between predicted and actual output changes
-    ``(R, T)``; its mean over targets (leave-one-out / leave-group-out correlation)."""
+def removal_correlation(predicted: np.ndarray, actual: np.ndarray, rank: bool = True) -> Score:
+    """Per target, the correlation across removals (Spearman's ρ if ``rank``, else
+    Pearson's r) between predicted and actual output changes ``(R, T)``; its mean over the
+    targets where it is defined (leave-one-out / leave-group-out correlation)."""
     if len(predicted) < 3:
-        raise ValueError("a removal correlation needs at least 3 removals")
-    return Score.of(columnwise_correlation(predicted, actual))
+        raise ValueError(f"a removal correlation needs at least 3 removals, got {len(predicted)}")
+    return Score.of(columnwise_correlation(predicted, actual, rank))
 
 
 def paired_correlation(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
@@ -126,7 +127,10 @@ def paired_correlation(predicted: np.ndarray, actual: np.ndarray) -> tuple[float
     either is constant."""
     predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
     if predicted.shape != actual.shape or predicted.ndim != 1 or len(predicted) < 3:
-        raise ValueError("paired changes must be two vectors of the same length ≥ 3")
+        raise ValueError(
+            "paired values must be two vectors of the same length ≥ 3, got shapes "
+            f"{predicted.shape} and {actual.shape}"
+        )
     pair = (predicted[:, None], actual[:, None])
     pearson = columnwise_correlation(*pair, rank=False)[0]
     return float(pearson), float(columnwise_correlation(*pair)[0])

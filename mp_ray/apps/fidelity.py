@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from mp_ray.apps.models import SubsetModels
-from mp_ray.scores import columnwise_correlation, paired_correlation
+from mp_ray.outputs import json_ready
+from mp_ray.scores import cell, columnwise_correlation, paired_correlation
 
 STREAM = 0xF1DE  # the seed stream of the check's cases
 PER_SUBSET = 8  # points per base subset in contribution checks
@@ -85,7 +86,7 @@ class Fidelity:
         )
         if self.details:
             text += "\n  also: " + ", ".join(
-                f"{name} {_shown(v)}" for name, v in self.details.items()
+                f"{name} {cell(v, 0)}" for name, v in self.details.items()
             )
         if not self.passed:
             text += (
@@ -96,18 +97,10 @@ class Fidelity:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["value"] = _json_float(self.value)
-        data["details"] = {name: _json_float(v) for name, v in self.details.items()}
+        data["value"] = json_ready(float(self.value))
+        data["details"] = {name: json_ready(float(v)) for name, v in self.details.items()}
         data["passed"] = self.passed
         return data
-
-
-def _shown(value: float) -> str:
-    return f"{value:.3f}" if np.isfinite(value) else "–"
-
-
-def _json_float(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 def _rng(seed: int) -> np.random.Generator:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mp_ray.scores import Score, columnwise_correlation, relative_errors, varies
+from mp_ray.scores import Score, relative_errors, removal_correlation, varies
 
 METRICS = ("pearson", "spearman", "rel_error", "change_error")
 
@@ -28,12 +28,10 @@ def change_correlation(predicted: np.ndarray, actual: np.ndarray, rank: bool = F
     """Per target, the correlation (Spearman's if ``rank``, else Pearson's) across removals
     of predicted and actual changes, both ``(R, T)``, and its mean over the targets where it
     is defined (NaN where it is nowhere); see the module docstring."""
-    predicted, actual = np.asarray(predicted, np.float64), np.asarray(actual, np.float64)
-    if len(predicted) < 3:
-        raise ValueError(f"a change correlation needs at least 3 removals, got {len(predicted)}")
-    if not varies(actual).any():
+    actual = np.asarray(actual, np.float64)
+    if len(actual) >= 3 and not varies(actual).any():
         raise ValueError("the retrained changes are constant for every target")
-    return Score.of(columnwise_correlation(predicted, actual, rank))
+    return removal_correlation(predicted, actual, rank)
 
 
 def parameter_errors(

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from scipy import stats
 
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
@@ -32,7 +31,7 @@ from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.predictor.rows import TEST, Rows, read_split
-from mp_ray.scores import cell, relative_errors, varies
+from mp_ray.scores import cell, paired_correlation, relative_errors
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import MODELS_UNREAD
 from mp_ray.store_baselines import MaskRidge, MeanParams, fit_store_baselines
@@ -71,13 +70,14 @@ def compare_models(
 def _loss_correlations(values: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
     """Spearman and Pearson correlation of predicted and actual test loss over ``rows``
     (indices); none where undefined (fewer than 3 rows, or a constant side)."""
-    predicted, actual = values["loss_predicted"][rows], values["loss_actual"][rows]
-    if len(rows) < 3 or not (varies(predicted) and varies(actual)):
+    if len(rows) < 3:
         return {}
-    return {
-        "loss_spearman": float(stats.spearmanr(predicted, actual).statistic),
-        "loss_pearson": float(np.corrcoef(predicted, actual)[0, 1]),
-    }
+    pearson, spearman = paired_correlation(
+        values["loss_predicted"][rows], values["loss_actual"][rows]
+    )
+    if not np.isfinite(spearman):  # a constant side
+        return {}
+    return {"loss_spearman": spearman, "loss_pearson": pearson}
 
 
 def size_strata(

@@ -17,20 +17,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 from sklearn.metrics import f1_score, roc_auc_score
 
 from mp_ray.apps.utility import Utility
+from mp_ray.scores import paired_correlation
 
 DEFAULT_FRACTIONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 
 
 def rank_correlation(values: np.ndarray, reference: np.ndarray) -> float:
-    """Spearman's ρ between two value vectors ``(n,)``."""
-    values, reference = np.asarray(values), np.asarray(reference)
-    if values.shape != reference.shape:
-        raise ValueError(f"value vectors differ in shape: {values.shape} vs {reference.shape}")
-    return float(stats.spearmanr(values, reference).statistic)
+    """Spearman's ρ between two value vectors ``(n,)``; NaN where either is constant."""
+    return paired_correlation(values, reference)[1]
 
 
 @dataclass
