@@ -232,7 +232,7 @@ def protocol(name: str, args: argparse.Namespace, sizes: dict[str, Any]) -> dict
     mean, ridge = fit_store_baselines(store, **PROTOCOL_SPLIT)
     influence = InfluenceFunction(learner)
     modelpred = with_set_function_alone(
-        "ModelPred", predictor, learner, config.predictor.newton_steps
+        "ModelPred", predictor, learner, config.predictor.newton_steps, influence
     )
     methods = {
         **modelpred,
@@ -372,7 +372,11 @@ def label_study(
             config = experiment(name, args, bernoulli, rows, **LABEL_SPLIT, **predictor_settings)
             predictor = fit(config, f"{name}-labels{labels}-{variant}", args, 1)
             shown = with_set_function_alone(
-                f"ModelPred ({variant})", predictor, learner, config.predictor.newton_steps
+                f"ModelPred ({variant})",
+                predictor,
+                learner,
+                config.predictor.newton_steps,
+                influence,
             )
             methods = {label: PredictedModels(m, learner).params for label, m in shown.items()}
             if variant == args.variants[0]:

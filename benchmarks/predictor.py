@@ -218,17 +218,18 @@ def run_dataset(
     rows = read_split(
         store, list(range(store.n_blocks)), TEST, settings.val_fraction, settings.test_fraction
     )
+    influence = InfluenceFunction(learner)
     shown = {
         label: method
         for name, predictor in predictors.items()
         for label, method in with_set_function_alone(
-            name, predictor, learner, settings.newton_steps
+            name, predictor, learner, settings.newton_steps, influence
         ).items()
     }
     methods = {
         **shown,
         FullDataModel.name: FullDataModel(learner),
-        InfluenceFunction.name: InfluenceFunction(learner),
+        InfluenceFunction.name: influence,
     }
     table = evaluation_table(learner, methods, rows, dataset)
     print(format_table(table))

@@ -189,10 +189,13 @@ def evaluate_on_store(
     options = config.store.storage_options
     settings = config.predictor
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    influence = InfluenceFunction(learner)  # a baseline, and the predictors' Newton step
     predictors: dict[str, ParamPredictor] = {}
     for name, uri in predictor_uris.items():
         predictor = load_predictor_for(uri, config, dataset.fingerprint, options)
-        predictors |= with_set_function_alone(name, predictor, learner, settings.newton_steps)
+        predictors |= with_set_function_alone(
+            name, predictor, learner, settings.newton_steps, influence
+        )
     rows = read_split(
         store, list(range(store.n_blocks)), TEST, settings.val_fraction, settings.test_fraction
     )
@@ -204,6 +207,6 @@ def evaluate_on_store(
         MeanParams.name: mean,
         MaskRidge.name: ridge,
         FullDataModel.name: FullDataModel(learner),
-        InfluenceFunction.name: InfluenceFunction(learner),
+        InfluenceFunction.name: influence,
     }
     return evaluation_table(learner, methods, rows, dataset)

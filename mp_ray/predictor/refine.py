@@ -51,15 +51,22 @@ def newton_steps_for(steps: int | Literal["auto"], learner: Learner) -> int:
 
 class NewtonRefined:
     """A fitted :class:`~mp_ray.predictor.Predictor` followed by ``steps`` Newton steps on
-    each subset's objective (module docstring); the predictor's interface."""
+    each subset's objective (module docstring); the predictor's interface. ``influence``
+    supplies θ(D) and H_D⁻¹ when the caller has them already (default: formed here)."""
 
-    def __init__(self, predictor: Predictor, learner: Learner, steps: int) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        learner: Learner,
+        steps: int,
+        influence: InfluenceFunction | None = None,
+    ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         self.predictor = predictor
         self.learner = learner
         self.steps = steps
-        self.influence = InfluenceFunction(learner)  # θ(D) and H_D⁻¹
+        self.influence = influence or InfluenceFunction(learner)
 
     @property
     def n_train(self) -> int:
@@ -124,21 +131,30 @@ class NewtonRefined:
 
 
 def refined(
-    predictor: Predictor, learner: Learner, steps: int | Literal["auto"]
+    predictor: Predictor,
+    learner: Learner,
+    steps: int | Literal["auto"],
+    influence: InfluenceFunction | None = None,
 ) -> Predictor | NewtonRefined:
     """``predictor`` as the applications use it: followed by ``steps`` Newton steps
-    (``predictor.newton_steps``, decided by :func:`newton_steps_for`), or alone for 0."""
+    (``predictor.newton_steps``, decided by :func:`newton_steps_for`), or alone for 0;
+    ``influence`` as for :class:`NewtonRefined`."""
     count = newton_steps_for(steps, learner)
-    return NewtonRefined(predictor, learner, count) if count else predictor
+    return NewtonRefined(predictor, learner, count, influence) if count else predictor
 
 
 def with_set_function_alone(
-    name: str, predictor: Predictor, learner: Learner, steps: int | Literal["auto"]
+    name: str,
+    predictor: Predictor,
+    learner: Learner,
+    steps: int | Literal["auto"],
+    influence: InfluenceFunction | None = None,
 ) -> dict[str, Predictor | NewtonRefined]:
     """The methods a comparison table shows for one fitted predictor: ``name`` as the
     applications use it (:func:`refined`) and, when that takes Newton steps, ``"{name}, set
-    function alone"`` beside it, so that the table says what the steps add."""
-    method = refined(predictor, learner, steps)
+    function alone"`` beside it, so that the table says what the steps add. A table that
+    shows influence functions too passes its ``influence``, so H_D⁻¹ is formed once."""
+    method = refined(predictor, learner, steps, influence)
     if method is predictor:
         return {name: predictor}
     return {name: method, f"{name}, {SET_FUNCTION_ALONE}": predictor}
