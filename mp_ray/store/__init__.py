@@ -15,7 +15,7 @@ from mp_ray.store.experiment import (
     StoreNotFoundError,
 )
 from mp_ray.store.spec import StoreMismatchError, StoreSpec
-from mp_ray.store.summary import export_parquet, format_summary, summarize
+from mp_ray.store.summary import export_parquet, format_summary, rows_table, summarize
 
 __all__ = [
     "ArtifactIncompleteError",
@@ -30,5 +30,6 @@ __all__ = [
     "export_parquet",
     "format_artifacts",
     "format_summary",
+    "rows_table",
     "summarize",
 ]

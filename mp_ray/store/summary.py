@@ -92,13 +92,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def export_parquet(
-    store: ExperimentStore, path: str, storage_options: dict[str, Any] | None = None
-) -> int:
-    """Write one Parquet row per completed model: row, block, seed, subset_size, metrics.
-
-    ``path`` is local or ``s3://``. Returns the number of rows written.
-    """
+def rows_table(store: ExperimentStore) -> pa.Table:
+    """One row per completed model: row, block, seed, subset_size and the store's metrics."""
     rows = store.completed_rows()
     columns: dict[str, np.ndarray] = {
         "row": rows,
@@ -107,7 +102,16 @@ def export_parquet(
         "subset_size": store.read("masks", rows).sum(axis=1).astype(np.int64),
         **store.metrics_table(rows),
     }
-    table = pa.table(columns)
+    return pa.table(columns)
+
+
+def export_parquet(
+    store: ExperimentStore, path: str, storage_options: dict[str, Any] | None = None
+) -> int:
+    """Write :func:`rows_table` to Parquet at ``path`` (local or ``s3://``). Returns the
+    number of rows written.
+    """
+    table = rows_table(store)
     path = normalise_uri(path)
     if is_remote_uri(path):
         import fsspec
@@ -117,4 +121,4 @@ def export_parquet(
     else:
         with atomic_output(path) as partial:
             pq.write_table(table, partial)
-    return int(rows.size)
+    return table.num_rows
