@@ -36,14 +36,18 @@ def app_context(
     predictor_uri: str | None = None,
     storage_options: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
+    dataset: Dataset | None = None,
+    learner: Learner | None = None,
 ) -> AppContext:
-    """Load the dataset and learner of ``config``; use the predictor at ``predictor_uri``
-    (refused unless fitted on this dataset and learner,
+    """Load the dataset and learner of ``config`` (or take ``dataset`` and ``learner``,
+    already loaded from it: ``device`` then goes unused); use the predictor at
+    ``predictor_uri`` (refused unless fitted on this dataset and learner,
     :func:`~mp_ray.predictor.predictor.load_predictor_for`) or, without one, retraining."""
-    dataset = load_dataset(config.dataset)
-    learner = make_learner(
-        config.learner, dataset.X_train, dataset.y_train, dataset.n_classes, device
-    )
+    dataset = load_dataset(config.dataset) if dataset is None else dataset
+    if learner is None:
+        learner = make_learner(
+            config.learner, dataset.X_train, dataset.y_train, dataset.n_classes, device
+        )
     retrained = RetrainedModels(learner)
     models: SubsetModels = retrained
     if predictor_uri:
