@@ -25,6 +25,7 @@ _EXPORTS = {
     "FitResult": "mp_ray.results",
     "Memorization": "mp_ray.results",
     "RetrainResult": "mp_ray.results",
+    "Selection": "mp_ray.results",
     "TuneResult": "mp_ray.results",
     "Values": "mp_ray.results",
 }

@@ -11,9 +11,9 @@ every stage as a method.
 
 Stages that run on Ray (``retrain``, ``fit``, ``tune``, ``datamodels``) connect to
 ``RAY_ADDRESS`` when it is set, else start an embedded local Ray, unless Ray is already
-initialised in this process. The applications (``value``, ``memorization``) run here, on
-the fitted predictor (``predictor=True``, the default: the last one ``fit`` or ``tune``
-produced; or a checkpoint URI) or by retraining the learner (``predictor=False``).
+initialised in this process. The applications (``value``, ``select``, ``memorization``)
+run here, on the fitted predictor (``predictor=True``, the default: the last one ``fit`` or
+``tune`` produced; or a checkpoint URI) or by retraining the learner (``predictor=False``).
 Importing this module imports neither Ray Train nor Ray Tune: the stages import them.
 """
 
@@ -33,6 +33,7 @@ from mp_ray.results import (
     FitResult,
     Memorization,
     RetrainResult,
+    Selection,
     TuneResult,
     Values,
 )
@@ -231,6 +232,39 @@ class Experiment:
             raise ValueError(f"unknown valuation method {method!r}: tmc, beta, banzhaf or loo")
         result.params.update(dataset_fingerprint=data.fingerprint, models=context.source)
         return Values.of(result)
+
+    def select(
+        self,
+        size: int,
+        *,
+        predictor: bool | str = True,
+        method: Literal["greedy", "relaxed"] = "greedy",
+        objective: Metric = "neg_loss",
+        holdout: float = 0.0,
+        seed: int = 0,
+    ) -> Selection:
+        """Choose ``size`` training points on the validation split: greedy forward selection
+        maximising ``objective`` (with ``holdout`` > 0, that share of the split chooses how
+        many greedy points to keep, the rest drawn at random), or ``relaxed``, the
+        predictor's continuous relaxation (needs a predictor)."""
+        from mp_ray.apps import PredictedModels, Utility
+        from mp_ray.apps.selection import greedy_selection, relaxed_selection
+
+        context = self.context(predictor)
+        data = self.dataset
+        if method == "greedy":
+            utility = Utility(context.models, data.X_val, data.y_val, "accuracy")
+            result = greedy_selection(
+                utility, size, seed=seed, objective=objective, holdout=holdout
+            )
+        elif isinstance(context.models, PredictedModels):
+            result = relaxed_selection(context.models, data.X_val, data.y_val, size, seed=seed)
+        else:
+            raise ValueError(
+                "method='relaxed' differentiates through the predictor: it needs "
+                "predictor=True or a predictor URI, not False"
+            )
+        return Selection(result, data.y_train)
 
     def memorization(
         self,

@@ -9,7 +9,8 @@ One table row per:
 - :class:`TuneResult`: trial of the search (its values, steps, validation error);
 - :class:`DatamodelsResult`: target (bias, chosen λ, validation error, non-zero weights);
 - :class:`Values`: training point (value, standard error, count, moments);
-- :class:`Memorization`: training point (label, memorisation, largest influence).
+- :class:`Memorization`: training point (label, memorisation, largest influence);
+- :class:`Selection`: training point (label, whether it was selected).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mp_ray.apps.memorization import MemorizationResult
+    from mp_ray.apps.selection import SelectionResult
     from mp_ray.datamodels.fit import Datamodels
     from mp_ray.predictor.fit import FitOutcome
     from mp_ray.retrain import RetrainReport
@@ -167,5 +169,28 @@ class Memorization(Tabular):
                 "stderr": self.result.memorization_stderr,
                 "max_influence": influence.max(axis=1),
                 "influenced": influence.argmax(axis=1),
+            }
+        )
+
+
+@dataclass
+class Selection(Tabular):
+    """A subset chosen on the validation split (``result``: its ``mask (n,)``, ``indices``,
+    the utility it reached) of the training points with labels ``labels (n,)``."""
+
+    result: SelectionResult
+    labels: np.ndarray
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.result.indices
+
+    def to_arrow(self) -> pa.Table:
+        """One row per training point: its ``label`` and whether it was ``selected``."""
+        return pa.table(
+            {
+                "index": np.arange(len(self.labels)),
+                "label": self.labels,
+                "selected": self.result.mask,
             }
         )

@@ -92,6 +92,8 @@ def test_the_readme_example_runs(ray_session, tmp_path, monkeypatch):
     # By retraining instead: exact leave-one-out values of the same points.
     loo = experiment.value("loo", predictor=False)
     assert loo.params["models"] == "retrain" and len(loo.to_pandas()) == data.n_train
+    chosen = experiment.select(10)
+    assert len(chosen.indices) == 10 and chosen.to_pandas()["selected"].sum() == 10
     scores = experiment.memorization(subsets=500).to_pandas()
     assert len(scores) == data.n_train and set(scores["label"]) <= set(range(data.n_classes))
     datamodels = experiment.datamodels().to_pandas()
