@@ -1,7 +1,7 @@
 """Fitting the ModelPred predictor with Ray Train: data-parallel workers over store blocks.
 
 Worker r of W reads blocks r, r + W, r + 2W, … of the store (whole chunks, never the whole
-store) and keeps its training and validation rows (:mod:`mp_ray.predictor.rows`). The
+store) and keeps its training and validation rows (:mod:`mp_ray.store.rows`). The
 model is wrapped by ``ray.train.torch.prepare_model`` (DDP: gloo on CPU, NCCL on GPU);
 a step's ``batch_size`` subsets are shared out over the workers, and every worker takes the
 same steps. The workers are placed with
@@ -40,16 +40,21 @@ import ray.train
 import ray.train.torch
 import torch
 
-from mp_ray.config import ExperimentConfig, PredictorConfig, write_resolved_config
+from mp_ray.config import (
+    ExperimentConfig,
+    PredictorConfig,
+    SplitsConfig,
+    write_resolved_config,
+)
 from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
-from mp_ray.predictor.rows import TRAIN, split_blocks
 from mp_ray.predictor.scaling import OutputScaler, Scaler, TargetScaler
 from mp_ray.predictor.train_steps import PREDICTOR_DIR, TrainWorker, next_validation
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD
+from mp_ray.store.rows import TRAIN, split_blocks
 
 if TYPE_CHECKING:
     from ray.util.queue import Queue
@@ -69,12 +74,15 @@ class FitOutcome:
 
 
 def training_moments(
-    store: ExperimentStore, settings: PredictorConfig, metric: torch.Tensor | None
+    store: ExperimentStore,
+    settings: PredictorConfig,
+    splits: SplitsConfig,
+    metric: torch.Tensor | None,
 ) -> tuple[Scaler, np.ndarray, int]:
     """The coordinates the set function predicts in (``settings.targets``; ``outputs`` needs
     the learner's output ``metric`` and is standardised without one), the mean training
-    mask m̄ ``(n,)`` and the number of training rows, from the training rows streamed block
-    by block."""
+    mask m̄ ``(n,)`` and the number of training rows, from the training rows (of ``splits``)
+    streamed block by block."""
     use_outputs = settings.targets == "outputs" and metric is not None
     factor = OutputScaler.factor_of(metric.numpy()) if use_outputs else None
     total = np.zeros(store.spec.n_params)
@@ -82,7 +90,7 @@ def training_moments(
     energy = 0.0
     mask_total = np.zeros(store.spec.n_train)
     count = 0
-    for rows in split_blocks(store, TRAIN, settings.val_fraction, settings.test_fraction):
+    for rows in split_blocks(store, TRAIN, splits.val_fraction, splits.test_fraction):
         params = rows.params.astype(np.float64)
         total += params.sum(axis=0)
         total_sq += (params**2).sum(axis=0)
@@ -120,7 +128,9 @@ def fit_predictor(
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
-    scaler, center, labelled = training_moments(store, config.predictor, learner.output_metric())
+    scaler, center, labelled = training_moments(
+        store, config.predictor, config.splits, learner.output_metric()
+    )
     settings = config.predictor.resolved(labelled, store.spec.n_params)
     config = config.model_copy(update={"predictor": settings})
     write_resolved_config(config, f"{run.storage_path}/{name}")

@@ -24,17 +24,17 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from mp_ray.config import ExperimentConfig, PredictorConfig
+from mp_ray.config import ExperimentConfig, PredictorConfig, SplitsConfig
 from mp_ray.data import load_dataset
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.losses import LossWeights, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
-from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split
 from mp_ray.predictor.scaling import Scaler, scaler_from_json
 from mp_ray.sampling import Sampler, make_sampler
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD
+from mp_ray.store.rows import TRAIN, VAL, Rows, read_split
 
 STATE_FILE = "state.pt"  # a checkpoint's training state: model, optimizer, progress, best model
 PREDICTOR_DIR = "predictor"  # a checkpoint's best predictor so far (a Predictor directory)
@@ -111,7 +111,7 @@ class TrainWorker:
         )
         elements = element_features(dataset.X_train, dataset.y_train, dataset.n_classes)
         elements = elements.to(device)
-        train_rows, val_rows, n_val = _read_shard(store, rank, world, settings, device)
+        train_rows, val_rows, n_val = _read_shard(store, rank, world, config.splits, device)
 
         center = None if loop_config["center"] is None else torch.tensor(loop_config["center"])
         torch.manual_seed(config.seed)  # the same initialisation on every worker and every run
@@ -295,17 +295,17 @@ def step_lr(settings: PredictorConfig, step: int) -> float:
 
 
 def _read_shard(
-    store: ExperimentStore, rank: int, world: int, settings: PredictorConfig, device: torch.device
+    store: ExperimentStore, rank: int, world: int, splits: SplitsConfig, device: torch.device
 ) -> tuple[Rows, Rows, int]:
     """Worker ``rank``'s training and validation rows of blocks rank, rank + world, …, and
     the number of validation rows over all workers."""
     blocks = list(range(rank, store.n_blocks, world))
-    fractions = (settings.val_fraction, settings.test_fraction)
+    fractions = (splits.val_fraction, splits.test_fraction)
     train_rows = read_split(store, blocks, TRAIN, *fractions)
     val_rows = read_split(store, blocks, VAL, *fractions)
     n_val = int(_all_sum([float(len(val_rows))], device)[0])
     if n_val == 0:
-        raise ValueError("no validation rows: raise predictor.val_fraction or store.n_rows")
+        raise ValueError("no validation rows: raise splits.val_fraction or store.n_rows")
     return train_rows, val_rows, n_val
 
 
