@@ -50,10 +50,10 @@ from mp_ray.evaluation.report import behaviour_report
 from mp_ray.outputs import json_ready
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
-from mp_ray.predictor.rows import TRAIN, VAL, read_split
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
 from mp_ray.scores import cell
+from mp_ray.store.rows import TRAIN, VAL, read_split
 
 DATASETS = {
     "breast_cancer": {"source": "sklearn", "name": "breast_cancer"},
@@ -141,7 +141,7 @@ def lasso_cv_loop(
 def solver_comparison(config: ExperimentConfig) -> dict[str, Any]:
     store = open_checked(config)
     blocks = list(range(store.n_blocks))
-    fractions = (config.predictor.val_fraction, config.predictor.test_fraction)
+    fractions = (config.splits.val_fraction, config.splits.test_fraction)
     train, val = (read_split(store, blocks, s, *fractions, with_outputs=True) for s in (TRAIN, VAL))
     settings = config.datamodels
     fit_datamodels(

@@ -63,7 +63,7 @@ def experiment(name: str, root: Path, store_rows: int, **distill: Any) -> Experi
             "learner": {"kind": "logistic", "C": 1.0, "tol": 1e-8},
             "sampler": {"kind": "bernoulli", "alpha": 0.5},
             "store": {"uri": str(root / f"{name}.zarr"), "n_rows": store_rows, "block_rows": 100},
-            "predictor": {"val_fraction": 0.1, "test_fraction": 0.45},
+            "splits": {"val_fraction": 0.1, "test_fraction": 0.45},
             "distill": {"uri": f"memory://bench-distill-{name}", **distill},
         }
     )

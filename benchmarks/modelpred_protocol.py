@@ -64,12 +64,12 @@ from mp_ray.predictor.evaluation import evaluation_table, format_table, size_str
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
 from mp_ray.predictor.refine import NewtonRefined, with_set_function_alone
-from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
 from mp_ray.sampling import row_rng
 from mp_ray.scores import columnwise_correlation
 from mp_ray.store import ExperimentStore
+from mp_ray.store.rows import TEST, read_split
 from mp_ray.store_baselines import fit_store_baselines
 
 DATASETS: dict[str, dict[str, Any]] = {
@@ -123,10 +123,16 @@ QUICK = {
 
 
 def experiment(
-    name: str, args: argparse.Namespace, sampler: dict[str, Any], rows: int, **predictor: Any
+    name: str,
+    args: argparse.Namespace,
+    sampler: dict[str, Any],
+    rows: int,
+    splits: dict[str, float] | None = None,
+    **predictor: Any,
 ) -> ExperimentConfig:
-    """Dataset ``name``'s experiment with ``sampler`` and ``rows`` store rows, in its own
-    store under ``--work`` (named by the sampler, row count and seed)."""
+    """Dataset ``name``'s experiment with ``sampler`` and ``rows`` store rows split by
+    ``splits`` (default: the splits section's defaults), in its own store under ``--work``
+    (named by the sampler, row count and seed)."""
     setup = DATASETS[name]
     dataset = dict(setup["dataset"])
     if args.quick and name in QUICK["max_train"]:
@@ -144,6 +150,7 @@ def experiment(
             "sampler": sampler,
             "store": {"uri": str(uri), "n_rows": rows, "block_rows": predictor.pop("block", 500)},
             "retrain": {"num_actors": 2, "num_cpus": 1},
+            "splits": splits or {},
             "predictor": predictor,
         }
     ).with_absolute_paths()
@@ -196,7 +203,7 @@ def protocol_config(
         {"kind": "permutation"},
         permutations * n,
         block=n,
-        **PROTOCOL_SPLIT,
+        splits=PROTOCOL_SPLIT,
         **predictor,
     )
     return config, dataset
@@ -369,7 +376,7 @@ def label_study(
             settings = VARIANTS[variant]
             strengths = {"g": args.lambda_global, "l": args.lambda_local}
             predictor_settings = {k: strengths.get(v, v) for k, v in settings.items()}
-            config = experiment(name, args, bernoulli, rows, **LABEL_SPLIT, **predictor_settings)
+            config = experiment(name, args, bernoulli, rows, LABEL_SPLIT, **predictor_settings)
             predictor = fit(config, f"{name}-labels{labels}-{variant}", args, 1)
             shown = with_set_function_alone(
                 f"ModelPred ({variant})",

@@ -54,12 +54,12 @@ from mp_ray.predictor.evaluation import evaluation_table, format_table
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.predictor.predictor import Predictor
 from mp_ray.predictor.refine import SET_FUNCTION_ALONE, with_set_function_alone
-from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
 from mp_ray.sampling import make_sampler
 from mp_ray.scores import cell
 from mp_ray.store import ExperimentStore
+from mp_ray.store.rows import TEST, read_split
 
 # Per dataset: the data, the smallest subset size, and the predictor's settings (chosen on
 # the validation rows; the test rows below are never fitted or searched on).
@@ -214,16 +214,16 @@ def run_dataset(
     dataset = load_dataset(config.dataset)
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     store = ExperimentStore.open(config.store.uri)
-    settings = config.predictor
+    splits = config.splits
     rows = read_split(
-        store, list(range(store.n_blocks)), TEST, settings.val_fraction, settings.test_fraction
+        store, list(range(store.n_blocks)), TEST, splits.val_fraction, splits.test_fraction
     )
     influence = InfluenceFunction(learner)
     shown = {
         label: method
         for name, predictor in predictors.items()
         for label, method in with_set_function_alone(
-            name, predictor, learner, settings.newton_steps, influence
+            name, predictor, learner, config.predictor.newton_steps, influence
         ).items()
     }
     methods = {

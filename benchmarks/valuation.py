@@ -128,7 +128,7 @@ def pydvl_tmc(
 
 def learned_utility(config: ExperimentConfig, dataset: Dataset) -> LearnedUtility:
     """The learned utility (minus the validation log-loss) fitted on the experiment's store
-    with the predictor's width, budget, optimiser settings, split and seed."""
+    with the predictor's width, budget, optimiser settings and seed, on the store's split."""
     settings = config.predictor
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     utility = LearnedUtility(
@@ -144,8 +144,8 @@ def learned_utility(config: ExperimentConfig, dataset: Dataset) -> LearnedUtilit
     return utility.fit(
         store,
         dataset,
-        val_fraction=settings.val_fraction,
-        test_fraction=settings.test_fraction,
+        val_fraction=config.splits.val_fraction,
+        test_fraction=config.splits.test_fraction,
     )
 
 

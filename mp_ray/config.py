@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Mapping
 from functools import reduce
 from pathlib import Path
@@ -136,11 +137,17 @@ class _Dataset(_Strict):
         default=0.15,
         gt=0,
         lt=1,
-        description="Fraction of rows held out for validation (above 0: every retrained "
-        "model is scored on it, and the valuation utilities are measured on it).",
+        description="Fraction of the data set's rows (data points) held out for validation "
+        "(above 0: every retrained model is scored on it, and the valuation utilities are "
+        "measured on it). Not the split of the store's rows (retrained models), which is "
+        "splits.val_fraction.",
     )
     test_fraction: float = Field(
-        default=0.15, gt=0, lt=1, description="Fraction of rows held out for testing."
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="Fraction of the data set's rows (data points) held out for testing. Not "
+        "the split of the store's rows (retrained models), which is splits.test_fraction.",
     )
     max_train: int | None = Field(
         default=None,
@@ -592,20 +599,6 @@ class PredictorConfig(_Strict):
         "convex learners (logistic, ridge), 0 for the others. The step is what resolves one "
         "point more or less (benchmarks/README.md, the Newton step).",
     )
-    val_fraction: float = Field(
-        default=0.1,
-        gt=0,
-        lt=0.5,
-        description="Share of store rows (whole chains for permutation stores) used for "
-        "early stopping.",
-    )
-    test_fraction: float = Field(
-        default=0.1,
-        gt=0,
-        lt=0.5,
-        description="Share of store rows (whole chains for permutation stores) held out for "
-        "evaluation (never fitted or tuned on).",
-    )
     patience: int = Field(
         default=8, gt=0, description="Validations without improvement before stopping."
     )
@@ -704,9 +697,9 @@ class DatamodelsConfig(_Strict):
     """Linear datamodels (Ilyas et al., 2022): an L1-regularised linear model per target from
     subset indicators to the store's ``outputs``.
 
-    Store rows are split as the predictor's (``predictor.val_fraction`` and
-    ``predictor.test_fraction``), so every method is scored on the same held-out rows: each
-    target's λ is chosen on the validation rows, then refitted on train + validation rows.
+    Store rows are split by the ``splits`` section, as for every method, so every method is
+    scored on the same held-out rows: each target's λ is chosen on the validation rows, then
+    refitted on train + validation rows.
     """
 
     n_lambdas: int = Field(
@@ -746,6 +739,35 @@ class DatamodelsConfig(_Strict):
         ge=0,
         description="GPUs reserved for that task (fractions allowed); with device=auto the "
         "solver then runs on the GPU.",
+    )
+
+
+# The store's row split: once predictor fields, now the splits section's (see
+# ExperimentConfig._splits_from_predictor).
+SPLIT_FIELDS = ("val_fraction", "test_fraction")
+
+
+class SplitsConfig(_Strict):
+    """The store's row split: which rows of the store (retrained models) every method fitted
+    on it — the predictor, datamodels, the distilled datamodel — fits on, validates on and is
+    evaluated on (mp_ray/store/rows.py). Each row falls in one split by a hash of (seed, row),
+    or of its chain for permutation stores, so every method sees the same held-out rows.
+    Not the data set's split of its data points (``dataset.val_fraction`` and
+    ``dataset.test_fraction``)."""
+
+    val_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=0.5,
+        description="Share of the store's rows (whole chains for permutation stores) held "
+        "out for validation: the predictor's early stopping, the datamodels' choice of λ.",
+    )
+    test_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=0.5,
+        description="Share of the store's rows (whole chains for permutation stores) held "
+        "out for evaluation (never fitted or tuned on).",
     )
 
 
@@ -965,6 +987,7 @@ class ExperimentConfig(_Strict):
     learner: LearnerConfig
     sampler: SamplerConfig
     store: StoreConfig
+    splits: SplitsConfig = Field(default_factory=SplitsConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
@@ -973,6 +996,36 @@ class ExperimentConfig(_Strict):
     datamodels: DatamodelsConfig = Field(default_factory=DatamodelsConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     _source: str = PrivateAttr(default="the config")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _splits_from_predictor(cls, data: Any) -> Any:
+        """Move ``predictor.val_fraction`` and ``predictor.test_fraction`` (configs written
+        before the ``splits`` section, stored ones included) to ``splits``, warning; refuse
+        a share given in both places with different values."""
+        predictor = data.get("predictor") if isinstance(data, dict) else None
+        if not isinstance(predictor, dict) or not set(SPLIT_FIELDS) & set(predictor):
+            return data
+        splits = data.get("splits") or {}
+        if isinstance(splits, BaseModel):
+            splits = splits.model_dump(exclude_unset=True)
+        splits, predictor = dict(splits), dict(predictor)
+        for name in SPLIT_FIELDS:
+            if name not in predictor:
+                continue
+            value = predictor.pop(name)
+            if name in splits and splits[name] != value:
+                raise ValueError(
+                    f"predictor.{name} ({value}) and splits.{name} ({splits[name]}) differ; "
+                    f"give it once, as splits.{name}"
+                )
+            splits[name] = value
+            warnings.warn(
+                f"predictor.{name} has moved to splits.{name}; read as splits.{name}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return {**data, "predictor": predictor, "splits": splits}
 
     @property
     def source(self) -> str:

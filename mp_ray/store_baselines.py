@@ -11,7 +11,7 @@
   rows, the criterion ModelPred stops early on.
 
 Both come from one pass over the training rows and one over the validation rows, a store
-block at a time (:func:`~mp_ray.predictor.rows.split_blocks`): :class:`NormalEquations`
+block at a time (:func:`~mp_ray.store.rows.split_blocks`): :class:`NormalEquations`
 sums Σ a aᵀ ``(n+1, n+1)`` and Σ a θᵀ ``(n+1, d)`` over rows a = [1_S, 1] in float64, and
 one eigendecomposition of the centred Gram matrix serves every α of the grid. Memory is
 bounded by n², n·d and one block of rows, never by the number of rows.
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from mp_ray.baselines import ConstantParams
-from mp_ray.predictor.rows import TRAIN, VAL, Rows, split_blocks
 from mp_ray.scores import relative_errors
 from mp_ray.store import ExperimentStore
+from mp_ray.store.rows import TRAIN, VAL, Rows, split_blocks
 
 RIDGE_GRID = tuple(10.0 ** np.arange(-4.0, 2.5, 0.5))  # × the centred Gram's mean eigenvalue
 
@@ -156,7 +156,7 @@ def fit_store_baselines(
     store: ExperimentStore, val_fraction: float, test_fraction: float
 ) -> tuple[MeanParams, MaskRidge]:
     """:func:`fit_mask_baselines` on the store's training and validation rows, split as
-    the predictor's (``predictor.val_fraction`` and ``predictor.test_fraction``)."""
+    by the given shares (the config's ``splits`` section)."""
     fractions = (val_fraction, test_fraction)
     spec = store.spec
     try:

@@ -23,13 +23,13 @@ from mp_ray.predictor.evaluation import (
     size_strata,
     within_size_correlations,
 )
-from mp_ray.predictor.rows import TRAIN, VAL, Rows, read_split, split_blocks
 from mp_ray.retrain import BlockTrainer
 from mp_ray.sampling import make_sampler
 from mp_ray.scores import relative_errors
+from mp_ray.store.rows import TRAIN, VAL, Rows, read_split, split_blocks
 from mp_ray.store_baselines import fit_mask_baselines, fit_store_baselines
 
-FRACTIONS = (0.2, 0.2)  # the predictor's validation and test shares of the store rows
+FRACTIONS = (0.2, 0.2)  # the validation and test shares of the store rows (splits section)
 
 
 @pytest.fixture(scope="module", params=["breast_cancer", "wine"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
+import zarr
 from pydantic import ValidationError
 
 from mp_ray.config import (
@@ -20,10 +22,16 @@ from mp_ray.config import (
     RidgeLearnerConfig,
     SamplerConfig,
     SklearnDatasetConfig,
+    SplitsConfig,
     UniformSizeSamplerConfig,
+    config_yaml,
     load_experiment,
     parse_experiment,
 )
+from mp_ray.data import load_dataset
+from mp_ray.retrain import BlockTrainer
+from mp_ray.store import ExperimentStore
+from mp_ray.store.experiment import CONFIG_ATTR
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 BASE = {
@@ -320,3 +328,100 @@ def test_only_a_file_dataset_has_its_paths_made_absolute(tmp_path, monkeypatch):
     assert config.with_absolute_paths().dataset.path == str(tmp_path / "d.csv")
     sklearn = parse_experiment(BASE).with_absolute_paths()
     assert sklearn.dataset == parse_experiment(BASE).dataset
+
+
+# The splits section: the store's row split, and configs that still give it as predictor
+# fields (YAML files, a resolved config a run wrote, the config a store recorded).
+
+MOVED = r"predictor\.(val|test)_fraction has moved to splits\.(val|test)_fraction"
+
+
+def old_layout(data: dict) -> dict:
+    """``data`` (a whole config) with the splits section back under predictor."""
+    data = dict(data)
+    return {**data, "predictor": {**data["predictor"], **data.pop("splits")}}
+
+
+def test_the_section_has_the_former_predictor_defaults_and_bounds():
+    config = parse_experiment(BASE)
+    assert config.splits == SplitsConfig(val_fraction=0.1, test_fraction=0.1)
+    assert "val_fraction" not in PredictorConfig.model_fields
+    given = parse_experiment({**BASE, "splits": {"val_fraction": 0.2, "test_fraction": 0.3}})
+    assert (given.splits.val_fraction, given.splits.test_fraction) == (0.2, 0.3)
+    with pytest.raises(ConfigError, match=r"splits\.test_fraction"):
+        parse_experiment({**BASE, "splits": {"test_fraction": 0.5}})
+
+
+def test_the_data_set_split_is_another_setting():
+    config = parse_experiment({**BASE, "splits": {"test_fraction": 0.3}})
+    assert config.dataset.test_fraction == 0.15 and config.splits.test_fraction == 0.3
+    for field in ("val_fraction", "test_fraction"):
+        assert f"splits.{field}" in type(config.dataset).model_fields[field].description
+    assert "dataset.val_fraction" in SplitsConfig.__doc__
+
+
+def test_a_yaml_file_with_the_predictor_fields_loads_into_splits_with_a_warning(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {**BASE, "predictor": {"steps": 40, "val_fraction": 0.2, "test_fraction": 0.3}}
+        )
+    )
+    with pytest.warns(DeprecationWarning) as caught:
+        config = load_experiment(path)
+    messages = sorted(str(warning.message) for warning in caught)
+    assert messages == [
+        "predictor.test_fraction has moved to splits.test_fraction; read as splits.test_fraction",
+        "predictor.val_fraction has moved to splits.val_fraction; read as splits.val_fraction",
+    ]
+    assert config.splits == SplitsConfig(val_fraction=0.2, test_fraction=0.3)
+    assert config.predictor.steps == 40
+
+
+def test_a_resolved_config_written_before_the_section_runs_the_same(tmp_path):
+    config = parse_experiment({**BASE, "splits": {"test_fraction": 0.25}})
+    path = tmp_path / "resolved_config.yaml"
+    path.write_text(yaml.safe_dump(old_layout(config.model_dump(mode="json"))))
+    with pytest.warns(DeprecationWarning, match=MOVED):
+        again = load_experiment(path)
+    assert again.model_dump() == config.model_dump()
+    assert "val_fraction" not in yaml.safe_load(config_yaml(again))["predictor"]
+
+
+def test_a_config_recorded_in_an_existing_store_still_reads(tmp_path):
+    config = parse_experiment(
+        {**BASE, "store": {"uri": str(tmp_path / "old.zarr"), "n_rows": 20, "block_rows": 10}}
+    )
+    BlockTrainer(config, load_dataset(config.dataset))  # declares the store
+    # What a store retrained before the splits section recorded.
+    group = zarr.open_group(config.store.uri, mode="r+")
+    group.attrs[CONFIG_ATTR] = old_layout(config.model_dump(mode="json"))
+    with pytest.warns(DeprecationWarning, match=MOVED):
+        recorded = parse_experiment(ExperimentStore.open(config.store.uri).recorded_config())
+    assert recorded.model_dump() == config.model_dump()
+
+
+def test_the_same_share_in_both_places_is_accepted_and_different_ones_are_refused():
+    with pytest.warns(DeprecationWarning, match=MOVED):
+        same = parse_experiment(
+            {**BASE, "predictor": {"test_fraction": 0.3}, "splits": {"test_fraction": 0.3}}
+        )
+    assert same.splits.test_fraction == 0.3
+    with warnings.catch_warnings(), pytest.raises(ConfigError) as refused:
+        warnings.simplefilter("ignore", DeprecationWarning)
+        parse_experiment(
+            {**BASE, "predictor": {"test_fraction": 0.3}, "splits": {"test_fraction": 0.2}}
+        )
+    assert "predictor.test_fraction (0.3) and splits.test_fraction (0.2) differ" in str(
+        refused.value
+    )
+
+
+def test_the_split_is_not_a_searchable_predictor_field():
+    with pytest.raises(ConfigError, match="'val_fraction' is not a predictor field"):
+        parse_experiment(
+            {
+                **BASE,
+                "tune": {"search_space": {"val_fraction": {"type": "choice", "values": [0.1]}}},
+            }
+        )

@@ -22,22 +22,20 @@ from mp_ray.config import ExperimentConfig
 from mp_ray.data import load_dataset
 from mp_ray.datamodels.fit import fit_datamodels, solver_device
 from mp_ray.datamodels.storage import write_datamodels
-from mp_ray.predictor.rows import TEST, TRAIN, VAL, read_split, row_splits
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
 from mp_ray.scores import lds
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import DATAMODELS_UNREAD
+from mp_ray.store.rows import TEST, TRAIN, VAL, read_split, row_splits
 
 
 def fit_shape(config: ExperimentConfig) -> tuple[int, int, int]:
     """Rows the datamodels of ``config``'s store are fitted on (training and validation,
     degenerate ones included), ground-set points and targets, from its spec alone."""
     store = ExperimentStore.open(config.store.uri, config.store.storage_options)
-    spec, settings = store.spec, config.predictor
-    splits = row_splits(
-        store, np.arange(spec.n_rows), settings.val_fraction, settings.test_fraction
-    )
+    spec, shares = store.spec, config.splits
+    splits = row_splits(store, np.arange(spec.n_rows), shares.val_fraction, shares.test_fraction)
     return int((splits != TEST).sum()), spec.n_train, spec.n_targets
 
 
@@ -59,7 +57,7 @@ def fit_from_store(
     ``on_progress`` is called with the number of targets of each block fitted."""
     store = open_checked(config, read_only=False)
     blocks = list(range(store.n_blocks))
-    fractions = (config.predictor.val_fraction, config.predictor.test_fraction)
+    fractions = (config.splits.val_fraction, config.splits.test_fraction)
     train, val, test = (
         read_split(store, blocks, split, *fractions, with_outputs=True)
         for split in (TRAIN, VAL, TEST)

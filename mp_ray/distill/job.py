@@ -32,9 +32,9 @@ from mp_ray.distill.storage import open_destination, read_distilled, write_disti
 from mp_ray.distill.supervision import GroundTruth, retrain_ground_truth
 from mp_ray.distill.synset import initial_synsets
 from mp_ray.learners import Learner, make_learner
-from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.store import ExperimentStore, StoreNotFoundError
 from mp_ray.store.identity import SEEDED_UNREAD
+from mp_ray.store.rows import TEST, read_split
 
 
 def _learner(config: ExperimentConfig, dataset: Dataset, device: torch.device | str) -> Learner:
@@ -176,7 +176,7 @@ def validate(
 def store_test_rows(
     config: ExperimentConfig, fingerprint: str, limit: int
 ) -> tuple[np.ndarray, torch.Tensor] | None:
-    """Up to ``limit`` test rows of the experiment's store (the predictor's split, done
+    """Up to ``limit`` test rows of the experiment's store (the store's split, done
     blocks, non-degenerate) as ``masks (R, n)`` and ``params (R, d)``; None when there is no
     store or fewer than 3 such rows. A store made with another identity is an error."""
     if limit == 0:
@@ -188,7 +188,7 @@ def store_test_rows(
     masks, params = [], []
     for block in np.flatnonzero(store.done_blocks()).tolist():
         split = read_split(
-            store, [block], TEST, config.predictor.val_fraction, config.predictor.test_fraction
+            store, [block], TEST, config.splits.val_fraction, config.splits.test_fraction
         )
         masks.append(split.masks)
         params.append(split.params)

@@ -32,11 +32,11 @@ from mp_ray.learners import make_learner
 from mp_ray.method_outputs import OutputFn, ParameterOutputs, ParamsFn
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import with_set_function_alone
-from mp_ray.predictor.rows import TEST, read_split
 from mp_ray.sampling import row_rng
 from mp_ray.scores import output_changes, removal_masks
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import SEEDED_UNREAD
+from mp_ray.store.rows import TEST, read_split
 from mp_ray.store_baselines import MaskRidge, fit_store_baselines
 
 EVALUATION_STREAM = 0xE7A1  # the draws of removed points and counterfactual targets
@@ -68,13 +68,13 @@ def behaviour_report(
     dataset = load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, SEEDED_UNREAD, complete=True)
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
-    settings = config.predictor
+    settings, splits = config.predictor, config.splits
     test = read_split(
         store,
         list(range(store.n_blocks)),
         TEST,
-        settings.val_fraction,
-        settings.test_fraction,
+        splits.val_fraction,
+        splits.test_fraction,
         with_outputs=True,
     )
     if len(test) < 3:
@@ -101,7 +101,7 @@ def behaviour_report(
     for name, predict in (extra or {}).items():
         methods[name] = outputs_of(predict)
     start = time.perf_counter()
-    mean, ridge = fit_store_baselines(store, settings.val_fraction, settings.test_fraction)
+    mean, ridge = fit_store_baselines(store, splits.val_fraction, splits.test_fraction)
     setup_seconds = {
         MaskRidge.name: time.perf_counter() - start,  # with the mean θ, from the same pass
         InfluenceFunction.name: influence_seconds,

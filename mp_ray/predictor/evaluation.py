@@ -30,10 +30,10 @@ from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import with_set_function_alone
-from mp_ray.predictor.rows import TEST, Rows, read_split
 from mp_ray.scores import cell, paired_correlation, relative_errors
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import MODELS_UNREAD
+from mp_ray.store.rows import TEST, Rows, read_split
 from mp_ray.store_baselines import MaskRidge, MeanParams, fit_store_baselines
 
 SIZE_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)  # subset size as a fraction of n
@@ -196,12 +196,13 @@ def evaluate_on_store(
         predictors |= with_set_function_alone(
             name, predictor, learner, settings.newton_steps, influence
         )
+    splits = config.splits
     rows = read_split(
-        store, list(range(store.n_blocks)), TEST, settings.val_fraction, settings.test_fraction
+        store, list(range(store.n_blocks)), TEST, splits.val_fraction, splits.test_fraction
     )
     if len(rows) == 0:
-        raise ValueError(f"store {store.uri} has no test rows; raise predictor.test_fraction")
-    mean, ridge = fit_store_baselines(store, settings.val_fraction, settings.test_fraction)
+        raise ValueError(f"store {store.uri} has no test rows; raise splits.test_fraction")
+    mean, ridge = fit_store_baselines(store, splits.val_fraction, splits.test_fraction)
     methods = {
         **predictors,
         MeanParams.name: mean,

@@ -1,5 +1,5 @@
 """The learned utility (DeepSets on U(S)) on a real store: 60 breast_cancer points, 600
-Bernoulli(½) subsets retrained without Ray, rows split as the predictor's (15% validation,
+Bernoulli(½) subsets retrained without Ray, rows split by the splits section (15% validation,
 25% held out). Thresholds measured on this fixture: held-out Spearman with retraining 0.75
 to 0.78 over seeds 0–4 (subset size alone: 0.23), best validation MSE 0.64 to 0.73."""
 
@@ -18,9 +18,9 @@ from mp_ray.apps.valuation import LearnedUtility, MaxSamples, RelativeTruncation
 from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
-from mp_ray.predictor.rows import TEST, TRAIN, VAL, read_split
 from mp_ray.retrain import BlockTrainer
 from mp_ray.store import ExperimentStore, StoreIncompleteError, StoreMismatchError
+from mp_ray.store.rows import TEST, TRAIN, VAL, read_split
 
 torch.set_num_threads(1)
 
@@ -34,8 +34,8 @@ class Setting:
 
     @property
     def fractions(self) -> dict[str, float]:
-        predictor = self.config.predictor
-        return {"val_fraction": predictor.val_fraction, "test_fraction": predictor.test_fraction}
+        splits = self.config.splits
+        return {"val_fraction": splits.val_fraction, "test_fraction": splits.test_fraction}
 
     def retrained(self, metric: str) -> Utility:
         data = self.dataset
@@ -60,7 +60,7 @@ def setting(tmp_path_factory) -> Setting:
                 "n_rows": 600,
                 "block_rows": 100,
             },
-            "predictor": {"val_fraction": 0.15, "test_fraction": 0.25},
+            "splits": {"val_fraction": 0.15, "test_fraction": 0.25},
         }
     )
     dataset = load_dataset(config.dataset)

@@ -26,7 +26,7 @@ def experiment(root: Path, **distill: Any) -> ExperimentConfig:
             "learner": {"kind": "logistic", "C": 1.0, "tol": 1e-8},
             "sampler": {"kind": "bernoulli", "alpha": 0.5},
             "store": {"uri": str(root / "bc.zarr"), "n_rows": 60, "block_rows": 30},
-            "predictor": {"test_fraction": 0.4},
+            "splits": {"test_fraction": 0.4},
             "distill": {
                 "groups_per_class": 3,
                 "synthetic_per_group": 2,

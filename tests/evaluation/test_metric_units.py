@@ -35,7 +35,6 @@ from mp_ray.predictor.evaluation import (
     size_strata,
     within_size_correlations,
 )
-from mp_ray.predictor.rows import Rows
 from mp_ray.scores import (
     Score,
     cell,
@@ -47,6 +46,7 @@ from mp_ray.scores import (
     removal_masks,
     varies,
 )
+from mp_ray.store.rows import Rows
 
 # A method linear in the mask: output t of the model of subset S is Σ_{i∈S} W[i, t]. Target
 # 0 weighs the points 1, 2, 4; target 1 gives −1, 0, 1 (ties between subsets); target 2

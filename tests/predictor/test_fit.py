@@ -8,10 +8,11 @@ import pytest
 from mp_ray.config import PredictorConfig, SamplerConfig, parse_experiment
 from mp_ray.predictor import Predictor
 from mp_ray.predictor.evaluation import evaluate_on_store
-from mp_ray.predictor.fit import fit_predictor, step_lr
-from mp_ray.predictor.rows import TEST, read_split, row_splits
+from mp_ray.predictor.fit import fit_predictor
+from mp_ray.predictor.train_steps import step_lr
 from mp_ray.retrain import run_retrain
 from mp_ray.store import ExperimentStore
+from mp_ray.store.rows import TEST, read_split, row_splits
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

@@ -36,7 +36,7 @@ def experiment(root: Path) -> ExperimentConfig:
             "learner": {"kind": "logistic", "C": 1.0, "tol": 1e-6},
             "sampler": {"kind": "bernoulli", "alpha": 0.5},
             "store": {"uri": str(root / "bc.zarr"), "n_rows": 60, "block_rows": 30},
-            "predictor": {"test_fraction": 0.3},
+            "splits": {"test_fraction": 0.3},
             "distill": {
                 "groups_per_class": 2,
                 "synthetic_per_group": 1,

@@ -17,7 +17,7 @@ from the store's ``metrics``: ``neg_loss`` is −``val_loss`` (minus the mean va
 loss: nats for cross-entropy), ``accuracy`` is ``val_accuracy`` (a share in [0, 1];
 ``val_r2`` for regression) — what :class:`~mp_ray.apps.utility.Utility` computes on
 ``(X_val, y_val)`` with the same metric. Rows fall in train / validation / test exactly as
-for the predictor (:func:`~mp_ray.predictor.rows.row_splits` with the same fractions), and
+for the predictor (:func:`~mp_ray.store.rows.row_splits` with the same fractions), and
 rows flagged ``degenerate`` are left out.
 
 Fitting reads the store one block at a time, never whole: one pass over the training rows
@@ -57,8 +57,8 @@ from mp_ray.config import LearnerConfig
 from mp_ray.data import Dataset
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.model import SetFunction, element_features
-from mp_ray.predictor.rows import TRAIN, VAL, block_split
 from mp_ray.store import ExperimentStore, StoreIncompleteError, StoreMismatchError
+from mp_ray.store.rows import TRAIN, VAL, block_split
 
 PREDICT_CHUNK = 4096  # subsets per forward pass when answering
 

@@ -1,4 +1,6 @@
-"""Which store rows fit, stop early and evaluate the predictor, and reading them by block.
+"""The store's row split — which rows fit, validate and evaluate every method fitted on the
+store (the predictor, datamodels, the distilled datamodel; shares from the config's
+``splits`` section) — and reading a split's rows by block.
 
 Each row falls in one split — train, validation or test — by a hash of (root seed, unit),
 where the unit is the row itself, or its permutation chain for ``permutation`` stores so
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mp_ray.sampling import permutation_groups
-from mp_ray.store import ExperimentStore
+from mp_ray.store.experiment import ExperimentStore
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
