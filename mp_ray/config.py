@@ -1022,7 +1022,7 @@ class ExperimentConfig(_Strict):
             splits[name] = value
             warnings.warn(
                 f"predictor.{name} has moved to splits.{name}; read as splits.{name}",
-                DeprecationWarning,
+                FutureWarning,
                 stacklevel=2,
             )
         return {**data, "predictor": predictor, "splits": splits}

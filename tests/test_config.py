@@ -367,7 +367,7 @@ def test_a_yaml_file_with_the_predictor_fields_loads_into_splits_with_a_warning(
             {**BASE, "predictor": {"steps": 40, "val_fraction": 0.2, "test_fraction": 0.3}}
         )
     )
-    with pytest.warns(DeprecationWarning) as caught:
+    with pytest.warns(FutureWarning) as caught:
         config = load_experiment(path)
     messages = sorted(str(warning.message) for warning in caught)
     assert messages == [
@@ -382,7 +382,7 @@ def test_a_resolved_config_written_before_the_section_runs_the_same(tmp_path):
     config = parse_experiment({**BASE, "splits": {"test_fraction": 0.25}})
     path = tmp_path / "resolved_config.yaml"
     path.write_text(yaml.safe_dump(old_layout(config.model_dump(mode="json"))))
-    with pytest.warns(DeprecationWarning, match=MOVED):
+    with pytest.warns(FutureWarning, match=MOVED):
         again = load_experiment(path)
     assert again.model_dump() == config.model_dump()
     assert "val_fraction" not in yaml.safe_load(config_yaml(again))["predictor"]
@@ -396,19 +396,19 @@ def test_a_config_recorded_in_an_existing_store_still_reads(tmp_path):
     # What a store retrained before the splits section recorded.
     group = zarr.open_group(config.store.uri, mode="r+")
     group.attrs[CONFIG_ATTR] = old_layout(config.model_dump(mode="json"))
-    with pytest.warns(DeprecationWarning, match=MOVED):
+    with pytest.warns(FutureWarning, match=MOVED):
         recorded = parse_experiment(ExperimentStore.open(config.store.uri).recorded_config())
     assert recorded.model_dump() == config.model_dump()
 
 
 def test_the_same_share_in_both_places_is_accepted_and_different_ones_are_refused():
-    with pytest.warns(DeprecationWarning, match=MOVED):
+    with pytest.warns(FutureWarning, match=MOVED):
         same = parse_experiment(
             {**BASE, "predictor": {"test_fraction": 0.3}, "splits": {"test_fraction": 0.3}}
         )
     assert same.splits.test_fraction == 0.3
     with warnings.catch_warnings(), pytest.raises(ConfigError) as refused:
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         parse_experiment(
             {**BASE, "predictor": {"test_fraction": 0.3}, "splits": {"test_fraction": 0.2}}
         )
