@@ -644,7 +644,6 @@ def serve(
     batch_wait_ms)."""
     import os
 
-    from mp_ray.serve.app import API_KEY_ENV
     from mp_ray.serve.start import deploy, prepare, serve_until_stopped
 
     flags = {
@@ -657,6 +656,8 @@ def serve(
     }
     settings = load_config(config, {f"serve.{key}": value for key, value in flags.items()}).serve
     application = prepare(config, predictor, settings, insecure)
+    from mp_ray.serve.app import API_KEY_ENV  # imports Serve: after prepare chose the ingress
+
     if not os.environ.get(API_KEY_ENV):
         console.print(
             f"[bold yellow]warning:[/] {API_KEY_ENV} is not set (--insecure): every endpoint "
