@@ -1,14 +1,19 @@
 """The application commands of ``mp-ray``: each answers from a fitted predictor when
-``--predictor`` is given, else by retraining the learner (exact, slower)."""
+``--predictor`` is given, else by retraining the learner (exact, slower). Each builds the
+request of its options, asks the application service (:mod:`mp_ray.apps.service`) and
+prints, plots and writes its answer."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import typer
+from pydantic import BaseModel, ValidationError
 
 from mp_ray.cli_support import (
     ConfigOption,
@@ -21,20 +26,20 @@ from mp_ray.cli_support import (
     load_config,
     option_check,
 )
-from mp_ray.indices import checked_points, parse_index_list
+from mp_ray.indices import parse_index_list
 from mp_ray.outputs import atomic_output, write_json
 from mp_ray.progress import Progress
 from mp_ray.serve.ingress import Ingress
 
 if TYPE_CHECKING:
-    from mp_ray.apps.context import AppContext
     from mp_ray.apps.fidelity import Fidelity
+    from mp_ray.apps.service import AppService
 
 PredictorOption = Annotated[
     str | None,
     typer.Option(help="Predictor checkpoint directory (or s3://); without it, retrain."),
 ]
-MIN_STDERR_SAMPLES = 20  # samples before --stderr-tol may stop a run
+MIN_STDERR_SAMPLES = 20  # samples before --stderr-tol may stop a run (as the requests')
 SeedOption = Annotated[int, typer.Option(min=0, help="Root seed of the sampled subsets.")]
 CheckOption = Annotated[
     int | None,
@@ -45,23 +50,55 @@ CheckOption = Annotated[
         "cases of its own kind, reported beside it (default 72; 0: no check).",
     ),
 ]
+# Request fields whose option is not named ``--field-with-dashes``.
+OPTIONS = {"targets": "--target"}
+Request = TypeVar("Request", bound=BaseModel)
 
 
-def _context(config: Path, predictor: str | None) -> AppContext:
+def _service(config: Path, predictor: str | None) -> AppService:
     from mp_ray.apps.context import app_context
+    from mp_ray.apps.service import AppService
     from mp_ray.store import StoreMismatchError
 
     experiment = load_config(config, {})
     try:
-        return app_context(experiment, predictor, experiment.store.storage_options)
+        return AppService(app_context(experiment, predictor, experiment.store.storage_options))
     except (ValueError, FileNotFoundError, StoreMismatchError) as err:
         fail(str(err))
 
 
-def _answered_by(context: AppContext) -> str:
-    return (
-        f"models from the {'predictor' if context.source == 'predictor' else 'learner (retrained)'}"
-    )
+def _option(field: str) -> str:
+    """The command-line option of a request field."""
+    return OPTIONS.get(field, "--" + field.replace("_", "-"))
+
+
+def _request(kind: type[Request], **options: Any) -> Request:
+    """The request of a command's options; one the service would refuse (a value out of its
+    range, a check too small for its kind) fails naming the option, before any work."""
+    try:
+        return kind(**options)
+    except ValidationError as err:
+        error = err.errors()[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        fail(f"{_option(str(error['loc'][0]))}: {message}" if error["loc"] else message)
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Fail with the message of a request the service refuses, its field named as the
+    option."""
+    from mp_ray.apps.service import RequestError
+
+    try:
+        yield
+    except RequestError as err:
+        named = err.message.startswith(err.field)
+        fail(_option(err.field) + err.message[len(err.field) :] if named else err.message)
+
+
+def _answered_by(service: AppService) -> str:
+    source = service.context.source
+    return f"models from the {'predictor' if source == 'predictor' else 'learner (retrained)'}"
 
 
 def _utility_unit(metric: str, n_classes: int) -> str:
@@ -87,20 +124,10 @@ def _truncation_line(params: dict) -> str:
     )
 
 
-def _budget(check: int | None) -> int:
-    """Retrained models of a fidelity check: ``--check``, else the checks' default."""
-    from mp_ray.apps.fidelity import DEFAULT_BUDGET
-
-    return DEFAULT_BUDGET if check is None else check
-
-
-def _checking(context: AppContext, budget: int) -> bool:
-    """Whether to check the answer against retraining: a predictor answered, and a budget."""
-    return context.source == "predictor" and budget > 0
-
-
-def _report(fidelity: Fidelity) -> None:
-    """Print a fidelity check's lines beside the answer (standard output)."""
+def _report(fidelity: Fidelity | None) -> None:
+    """Print a fidelity check's lines beside the answer (standard output), if one ran."""
+    if fidelity is None:
+        return
     print(fidelity.line())
     for note in fidelity.notes:
         print(f"  {note}")
@@ -156,73 +183,38 @@ def value(
     progress: ProgressOption = True,
 ) -> None:
     """Value every training point; report noisy-label detection and removal curves."""
-    from mp_ray.apps import Utility
-    from mp_ray.apps.checks import check_budget, value_check
     from mp_ray.apps.plots import removal_curves, value_distribution
-    from mp_ray.apps.valuation import (
-        AbsoluteStandardError,
-        MaxSamples,
-        MinSamples,
-        NoTruncation,
-        RelativeTruncation,
-        SamplingState,
-        StoppingCriterion,
-        banzhaf_msr,
-        beta_shapley,
-        leave_one_out,
-        tmc_shapley,
-    )
-    from mp_ray.apps.valuation.tasks import noisy_label_detection, removal_curve
-    from mp_ray.store import ExperimentStore
-    from mp_ray.store.identity import MODELS_UNREAD
+    from mp_ray.apps.service import ValueRequest
 
-    budget = _budget(check)
-    try:
-        check_budget(method, budget)
-    except ValueError as err:
-        fail(str(err))
-    context = _context(config, predictor)
-    data = context.dataset
-    # The values are saved in the store only if it was made with this config's learner.
-    store = (
-        ExperimentStore.open_for(context.config, data.fingerprint, MODELS_UNREAD, read_only=False)
-        if store_name
-        else None
+    request = _request(
+        ValueRequest,
+        method=method,
+        metric=metric,
+        max_samples=max_samples,
+        stderr_tol=stderr_tol,
+        truncation=truncation,
+        alpha=alpha,
+        beta=beta,
+        seed=seed,
+        check=check,
     )
-    utility = Utility(context.models, data.X_val, data.y_val, metric)
-    # The budget, or the budget and, after MIN_STDERR_SAMPLES, the standard errors.
-    stopping: StoppingCriterion = MaxSamples(max_samples)
-    try:
-        if stderr_tol is not None:
-            guarded = MinSamples(MIN_STDERR_SAMPLES) & AbsoluteStandardError(stderr_tol)
-            stopping = stopping | guarded
-    except ValueError as err:
-        fail(f"--stderr-tol: {err}")
-    policy = RelativeTruncation(truncation) if truncation else NoTruncation()
+    service = _service(config, predictor)
+    data = service.context.dataset
     console.print(
-        f"valuing {data.n_train} points of {data.name} by {method}, {_answered_by(context)}"
+        f"valuing {data.n_train} points of {data.name} by {method}, {_answered_by(service)}"
     )
     if method != "loo":
-        console.print(f"stopping: {stopping}")
+        console.print(f"stopping: {request.stopping()}")
     unit = "subsets" if method == "banzhaf" else "permutations"
     # Leave-one-out is one batch of models: nothing to show until it ends.
     with Progress("value", max_samples, unit, enabled=progress and method != "loo") as bar:
 
-        def advance(state: SamplingState) -> None:
-            # The samples at which the criterion would be met, from its completion.
-            completion = stopping.completion(state)
-            total = round(state.samples / completion) if completion > 0 else None
-            bar.update(state.samples, f"{utility.evaluations:,} models", total=total)
+        def advance(samples: int, total: int | None, models: int) -> None:
+            bar.update(samples, f"{models:,} models", total=total)
 
-        if method == "loo":
-            result = leave_one_out(utility)
-        elif method == "tmc":
-            result = tmc_shapley(utility, stopping, seed, policy, on_progress=advance)
-        elif method == "beta":
-            result = beta_shapley(utility, stopping, alpha, beta, seed, on_progress=advance)
-        else:
-            result = banzhaf_msr(utility, stopping, seed, on_progress=advance)
-    result.params.update(dataset_fingerprint=data.fingerprint, models=context.source)
+        with _refusals():
+            answer = service.value(request, advance, store_name)
+    result = answer.result
     console.print(
         f"{result.n_evaluations:,} models in {result.seconds:.1f} s; "
         f"converged: {result.converged}; largest standard error {result.stderr.max():.3g}"
@@ -235,28 +227,14 @@ def value(
     for rank in [*range(5), *range(len(order) - 5, len(order))]:
         i = order[rank]
         print(f"{rank + 1:>5} {i:>6} {result.values[i]:>12.5f} {result.stderr[i]:>10.5f}")
-    if _checking(context, budget):
-        fidelity = value_check(
-            context.models,
-            context.retrained,
-            utility,
-            method,
-            budget,
-            seed,
-            alpha,
-            beta,
-            policy if method == "tmc" else NoTruncation(),
-        )
-        _report(fidelity)
-        result.params["fidelity"] = fidelity.to_json()
-    if len(data.flipped):
-        detection = noisy_label_detection(result.values, data.flipped)
+    _report(answer.fidelity)
+    if answer.noisy_labels is not None:
+        detection = answer.noisy_labels
         print(
             f"noisy labels ({detection['flipped']} flipped): F1 {detection['f1']:.3f}, "
             f"AUC {detection['auc']:.3f}"
         )
-    test_utility = Utility(context.retrained, data.X_test, data.y_test, "accuracy")
-    curves = [removal_curve(test_utility, result.values, order) for order in ("high", "low")]
+    curves = answer.curves
     shares = " ".join(f"{100 * f:>5.0f}%" for f in curves[0].fractions)
     print("retrained test accuracy after removing a share of the points:")
     print(f"  {'share removed':<28}{shares}")
@@ -266,9 +244,8 @@ def value(
     if output:
         result.to_parquet(str(output))
         console.print(f"values written to {output}")
-    if store is not None:
-        result.to_store(store, store_name)
-        console.print(f"values saved in {store.uri} under valuation/{store_name}")
+    if answer.saved_in is not None:
+        console.print(f"values saved in {answer.saved_in} under valuation/{store_name}")
     if plots:
         value_distribution(result.values, plots / "values.png", data.flipped, result.method)
         removal_curves({result.method: curves}, plots / "removal.png", "test accuracy")
@@ -311,44 +288,28 @@ def select(
 ) -> None:
     """Choose a subset of a given size on the validation split; retrain it and compare its
     test accuracy with random subsets of the same size."""
-    from mp_ray.apps import PredictedModels, Utility
-    from mp_ray.apps.checks import check_budget, selection_check
-    from mp_ray.apps.selection import compare_selections, greedy_selection, relaxed_selection
+    from mp_ray.apps.service import SelectRequest
     from mp_ray.apps.valuation import ValuationResult
 
-    budget = _budget(check)
-    context = _context(config, predictor)
-    data = context.dataset
-    fidelity = None
+    request = _request(
+        SelectRequest,
+        size=size,
+        method=method,
+        objective=objective,
+        holdout=holdout,
+        seed=seed,
+        check=check,
+    )
+    service = _service(config, predictor)
     try:
-        check_budget("selection", budget)
-        if method == "relaxed":
-            if not isinstance(context.models, PredictedModels):
-                fail("--method relaxed needs --predictor (it differentiates through it)")
-            result = relaxed_selection(context.models, data.X_val, data.y_val, size, seed=seed)
-        else:
-            utility = Utility(context.models, data.X_val, data.y_val, "accuracy")
-            result = greedy_selection(
-                utility, size, seed=seed, objective=objective, holdout=holdout
-            )
         baseline = ValuationResult.from_parquet(str(values)).values if values else None
-        test_utility = Utility(context.retrained, data.X_test, data.y_test, "accuracy")
-        scores = compare_selections(test_utility, {method: result.mask}, size, baseline, seed=seed)
-        if _checking(context, budget):
-            fidelity = selection_check(
-                context.models,
-                context.retrained,
-                data.X_val,
-                data.y_val,
-                result.mask,
-                "neg_loss",
-                budget,
-                seed,
-            )
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
+    with _refusals():
+        answer = service.select(request, baseline)
+    result = answer.result
     console.print(
-        f"selected {size} points by {method} in {result.seconds:.1f} s, {_answered_by(context)}"
+        f"selected {size} points by {method} in {result.seconds:.1f} s, {_answered_by(service)}"
     )
     if result.stop is not None:
         filled = size - int(result.stop) - (size - len(result.history))
@@ -357,10 +318,9 @@ def select(
             f"validation accuracy on the held-out part {result.utility:.4f}"
         )
     print("retrained test accuracy (share correct) of subsets of the same size:")
-    for name, score in scores.items():
+    for name, score in answer.scores.items():
         print(f"  {name:<24} {score:.4f}")
-    if fidelity is not None:
-        _report(fidelity)
+    _report(answer.fidelity)
     if output:
         payload = {
             "method": method,
@@ -368,8 +328,8 @@ def select(
             "holdout": holdout if method == "greedy" else None,
             "greedy_points_kept": result.stop,
             "indices": result.indices.tolist(),
-            "test_accuracy": scores,
-            "fidelity": fidelity.to_json() if fidelity else None,
+            "test_accuracy": answer.scores,
+            "fidelity": answer.fidelity.to_json() if answer.fidelity else None,
         }
         write_json(output, payload)
 
@@ -417,34 +377,24 @@ def memorization(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mp_ray.apps.checks import check_budget, memorization_check
-    from mp_ray.apps.memorization import DEFAULT_SUBSETS
-    from mp_ray.apps.memorization import memorization as estimate
     from mp_ray.apps.plots import value_distribution
+    from mp_ray.apps.service import MemorizationRequest
 
-    budget = _budget(check)
-    context = _context(config, predictor)
-    subsets = subsets or DEFAULT_SUBSETS[context.source]
-    data = context.dataset
-    fidelity = None
-    try:
-        check_budget("memorization", budget)
-        with Progress("memorization", subsets, "models", enabled=progress) as bar:
-            result = estimate(
-                context.models,
-                data.X_test,
-                data.y_test,
-                subsets,
-                alpha,
-                seed,
-                on_progress=bar.advance,
-                score=score,
-            )
-        if _checking(context, budget):
-            fidelity = memorization_check(context.models, context.retrained, alpha, budget, seed)
-    except ValueError as err:
-        fail(str(err))
-    console.print(f"{subsets} models in {result.seconds:.1f} s, {_answered_by(context)}")
+    request = _request(
+        MemorizationRequest,
+        subsets=subsets,
+        alpha=alpha,
+        score=score,
+        seed=seed,
+        check=check,
+    )
+    service = _service(config, predictor)
+    subsets = service.memorization_subsets(request)
+    data = service.context.dataset
+    with Progress("memorization", subsets, "models", enabled=progress) as bar, _refusals():
+        answer = service.memorization(request, bar.advance)
+    result, fidelity = answer.result, answer.fidelity
+    console.print(f"{subsets} models in {result.seconds:.1f} s, {_answered_by(service)}")
     what = "own-label probability" if score == "probability" else "0/1 correctness"
     print(
         f"memorisation: mean {what} of a point when trained on it minus when not; top "
@@ -457,8 +407,7 @@ def memorization(
             f"{i:>6} {data.y_train[i]:>6} {result.memorization[i]:>13.3f} "
             f"{result.memorization_stderr[i]:>8.3f} {result.influence[i, j]:>8.3f} (test {j})"
         )
-    if fidelity is not None:
-        _report(fidelity)
+    _report(fidelity)
     if output:
         table = pa.table(
             {
@@ -499,37 +448,19 @@ def calibrate(
     ] = None,
 ) -> None:
     """Calibration of a subsampled ensemble against θ(D) and temperature scaling."""
-    from mp_ray.apps.calibration import calibrate as run
-    from mp_ray.apps.checks import calibration_check, check_budget
     from mp_ray.apps.plots import reliability_diagram
+    from mp_ray.apps.service import CalibrateRequest
 
-    context = _context(config, predictor)
-    data = context.dataset
-    fidelity, budget = None, _budget(check)
-    try:
-        check_budget("calibration", min(budget, models))
-        result = run(
-            context.models, data.X_val, data.y_val, data.X_test, data.y_test, models, fraction, seed
-        )
-        if _checking(context, budget):
-            fidelity = calibration_check(
-                context.models,
-                context.retrained,
-                data.X_test,
-                data.y_test,
-                fraction,
-                models,
-                budget,
-                seed,
-            )
-    except ValueError as err:
-        fail(str(err))
-    console.print(f"calibrated in {result.seconds:.1f} s, {_answered_by(context)}")
+    request = _request(CalibrateRequest, models=models, fraction=fraction, seed=seed, check=check)
+    service = _service(config, predictor)
+    with _refusals():
+        answer = service.calibrate(request)
+    result = answer.result
+    console.print(f"calibrated in {result.seconds:.1f} s, {_answered_by(service)}")
     print(f"{'method':<40}{'ECE':>8}{'NLL':>8}{'accuracy':>10}")
     for name, row in result.rows.items():
         print(f"{name:<40}{row['ece']:>8.4f}{row['nll']:>8.4f}{row['accuracy']:>10.4f}")
-    if fidelity is not None:
-        _report(fidelity)
+    _report(answer.fidelity)
     if plot:
         reliability_diagram(result.diagrams, plot)
         console.print(f"reliability diagram written to {plot}")
@@ -539,7 +470,7 @@ def calibrate(
             {
                 "methods": result.rows,
                 "models": result.models,
-                "fidelity": fidelity.to_json() if fidelity else None,
+                "fidelity": answer.fidelity.to_json() if answer.fidelity else None,
             },
         )
 
@@ -564,32 +495,23 @@ def counterfactual(
     The margin is the correct-class margin: the log-odds of the target's label for a binary
     model, the label's logit minus the largest other logit for several classes (−|error|
     for regression); a prediction flips when the predicted class changes."""
-    from mp_ray.apps.checks import check_budget, counterfactual_check
-    from mp_ray.apps.counterfactual import counterfactual_removal
+    from mp_ray.apps.service import CounterfactualRequest
 
-    budget = _budget(check)
-    try:
-        check_budget("counterfactual", budget)
-    except ValueError as err:
-        fail(str(err))
-    context = _context(config, predictor)
-    data = context.dataset
-    removed = checked_points(parse_index_list(remove, "--remove"), data.n_train, "--remove")
-    targets = checked_points(target, len(data.y_test), "--target")
-    X_target, y_target = data.X_test[targets], data.y_test[targets]
-    result = counterfactual_removal(context.models, X_target, y_target, [removed.tolist()])
-    fidelity, exact = None, None
-    if _checking(context, budget):
-        fidelity, exact = counterfactual_check(
-            context.models, context.retrained, X_target, y_target, removed, budget, seed
-        )
-    console.print(f"removing {len(removed)} points, {_answered_by(context)}")
+    removed = parse_index_list(remove, "--remove")
+    request = _request(
+        CounterfactualRequest, remove=removed, targets=target, check=check, seed=seed
+    )
+    service = _service(config, predictor)
+    with _refusals():
+        answer = service.counterfactual(request)
+    result, exact = answer.result, answer.retrained_change
+    console.print(f"removing {len(answer.removed)} points, {_answered_by(service)}")
     kind = "probability" if "probability" in result.before else "margin"
     header = f"{'target':>7} {'label':>6} {kind + ' before':>18} {'after':>8} {'margin change':>14}"
     print(header + (f" {'retrained change':>17}" if exact is not None else ""))
-    for k, t in enumerate(targets):
+    for k, t in enumerate(answer.targets if answer.targets is not None else []):
         line = (
-            f"{t:>7} {data.y_test[t]:>6} {result.before[kind][k]:>18.4f} "
+            f"{t:>7} {answer.labels[k]:>6} {result.before[kind][k]:>18.4f} "
             f"{result.after[kind][0, k]:>8.4f} {result.change('margin')[0, k]:>14.4f}"
         )
         if exact is not None:
@@ -599,8 +521,7 @@ def counterfactual(
         "margin: log-odds of the target's label (several classes: its logit minus the largest "
         "other); a prediction flips when the predicted class changes"
     )
-    if fidelity is not None:
-        _report(fidelity)
+    _report(answer.fidelity)
 
 
 @app.command()
@@ -626,7 +547,7 @@ def add(
 ) -> None:
     """What the model becomes if new points are added to the training set: ModelPred
     against influence functions (and retraining with --check), on the test split."""
-    from mp_ray.apps.addition import add_points
+    from mp_ray.apps.service import AddRequest
     from mp_ray.data import read_points
     from mp_ray.errors import InputError
 
@@ -634,32 +555,25 @@ def add(
         raise InputError("give the new points: --points FILE and/or --from-test K")
     if points and points.lower().endswith(".npy") and not labels:
         raise InputError(f"--points {points} is an .npy feature file: give --labels FILE")
-    context = _context(config, predictor)
-    data = context.dataset
-    X_new = np.zeros((0, data.n_features), np.float32)
-    y_new = data.y_test[:0]
+    service = _service(config, predictor)
+    data = service.context.dataset
+    rows: dict[str, Any] = {}
     if points:
-        X_new, y_new = read_points(data, context.config.dataset, points, labels)
-    taken = from_test or 0
-    if taken >= len(data.y_test):
-        raise InputError(
-            f"--from-test {taken}: the test split has {len(data.y_test)} points; "
-            "leave at least one to score on"
-        )
-    X_new = np.concatenate([X_new, data.X_test[:taken]])
-    y_new = np.concatenate([y_new, data.y_test[:taken]])
-    X_eval, y_eval = data.X_test[taken:], data.y_test[taken:]
-    result = add_points(context.models, X_new, y_new, X_eval, y_eval, retrain=check)
+        X_new, y_new = read_points(data, service.context.config.dataset, points, labels)
+        rows = {"inputs": X_new.tolist(), "labels": y_new.tolist()}
+    request = _request(AddRequest, **rows, from_test=from_test, check=check)
+    with _refusals():
+        answer = service.add(request)
     console.print(
-        f"adding {len(y_new)} points to the {data.n_train} training points of {data.name}; "
-        f"scored on {len(y_eval)} test points"
+        f"adding {answer.n_added} points to the {data.n_train} training points of {data.name}; "
+        f"scored on {answer.n_scored} test points"
     )
     score = "accuracy" if data.n_classes > 1 else "R²"
     print(
         f"{'method':<22}{score + ' before':>16}{'after':>8}{'change':>9}{'loss change':>13}"
         f"{'changed':>9}{'rel. error':>12}{'seconds':>9}"
     )
-    summary = result.summary()
+    summary = answer.addition.summary()
     for name, row in summary.items():
         error = "–" if row["rel_error"] is None else f"{row['rel_error']:.4f}"
         print(
@@ -672,7 +586,7 @@ def add(
             output,
             {
                 name: {**summary[name], "params_after": outcome.after[0].tolist()}
-                for name, outcome in result.outcomes.items()
+                for name, outcome in answer.addition.outcomes.items()
             },
         )
 
@@ -729,13 +643,8 @@ def serve(
     unless --insecure. The config's serve section sets the rest (max_batch_size,
     batch_wait_ms)."""
     import os
-    import signal
-    import time
 
-    import ray
-
-    from mp_ray.ray_session import connect
-    from mp_ray.serve.ingress import use_ingress
+    from mp_ray.serve.start import deploy, prepare, serve_until_stopped
 
     flags = {
         "host": host,
@@ -746,63 +655,19 @@ def serve(
         "ingress": ingress,
     }
     settings = load_config(config, {f"serve.{key}": value for key, value in flags.items()}).serve
-    host, port = settings.host, settings.port
-    replicas, replica_cpus = settings.replicas, settings.replica_cpus
-    cluster = not ray.is_initialized() and bool(os.environ.get("RAY_ADDRESS"))
-    if not cluster and not ray.is_initialized():
-        use_ingress(settings.ingress)  # before Serve is imported, here and in the Ray it starts
-    from ray import serve as ray_serve
+    application = prepare(config, predictor, settings, insecure)
+    from mp_ray.serve.app import API_KEY_ENV  # imports Serve: after prepare chose the ingress
 
-    from mp_ray.serve.app import API_KEY_ENV, APP_SETTINGS, build_app, cpus_needed
-    from mp_ray.serve.service import load_service
-
-    application = build_app(  # refuses to build without a key unless --insecure
-        {
-            "config": str(config.resolve()),
-            "predictor": predictor,
-            **settings.model_dump(include=set(APP_SETTINGS)),
-            "insecure": insecure,
-        }
-    )
-    try:  # what every replica loads, checked here first: a mismatch is one line, not a deploy
-        load_service(str(config.resolve()), predictor)
-    except FileNotFoundError as err:
-        fail(str(err))
     if not os.environ.get(API_KEY_ENV):
         console.print(
             f"[bold yellow]warning:[/] {API_KEY_ENV} is not set (--insecure): every endpoint "
-            f"is open to anyone who can reach {host}:{port}",
+            f"is open to anyone who can reach {settings.host}:{settings.port}",
             markup=True,
             highlight=False,
         )
-    connect()
-    # A cluster may autoscale; a Ray on this machine cannot, and Serve would wait forever.
-    if not cluster:
-        needed = cpus_needed(replicas, replica_cpus)
-        available = ray.cluster_resources().get("CPU", 0)
-        if needed > available:
-            fail(
-                f"{replicas} model replica(s) × {replica_cpus:g} CPU + the gateway reserve "
-                f"{needed:g} CPUs, this Ray has {available:g}: lower --replicas or "
-                "--replica-cpus (serve.replicas, serve.replica_cpus)"
-            )
-    ray_serve.start(http_options={"host": host, "port": port})
-    try:
-        ray_serve.run(application, name="mp-ray", route_prefix="/", blocking=False)
-    except Exception as err:  # a replica that cannot start (bad checkpoint, wrong dataset)
-        fail(f"the service did not start: {err}")
+    deploy(application, settings)
+    host, port = settings.host, settings.port
     console.print(f"serving on http://{host}:{port}/v1 (OpenAPI at http://{host}:{port}/docs)")
-    if not block:
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)  # stop as on Ctrl-C, not with Ray's exit
-    try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut shutdown
-        ray_serve.shutdown()
+    if block:
+        serve_until_stopped()
         console.print("stopped")

@@ -23,7 +23,7 @@ Two deployments: ``Gateway`` (the FastAPI ingress: validation, key, limits) forw
 whose model replica died. ``reconfigure`` of the predictor deployment (Serve's
 ``user_config``) swaps the checkpoint in place: ``{"predictor_uri": "..."}``.
 :func:`build_app` is the application builder used by ``serve run`` / ``serve deploy`` and
-``mp-ray serve``.
+``mp-ray serve`` (:mod:`mp_ray.serve.start`), its args typed by :class:`AppArgs`.
 """
 
 import asyncio
@@ -36,6 +36,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
@@ -243,36 +244,70 @@ class Gateway:
         return await self._ask("answer", "counterfactual", body)
 
 
-def _flag(value: Any) -> bool:
-    """An application arg as a bool (Serve config files and the command line give strings)."""
-    return str(value).lower() not in ("false", "0", "no")
-
-
 # The experiment's serve fields an application arg of the same name overrides.
 APP_SETTINGS = ("batching", "max_batch_size", "batch_wait_ms", "replicas", "replica_cpus")
 
 
-def build_app(args: dict[str, Any]) -> serve.Application:
+class AppArgs(BaseModel):
+    """The application's args (``serve run mp_ray.serve.app:build_app key=value``, a Serve
+    config file's ``args``, or ``mp-ray serve``); strings such as ``"2"`` and ``"true"`` are
+    read as the field's type. The serve settings override the experiment's ``serve``
+    section when given (None: the section's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = Field(description="The experiment YAML file.")
+    predictor: str = Field(description="The predictor checkpoint directory (or s3://).")
+    batching: bool | None = Field(default=None, description="Overrides serve.batching.")
+    max_batch_size: int | None = Field(
+        default=None, gt=0, description="Overrides serve.max_batch_size."
+    )
+    batch_wait_ms: float | None = Field(
+        default=None, ge=0, description="Overrides serve.batch_wait_ms."
+    )
+    replicas: int | None = Field(
+        default=None,
+        gt=0,
+        description="A fixed count of predictor replicas (None: the Serve config's "
+        "deployments section decides, say by autoscaling).",
+    )
+    replica_cpus: float | None = Field(
+        default=None,
+        ge=0,
+        description="Logical CPUs each predictor replica reserves (None: as replicas).",
+    )
+    insecure: bool = Field(
+        default=False, description="Serve open endpoints when MP_RAY_API_KEY is not set."
+    )
+
+
+def app_args(args: AppArgs | dict[str, Any]) -> AppArgs:
+    """``args`` validated; a missing or bad one is an :class:`InputError` naming it."""
+    if isinstance(args, AppArgs):
+        return args
+    try:
+        return AppArgs.model_validate(args)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise InputError(f"mp-ray serve application args: {problems}") from None
+
+
+def build_app(args: AppArgs | dict[str, Any]) -> serve.Application:
     """The application for ``serve run mp_ray.serve.app:build_app config=... predictor=...``
-    (and Serve config files): ``config`` is the experiment YAML, ``predictor`` the
-    checkpoint directory. ``batching``, ``max_batch_size`` and ``batch_wait_ms`` come from
-    the experiment's ``serve`` section unless an arg of that name overrides it; ``replicas``
-    (a fixed count of predictor replicas) and ``replica_cpus`` (the logical CPUs each
-    reserves) only when given as args, so that a Serve config's deployments section (say,
-    autoscaling) decides them otherwise. Without ``MP_RAY_API_KEY`` in this process's
-    environment (the replicas' on an embedded Ray or in Serve's build task) it raises
-    :class:`~mp_ray.errors.InputError` unless ``insecure`` is true."""
-    missing = [key for key in ("config", "predictor") if key not in args]
-    if missing:
-        raise ValueError(f"mp-ray serve application needs args {missing}")
-    if not os.environ.get(API_KEY_ENV) and not _flag(args.get("insecure", False)):
+    (and Serve config files), from its args (:class:`AppArgs`). Without ``MP_RAY_API_KEY``
+    in this process's environment (the replicas' on an embedded Ray or in Serve's build
+    task) it raises :class:`~mp_ray.errors.InputError` unless ``insecure`` is true."""
+    args = app_args(args)
+    if not os.environ.get(API_KEY_ENV) and not args.insecure:
         raise InputError(
             f"{API_KEY_ENV} is not set: set it where Ray starts to require an X-API-Key "
             "header, or serve open endpoints on purpose with --insecure (insecure: true)"
         )
-    given = {key: args[key] for key in APP_SETTINGS if key in args}
+    given = args.model_dump(include=set(APP_SETTINGS), exclude_none=True)
     settings = load_experiment(
-        str(args["config"]), {f"serve.{key}": value for key, value in given.items()}
+        args.config, {f"serve.{key}": value for key, value in given.items()}
     ).serve
     predictor = PredictorDeployment
     if "replicas" in given:
@@ -280,8 +315,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     if "replica_cpus" in given:
         predictor = predictor.options(ray_actor_options={"num_cpus": settings.replica_cpus})
     model = predictor.bind(
-        config=str(args["config"]),
-        predictor_uri=str(args["predictor"]),
+        config=args.config,
+        predictor_uri=args.predictor,
         batching=settings.batching,
         max_batch_size=settings.max_batch_size,
         batch_wait_ms=settings.batch_wait_ms,

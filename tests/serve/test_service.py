@@ -24,7 +24,7 @@ from mp_ray.apps.calibration import subsample_masks
 from mp_ray.apps.counterfactual import counterfactual_removal
 from mp_ray.apps.selection import greedy_selection
 from mp_ray.apps.utility import class_probabilities
-from mp_ray.apps.valuation import MaxSamples, tmc_shapley
+from mp_ray.apps.valuation import MaxSamples, beta_shapley, tmc_shapley
 from mp_ray.predictor import Predictor
 from mp_ray.serve.app import MAX_ERRORS_SHOWN, Gateway, PredictorDeployment
 from mp_ray.serve.schemas import MAX_INPUT_ROWS, MAX_POINTS
@@ -104,7 +104,7 @@ def test_answers_equal_the_library_calls(service, fitted):
     np.testing.assert_allclose(answer["probabilities"], probabilities.numpy(), rtol=1e-6)
 
     values = service.client.post(
-        "/v1/values", json={"method": "tmc", "budget": 30, "seed": 4}
+        "/v1/values", json={"method": "tmc", "max_samples": 30, "seed": 4, "check": 0}
     ).json()
     utility = Utility(fitted.models, data.X_val, data.y_val, "neg_loss")
     np.testing.assert_allclose(
@@ -124,13 +124,30 @@ def test_answers_equal_the_library_calls(service, fitted):
     result = counterfactual_removal(fitted.models, data.X_test[:3], data.y_test[:3], [[1, 2]])
     np.testing.assert_allclose(answer["margin_change"], result.change("margin")[0], atol=1e-9)
 
-    answer = service.client.post("/v1/calibrated", json={"inputs": inputs, "n_models": 20}).json()
+    answer = service.client.post("/v1/calibrated", json={"inputs": inputs, "models": 20}).json()
     ensemble = fitted.models.params(subsample_masks(120, 20, 0.8, 0))
     mean = class_probabilities(fitted.learner, ensemble, data.X_test[:5]).mean(dim=0)
     np.testing.assert_allclose(answer["probabilities"], mean.numpy(), rtol=1e-6)
 
     memorization = service.client.post("/v1/memorization", json={"subsets": 200}).json()
     assert len(memorization["memorization"]) == 120 and memorization["score"] == "probability"
+
+
+def test_values_take_the_command_lines_options(service, fitted):
+    """Beta-Shapley with its (α, β) and the standard-error rule, as `mp-ray value` takes
+    them, with the fidelity check and the removal curves beside the values."""
+    data = fitted.dataset
+    body = {"method": "beta", "max_samples": 24, "alpha": 4.0, "beta": 2.0, "seed": 3}
+    answer = service.client.post("/v1/values", json=body).json()
+    utility = Utility(fitted.models, data.X_val, data.y_val, "neg_loss")
+    expected = beta_shapley(utility, MaxSamples(24), 4.0, 2.0, 3)
+    assert answer["method"] == "beta_shapley"
+    np.testing.assert_allclose(answer["values"], expected.values, atol=1e-12)
+    assert answer["fidelity"]["models_retrained"] > 0
+    assert set(answer["removal_curves"]) == {"high", "low"}
+    assert answer["noisy_labels"]["flipped"] == 24
+    other = service.client.post("/v1/values", json={**body, "beta": 1.0}).json()
+    assert other["values"] != answer["values"]
 
 
 def test_add_answers_the_library_call(service, fitted):
@@ -150,7 +167,7 @@ def test_add_answers_the_library_call(service, fitted):
 
 
 def test_values_are_cached_per_request(service):
-    body = {"method": "banzhaf", "budget": 500}
+    body = {"method": "banzhaf", "max_samples": 500, "check": 0}
     first = service.client.post("/v1/values", json=body).json()
     # Two replicas: the second answer comes from whichever cached it; ask until one repeats.
     answers = [service.client.post("/v1/values", json=body).json() for _ in range(4)]
@@ -195,8 +212,8 @@ MILLION = list(range(MAX_POINTS))
         ("/v1/add", {**TARGET, "labels": [2]}, 422, "labels"),
         ("/v1/add", {**TARGET, "predict_on": [[0.0] * 3]}, 422, "predict_on"),
         ("/v1/add", {**TARGET, "base": {"indices": [120]}}, 422, "indices"),
-        ("/v1/values", {"budget": "200"}, 422, "budget"),
-        ("/v1/values", {"budget": 10**6}, 422, "budget"),
+        ("/v1/values", {"max_samples": "200"}, 422, "max_samples"),
+        ("/v1/values", {"max_samples": 10**6}, 422, "max_samples"),
         ("/v1/values", {"seed": HUGE}, 422, "seed"),
         ("/v1/values", {"method": "exact"}, 422, "method"),
         ("/v1/select", {"size": 500}, 422, "size"),
@@ -208,7 +225,7 @@ MILLION = list(range(MAX_POINTS))
         ("/v1/calibrated", {"inputs": [[0.0] * 30], "fraction": 2}, 422, "fraction"),
         ("/v1/calibrated", {"inputs": [[0.0] * 30], "fraction": 1e-4}, 422, "fraction"),
         ("/v1/calibrated", {"inputs": [[0.0] * 29]}, 422, "inputs"),
-        ("/v1/calibrated", {"inputs": [[0.0] * 30], "n_models": 0}, 422, "n_models"),
+        ("/v1/calibrated", {"inputs": [[0.0] * 30], "models": 0}, 422, "models"),
     ],
 )
 def test_bad_requests_get_4xx_naming_the_field(service, path, body, status, field):
