@@ -77,7 +77,7 @@ class ModelPredService:
             cached=False,
             fidelity=_fidelity(answer),
             noisy_labels=json_ready(answer.noisy_labels),
-            removal_fractions=answer.curves[0].fractions.tolist(),
+            removal_fractions=answer.curves[0].fractions.tolist() if answer.curves else [],
             removal_curves={curve.order: curve.utilities.tolist() for curve in answer.curves},
         )
         self._values[key] = response

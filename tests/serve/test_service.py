@@ -135,9 +135,13 @@ def test_answers_equal_the_library_calls(service, fitted):
 
 def test_values_take_the_command_lines_options(service, fitted):
     """Beta-Shapley with its (α, β) and the standard-error rule, as `mp-ray value` takes
-    them, with the fidelity check and the removal curves beside the values."""
+    them; the fidelity check and the removal curves when asked for (an endpoint retrains
+    nothing by default)."""
     data = fitted.dataset
     body = {"method": "beta", "max_samples": 24, "alpha": 4.0, "beta": 2.0, "seed": 3}
+    plain = service.client.post("/v1/values", json=body).json()
+    assert plain["fidelity"] is None and plain["removal_curves"] == {}
+    body = {**body, "check": 60, "removal_curves": True}
     answer = service.client.post("/v1/values", json=body).json()
     utility = Utility(fitted.models, data.X_val, data.y_val, "neg_loss")
     expected = beta_shapley(utility, MaxSamples(24), 4.0, 2.0, 3)
@@ -169,6 +173,7 @@ def test_add_answers_the_library_call(service, fitted):
 def test_values_are_cached_per_request(service):
     body = {"method": "banzhaf", "max_samples": 500, "check": 0}
     first = service.client.post("/v1/values", json=body).json()
+    assert first["removal_fractions"] == []
     # Two replicas: the second answer comes from whichever cached it; ask until one repeats.
     answers = [service.client.post("/v1/values", json=body).json() for _ in range(4)]
     assert any(a["cached"] for a in answers)

@@ -46,7 +46,8 @@ class ValueAnswer:
 @dataclass
 class SelectAnswer:
     """The selection; the retrained test accuracy of it, of random subsets of its size (and
-    of the top-valued points, given values), by name; its fidelity check or None."""
+    of the top-valued points, given values), by name (empty unless asked for); its
+    fidelity check or None."""
 
     result: SelectionResult
     scores: dict[str, float]

@@ -122,6 +122,11 @@ class ValueRequest(CheckedRequest):
     )
     alpha: float = Field(default=16.0, description="beta: the Beta(α, β) weights' α.")
     beta: float = Field(default=1.0, description="beta: the Beta(α, β) weights' β.")
+    removal_curves: bool = Field(
+        default=True,
+        description="Also retrain the test-accuracy removal curves (the highest- and "
+        "lowest-valued points removed first; 2 × 11 models).",
+    )
 
     @model_validator(mode="after")
     def _checkable(self) -> ValueRequest:
@@ -163,6 +168,11 @@ class SelectRequest(CheckedRequest):
         le=0.9,
         description="greedy: share of the validation split held out to choose how many "
         "greedy points to keep (the rest random); 0: greedy on the whole split.",
+    )
+    test_scores: bool = Field(
+        default=True,
+        description="Also retrain the selection and random subsets of its size and score "
+        "them on the test split.",
     )
 
     @model_validator(mode="after")

@@ -218,7 +218,11 @@ class AppService:
             noisy_label_detection(result.values, data.flipped) if len(data.flipped) else None
         )
         test_utility = Utility(context.retrained, data.X_test, data.y_test, "accuracy")
-        curves = [removal_curve(test_utility, result.values, order) for order in ("high", "low")]
+        curves = (
+            [removal_curve(test_utility, result.values, order) for order in ("high", "low")]
+            if request.removal_curves
+            else []
+        )
         if store is not None:
             result.to_store(store, store_name)
         return ValueAnswer(result, fidelity, detection, curves, store.uri if store else None)
@@ -250,8 +254,10 @@ class AppService:
                 )
             test_utility = Utility(context.retrained, data.X_test, data.y_test, "accuracy")
             chosen = {request.method: result.mask}
-            scores = compare_selections(
-                test_utility, chosen, request.size, baseline, seed=request.seed
+            scores = (
+                compare_selections(test_utility, chosen, request.size, baseline, seed=request.seed)
+                if request.test_scores
+                else {}
             )
             if self._checking(request.budget):
                 fidelity = checks.selection_check(
