@@ -595,8 +595,8 @@ class PredictorConfig(_Strict):
         description="Steps of Newton's method on each subset's own objective taken from the "
         "set function's prediction when it is used (evaluate, lds, the applications, Serve), "
         "each with the full-data Hessian: θ ← θ − H_D⁻¹∇J_S(θ), at the cost of influence "
-        "functions (mp_ray/predictor/refine.py); 0: the set function alone. auto: 1 for "
-        "convex learners (logistic, ridge), 0 for the others. The step is what resolves one "
+        "functions each (mp_ray/predictor/refine.py); 0: the set function alone. auto: 3 "
+        "for convex learners (logistic, ridge), 0 for the others. The step is what resolves one "
         "point more or less (benchmarks/README.md, the Newton step).",
     )
     patience: int = Field(

@@ -15,8 +15,12 @@ of the subset at f(S): on small subsets the full step can overshoot, so a step t
 not lower J_S is halved (up to :data:`HALVINGS` times, then not taken). On digits
 (permutation prefixes, 10 removals each of 80% and 90% of the points) the unguarded step
 raised J_S and doubled the parameter error; halved, it lowers J_S in every case. Each
-further step costs as much again and moves closer to retraining. For convex learners only:
-elsewhere H_D need not be positive definite and a Newton step need not descend.
+further step costs as much again and moves closer to retraining: on digits the median
+parameter error of subsets of 30% of the points falls from 0.19 (one step) to 0.14 (two)
+and 0.11 (three), and most where the set function is least sure — small subsets, which
+TMC's early prefixes are made of — so three steps are the default (``auto``). For convex
+learners only: elsewhere H_D need not be positive definite and a Newton step need not
+descend.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from mp_ray.baselines import InfluenceFunction
 from mp_ray.learners import Learner, with_points
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
 
-AUTO_NEWTON_STEPS = 1  # for convex learners; 0 for the others
+AUTO_NEWTON_STEPS = 3  # for convex learners; 0 for the others
 SET_FUNCTION_ALONE = "set function alone"  # a table's name for the predictor without steps
 HALVINGS = 8  # a step that does not lower the subset's objective is halved up to this often
 

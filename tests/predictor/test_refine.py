@@ -12,6 +12,7 @@ from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
 from mp_ray.predictor.predictor import Predictor
 from mp_ray.predictor.refine import (
+    AUTO_NEWTON_STEPS,
     SET_FUNCTION_ALONE,
     NewtonRefined,
     newton_steps_for,
@@ -76,11 +77,11 @@ def test_a_step_never_raises_the_subsets_objective(wine):
 
 
 def test_steps_resolve_what_the_set_function_does_not(fitted):
-    """On subsets no fit saw, the fitted predictor plus one step is closer to retraining
+    """On subsets no fit saw, the fitted predictor plus its steps is closer to retraining
     than the set function alone, in parameters and in the test points' margins."""
     learner, data = fitted.learner, fitted.dataset
     refined = fitted.models.predictor
-    assert isinstance(refined, NewtonRefined) and refined.steps == 1
+    assert isinstance(refined, NewtonRefined) and refined.steps == AUTO_NEWTON_STEPS
     masks = make_sampler(SamplerConfig(kind="uniform_size", min_size=10), data.n_train, 99).masks(
         np.arange(80)
     )
@@ -101,7 +102,7 @@ def test_steps_resolve_what_the_set_function_does_not(fitted):
 def test_steps_by_default_only_for_convex_learners(wine):
     data, logistic = wine
     mlp = make_learner(LearnerConfig(kind="mlp", hidden=4), data.X_train, data.y_train, 3)
-    assert newton_steps_for("auto", logistic) == 1
+    assert newton_steps_for("auto", logistic) == AUTO_NEWTON_STEPS == 3
     assert newton_steps_for(3, logistic) == 3
     assert newton_steps_for("auto", mlp) == 0
     assert newton_steps_for(0, mlp) == 0
