@@ -23,11 +23,15 @@ _EXPORTS = {
     "ExperimentConfig": "mp_ray.config",
     "DatamodelsResult": "mp_ray.results",
     "FitResult": "mp_ray.results",
-    "Memorization": "mp_ray.results",
     "RetrainResult": "mp_ray.results",
-    "Selection": "mp_ray.results",
     "TuneResult": "mp_ray.results",
-    "Values": "mp_ray.results",
+    "AddAnswer": "mp_ray.apps.service",
+    "CalibrateAnswer": "mp_ray.apps.service",
+    "CounterfactualAnswer": "mp_ray.apps.service",
+    "MemorizationAnswer": "mp_ray.apps.service",
+    "SelectAnswer": "mp_ray.apps.service",
+    "ValueAnswer": "mp_ray.apps.service",
+    "ValuationResult": "mp_ray.apps.valuation",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

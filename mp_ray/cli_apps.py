@@ -1,11 +1,12 @@
 """The application commands of ``mp-ray``: each answers from a fitted predictor when
 ``--predictor`` is given, else by retraining the learner (exact, slower). Each builds the
 request of its options, asks the application service (:mod:`mp_ray.apps.service`) and
-prints, plots and writes its answer."""
+prints, plots and writes its answer. Beside each output (a file ``X.ext``: ``X.config.yaml``;
+a folder of plots: its ``resolved_config.yaml``) goes the config the command ran with, whole,
+headed by the command's request: ``-c`` on it, with the same options, answers the same."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from mp_ray.cli_support import (
     load_config,
     option_check,
 )
+from mp_ray.config import RESOLVED_CONFIG
 from mp_ray.indices import parse_index_list
 from mp_ray.outputs import atomic_output, write_json
 from mp_ray.progress import Progress
@@ -53,6 +55,10 @@ CheckOption = Annotated[
 # Request fields whose option is not named ``--field-with-dashes``.
 OPTIONS = {"targets": "--target"}
 Request = TypeVar("Request", bound=BaseModel)
+# What an output's help adds: where the config the command ran with is written.
+BESIDE = "The config it ran with is written beside it, as NAME.config.yaml for NAME.ext."
+# Request fields of feature rows (read from a file): left out of a written config's header.
+ROWS = {"inputs", "labels", "predict_on"}
 
 
 def _service(config: Path, predictor: str | None) -> AppService:
@@ -65,6 +71,38 @@ def _service(config: Path, predictor: str | None) -> AppService:
         return AppService(app_context(experiment, predictor, experiment.store.storage_options))
     except (ValueError, FileNotFoundError, StoreMismatchError) as err:
         fail(str(err))
+
+
+def _config_beside(output: Path) -> Path:
+    """Where the config a command ran with goes beside ``output``: ``X.config.yaml`` for a
+    file ``X.ext``, ``resolved_config.yaml`` inside a folder."""
+    if output.is_dir():
+        return output / RESOLVED_CONFIG
+    return output.with_name(f"{output.stem}.config.yaml")
+
+
+def _write_config(
+    service: AppService,
+    predictor: str | None,
+    command: str,
+    request: BaseModel,
+    *outputs: Path | None,
+) -> None:
+    """Write the config ``command`` ran with (paths made absolute) beside each of its
+    ``outputs`` (None: not asked for), headed by its predictor and the request it
+    answered (the fields set otherwise than by default)."""
+    from mp_ray.config import config_yaml
+
+    asked = request.model_dump_json(exclude_defaults=True, exclude=ROWS)
+    source = f"--predictor {predictor}" if predictor else "(by retraining)"
+    header = f"# mp-ray {command} {source}; request {asked}\n"
+    text = header + config_yaml(service.context.config.with_absolute_paths())
+    for output in outputs:
+        if output is not None:
+            path = _config_beside(output)
+            with atomic_output(path) as partial:
+                partial.write_text(text)
+            console.print(f"config written to {path}")
 
 
 def _option(field: str) -> str:
@@ -168,7 +206,9 @@ def value(
     check: CheckOption = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Write the values to this Parquet file.", callback=checked_output),
+        typer.Option(
+            help=f"Write the values to this Parquet file. {BESIDE}", callback=checked_output
+        ),
     ] = None,
     store_name: Annotated[
         str | None, typer.Option(help="Also save the values in the store under this name.")
@@ -176,7 +216,8 @@ def value(
     plots: Annotated[
         Path | None,
         typer.Option(
-            help="Directory for the value and removal-curve PNGs.",
+            help="Directory for the value and removal-curve PNGs (and resolved_config.yaml, "
+            "the config it ran with).",
             callback=checked_output_folder,
         ),
     ] = None,
@@ -250,6 +291,7 @@ def value(
         value_distribution(result.values, plots / "values.png", data.flipped, result.method)
         removal_curves({result.method: curves}, plots / "removal.png", "test accuracy")
         console.print(f"plots written to {plots}/values.png and {plots}/removal.png")
+    _write_config(service, predictor, "value", request, output, plots)
 
 
 @app.command()
@@ -283,7 +325,8 @@ def select(
     seed: SeedOption = 0,
     check: CheckOption = None,
     output: Annotated[
-        Path | None, typer.Option(help="Write the selection as JSON.", callback=checked_output)
+        Path | None,
+        typer.Option(help=f"Write the selection as JSON. {BESIDE}", callback=checked_output),
     ] = None,
 ) -> None:
     """Choose a subset of a given size on the validation split; retrain it and compare its
@@ -332,6 +375,7 @@ def select(
             "fidelity": answer.fidelity.to_json() if answer.fidelity else None,
         }
         write_json(output, payload)
+    _write_config(service, predictor, "select", request, output)
 
 
 @app.command()
@@ -364,17 +408,19 @@ def memorization(
     output: Annotated[
         Path | None,
         typer.Option(
-            help="Write memorisation scores to this Parquet file.", callback=checked_output
+            help=f"Write memorisation scores to this Parquet file. {BESIDE}",
+            callback=checked_output,
         ),
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(help="Write the memorisation histogram PNG here.", callback=checked_output),
+        typer.Option(
+            help=f"Write the memorisation histogram PNG here. {BESIDE}", callback=checked_output
+        ),
     ] = None,
     progress: ProgressOption = True,
 ) -> None:
     """Memorisation of each training point and its influence on the test points."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from mp_ray.apps.plots import value_distribution
@@ -409,24 +455,13 @@ def memorization(
         )
     _report(fidelity)
     if output:
-        table = pa.table(
-            {
-                "index": np.arange(data.n_train),
-                "memorization": result.memorization,
-                "stderr": result.memorization_stderr,
-                "max_influence": result.influence.max(axis=1),
-            }
-        )
-        metadata = {"score": score, "subsets": str(subsets), "alpha": str(alpha)}
-        if fidelity is not None:
-            metadata["fidelity"] = json.dumps(fidelity.to_json())
-        table = table.replace_schema_metadata({f"mp_ray.{k}": v for k, v in metadata.items()})
         with atomic_output(output) as partial:
-            pq.write_table(table, partial)
+            pq.write_table(answer.to_arrow(), partial)
     if plot:
         title = f"Memorisation over {subsets} subsets (α = {alpha})"
         value_distribution(result.memorization, plot, data.flipped, title, "memorisation")
         console.print(f"histogram written to {plot}")
+    _write_config(service, predictor, "memorization", request, output, plot)
 
 
 @app.command()
@@ -441,10 +476,13 @@ def calibrate(
     check: CheckOption = None,
     plot: Annotated[
         Path | None,
-        typer.Option(help="Write the reliability diagram PNG here.", callback=checked_output),
+        typer.Option(
+            help=f"Write the reliability diagram PNG here. {BESIDE}", callback=checked_output
+        ),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option(help="Write the table as JSON.", callback=checked_output)
+        Path | None,
+        typer.Option(help=f"Write the table as JSON. {BESIDE}", callback=checked_output),
     ] = None,
 ) -> None:
     """Calibration of a subsampled ensemble against θ(D) and temperature scaling."""
@@ -473,6 +511,7 @@ def calibrate(
                 "fidelity": answer.fidelity.to_json() if answer.fidelity else None,
             },
         )
+    _write_config(service, predictor, "calibrate", request, plot, output)
 
 
 @app.command()
@@ -542,7 +581,8 @@ def add(
     ] = None,
     check: Annotated[bool, typer.Option(help="Also retrain, and compare with it.")] = False,
     output: Annotated[
-        Path | None, typer.Option(help="Write the results as JSON.", callback=checked_output)
+        Path | None,
+        typer.Option(help=f"Write the results as JSON. {BESIDE}", callback=checked_output),
     ] = None,
 ) -> None:
     """What the model becomes if new points are added to the training set: ModelPred
@@ -589,6 +629,7 @@ def add(
                 for name, outcome in answer.addition.outcomes.items()
             },
         )
+    _write_config(service, predictor, "add", request, output)
 
 
 @app.command()

@@ -6,15 +6,19 @@ every stage as a method.
     experiment = Experiment.from_yaml("configs/quickstart.yaml", {"store.n_rows": 500})
     experiment.retrain()                      # models on sampled subsets, into the store
     fit = experiment.fit(name="demo")         # the ModelPred predictor (Ray Train)
-    values = experiment.value("tmc", max_samples=100)   # from that predictor
+    values = experiment.value(method="tmc", max_samples=100)   # from that predictor
     values.to_pandas()                        # one row per training point
 
 Stages that run on Ray (``retrain``, ``fit``, ``tune``, ``datamodels``) connect to
 ``RAY_ADDRESS`` when it is set, else start an embedded local Ray, unless Ray is already
-initialised in this process. The applications (``value``, ``select``, ``memorization``)
-run here, on the fitted predictor (``predictor=True``, the default: the last one ``fit`` or
-``tune`` produced; or a checkpoint URI) or by retraining the learner (``predictor=False``).
-Importing this module imports neither Ray Train nor Ray Tune: the stages import them.
+initialised in this process. The applications (``value``, ``select``, ``memorization``,
+``calibrate``, ``counterfactual``, ``add``) run here, through the application service that
+the command line and Ray Serve call (:class:`~mp_ray.apps.service.AppService`): their
+keyword arguments are the fields of the service's request (a bad one is the request's
+validation error, naming it), and they return its answer. They answer from the fitted
+predictor (``predictor=True``, the default: the last one ``fit`` or ``tune`` produced; or a
+checkpoint URI) or by retraining the learner (``predictor=False``). Importing this module
+imports neither Ray Train nor Ray Tune: the stages import them.
 """
 
 from __future__ import annotations
@@ -22,29 +26,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from mp_ray.apps.context import AppContext, app_context
+import numpy as np
+from pydantic import BaseModel
+
+from mp_ray.apps.context import app_context
+from mp_ray.apps.service import (
+    AddAnswer,
+    AddRequest,
+    AppService,
+    CalibrateAnswer,
+    CalibrateRequest,
+    CounterfactualAnswer,
+    CounterfactualRequest,
+    MemorizationAnswer,
+    MemorizationRequest,
+    SelectAnswer,
+    SelectRequest,
+    ValueAnswer,
+    ValueRequest,
+)
+from mp_ray.apps.service.service import ValueProgress
 from mp_ray.config import ExperimentConfig, load_experiment
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
-from mp_ray.results import (
-    DatamodelsResult,
-    FitResult,
-    Memorization,
-    RetrainResult,
-    Selection,
-    TuneResult,
-    Values,
-)
+from mp_ray.results import DatamodelsResult, FitResult, RetrainResult, TuneResult
 from mp_ray.store import ExperimentStore
 
 if TYPE_CHECKING:
-    from mp_ray.apps.valuation import SamplingState
     from mp_ray.predictor import Predictor
 
-ValuationMethod = Literal["tmc", "beta", "banzhaf", "loo"]
-Metric = Literal["neg_loss", "accuracy"]
+Request = TypeVar("Request", bound=BaseModel)
 
 
 class Experiment:
@@ -58,6 +71,8 @@ class Experiment:
     def __init__(self, config: ExperimentConfig, predictor_uri: str | None = None) -> None:
         self.config = config
         self.predictor_uri = predictor_uri
+        # The application service of each predictor URI (None: retraining), made once.
+        self._services: dict[str | None, AppService] = {}
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
@@ -101,17 +116,27 @@ class Experiment:
             self.config.store.storage_options,
         )
 
-    def context(self, predictor: bool | str = True) -> AppContext:
-        """What the applications answer from: models of subsets from the predictor
-        (``True``: :attr:`predictor_uri`; or a URI) or, with ``False``, from retraining."""
+    def service(self, predictor: bool | str = True) -> AppService:
+        """The application service answering from models of subsets from the predictor
+        (``True``: :attr:`predictor_uri`; or a URI) or, with ``False``, from retraining;
+        made once per predictor, on the experiment's dataset and learner."""
         uri = self._predictor_uri(predictor) if predictor else None
-        return app_context(
-            self.config,
-            uri,
-            self.config.store.storage_options,
-            dataset=self.dataset,
-            learner=self.learner,
-        )
+        if uri not in self._services:
+            context = app_context(
+                self.config,
+                uri,
+                self.config.store.storage_options,
+                dataset=self.dataset,
+                learner=self.learner,
+            )
+            self._services[uri] = AppService(context)
+        return self._services[uri]
+
+    def _use_predictor(self, uri: str) -> None:
+        """Make the predictor just written at ``uri`` the default, forgetting a service
+        made from an earlier predictor there."""
+        self.predictor_uri = uri
+        self._services.pop(uri, None)
 
     def _predictor_uri(self, predictor: Literal[True] | str) -> str:
         if predictor is not True:
@@ -153,7 +178,7 @@ class Experiment:
 
         connect()
         outcome = fit_predictor(self.config, name, on_report=record)
-        self.predictor_uri = outcome.predictor_uri
+        self._use_predictor(outcome.predictor_uri)
         return FitResult(outcome, history)
 
     def tune(
@@ -167,7 +192,7 @@ class Experiment:
 
         connect()
         outcome = tune_predictor(self.config, name, on_trial)
-        self.predictor_uri = outcome.predictor_uri
+        self._use_predictor(outcome.predictor_uri)
         return TuneResult(outcome)
 
     def datamodels(
@@ -184,115 +209,74 @@ class Experiment:
         models, _ = read_datamodels(self.store(), name)
         return DatamodelsResult(summary, models)
 
-    # -- applications -----------------------------------------------------------------------
+    # -- applications ----------------------------------------------------------------------
 
     def value(
         self,
-        method: ValuationMethod = "tmc",
         *,
         predictor: bool | str = True,
-        metric: Metric = "neg_loss",
-        max_samples: int = 500,
-        truncation: float = 0.01,
-        alpha: float = 16.0,
-        beta: float = 1.0,
-        seed: int = 0,
-        on_progress: Callable[[SamplingState], None] | None = None,
-    ) -> Values:
-        """Value every training point by ``method`` (tmc: TMC-Shapley, beta: Beta(α, β)
-        Shapley, banzhaf: Data Banzhaf, loo: leave-one-out) with the utility ``metric`` of
-        the models on the validation split, stopping after ``max_samples`` permutations
-        (tmc, beta) or subsets (banzhaf). tmc cuts a permutation once its prefix is within
-        ``truncation`` of the utility range of U(D) (0: never)."""
-        from mp_ray.apps import Utility
-        from mp_ray.apps.valuation import (
-            MaxSamples,
-            NoTruncation,
-            RelativeTruncation,
-            banzhaf_msr,
-            beta_shapley,
-            leave_one_out,
-            tmc_shapley,
-        )
-
-        context = self.context(predictor)
-        data = self.dataset
-        utility = Utility(context.models, data.X_val, data.y_val, metric)
-        stopping = MaxSamples(max_samples)
-        if method == "loo":
-            result = leave_one_out(utility)
-        elif method == "tmc":
-            policy = RelativeTruncation(truncation) if truncation else NoTruncation()
-            result = tmc_shapley(utility, stopping, seed, policy, on_progress=on_progress)
-        elif method == "beta":
-            result = beta_shapley(utility, stopping, alpha, beta, seed, on_progress=on_progress)
-        elif method == "banzhaf":
-            result = banzhaf_msr(utility, stopping, seed, on_progress=on_progress)
-        else:
-            raise ValueError(f"unknown valuation method {method!r}: tmc, beta, banzhaf or loo")
-        result.params.update(dataset_fingerprint=data.fingerprint, models=context.source)
-        return Values.of(result)
+        on_progress: ValueProgress | None = None,
+        store_name: str | None = None,
+        **request: Any,
+    ) -> ValueAnswer:
+        """Value every training point; ``request``: the fields of
+        :class:`~mp_ray.apps.service.ValueRequest` (``method``, ``max_samples``, ``check``,
+        …). ``on_progress`` hears the samples drawn, the samples expected (None: unknown
+        yet) and the models scored; ``store_name`` also saves the values in the store."""
+        asked = self._request(ValueRequest, request)
+        return self.service(predictor).value(asked, on_progress, store_name)
 
     def select(
-        self,
-        size: int,
-        *,
-        predictor: bool | str = True,
-        method: Literal["greedy", "relaxed"] = "greedy",
-        objective: Metric = "neg_loss",
-        holdout: float = 0.0,
-        seed: int = 0,
-    ) -> Selection:
-        """Choose ``size`` training points on the validation split: greedy forward selection
-        maximising ``objective`` (with ``holdout`` > 0, that share of the split chooses how
-        many greedy points to keep, the rest drawn at random), or ``relaxed``, the
-        predictor's continuous relaxation (needs a predictor)."""
-        from mp_ray.apps import PredictedModels, Utility
-        from mp_ray.apps.selection import greedy_selection, relaxed_selection
-
-        context = self.context(predictor)
-        data = self.dataset
-        if method == "greedy":
-            utility = Utility(context.models, data.X_val, data.y_val, "accuracy")
-            result = greedy_selection(
-                utility, size, seed=seed, objective=objective, holdout=holdout
-            )
-        elif isinstance(context.models, PredictedModels):
-            result = relaxed_selection(context.models, data.X_val, data.y_val, size, seed=seed)
-        else:
-            raise ValueError(
-                "method='relaxed' differentiates through the predictor: it needs "
-                "predictor=True or a predictor URI, not False"
-            )
-        return Selection(result, data.y_train)
+        self, *, predictor: bool | str = True, baseline: np.ndarray | None = None, **request: Any
+    ) -> SelectAnswer:
+        """Choose a subset on the validation split; ``request``: the fields of
+        :class:`~mp_ray.apps.service.SelectRequest` (``size``, ``method``, …). With
+        ``baseline`` values ``(n,)``, the test scores also hold the top-``size`` points by
+        them."""
+        return self.service(predictor).select(self._request(SelectRequest, request), baseline)
 
     def memorization(
         self,
         *,
         predictor: bool | str = True,
-        subsets: int | None = None,
-        alpha: float = 0.7,
-        score: Literal["probability", "correct"] = "probability",
-        seed: int = 0,
         on_progress: Callable[[int], None] | None = None,
-    ) -> Memorization:
-        """Memorisation of every training point and its influence on every test point,
-        from ``subsets`` models on subsets keeping each point with probability ``alpha``
-        (default 20,000 from a predictor, 2,000 by retraining); ``score``: the own-label
-        probability or the 0/1 correctness."""
-        from mp_ray.apps.memorization import DEFAULT_SUBSETS
-        from mp_ray.apps.memorization import memorization as estimate
+        **request: Any,
+    ) -> MemorizationAnswer:
+        """Memorisation of every training point and its influence on every test point;
+        ``request``: the fields of :class:`~mp_ray.apps.service.MemorizationRequest`
+        (``subsets``, ``alpha``, ``score``, …). ``on_progress`` hears the models of each
+        block as it is scored."""
+        asked = self._request(MemorizationRequest, request)
+        return self.service(predictor).memorization(asked, on_progress)
 
-        context = self.context(predictor)
-        data = self.dataset
-        result = estimate(
-            context.models,
-            data.X_test,
-            data.y_test,
-            subsets or DEFAULT_SUBSETS[context.source],
-            alpha,
-            seed,
-            on_progress=on_progress,
-            score=score,
-        )
-        return Memorization(result, data.y_train)
+    def calibrate(self, *, predictor: bool | str = True, **request: Any) -> CalibrateAnswer:
+        """Calibration of a subsampled ensemble against θ(D) and temperature scaling;
+        ``request``: the fields of :class:`~mp_ray.apps.service.CalibrateRequest`
+        (``models``, ``fraction``, ``inputs``, …)."""
+        return self.service(predictor).calibrate(self._request(CalibrateRequest, request))
+
+    def counterfactual(
+        self, *, predictor: bool | str = True, **request: Any
+    ) -> CounterfactualAnswer:
+        """How the predictions on targets change when training points are removed;
+        ``request``: the fields of :class:`~mp_ray.apps.service.CounterfactualRequest`
+        (``remove``, and ``targets`` or ``inputs`` and ``labels``, …)."""
+        asked = self._request(CounterfactualRequest, request)
+        return self.service(predictor).counterfactual(asked)
+
+    def add(self, *, predictor: bool | str = True, **request: Any) -> AddAnswer:
+        """What the model becomes with new points added (needs a predictor); ``request``:
+        the fields of :class:`~mp_ray.apps.service.AddRequest` (``inputs`` and ``labels``,
+        and/or ``from_test``, …)."""
+        return self.service(predictor).add(self._request(AddRequest, request))
+
+    @staticmethod
+    def _request(kind: type[Request], fields: dict[str, Any]) -> Request:
+        """The request of ``fields``, NumPy arrays and scalars taken as lists and numbers; a
+        bad field is the request's :class:`pydantic.ValidationError` naming it."""
+        return kind(**{name: _plain(value) for name, value in fields.items()})
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy array or scalar as Python lists and numbers; anything else as it is."""
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else value

@@ -86,7 +86,16 @@ def test_value_writes_into_new_folders_and_prints_the_removal_curves(tmp_path):
     result = runner.invoke(app, [*args, "--output", str(output), "--plots", str(plots)])
     assert result.exit_code == 0, result.output
     assert output.stat().st_size > 0 and (plots / "removal.png").stat().st_size > 0
-    assert [p.name for p in output.parent.iterdir()] == ["values.parquet"]  # no partial files
+    # No partial files; the config it ran with beside the values and in the plots folder.
+    assert sorted(p.name for p in output.parent.iterdir()) == [
+        "values.config.yaml",
+        "values.parquet",
+    ]
+    assert (
+        (plots / "resolved_config.yaml")
+        .read_text()
+        .startswith('# mp-ray value (by retraining); request {"method":"loo"}\n# The configuration')
+    )
     # The removal curves are printed without --plots too.
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

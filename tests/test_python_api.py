@@ -1,5 +1,5 @@
 """The Python front door: the README's "Python API" example run as it stands, the lazy
-package exports, and the result tables."""
+package exports, and every application asked through the application service."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 import mp_ray
-from mp_ray.apps.valuation import ValuationResult
-from mp_ray.results import Values, records_table
 from mp_ray.store import StoreMismatchError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,23 +49,6 @@ print(json.dumps({"light": light, "names": names, "heavy": heavy}))
         _ = mp_ray.Nothing
 
 
-def test_records_table_fills_missing_keys_with_nulls():
-    table = records_table([{"step": 250, "error": 0.5}, {"step": 500, "lr": 0.01}])
-    assert table.column_names == ["step", "error", "lr"]
-    assert table.to_pydict() == {"step": [250, 500], "error": [0.5, None], "lr": [None, 0.01]}
-
-
-def test_values_table_is_the_parquet_table(tmp_path):
-    result = ValuationResult(
-        "leave_one_out", [0.3, -0.1], [0.0, 0.0], [1, 1], 3, True, 0.1, {"metric": "accuracy"}
-    )
-    values = Values.of(result)
-    result.to_parquet(str(tmp_path / "values.parquet"))
-    assert values.to_arrow().equals(pq.read_table(tmp_path / "values.parquet"))
-    assert values.to_pandas()["value"].tolist() == [0.3, -0.1]
-    assert values.ranking().tolist() == [0, 1]
-
-
 @pytest.mark.ray
 @pytest.mark.timeout(900)
 def test_the_readme_example_runs(ray_session, tmp_path, monkeypatch):
@@ -83,19 +64,33 @@ def test_the_readme_example_runs(ray_session, tmp_path, monkeypatch):
     assert len(namespace["fit"].to_pandas()) >= 1
     table = namespace["table"]
     assert len(table) == data.n_train and np.isfinite(table["value"]).all()
-    assert values.params["models"] == "predictor"
-    # The dataset and learner are loaded once and shared by every application.
-    context = experiment.context()
-    assert context.dataset is data and context.learner is experiment.learner
+    assert (table["label"] == data.y_train).all()
+    assert values.result.params["models"] == "predictor" and values.fidelity is not None
+    # One service per predictor, on the dataset and learner loaded once.
+    service = experiment.service()
+    assert experiment.service(namespace["fit"].predictor_uri) is service
+    assert service.context.dataset is data and service.context.learner is experiment.learner
     assert experiment.store().spec.n_rows == 500
     assert experiment.predictor().meta.dataset_fingerprint == data.fingerprint
+    # The request's fields, refused as the request refuses them: by name, before any work.
+    with pytest.raises(ValidationError, match="max_samples"):
+        experiment.value(max_samples=0)
+    with pytest.raises(ValidationError, match="max_sample\n"):
+        experiment.value(max_sample=10)
     # By retraining instead: exact leave-one-out values of the same points.
-    loo = experiment.value("loo", predictor=False)
-    assert loo.params["models"] == "retrain" and len(loo.to_pandas()) == data.n_train
-    chosen = experiment.select(10)
-    assert len(chosen.indices) == 10 and chosen.to_pandas()["selected"].sum() == 10
-    scores = experiment.memorization(subsets=500).to_pandas()
+    loo = experiment.value(method="loo", predictor=False, removal_curves=False)
+    assert loo.result.params["models"] == "retrain" and len(loo.to_pandas()) == data.n_train
+    assert loo.fidelity is None and loo.curves == []
+    chosen = experiment.select(size=10, check=0, test_scores=False)
+    assert len(chosen.result.indices) == 10 and chosen.to_pandas()["selected"].sum() == 10
+    scores = experiment.memorization(subsets=500, check=0).to_pandas()
     assert len(scores) == data.n_train and set(scores["label"]) <= set(range(data.n_classes))
+    calibration = experiment.calibrate(models=20, check=0, inputs=data.X_test[:2])
+    assert "accuracy" in calibration.to_pandas() and calibration.probabilities.shape == (2, 3)
+    removal = experiment.counterfactual(remove=values.result.ranking()[:5], targets=[0, 1])
+    assert removal.to_pandas()["target"].tolist() == [0, 1] and removal.fidelity is not None
+    added = experiment.add(from_test=5).to_pandas()
+    assert added["method"].tolist() == ["ModelPred", "influence functions"]
     datamodels = experiment.datamodels().to_pandas()
     assert len(datamodels) == len(data.y_test) and (datamodels["nonzero"] <= data.n_train).all()
     search = mp_ray.Experiment(experiment.config.with_overrides({"tune.num_samples": 2}))

@@ -68,6 +68,15 @@ def test_value_writes_parquet_store_and_plots(fitted_run, config_file, tmp_path)
     assert "truncation: " in result.stdout and "by the predictor" in result.stdout
     assert (tmp_path / "values.png").stat().st_size > 0
     assert (tmp_path / "removal.png").stat().st_size > 0
+    # The config it ran with, beside the values and in the plots folder, runs it again.
+    written = tmp_path / "values.config.yaml"
+    header = written.read_text().splitlines()[0]
+    assert header == f'# mp-ray value --predictor {predictor}; request {{"max_samples":40}}'
+    assert (tmp_path / "resolved_config.yaml").read_text() == written.read_text()
+    again = tmp_path / "again.parquet"
+    args = ["value", "-c", str(written), "--predictor", predictor, "--max-samples", "40"]
+    run(*args, "--check", "0", "--no-progress", "--output", str(again))
+    np.testing.assert_array_equal(ValuationResult.from_parquet(str(again)).values, saved.values)
 
 
 def test_select_memorization_calibrate_counterfactual(fitted_run, config_file, tmp_path):

@@ -225,7 +225,8 @@ class AppService:
         )
         if store is not None:
             result.to_store(store, store_name)
-        return ValueAnswer(result, fidelity, detection, curves, store.uri if store else None)
+        saved_in = store.uri if store else None
+        return ValueAnswer(result, data.y_train, fidelity, detection, curves, saved_in)
 
     def select(self, request: SelectRequest, baseline: np.ndarray | None = None) -> SelectAnswer:
         """Select on the validation split; retrain the selection and random subsets of its
@@ -274,7 +275,7 @@ class AppService:
             raise
         except ValueError as err:
             raise RequestError("size", str(err)) from err
-        return SelectAnswer(result, scores, fidelity)
+        return SelectAnswer(result, data.y_train, scores, fidelity)
 
     def memorization_subsets(self, request: MemorizationRequest) -> int:
         """The subsets a memorisation request samples (its own, else the default of how
@@ -306,7 +307,7 @@ class AppService:
                 )
         except ValueError as err:
             raise RequestError("subsets", str(err)) from err
-        return MemorizationAnswer(result, subsets, fidelity)
+        return MemorizationAnswer(result, data.y_train, subsets, fidelity)
 
     def calibrate(self, request: CalibrateRequest) -> CalibrateAnswer:
         """The ensemble's calibration on the test split against θ(D) and temperature

@@ -31,6 +31,7 @@ from mp_ray.store import (
     ExperimentStore,
     StoreMismatchError,
 )
+from mp_ray.tables import Tabular
 
 # Params that record how a run went rather than what it estimated: results merge, and a run
 # continues another, only where every other param agrees (``utility_range`` up to rounding).
@@ -62,7 +63,7 @@ def _setting_differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[s
 
 
 @dataclass
-class ValuationResult:
+class ValuationResult(Tabular):
     """Values ``(n,)`` float64, their standard errors ``(n,)`` and sample counts ``(n,)``;
     for a Monte-Carlo run, the running ``moments`` ``(S, n)`` they come from (None for exact
     methods and for results saved before they were kept).
@@ -213,12 +214,13 @@ class ValuationResult:
             "params": self.params,
         }
 
-    # -- Parquet -----------------------------------------------------------------------------
+    # -- tables and Parquet ------------------------------------------------------------------
 
-    def to_parquet(self, path: str) -> None:
+    def to_arrow(self) -> pa.Table:
         """One row per training point (index, value, stderr, count, and with moments
         ``moment_count_<s>``, ``moment_mean_<s>``, ``moment_m2_<s>`` per stream s); the run's
-        metadata in the file's key-value metadata."""
+        metadata (method, evaluations, params, …) as JSON in the schema's
+        ``mp_ray.valuation`` key."""
         columns: dict[str, np.ndarray] = {
             "index": np.arange(len(self)),
             "value": self.values,
@@ -229,9 +231,13 @@ class ValuationResult:
             for name, array in self.moments.arrays().items():
                 columns.update({f"{name}_{s}": row for s, row in enumerate(array)})
         table = pa.table(columns)
-        table = table.replace_schema_metadata({"mp_ray.valuation": json.dumps(self._meta())})
+        return table.replace_schema_metadata({"mp_ray.valuation": json.dumps(self._meta())})
+
+    def to_parquet(self, path: str) -> None:
+        """Write :meth:`to_arrow` to a Parquet file (whole or not at all);
+        :meth:`from_parquet` reads it back."""
         with atomic_output(path) as partial:
-            pq.write_table(table, partial)
+            pq.write_table(self.to_arrow(), partial)
 
     @classmethod
     def from_parquet(cls, path: str) -> ValuationResult:
