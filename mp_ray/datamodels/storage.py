@@ -26,7 +26,6 @@ from mp_ray.store import (
     ArtifactIncompleteError,
     ArtifactNotFoundError,
     ExperimentStore,
-    StoreMismatchError,
 )
 
 
@@ -55,7 +54,7 @@ def write_datamodels(
 def read_datamodels(store: ExperimentStore, name: str = "default") -> tuple[Datamodels, dict]:
     """The datamodels under ``datamodels/<name>`` and their metadata."""
     try:
-        arrays, meta = store.artifacts.read("datamodels", name)
+        arrays, meta = store.artifacts.read("datamodels", name, store.spec.dataset_fingerprint)
     except ArtifactIncompleteError:
         raise DatamodelsNotFoundError(
             f"datamodels {name!r} in {store.uri} were not completely written: fit them again"
@@ -64,10 +63,4 @@ def read_datamodels(store: ExperimentStore, name: str = "default") -> tuple[Data
         raise DatamodelsNotFoundError(
             f"store {store.uri} has no datamodels named {name!r}: run `mp-ray datamodels` first"
         ) from None
-    if meta["dataset_fingerprint"] != store.spec.dataset_fingerprint:
-        raise StoreMismatchError(
-            f"datamodels {name!r} in {store.uri} were fitted on another dataset "
-            f"({meta['dataset_fingerprint'][:16]}…) than the store's "
-            f"({store.spec.dataset_fingerprint[:16]}…)"
-        )
     return Datamodels(**arrays), meta

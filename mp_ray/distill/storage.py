@@ -115,7 +115,7 @@ def read_distilled(
     """The distilled datamodel in ``destination`` over ``learner``, its ground truth and
     metadata; a model saved for another dataset (``fingerprint``) or learner is an error."""
     try:
-        values, meta = destination.read("distill")
+        values, meta = destination.read("distill", fingerprint=fingerprint)
     except ArtifactIncompleteError:
         raise DistilledNotFoundError(
             "no complete distilled datamodel here (missing or interrupted write): run "
@@ -125,11 +125,6 @@ def read_distilled(
         raise DistilledNotFoundError(
             f"store {destination.uri} holds no distilled datamodel: run `mp-ray distill` first"
         ) from None
-    if meta["dataset_fingerprint"] != fingerprint:
-        raise StoreMismatchError(
-            "this distilled datamodel was fitted on another dataset (fingerprint "
-            f"{meta['dataset_fingerprint'][:16]}…, this dataset's is {fingerprint[:16]}…)"
-        )
     if (meta["n_train"], meta["n_params"]) != (learner.n_train, learner.n_params):
         raise StoreMismatchError(
             f"this distilled datamodel has n={meta['n_train']} points and d={meta['n_params']} "

@@ -203,12 +203,13 @@ class Artifacts:
         group.attrs.update(attrs)
 
     def read(
-        self, kind: ArtifactKind, name: str | None = None
+        self, kind: ArtifactKind, name: str | None = None, fingerprint: str | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The arrays (the optional ones it has too) and metadata of the artifact
         ``kind``/``name``; raises
         :class:`ArtifactNotFoundError` when it is absent, :class:`ArtifactIncompleteError`
-        when its write was interrupted."""
+        when its write was interrupted, and :class:`StoreMismatchError` when ``fingerprint``
+        is given and the artifact was fitted on another dataset."""
         spec = _KINDS[kind]
         path = self._path(kind, name)
         try:
@@ -219,6 +220,12 @@ class Artifacts:
         if meta is None:
             raise ArtifactIncompleteError(
                 f"the {_called(kind, name)} in {self.uri} was not completely written"
+            )
+        recorded = meta.get("dataset_fingerprint")
+        if fingerprint is not None and recorded != fingerprint:
+            raise StoreMismatchError(
+                f"the {_called(kind, name)} in {self.uri} was fitted on another dataset "
+                f"(fingerprint {str(recorded)[:16]}…) than this one ({fingerprint[:16]}…)"
             )
         return {key: group[key][...] for key in spec.every_array if key in group}, meta
 

@@ -112,6 +112,9 @@ def test_every_kind_round_trips(store, tmp_path):
     arrays, meta = store.artifacts.read("datamodels", "a")
     assert_arrays_equal(arrays, models)
     assert meta == {"dataset_fingerprint": "x", "k": [1, 2]}
+    assert store.artifacts.read("datamodels", "a", fingerprint="x")[1] == meta
+    with pytest.raises(StoreMismatchError, match="'a' in .* was fitted on another dataset"):
+        store.artifacts.read("datamodels", "a", fingerprint="y" * 32)
 
     distilled = distill_arrays(2)
     store.artifacts.write("distill", None, distilled, {"eta": 0.1, "report": {"residual": 0.2}})
