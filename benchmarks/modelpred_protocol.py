@@ -222,9 +222,9 @@ def scored_table(
     for row in table:
         if row["subset size"] == "all":
             outputs = ParameterOutputs(
-                methods[row["method"]].predict, learner, dataset.X_test, dataset.y_test
+                methods[row["method"]], learner, dataset.X_test, dataset.y_test
             )
-            row.update(lds_scores(outputs(rows.masks), rows.outputs, subset_sizes))
+            row.update(lds_scores(outputs.outputs(rows.masks), rows.outputs, subset_sizes))
     return table, rows
 
 
@@ -250,11 +250,11 @@ def protocol(name: str, args: argparse.Namespace, sizes: dict[str, Any]) -> dict
     }
     table, rows = scored_table(config, dataset, methods)
     print(format_table(table))
-    retrain = RetrainedModels(learner).params
+    retrain = RetrainedModels(learner)
     deletion = deletion_curve(
         {
-            **{label: PredictedModels(m, learner).params for label, m in modelpred.items()},
-            influence.name: influence.predict,
+            **{label: PredictedModels(m, learner) for label, m in modelpred.items()},
+            influence.name: influence,
         },
         retrain,
         n,
@@ -367,7 +367,7 @@ def label_study(
     learner = make_learner(held_out.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     truth = torch.as_tensor(params, dtype=learner.dtype)
     influence = InfluenceFunction(learner)
-    baselines = {"influence functions": influence.predict}
+    baselines = {"influence functions": influence}
     study.update(dataset=name, eval_rows=len(masks), points=[])
     train_share = 1 - LABEL_SPLIT["val_fraction"] - LABEL_SPLIT["test_fraction"]
     for labels in args.labels or sizes["labels"]:
@@ -385,14 +385,14 @@ def label_study(
                 config.predictor.newton_steps,
                 influence,
             )
-            methods = {label: PredictedModels(m, learner).params for label, m in shown.items()}
+            methods = {label: PredictedModels(m, learner) for label, m in shown.items()}
             if variant == args.variants[0]:
                 methods |= baselines
-            for method, predict in methods.items():
-                predicted = predict(masks).to(learner.dtype)
+            for method, answer in methods.items():
+                predicted = answer.predict(masks).to(learner.dtype)
                 errors = (predicted - truth).norm(dim=1) / truth.norm(dim=1)
-                outputs = ParameterOutputs(predict, learner, dataset.X_test, dataset.y_test)
-                lds = np.nanmean(columnwise_correlation(outputs(masks), actual))
+                outputs = ParameterOutputs(answer, learner, dataset.X_test, dataset.y_test)
+                lds = np.nanmean(columnwise_correlation(outputs.outputs(masks), actual))
                 point = {
                     "method": method,
                     "labels_asked": labels,

@@ -15,9 +15,10 @@
   (:meth:`InfluenceFunction.predict_with_points`): for D plus new points A this is
   θ(D) − C·H_D⁻¹ Σ_{a∈A} ∇ℓ_a(θ(D)), the first-order up-weighting of A.
 
-Both expose ``predict(masks (B, n)) -> params (B, d)``, as the fitted predictor does, and
-so do the baselines fitted on the store's training rows (:mod:`mp_ray.store_baselines`: the
-mean θ and ridge regression on the subset mask).
+Both are parameter methods (:class:`~mp_ray.methods.ParameterMethod`: ``predict(masks
+(B, n)) -> params (B, d)``), as the fitted predictor is, and so are the baselines fitted on
+the store's training rows (:mod:`mp_ray.store_baselines`: the mean θ and ridge regression on the
+subset mask).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from mp_ray.learners import Learner, with_points
+from mp_ray.methods import Masks, check_masks
 
 
 def full_data_params(learner: Learner) -> torch.Tensor:
@@ -34,14 +36,18 @@ def full_data_params(learner: Learner) -> torch.Tensor:
 
 
 class ConstantParams:
-    """Predicts one parameter vector ``theta (d,)`` whatever the subset."""
+    """Predicts one parameter vector ``theta (d,)`` whatever subset of the ``n_train``
+    points."""
 
     name = "constant θ"
 
-    def __init__(self, theta: torch.Tensor) -> None:
+    def __init__(self, theta: torch.Tensor, n_train: int) -> None:
         self.theta = theta
+        self.n_train = n_train
 
-    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def predict(self, masks: Masks) -> torch.Tensor:
+        """``theta`` for each of ``masks (B, n)``, ``(B, d)``."""
+        masks = check_masks(masks, self.n_train)
         return self.theta.expand(len(masks), -1).clone()
 
 
@@ -51,7 +57,7 @@ class FullDataModel(ConstantParams):
     name = "full data θ(D)"
 
     def __init__(self, learner: Learner) -> None:
-        super().__init__(full_data_params(learner))
+        super().__init__(full_data_params(learner), learner.n_train)
 
 
 class InfluenceFunction:
@@ -63,6 +69,7 @@ class InfluenceFunction:
         self, learner: Learner, exact_max_dim: int = 2048, cg_tol: float = 1e-8, cg_iter: int = 500
     ) -> None:
         self.learner = learner
+        self.n_train = learner.n_train
         self.theta = full_data_params(learner)
         self._full = torch.ones(1, learner.n_train, dtype=torch.bool)
         self.cg_tol, self.cg_iter = cg_tol, cg_iter
@@ -105,7 +112,7 @@ class InfluenceFunction:
     def newton_step(
         self,
         params: torch.Tensor,
-        masks: np.ndarray | torch.Tensor,
+        masks: Masks,
         learner: Learner | None = None,
     ) -> torch.Tensor:
         """θ − H_D⁻¹ ∇J_S(θ) from each row of ``params (B, d)`` on the objective of the
@@ -116,19 +123,20 @@ class InfluenceFunction:
         masks = masks if torch.is_tensor(masks) else torch.as_tensor(np.asarray(masks))
         return params - self.solve(learner.objective_grad(params, masks))
 
-    def _step(self, learner: Learner, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def _step(self, learner: Learner, masks: Masks) -> torch.Tensor:
         """θ(D) − H_D⁻¹ ∇J_S(θ(D)) for the subsets ``masks (B, n')`` of ``learner``'s set."""
         return self.newton_step(self.theta.expand(len(masks), -1), masks, learner)
 
-    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
-        return self._step(self.learner, masks)
+    def predict(self, masks: Masks) -> torch.Tensor:
+        """Parameters ``(B, d)`` for ``masks (B, n)``: the step from θ(D)."""
+        return self._step(self.learner, check_masks(masks, self.n_train))
 
     def predict_with_points(
         self,
-        masks: np.ndarray | torch.Tensor,
+        masks: Masks,
         X_new: np.ndarray,
         y_new: np.ndarray,
-        new_masks: np.ndarray | torch.Tensor,
+        new_masks: Masks,
     ) -> torch.Tensor:
         """Parameters ``(B, d)`` for ``masks (B, n)`` of the ground set plus ``new_masks
         (B, m)`` of the points ``X_new (m, p)``, ``y_new (m,)``: the same step from θ(D)."""

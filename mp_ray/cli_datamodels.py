@@ -96,9 +96,7 @@ def explain(
     except (ValueError, DatamodelsNotFoundError, StoreNotFoundError, StoreMismatchError) as err:
         fail(str(err))
     data = context.dataset
-    retrained = ParameterOutputs(
-        context.retrained.params, context.learner, data.X_test, data.y_test
-    )
+    retrained = ParameterOutputs(context.retrained, context.learner, data.X_test, data.y_test)
     flip = brittleness(model, retrained, np.array([target]), max_k)
     console.print(
         f"target {target} (label {data.y_test[target]}), full-data margin "
@@ -155,7 +153,7 @@ def lds(
     try:
         extra = {}
         if distilled:
-            extra["distilled datamodel"] = load_distilled(experiment).predict
+            extra["distilled datamodel"] = load_distilled(experiment)
         with Progress("lds retraining", None, "models", enabled=progress) as bar:
             report = behaviour_report(
                 experiment,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from mp_ray.method_outputs import OutputFn
+from mp_ray.methods import OutputMethod
 
 
 @dataclass
@@ -84,14 +84,14 @@ def columnwise_correlation(
         return np.where(defined, (a * b).sum(axis=0) / norm, np.nan)
 
 
-def lds(outputs: OutputFn, masks: np.ndarray, actual: np.ndarray) -> Score:
-    """The linear datamodeling score of a method on held-out ``masks (K, n)`` whose
+def lds(method: OutputMethod, masks: np.ndarray, actual: np.ndarray) -> Score:
+    """The linear datamodeling score of ``method`` on held-out ``masks (K, n)`` whose
     retrained outputs are ``actual (K, T)``."""
     if len(masks) != len(actual):
         raise ValueError(f"{len(masks)} masks but {len(actual)} rows of actual outputs")
     if len(masks) < 3:
         raise ValueError("the LDS needs at least 3 held-out subsets")
-    return Score.of(columnwise_correlation(outputs(masks), actual))
+    return Score.of(columnwise_correlation(method.outputs(masks), actual))
 
 
 def removal_masks(n: int, removals: list[np.ndarray]) -> np.ndarray:
@@ -105,11 +105,11 @@ def removal_masks(n: int, removals: list[np.ndarray]) -> np.ndarray:
     return masks
 
 
-def output_changes(outputs: OutputFn, removal: np.ndarray) -> np.ndarray:
+def output_changes(method: OutputMethod, removal: np.ndarray) -> np.ndarray:
     """Output changes ``(R, T)`` from the full-data model to the models of the removal
-    masks ``(R, n)``, as a method predicts them."""
-    full = outputs(np.ones((1, removal.shape[1]), dtype=bool))
-    return outputs(removal) - full
+    masks ``(R, n)``, as ``method`` predicts them."""
+    full = method.outputs(np.ones((1, removal.shape[1]), dtype=bool))
+    return method.outputs(removal) - full
 
 
 def removal_correlation(predicted: np.ndarray, actual: np.ndarray, rank: bool = True) -> Score:

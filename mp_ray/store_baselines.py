@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mp_ray.baselines import ConstantParams
+from mp_ray.methods import Masks, check_masks
 from mp_ray.scores import relative_errors
 from mp_ray.store import ExperimentStore
 from mp_ray.store.rows import TRAIN, VAL, Rows, split_blocks
@@ -53,8 +54,13 @@ class MaskRidge:
         self.alpha = alpha
         self.val_errors = val_errors
 
-    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
-        masks = torch.as_tensor(np.asarray(masks)).to(self.weights.dtype)
+    @property
+    def n_train(self) -> int:
+        return int(self.weights.shape[0])
+
+    def predict(self, masks: Masks) -> torch.Tensor:
+        """θ̂ ``(B, d)`` for ``masks (B, n)``."""
+        masks = check_masks(masks, self.n_train).to(self.weights.dtype)
         return masks @ self.weights + self.bias
 
 
@@ -149,7 +155,7 @@ def fit_mask_baselines(
     best = int(np.argmin(errors))
     val_errors = dict(zip(path.alphas.tolist(), errors.tolist(), strict=True))
     ridge = MaskRidge(*path.solution(best), float(path.alphas[best]), val_errors)
-    return MeanParams(torch.as_tensor(equations.means()[1])), ridge
+    return MeanParams(torch.as_tensor(equations.means()[1]), n), ridge
 
 
 def fit_store_baselines(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -177,11 +178,14 @@ def test_a_constant_prediction_has_no_correlations(tmp_path):
     removals = Removals(masks[:5], rng.normal(size=(5, 3)), np.arange(5) % 3)
     truth = Truth(masks, rng.normal(size=(20, 3)), removals, removals)
     # Constant up to rounding, as one θ's outputs computed in batches of different sizes.
-    row = score_method(lambda masks: 1 + 1e-15 * rng.normal(size=(len(masks), 3)), truth)
+    row = score_method(
+        SimpleNamespace(outputs=lambda masks: 1 + 1e-15 * rng.normal(size=(len(masks), 3))),
+        truth,
+    )
     for key in ("lds", "loo", "cf_pearson", "cf_spearman"):
         assert np.isnan(row[key])  # undefined, not 0
     assert row["lds_defined"] == row["loo_defined"] == 0 and row["targets"] == 3
-    exact = score_method(lambda masks: truth.outputs[: len(masks)], truth)
+    exact = score_method(SimpleNamespace(outputs=lambda masks: truth.outputs[: len(masks)]), truth)
     assert exact["lds"] == pytest.approx(1.0) and exact["lds_defined"] == 3
     text = format_behaviour_table(
         [{"method": "constant", **row}, {"method": "exact", **exact}]

@@ -130,13 +130,13 @@ def add_points(
 
     def retrained() -> tuple[torch.Tensor, torch.Tensor]:
         truth = RetrainedModels(learner)
-        return truth.params(masks), truth.params_with_points(masks, X_new, y_new, new_masks)
+        return truth.predict(masks), truth.predict_with_points(masks, X_new, y_new, new_masks)
 
     outcomes = {
         MODELPRED: outcome(
             lambda: (
-                models.params(masks),
-                models.params_with_points(masks, X_new, y_new, new_masks),
+                models.predict(masks),
+                models.predict_with_points(masks, X_new, y_new, new_masks),
             )
         ),
         INFLUENCE: outcome(influence),

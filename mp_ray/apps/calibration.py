@@ -130,9 +130,9 @@ def calibrate(
     ``"ensemble of 100 models on 80% subsets"``."""
     start = time.perf_counter()
     learner = models.learner
-    full = models.params(np.ones((1, models.n_train), dtype=bool))
+    full = models.predict(np.ones((1, models.n_train), dtype=bool))
     temperature = fit_temperature(models, full, X_val, y_val)
-    ensemble = models.params(subsample_masks(models.n_train, n_models, fraction, seed))
+    ensemble = models.predict(subsample_masks(models.n_train, n_models, fraction, seed))
     with torch.no_grad():
         probabilities = {
             "full-data model θ(D)": class_probabilities(learner, full, X_test)[0],

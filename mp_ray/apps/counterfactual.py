@@ -81,7 +81,7 @@ def counterfactual_removal(
         raise ValueError(f"{len(X_target)} target rows but {len(y_target)} labels")
     n = models.n_train
     masks = np.concatenate([np.ones((1, n), dtype=bool), masks_without(n, removals)])
-    outputs = _outputs(models, models.params(masks), X_target, y_target)
+    outputs = _outputs(models, models.predict(masks), X_target, y_target)
     before = {kind: value[0] for kind, value in outputs.items()}
     after = {kind: value[1:] for kind, value in outputs.items()}
     return Counterfactual(before, after)

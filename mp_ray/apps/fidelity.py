@@ -149,7 +149,7 @@ def contribution_changes(
     g_index, j_index = np.meshgrid(np.arange(groups), np.arange(per), indexing="ij")
     toggled[g_index, j_index, points] ^= True
     with torch.no_grad():
-        values = output(models.params(rows.reshape(groups * (per + 1), -1)))
+        values = output(models.predict(rows.reshape(groups * (per + 1), -1)))
     values = np.asarray(values, dtype=np.float64).reshape(groups, per + 1, *values.shape[1:])
     if values.ndim == 3:  # one output per training point: that of the toggled point
         base = values[g_index, 0, points]
@@ -318,8 +318,8 @@ def check_spread(
     ``(K, m)`` (the correct-class probability), and the mean absolute difference of the
     members' mean probabilities."""
     with torch.no_grad():
-        guess = probability(predicted.params(member_masks))
-        exact = probability(retrained.params(member_masks))
+        guess = probability(predicted.predict(member_masks))
+        exact = probability(retrained.predict(member_masks))
     spread = columnwise_correlation(guess.std(axis=0)[:, None], exact.std(axis=0)[:, None])[0]
     return Fidelity(
         check="spread of the ensemble members' probabilities over test points",

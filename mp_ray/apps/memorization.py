@@ -142,7 +142,7 @@ def memorization(
     masks = sample_masks(models.n_train, n_subsets, alpha, seed)
     train_scores, test_scores = [], []
     for first in range(0, n_subsets, block):
-        params = models.params(masks[first : first + block])
+        params = models.predict(masks[first : first + block])
         train_scores.append(label_scores(learner, params, learner.X, learner.y, score))
         test_scores.append(label_scores(learner, params, X_test, y_test, score))
         if on_progress is not None:

@@ -1,6 +1,7 @@
 """The one object every application asks: "the model trained on subset S", for a batch of S.
 
-Two implementations answer it with the same interface, ``params(masks (B, n)) -> (B, d)``:
+Two implementations answer it as every method does
+(:class:`~mp_ray.methods.ParameterMethod`), ``predict(masks (B, n)) -> (B, d)``:
 
 - :class:`PredictedModels`: a fitted ModelPred :class:`~mp_ray.predictor.Predictor`
   (its set function and any Newton steps, :mod:`mp_ray.predictor.refine`; microseconds
@@ -8,7 +9,7 @@ Two implementations answer it with the same interface, ``params(masks (B, n)) ->
 - :class:`RetrainedModels`: the learner itself, ``fit_batch`` on blocks of subsets (the
   exact answer, the ground truth every application is checked against).
 
-Both also answer for subsets plus points outside the ground set, ``params_with_points``:
+Both also answer for subsets plus points outside the ground set, ``predict_with_points``:
 the predictor pools the new points through φ (no refit), retraining trains the learner on
 the ground set followed by the new points.
 
@@ -24,37 +25,29 @@ import numpy as np
 import torch
 
 from mp_ray.learners import Learner, with_points
+from mp_ray.methods import Masks, ParameterMethod, check_masks
 from mp_ray.predictor import Predictor
 from mp_ray.predictor.refine import NewtonRefined
 
-Masks = np.ndarray | torch.Tensor  # (B, n) bool or {0, 1}
 
-
-class SubsetModels(Protocol):
-    """Parameters of the models trained on a batch of subsets of one ground set."""
+class SubsetModels(ParameterMethod, Protocol):
+    """Parameters of the models trained on a batch of subsets of one ground set, in the
+    learner's dtype, and of those subsets plus new points."""
 
     learner: Learner
 
-    @property
-    def n_train(self) -> int: ...
-
-    def params(self, masks: Masks) -> torch.Tensor:
-        """``masks (B, n)`` → parameters ``(B, d)`` in the learner's dtype."""
+    def predict_with_points(
+        self, masks: Masks, X_new: np.ndarray, y_new: np.ndarray, new_masks: Masks
+    ) -> torch.Tensor:
+        """Parameters ``(B, d)`` for ``masks (B, n)`` of the ground set plus ``new_masks
+        (B, m)`` of the points ``X_new (m, p)``, ``y_new (m,)``."""
         ...
-
-
-def _checked(masks: Masks, n_train: int, what: str = "masks") -> torch.Tensor:
-    """Masks as a bool tensor ``(B, n)``, with a clear error for any other shape."""
-    masks = torch.as_tensor(np.asarray(masks) if not torch.is_tensor(masks) else masks)
-    if masks.ndim != 2 or masks.shape[1] != n_train:
-        raise ValueError(f"{what} must have shape (B, {n_train}), got {tuple(masks.shape)}")
-    return masks.bool()
 
 
 def _joined(masks: Masks, new_masks: Masks, n_train: int, m: int) -> torch.Tensor:
     """Masks ``(B, n)`` of the ground set and ``new_masks (B, m)`` of new points as one bool
     tensor ``(B, n + m)``; shapes checked."""
-    masks, new_masks = _checked(masks, n_train), _checked(new_masks, m, "new_masks")
+    masks, new_masks = check_masks(masks, n_train), check_masks(new_masks, m, "new_masks")
     if len(masks) != len(new_masks):
         raise ValueError(f"{len(masks)} masks but {len(new_masks)} new_masks")
     return torch.cat([masks, new_masks], dim=1)
@@ -71,8 +64,9 @@ class RetrainedModels:
     def n_train(self) -> int:
         return self.learner.n_train
 
-    def params(self, masks: Masks) -> torch.Tensor:
-        masks = _checked(masks, self.n_train)
+    def predict(self, masks: Masks) -> torch.Tensor:
+        """Retrained parameters ``(B, d)`` for ``masks (B, n)``."""
+        masks = check_masks(masks, self.n_train)
         parts = [
             self.learner.fit_batch(masks[start : start + self.block])
             for start in range(0, len(masks), self.block)
@@ -81,13 +75,13 @@ class RetrainedModels:
             return torch.zeros(0, self.learner.n_params, dtype=self.learner.dtype)
         return torch.cat(parts)
 
-    def params_with_points(
+    def predict_with_points(
         self, masks: Masks, X_new: np.ndarray, y_new: np.ndarray, new_masks: Masks
     ) -> torch.Tensor:
         """Parameters ``(B, d)`` retrained on ``masks (B, n)`` of the ground set plus
         ``new_masks (B, m)`` of the points ``X_new (m, p)``, ``y_new (m,)``."""
         joined = _joined(masks, new_masks, self.n_train, len(y_new))
-        return RetrainedModels(with_points(self.learner, X_new, y_new), self.block).params(joined)
+        return RetrainedModels(with_points(self.learner, X_new, y_new), self.block).predict(joined)
 
 
 class PredictedModels:
@@ -107,13 +101,14 @@ class PredictedModels:
     def n_train(self) -> int:
         return self.learner.n_train
 
-    def params(self, masks: Masks) -> torch.Tensor:
-        masks = _checked(masks, self.n_train)
+    def predict(self, masks: Masks) -> torch.Tensor:
+        """Predicted parameters ``(B, d)`` for ``masks (B, n)``."""
+        masks = check_masks(masks, self.n_train)
         params = self.predictor.predict(masks).to(self.learner.dtype)
         params[self.learner.degenerate(masks)] = 0.0
         return params
 
-    def params_with_points(
+    def predict_with_points(
         self, masks: Masks, X_new: np.ndarray, y_new: np.ndarray, new_masks: Masks
     ) -> torch.Tensor:
         """Predicted parameters ``(B, d)`` for ``masks (B, n)`` of the ground set plus

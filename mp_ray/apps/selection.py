@@ -181,7 +181,7 @@ def greedy_selection(
         seconds = time.perf_counter() - start
         return SelectionResult("greedy", mask, value, evaluations, seconds, history)
     points, candidates = _stopped_and_filled(seeded, order, size, stops, seed)
-    params = models.params(candidates)
+    params = models.predict(candidates)
     judged = Utility(models, X[held], y[held], utility.metric).of_params(params)
     tiebreak = Utility(models, X[held], y[held], "neg_loss").of_params(params)
     best = int(np.lexsort((-tiebreak, -judged))[0])

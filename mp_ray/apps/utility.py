@@ -21,8 +21,9 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from mp_ray.apps.models import Masks, SubsetModels
+from mp_ray.apps.models import SubsetModels
 from mp_ray.learners import Learner
+from mp_ray.methods import Masks
 
 Metric = Literal["accuracy", "neg_loss"]
 METRICS: tuple[Metric, ...] = ("accuracy", "neg_loss")
@@ -75,12 +76,12 @@ class Utility:
     def __call__(self, masks: Masks) -> np.ndarray:
         """U(S) for each row of ``masks (B, n)``, float64 ``(B,)``."""
         self.evaluations += len(masks)
-        return self.of_params(self.models.params(masks))
+        return self.of_params(self.models.predict(masks))
 
     def outputs(self, masks: Masks) -> np.ndarray:
         """Correct-class margins of each model on each evaluation example, ``(B, m)``."""
         self.evaluations += len(masks)
-        params = self.models.params(masks)
+        params = self.models.predict(masks)
         return self.learner.margin(params, self.X, self.y).double().cpu().numpy()
 
 

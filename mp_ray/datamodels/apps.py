@@ -20,7 +20,7 @@ import numpy as np
 from mp_ray.datamodels.fit import Datamodels
 from mp_ray.errors import InputError
 from mp_ray.indices import checked_points
-from mp_ray.method_outputs import OutputFn
+from mp_ray.methods import OutputMethod
 
 
 def checked_target(target: int, n_targets: int) -> int:
@@ -73,13 +73,13 @@ class Brittleness:
 
 
 def brittleness(
-    datamodels: Datamodels, retrained: OutputFn, targets: np.ndarray, max_k: int
+    datamodels: Datamodels, retrained: OutputMethod, targets: np.ndarray, max_k: int
 ) -> Brittleness:
-    """Smallest predicted flipping support per target, checked with ``retrained`` outputs
-    (an :data:`OutputFn` of retraining) on the full set minus those points."""
+    """Smallest predicted flipping support per target, checked with the outputs of
+    ``retrained`` (retraining as an output method) on the full set minus those points."""
     n = datamodels.n_train
     targets = checked_points(targets, datamodels.n_targets, "targets")
-    full = retrained(np.ones((1, n), dtype=bool))[0]
+    full = retrained.outputs(np.ones((1, n), dtype=bool))[0]
     predicted_full = datamodels.outputs(np.ones((1, n), dtype=bool))[0]
     predicted_k = np.zeros(len(targets), dtype=np.int64)
     masks = np.ones((len(targets), n), dtype=bool)
@@ -96,7 +96,7 @@ def brittleness(
     retrained_margin = np.full(len(targets), np.nan)
     flipped = np.nonzero(predicted_k)[0]
     if flipped.size:
-        outputs = retrained(masks[flipped])
+        outputs = retrained.outputs(masks[flipped])
         retrained_margin[flipped] = outputs[np.arange(flipped.size), targets[flipped]]
     return Brittleness(targets, full[targets], predicted_k, retrained_margin)
 

@@ -24,6 +24,7 @@ import torch
 
 from mp_ray.config import DatamodelsConfig
 from mp_ray.datamodels.solver import Moments, Standardisation, lasso, lipschitz
+from mp_ray.methods import Masks, check_masks
 
 PROGRESS_BLOCKS = 10  # blocks of targets at least, so that progress shows as they finish
 MIN_BLOCK = 64  # targets: smaller blocks would only add passes over the Gram matrix
@@ -54,14 +55,9 @@ class Datamodels:
     def n_train(self) -> int:
         return int(self.weights.shape[1])
 
-    def outputs(self, masks: np.ndarray) -> np.ndarray:
-        """Predicted outputs of the models trained on ``masks (K, n)``, ``(K, T)`` float64."""
-        masks = np.asarray(masks)
-        if masks.ndim != 2 or masks.shape[1] != self.n_train:
-            raise ValueError(
-                f"masks must have shape (K, {self.n_train}) (one column per training point), "
-                f"got {masks.shape}"
-            )
+    def outputs(self, masks: Masks) -> np.ndarray:
+        """Predicted outputs of the models trained on ``masks (B, n)``, ``(B, T)`` float64."""
+        masks = check_masks(masks, self.n_train).cpu().numpy()
         return masks.astype(np.float64) @ self.weights.T.astype(np.float64) + self.bias
 
 

@@ -80,7 +80,7 @@ def fit_from_store(
         "config": config.datamodels.model_dump(),
     }
     if len(test) >= 3:
-        score = lds(datamodels.outputs, test.masks, test.outputs)
+        score = lds(datamodels, test.masks, test.outputs)
         # None (null) where no target's LDS is defined: every prediction constant.
         summary["test_lds"] = score.mean if score.defined else None
         summary["test_lds_targets"] = score.defined

@@ -161,7 +161,7 @@ def validate(
     if rows is not None:
         sets.append(RemovalSet("store test rows", *rows, held_out=True))
     influence = InfluenceFunction(learner)
-    methods = {model.name: model.predict, influence.name: influence.predict}
+    methods = {model.name: model, influence.name: influence}
     return score_methods(
         learner,
         model.theta,

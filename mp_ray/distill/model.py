@@ -66,6 +66,10 @@ class DistilledDatamodel:
             self.steps = self.eta * synset_gradients(learner, self.theta, self.synsets)
 
     @property
+    def n_train(self) -> int:
+        return self.learner.n_train
+
+    @property
     def n_groups(self) -> int:
         return int(self.sizes.size)
 

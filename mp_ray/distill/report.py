@@ -1,9 +1,10 @@
 """The validation table of a distilled datamodel: methods × sets of retrained removals.
 
 Each set holds removals (or subsets) with models actually retrained on them; each method
-predicts their parameters from ``masks (R, n)``. Beside the methods given (the distilled
-datamodel and first-order influence functions, in :func:`mp_ray.distill.job.validate`) the
-table always has the no-change baseline, θ* for every subset. Every metric is described in
+(a :class:`~mp_ray.methods.ParameterMethod`) predicts their parameters from ``masks (R,
+n)``. Beside the methods given (the distilled datamodel and first-order influence
+functions, in :func:`mp_ray.distill.job.validate`) the table always has the no-change
+baseline, θ* for every subset. Every metric is described in
 :mod:`mp_ray.distill.validation`.
 """
 
@@ -18,7 +19,7 @@ import torch
 from mp_ray.distill.model import Objective, evaluate
 from mp_ray.distill.validation import METRICS, score
 from mp_ray.learners import Learner
-from mp_ray.method_outputs import ParamsFn
+from mp_ray.methods import ParameterMethod
 from mp_ray.outputs import json_ready
 from mp_ray.scores import cell
 
@@ -68,7 +69,7 @@ def score_methods(
     learner: Learner,
     theta: torch.Tensor,
     sets: list[RemovalSet],
-    methods: dict[str, ParamsFn],
+    methods: dict[str, ParameterMethod],
     X: np.ndarray,
     y: np.ndarray,
     objective: Objective,
@@ -89,8 +90,9 @@ def score_methods(
                     theta.expand_as(actual), np.zeros_like(truth), actual, truth, theta
                 )
             }
-            for name, predict in methods.items():
-                predicted = predict(removal.masks).to(device=learner.device, dtype=learner.dtype)
+            for name, method in methods.items():
+                predicted = method.predict(removal.masks)
+                predicted = predicted.to(device=learner.device, dtype=learner.dtype)
                 rows[name] = score(predicted, changes(predicted), actual, truth, theta)
             table[removal.name] = {
                 "rows": len(removal.masks),

@@ -32,7 +32,7 @@ def retrain_without(learner: Learner, groups: np.ndarray, removed: np.ndarray) -
             f"removing groups {np.flatnonzero(removed[row]).tolist()} leaves a class without "
             "training points (no optimum to learn from): use more groups per class"
         )
-    return RetrainedModels(learner, BATCH).params(masks)
+    return RetrainedModels(learner, BATCH).predict(masks)
 
 
 @dataclass

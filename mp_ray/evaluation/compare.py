@@ -2,7 +2,7 @@
 
 Ground truth comes from retraining (:class:`Truth`): the store's held-out rows (their
 masks and recorded outputs) for the LDS, and models retrained without chosen points for
-the removal tests. Each method is an :data:`~mp_ray.method_outputs.OutputFn`; its
+the removal tests. Each method is an :class:`~mp_ray.methods.OutputMethod`; its
 row of the table gives the LDS, the leave-one-out correlation, the counterfactual test
 (removing each target's top supporters: predicted vs actual change of that target's
 output) and the seconds it took to answer all of them. A correlation that is undefined (a
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mp_ray.method_outputs import OutputFn
+from mp_ray.methods import OutputMethod
 from mp_ray.scores import (
     cell,
     lds,
@@ -50,10 +50,10 @@ class Truth:
     counterfactual: Removals | None = None
 
 
-def score_method(outputs: OutputFn, truth: Truth) -> dict[str, Any]:
+def score_method(method: OutputMethod, truth: Truth) -> dict[str, Any]:
     """One row of the table: LDS, leave-one-out correlation and counterfactual test."""
     start = time.perf_counter()
-    score = lds(outputs, truth.masks, truth.outputs)
+    score = lds(method, truth.masks, truth.outputs)
     row: dict[str, Any] = {
         "targets": truth.outputs.shape[1],
         "lds": score.mean,
@@ -61,21 +61,21 @@ def score_method(outputs: OutputFn, truth: Truth) -> dict[str, Any]:
     }
     if truth.leave_one_out is not None:
         removals = truth.leave_one_out
-        score = removal_correlation(output_changes(outputs, removals.masks), removals.changes)
+        score = removal_correlation(output_changes(method, removals.masks), removals.changes)
         row["loo"], row["loo_defined"] = score.mean, score.defined
     if truth.counterfactual is not None:
         removals = truth.counterfactual
         rows = np.arange(len(removals.masks))
-        predicted = output_changes(outputs, removals.masks)[rows, removals.targets]
+        predicted = output_changes(method, removals.masks)[rows, removals.targets]
         actual = removals.changes[rows, removals.targets]
         row["cf_pearson"], row["cf_spearman"] = paired_correlation(predicted, actual)
     row["seconds"] = time.perf_counter() - start
     return row
 
 
-def behaviour_table(methods: dict[str, OutputFn], truth: Truth) -> list[dict[str, Any]]:
-    """A row per method (name → outputs), in the given order."""
-    return [{"method": name, **score_method(fn, truth)} for name, fn in methods.items()]
+def behaviour_table(methods: dict[str, OutputMethod], truth: Truth) -> list[dict[str, Any]]:
+    """A row per method (name → output method), in the given order."""
+    return [{"method": name, **score_method(method, truth)} for name, method in methods.items()]
 
 
 COLUMNS = {

@@ -3,12 +3,13 @@ training set changes by more and more points.
 
 The ModelPred paper's batch-deletion experiment: from the full ground set D remove a random
 share r of the points, for each r of a grid and several repetitions; every method answers
-the model trained on what is left (``masks (B, n) -> params (B, d)``, as retraining,
-ModelPred, influence functions and θ(D) do), and its error ‖θ̂ − θ‖ against the retrained θ
-is summarised per r as mean ± std over the repetitions. Retraining's own row gives the size
-of the change it measured, ‖θ − θ_ref‖ (θ_ref = θ(D) for deletions): the error of a method
-that ignores the change. :func:`error_curve` summarises any such comparison by level, so
-the addition experiment (levels = points added, reference = the base model) uses it too.
+the model trained on what is left (each is a :class:`~mp_ray.methods.ParameterMethod`, as
+retraining, ModelPred, influence functions and θ(D) are), and its error ‖θ̂ − θ‖ against
+the retrained θ is summarised per r as mean ± std over the repetitions. Retraining's own
+row gives the size of the change it measured, ‖θ − θ_ref‖ (θ_ref = θ(D) for deletions):
+the error of a method that ignores the change. :func:`error_curve` summarises any such
+comparison by level, so the addition experiment (levels = points added, reference = the
+base model) uses it too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mp_ray.method_outputs import ParamsFn
+from mp_ray.methods import ParameterMethod
 from mp_ray.sampling import row_rng
 
 DELETION_STREAM = 0xDE1E  # the draws of removed points
@@ -81,23 +82,23 @@ def error_curve(
 
 
 def deletion_curve(
-    methods: Mapping[str, ParamsFn],
-    retrain: ParamsFn,
+    methods: Mapping[str, ParameterMethod],
+    retrain: ParameterMethod,
     n: int,
     fractions: Sequence[float],
     repetitions: int = 10,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """:func:`error_curve` of ``methods`` (name → masks ``(B, n)`` → params ``(B, d)``)
-    against ``retrain`` on :func:`removal_subsets`, with θ(D) (retrained) as the reference;
-    each row also carries the method's seconds per model, timed over all its subsets."""
+    """:func:`error_curve` of ``methods`` (name → parameter method) against ``retrain`` on
+    :func:`removal_subsets`, with θ(D) (retrained) as the reference; each row also carries
+    the method's seconds per model, timed over all its subsets."""
     masks, levels = removal_subsets(n, fractions, repetitions, seed)
     seconds, predicted = {}, {}
-    for name, predict in {**methods, RETRAINING: retrain}.items():
+    for name, method in {**methods, RETRAINING: retrain}.items():
         start = time.perf_counter()
-        predicted[name] = predict(masks)
+        predicted[name] = method.predict(masks)
         seconds[name] = (time.perf_counter() - start) / len(masks)
     actual = predicted.pop(RETRAINING)
-    reference = retrain(np.ones((1, n), dtype=bool))
+    reference = retrain.predict(np.ones((1, n), dtype=bool))
     rows = error_curve(levels, predicted, actual, reference)
     return [{**row, "seconds_per_model": seconds[row["method"]]} for row in rows]

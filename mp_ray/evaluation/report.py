@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from mp_ray.apps.models import PredictedModels, RetrainedModels
 from mp_ray.baselines import FullDataModel, InfluenceFunction
@@ -29,7 +30,8 @@ from mp_ray.datamodels.fit import Datamodels
 from mp_ray.datamodels.storage import read_datamodels
 from mp_ray.evaluation.compare import Removals, Truth, behaviour_table
 from mp_ray.learners import make_learner
-from mp_ray.method_outputs import OutputFn, ParameterOutputs, ParamsFn
+from mp_ray.method_outputs import ParameterOutputs
+from mp_ray.methods import Masks, OutputMethod, ParameterMethod
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.sampling import row_rng
@@ -54,14 +56,14 @@ def behaviour_report(
     config: ExperimentConfig,
     predictor_uris: dict[str, str] | None = None,
     datamodels_name: str | None = "default",
-    extra: dict[str, ParamsFn] | None = None,
+    extra: dict[str, ParameterMethod] | None = None,
     n_loo: int = 40,
     n_counterfactual: int = 30,
     support_size: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> BehaviourReport:
     """Score every method of the experiment; see the module docstring. ``extra`` maps more
-    method names to parameter predictors ``masks (B, n) -> params (B, d)``; the default
+    method names to parameter methods (``predict(masks (B, n)) -> params (B, d)``); the default
     ``support_size`` is 5% of the training points. ``on_progress`` is called with the
     models retrained so far and in all as each batch of them is retrained."""
     config = config.with_absolute_paths()
@@ -80,26 +82,26 @@ def behaviour_report(
     if len(test) < 3:
         raise ValueError(f"store {store.uri} has {len(test)} test rows; the LDS needs 3 or more")
 
-    def outputs_of(predict: ParamsFn) -> OutputFn:
-        return ParameterOutputs(predict, learner, dataset.X_test, dataset.y_test)
+    def outputs_of(method: ParameterMethod) -> OutputMethod:
+        return ParameterOutputs(method, learner, dataset.X_test, dataset.y_test)
 
     start = time.perf_counter()
     influence = InfluenceFunction(learner)  # θ(D) and H_D⁻¹: a baseline, and the Newton step
     influence_seconds = time.perf_counter() - start
-    methods: dict[str, OutputFn] = {}
+    methods: dict[str, OutputMethod] = {}
     for name, uri in (predictor_uris or {}).items():
         predictor = load_predictor_for(
             uri, config, dataset.fingerprint, config.store.storage_options
         )
         shown = with_set_function_alone(name, predictor, learner, settings.newton_steps, influence)
         for label, method in shown.items():
-            methods[label] = outputs_of(PredictedModels(method, learner).params)
+            methods[label] = outputs_of(PredictedModels(method, learner))
     datamodels: Datamodels | None = None
     if datamodels_name is not None:
         datamodels, _ = read_datamodels(store, datamodels_name)
-        methods["datamodels"] = datamodels.outputs
-    for name, predict in (extra or {}).items():
-        methods[name] = outputs_of(predict)
+        methods["datamodels"] = datamodels
+    for name, method in (extra or {}).items():
+        methods[name] = outputs_of(method)
     start = time.perf_counter()
     mean, ridge = fit_store_baselines(store, splits.val_fraction, splits.test_fraction)
     setup_seconds = {
@@ -107,7 +109,7 @@ def behaviour_report(
         InfluenceFunction.name: influence_seconds,
     }
     for baseline in (mean, ridge, FullDataModel(learner), influence):
-        methods[baseline.name] = outputs_of(baseline.predict)
+        methods[baseline.name] = outputs_of(baseline)
 
     n = dataset.n_train
     rng = row_rng(config.seed, EVALUATION_STREAM, 0)
@@ -123,7 +125,7 @@ def behaviour_report(
         cf_masks = removal_masks(n, removed)
     # Each set of removals is retrained with the full-data model (output_changes).
     total = len(loo_masks) + 1 + (0 if datamodels is None else len(cf_masks) + 1)
-    retrained = outputs_of(_counted(RetrainedModels(learner).params, total, on_progress))
+    retrained = outputs_of(_counted(RetrainedModels(learner), total, on_progress))
     truth = Truth(
         test.masks, test.outputs, Removals(loo_masks, output_changes(retrained, loo_masks))
     )
@@ -146,18 +148,31 @@ def behaviour_report(
 
 
 def _counted(
-    params: ParamsFn, total: int, on_progress: Callable[[int, int], None] | None
-) -> ParamsFn:
-    """``params`` telling ``on_progress`` how many of ``total`` models it has given."""
-    if on_progress is None:
+    method: ParameterMethod, total: int, on_progress: Callable[[int, int], None] | None
+) -> ParameterMethod:
+    """``method`` telling ``on_progress`` how many of ``total`` models it has given."""
+    return method if on_progress is None else _Counted(method, total, on_progress)
+
+
+class _Counted:
+    """A parameter method that tells ``on_progress`` how many of ``total`` models it has
+    given after each batch."""
+
+    def __init__(
+        self, method: ParameterMethod, total: int, on_progress: Callable[[int, int], None]
+    ) -> None:
+        self.method = method
+        self.total = total
+        self.on_progress = on_progress
+        self.done = 0
+
+    @property
+    def n_train(self) -> int:
+        return self.method.n_train
+
+    def predict(self, masks: Masks) -> torch.Tensor:
+        """The method's parameters ``(B, d)`` for ``masks (B, n)``."""
+        params = self.method.predict(masks)
+        self.done += len(masks)
+        self.on_progress(self.done, self.total)
         return params
-    done = 0
-
-    def counted(masks: np.ndarray) -> Any:
-        nonlocal done
-        result = params(masks)
-        done += len(masks)
-        on_progress(done, total)
-        return result
-
-    return counted

@@ -17,6 +17,7 @@ import torch
 
 from mp_ray.config import LearnerConfig
 from mp_ray.learners.threads import model_groups, run_single_threaded
+from mp_ray.methods import mask_tensor
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -133,14 +134,9 @@ class Learner(ABC):
         return y.to(self.dtype) if self.n_classes == 1 else y.long()
 
     def masks_tensor(self, masks: ArrayLike) -> torch.Tensor:
-        """Masks as a float tensor of sample weights on this learner's device, ``(K, n)``."""
-        masks = torch.as_tensor(_writable(masks), device=self.device)
-        if masks.ndim != 2 or masks.shape[1] != self.n_train:
-            raise ValueError(
-                f"masks must have shape (K, {self.n_train}) for this training set, got "
-                f"{tuple(masks.shape)}"
-            )
-        return masks.to(self.dtype)
+        """Masks as a float tensor of sample weights on this learner's device, ``(K, n)``;
+        the shape checked (:func:`~mp_ray.methods.mask_tensor`)."""
+        return mask_tensor(masks, self.n_train).to(device=self.device, dtype=self.dtype)
 
     def predict(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         """Predicted class ids (int64) or regression values, shape ``(K, m)``."""

@@ -9,7 +9,7 @@ For each held-out subset S with retrained θ(S) and a method's prediction θ̂(S
   within strata of nearly one subset size (:func:`within_size_correlations`); undefined
   (NaN, printed "–", null in JSON) where no stratum has losses that vary on both sides.
 
-Every method is anything with ``predict(masks (B, n)) -> params (B, d)``: the fitted
+Every method is a :class:`~mp_ray.methods.ParameterMethod`: the fitted
 :class:`~mp_ray.predictor.predictor.Predictor` and the baselines — the mean θ and ridge on
 the subset mask (:mod:`mp_ray.store_baselines`, fitted on the predictor's training rows),
 the full-data model θ(D) and influence functions (:mod:`mp_ray.baselines`).
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
+from mp_ray.methods import ParameterMethod
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.scores import cell, paired_correlation, relative_errors
@@ -38,10 +39,6 @@ from mp_ray.store_baselines import MaskRidge, MeanParams, fit_store_baselines
 
 SIZE_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)  # subset size as a fraction of n
 ROWS_PER_STRATUM = 20  # rows of nearly equal subset size per loss-correlation stratum
-
-
-class ParamPredictor(Protocol):
-    def predict(self, masks: np.ndarray) -> torch.Tensor: ...
 
 
 def compare_models(
@@ -129,7 +126,7 @@ def _summary(values: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, fl
 
 def evaluation_table(
     learner: Learner,
-    methods: Mapping[str, ParamPredictor],
+    methods: Mapping[str, ParameterMethod],
     rows: Rows,
     dataset: Dataset,
     edges: tuple[float, ...] = SIZE_EDGES,
@@ -190,7 +187,7 @@ def evaluate_on_store(
     settings = config.predictor
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     influence = InfluenceFunction(learner)  # a baseline, and the predictors' Newton step
-    predictors: dict[str, ParamPredictor] = {}
+    predictors: dict[str, ParameterMethod] = {}
     for name, uri in predictor_uris.items():
         predictor = load_predictor_for(uri, config, dataset.fingerprint, options)
         predictors |= with_set_function_alone(

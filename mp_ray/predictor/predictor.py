@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mp_ray.errors import MpRayError
+from mp_ray.methods import Masks, check_masks, mask_tensor
 from mp_ray.predictor.model import Pooling, SetFunction, element_features
 from mp_ray.predictor.scaling import Scaler, scaler_from_json
 from mp_ray.store.identity import MODELS_UNREAD, Identity, check_identity, make_identity
@@ -91,16 +92,10 @@ class Predictor:
     def n_train(self) -> int:
         return int(self.elements.shape[0])
 
-    def _masks(self, masks: np.ndarray | torch.Tensor, width: int, what: str) -> torch.Tensor:
-        masks = torch.as_tensor(np.asarray(masks))
-        if masks.ndim != 2 or masks.shape[1] != width:
-            raise ValueError(f"{what} must have shape (B, {width}), got {tuple(masks.shape)}")
-        return masks.to(torch.float32)
-
     @torch.no_grad()
-    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def predict(self, masks: Masks) -> torch.Tensor:
         """Predicted parameters ``(B, d)`` of the models trained on ``masks (B, n)``."""
-        masks = self._masks(masks, self.n_train, "masks")
+        masks = check_masks(masks, self.n_train).to(torch.float32)
         pooled = self.model.pooled(masks, self.phi, self.n_train)
         return self.meta.scaler.inverse(self.model.from_pooled(pooled))
 
@@ -108,20 +103,17 @@ class Predictor:
         """Parameters ``(B, d)`` for fractional memberships ``weights (B, n)`` in [0, 1],
         differentiable in ``weights`` (the continuous relaxation of data selection); a
         {0, 1} row gives :meth:`predict`'s answer."""
-        if weights.ndim != 2 or weights.shape[1] != self.n_train:
-            raise ValueError(
-                f"weights must have shape (B, {self.n_train}), got {tuple(weights.shape)}"
-            )
-        pooled = self.model.pooled(weights.to(torch.float32), self.phi, self.n_train)
+        weights = mask_tensor(weights, self.n_train, "weights").to(torch.float32)
+        pooled = self.model.pooled(weights, self.phi, self.n_train)
         return self.meta.scaler.inverse(self.model.from_pooled(pooled))
 
     @torch.no_grad()
     def predict_with_points(
         self,
-        masks: np.ndarray | torch.Tensor,
+        masks: Masks,
         X_new: np.ndarray,
         y_new: np.ndarray,
-        new_masks: np.ndarray | torch.Tensor,
+        new_masks: Masks,
     ) -> torch.Tensor:
         """Parameters ``(B, d)`` of models trained on ``masks (B, n)`` of the ground set plus
         ``new_masks (B, m)`` of m new points ``X_new (m, p)``, ``y_new (m,)``.
@@ -132,8 +124,8 @@ class Predictor:
         subset (its m̄ is 0), so it adds its whole φ, as a ground-set point outside every
         training subset would.
         """
-        masks = self._masks(masks, self.n_train, "masks")
-        new_masks = self._masks(new_masks, len(y_new), "new_masks")
+        masks = check_masks(masks, self.n_train).to(torch.float32)
+        new_masks = check_masks(new_masks, len(y_new), "new_masks").to(torch.float32)
         if new_masks.shape[0] != masks.shape[0]:
             raise ValueError("masks and new_masks must describe the same number of subsets")
         phi_new = self.model.embed(element_features(X_new, y_new, self.meta.n_classes))

@@ -32,6 +32,7 @@ import torch
 
 from mp_ray.baselines import InfluenceFunction
 from mp_ray.learners import Learner, with_points
+from mp_ray.methods import Masks, check_masks
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
 
 AUTO_NEWTON_STEPS = 3  # for convex learners; 0 for the others
@@ -80,9 +81,7 @@ class NewtonRefined:
     def meta(self) -> PredictorMeta:
         return self.predictor.meta
 
-    def _refined(
-        self, params: torch.Tensor, masks: np.ndarray | torch.Tensor, learner: Learner
-    ) -> torch.Tensor:
+    def _refined(self, params: torch.Tensor, masks: Masks, learner: Learner) -> torch.Tensor:
         params = params.to(self.learner.dtype)
         masks = masks if torch.is_tensor(masks) else torch.as_tensor(np.asarray(masks))
         for _ in range(self.steps):
@@ -109,9 +108,9 @@ class NewtonRefined:
                 length = torch.where(reached <= value, length, torch.zeros_like(length))
         return params - length[:, None] * direction
 
-    def predict(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def predict(self, masks: Masks) -> torch.Tensor:
         """Parameters ``(B, d)`` for ``masks (B, n)``."""
-        masks = torch.as_tensor(np.asarray(masks))
+        masks = check_masks(masks, self.n_train)
         return self._refined(self.predictor.predict(masks), masks, self.learner)
 
     def predict_soft(self, weights: torch.Tensor) -> torch.Tensor:
@@ -121,10 +120,10 @@ class NewtonRefined:
 
     def predict_with_points(
         self,
-        masks: np.ndarray | torch.Tensor,
+        masks: Masks,
         X_new: np.ndarray,
         y_new: np.ndarray,
-        new_masks: np.ndarray | torch.Tensor,
+        new_masks: Masks,
     ) -> torch.Tensor:
         """Parameters ``(B, d)`` for ``masks (B, n)`` of the ground set plus ``new_masks
         (B, m)`` of the points ``X_new (m, p)``, ``y_new (m,)``: the steps are on the enlarged

@@ -26,11 +26,11 @@ def test_added_points_predicted_within_the_validation_error_of_retraining(fitted
     assert (outcomes[MODELPRED].rel_error <= validation_error).all()  # 0.17, 0.16
     assert np.isfinite(outcomes[INFLUENCE].rel_error).all()
     np.testing.assert_allclose(outcomes[RETRAINING].rel_error, 0.0)
-    truth = fitted.retrained.params(masks)
+    truth = fitted.retrained.predict(masks)
     np.testing.assert_allclose(outcomes[RETRAINING].before, truth)
     for row in result.summary().values():
         assert 0 <= row["accuracy_before"] <= 1 and 0 <= row["accuracy_after"] <= 1
 
     # No new point: exactly the ground-set prediction.
-    none = fitted.models.params_with_points(masks, X_new, y_new, np.zeros((2, 10), bool))
-    np.testing.assert_allclose(none, fitted.models.params(masks), rtol=1e-6, atol=1e-6)
+    none = fitted.models.predict_with_points(masks, X_new, y_new, np.zeros((2, 10), bool))
+    np.testing.assert_allclose(none, fitted.models.predict(masks), rtol=1e-6, atol=1e-6)

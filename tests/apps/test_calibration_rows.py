@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from mp_ray.apps.calibration import calibrate
-from mp_ray.apps.models import Masks, RetrainedModels
+from mp_ray.apps.models import RetrainedModels
 from mp_ray.config import DatasetConfig, LearnerConfig
 from mp_ray.data import load_dataset
 from mp_ray.learners import Learner, make_learner
+from mp_ray.methods import Masks
 
 
 class Wrapped:
@@ -22,8 +23,8 @@ class Wrapped:
     def n_train(self) -> int:
         return self.learner.n_train
 
-    def params(self, masks: Masks) -> torch.Tensor:
-        return RetrainedModels(self.learner).params(masks)
+    def predict(self, masks: Masks) -> torch.Tensor:
+        return RetrainedModels(self.learner).predict(masks)
 
 
 def test_rows_are_the_full_data_model_its_temperature_scaling_and_the_ensemble():

@@ -28,7 +28,7 @@ class FullDataModels:
 
     def __init__(self, retrained: RetrainedModels, noise: float = 0.0) -> None:
         self.learner = retrained.learner
-        self.full = retrained.params(np.ones((1, retrained.n_train), dtype=bool))
+        self.full = retrained.predict(np.ones((1, retrained.n_train), dtype=bool))
         self.noise = noise
         self.generator = torch.Generator().manual_seed(0)
 
@@ -36,7 +36,7 @@ class FullDataModels:
     def n_train(self) -> int:
         return self.learner.n_train
 
-    def params(self, masks: np.ndarray) -> torch.Tensor:
+    def predict(self, masks: np.ndarray) -> torch.Tensor:
         params = self.full.expand(len(masks), -1).clone()
         shake = torch.randn(params.shape, generator=self.generator, dtype=params.dtype)
         return params + self.noise * shake
@@ -84,7 +84,7 @@ def test_contribution_changes_are_the_differences_of_two_retrained_models(settin
         params, retrained.learner.X, retrained.learner.y
     ).numpy()
     own = contribution_changes(retrained, bases, points, scores)
-    margins = scores(retrained.params(np.stack([bases[g], joined])))
+    margins = scores(retrained.predict(np.stack([bases[g], joined])))
     assert own[g, j] == pytest.approx(margins[1, points[g, j]] - margins[0, points[g, j]])
 
 

@@ -111,5 +111,5 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="NaN"):
         fit_datamodels(masks, broken, masks, outputs, config)
     models = fit_datamodels(masks[:80], outputs[:80], masks[80:], outputs[80:], config)
-    with pytest.raises(ValueError, match=r"\(K, 20\)"):
+    with pytest.raises(ValueError, match=r"masks must have shape \(B, 20\)"):
         models.outputs(masks[:, :10])

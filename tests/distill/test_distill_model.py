@@ -85,9 +85,9 @@ def test_bad_inputs_name_the_problem(distilled):
         model.without([[-1]])
     with pytest.raises(ValueError, match=rf"removal flags must have shape \(R, {G}\)"):
         model.without(np.zeros((2, G + 1), dtype=bool))
-    with pytest.raises(ValueError, match=rf"masks must have shape \(K, {n}\)"):
+    with pytest.raises(ValueError, match=rf"masks must have shape \(B, {n}\)"):
         model.predict(np.ones((2, n + 1), dtype=bool))
-    with pytest.raises(ValueError, match=rf"masks must have shape \(K, {n}\)"):
+    with pytest.raises(ValueError, match=rf"masks must have shape \(B, {n}\)"):
         model.predict(np.ones(n, dtype=bool))
     with pytest.raises(ValueError, match="unknown objective 'accuracy'"):
         model.attribution(data.X_test, data.y_test, "accuracy")  # type: ignore[arg-type]

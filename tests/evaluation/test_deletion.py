@@ -44,10 +44,10 @@ def test_error_curve_summarises_by_level_with_retraining_as_the_change():
 
 
 def test_deletion_curve_ranks_retraining_influence_and_the_full_model(learner):
-    retrain = RetrainedModels(learner).params
+    retrain = RetrainedModels(learner)
     methods = {
-        "full data": FullDataModel(learner).predict,
-        "influence": InfluenceFunction(learner).predict,
+        "full data": FullDataModel(learner),
+        "influence": InfluenceFunction(learner),
         "retrained again": retrain,
     }
     rows = deletion_curve(methods, retrain, learner.n_train, [0.1, 0.5], repetitions=4, seed=1)

@@ -9,6 +9,7 @@ Expected values are worked out by hand in the comments, or by an independent for
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
@@ -64,12 +65,13 @@ RETRAINED = np.array(
 LDS_PER_TARGET = [0.8, -7.5 / math.sqrt(90), math.nan]
 
 
-def linear_method(masks: np.ndarray) -> np.ndarray:
-    return np.asarray(masks, float) @ W
+def output_method(outputs: Callable[[np.ndarray], np.ndarray]) -> SimpleNamespace:
+    """An output method (``outputs(masks (B, n)) -> (B, T)``) from a function."""
+    return SimpleNamespace(outputs=outputs)
 
 
-def constant_method(masks: np.ndarray) -> np.ndarray:
-    return np.zeros((len(masks), 3))
+linear_method = output_method(lambda masks: np.asarray(masks, float) @ W)
+constant_method = output_method(lambda masks: np.zeros((len(masks), 3)))
 
 
 # -- varies and columnwise_correlation ------------------------------------------------------
@@ -152,14 +154,15 @@ def test_lds_by_hand_leaves_out_the_constant_target():
     np.testing.assert_allclose(score.per_target, LDS_PER_TARGET)
     assert score.mean == pytest.approx((0.8 - 7.5 / math.sqrt(90)) / 2) and score.defined == 2
     for t in (0, 1):  # an independent Spearman per target
-        expected = stats.spearmanr(linear_method(HELD_OUT)[:, t], RETRAINED[:, t]).statistic
+        expected = stats.spearmanr(linear_method.outputs(HELD_OUT)[:, t], RETRAINED[:, t]).statistic
         assert score.per_target[t] == pytest.approx(expected)
     # A target whose retrained outputs do not vary is undefined too, whatever was predicted.
     flat = RETRAINED.copy()
     flat[:, 0] = 3.0
     score = lds(linear_method, HELD_OUT, flat)
     assert score.defined == 1 and score.mean == pytest.approx(-7.5 / math.sqrt(90))
-    assert lds(lambda masks: RETRAINED, HELD_OUT, RETRAINED).mean == pytest.approx(1.0)
+    exact = output_method(lambda masks: RETRAINED)
+    assert lds(exact, HELD_OUT, RETRAINED).mean == pytest.approx(1.0)
 
 
 def test_lds_refuses_mismatched_rows_too_few_subsets_and_wrong_outputs():
@@ -168,7 +171,7 @@ def test_lds_refuses_mismatched_rows_too_few_subsets_and_wrong_outputs():
     with pytest.raises(ValueError, match="at least 3"):
         lds(linear_method, HELD_OUT[:2], RETRAINED[:2])
     with pytest.raises(ValueError, match=r"\(5, 2\) and \(5, 3\)"):
-        lds(lambda masks: linear_method(masks)[:, :2], HELD_OUT, RETRAINED)
+        lds(output_method(lambda masks: linear_method.outputs(masks)[:, :2]), HELD_OUT, RETRAINED)
 
 
 # -- removals --------------------------------------------------------------------------------
@@ -188,11 +191,11 @@ def test_removal_masks_remove_exactly_the_given_points():
 def test_output_changes_are_taken_from_the_full_data_model():
     seen = []
 
-    def method(masks):
+    def outputs(masks):
         seen.append(np.array(masks))
-        return linear_method(masks)
+        return linear_method.outputs(masks)
 
-    changes = output_changes(method, removal_masks(3, [[0], [1, 2], []]))
+    changes = output_changes(output_method(outputs), removal_masks(3, [[0], [1, 2], []]))
     # Removing points changes the linear outputs by minus the sum of their rows of W.
     np.testing.assert_allclose(changes, [[-1, 1, 0], [-6, -1, 0], [0, 0, 0]])
     np.testing.assert_array_equal(seen[0], np.ones((1, 3), dtype=bool))  # θ(D) once

@@ -281,7 +281,7 @@ def test_margin_prediction_and_accuracy_agree(dataset, subsets, name, kind):
 def test_bad_inputs_are_named(dataset):
     data = dataset("wine")
     learner = make_learner(LearnerConfig(kind="logistic"), data.X_train, data.y_train, 3)
-    with pytest.raises(ValueError, match=rf"masks must have shape \(K, {data.n_train}\)"):
+    with pytest.raises(ValueError, match=rf"masks must have shape \(B, {data.n_train}\)"):
         learner.fit_batch(np.ones((2, data.n_train + 1), dtype=bool))
     with pytest.raises(ValueError, match="classification dataset"):
         make_learner(LearnerConfig(kind="logistic"), data.X_train, data.y_train.astype(float), 1)

@@ -92,7 +92,7 @@ def test_answers_equal_the_library_calls(service, fitted):
     indices = [3, 5, 8, 13, 21, 34, 55, 89, 100, 101, 102, 110]
     mask = np.zeros(120, dtype=bool)
     mask[indices] = True
-    expected = fitted.models.params(mask[None])[0]
+    expected = fitted.models.predict(mask[None])[0]
     params = service.client.post("/v1/predict", json={"indices": indices}).json()["params"]
     np.testing.assert_allclose(params, expected.numpy(), rtol=1e-6, atol=1e-7)
     by_mask = service.client.post("/v1/predict", json={"mask": mask.tolist()}).json()["params"]
@@ -125,7 +125,7 @@ def test_answers_equal_the_library_calls(service, fitted):
     np.testing.assert_allclose(answer["margin_change"], result.change("margin")[0], atol=1e-9)
 
     answer = service.client.post("/v1/calibrated", json={"inputs": inputs, "models": 20}).json()
-    ensemble = fitted.models.params(subsample_masks(120, 20, 0.8, 0))
+    ensemble = fitted.models.predict(subsample_masks(120, 20, 0.8, 0))
     mean = class_probabilities(fitted.learner, ensemble, data.X_test[:5]).mean(dim=0)
     np.testing.assert_allclose(answer["probabilities"], mean.numpy(), rtol=1e-6)
 
@@ -160,7 +160,7 @@ def test_add_answers_the_library_call(service, fitted):
     body = {"inputs": X_new.tolist(), "labels": y_new.tolist()}
     answer = service.client.post("/v1/add", json=body).json()
     ground_set, added = np.ones((1, 120), bool), np.ones((1, 4), bool)
-    expected = fitted.models.params_with_points(ground_set, X_new, y_new, added)[0]
+    expected = fitted.models.predict_with_points(ground_set, X_new, y_new, added)[0]
     assert answer["n_points"] == 124
     np.testing.assert_allclose(answer["params"], expected.numpy(), rtol=1e-6, atol=1e-7)
 

@@ -133,7 +133,7 @@ class AppService:
 
     def params(self, masks: np.ndarray) -> torch.Tensor:
         """Parameters ``(B, d)`` for masks ``(B, n)``: one call for the batch."""
-        return self.context.models.params(masks)
+        return self.context.models.predict(masks)
 
     def model(
         self, size: int, params: torch.Tensor, rows: list[list[float]] | None, field: str

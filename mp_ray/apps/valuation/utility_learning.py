@@ -51,11 +51,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mp_ray.apps.models import Masks, RetrainedModels
+from mp_ray.apps.models import RetrainedModels
 from mp_ray.apps.utility import Metric, Utility, check_metric
 from mp_ray.config import LearnerConfig
 from mp_ray.data import Dataset
 from mp_ray.learners import Learner, make_learner
+from mp_ray.methods import Masks, check_masks
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.store import ExperimentStore, StoreIncompleteError, StoreMismatchError
 from mp_ray.store.rows import TRAIN, VAL, block_split
@@ -152,10 +153,7 @@ class LearnedUtility:
     def __call__(self, masks: Masks) -> np.ndarray:
         """Û(S) for each row of ``masks (B, n)``, float64 ``(B,)`` in the metric's units."""
         fitted = self._state()
-        masks = torch.as_tensor(np.asarray(masks) if not torch.is_tensor(masks) else masks)
-        if masks.ndim != 2 or masks.shape[1] != self.n_train:
-            raise ValueError(f"masks must have shape (B, {self.n_train}), got {tuple(masks.shape)}")
-        masks = masks.bool()
+        masks = check_masks(masks, self.n_train)
         self.evaluations += len(masks)
         values = torch.empty(len(masks), dtype=torch.float64)
         with torch.no_grad():
