@@ -113,7 +113,7 @@ def test_every_kind_round_trips(store, tmp_path):
     assert_arrays_equal(arrays, models)
     assert meta == {"dataset_fingerprint": "x", "k": [1, 2]}
     assert store.artifacts.read("datamodels", "a", fingerprint="x")[1] == meta
-    with pytest.raises(StoreMismatchError, match="'a' in .* was fitted on another dataset"):
+    with pytest.raises(StoreMismatchError, match=r"'a' in .* was fitted on another dataset"):
         store.artifacts.read("datamodels", "a", fingerprint="y" * 32)
 
     distilled = distill_arrays(2)
