@@ -54,7 +54,7 @@ class ModelPredService:
 
     def predict_params(self, masks: np.ndarray) -> torch.Tensor:
         """Parameters ``(B, d)`` for masks ``(B, n)``: one predictor call for the batch."""
-        return self.apps.params(masks)
+        return self.apps.context.models.predict(masks)
 
     def predict_response(
         self, request: schemas.PredictRequest, params: torch.Tensor

@@ -131,10 +131,6 @@ class AppService:
 
     # -- the model for a subset ------------------------------------------------------------
 
-    def params(self, masks: np.ndarray) -> torch.Tensor:
-        """Parameters ``(B, d)`` for masks ``(B, n)``: one call for the batch."""
-        return self.context.models.predict(masks)
-
     def model(
         self, size: int, params: torch.Tensor, rows: list[list[float]] | None, field: str
     ) -> ModelAnswer:
@@ -156,7 +152,7 @@ class AppService:
         predicted, say in a batch)."""
         mask = self.mask(request)
         if params is None:
-            params = self.params(mask[None])[0]
+            params = self.context.models.predict(mask[None])[0]
         return self.model(int(mask.sum()), params, request.inputs, "inputs")
 
     # -- applications ----------------------------------------------------------------------
@@ -333,7 +329,9 @@ class AppService:
                 masks = subsample_masks(
                     self.n_train, request.models, request.fraction, request.seed
                 )
-                ensemble = class_probabilities(learner, self.params(masks), X).mean(dim=0)
+                ensemble = class_probabilities(learner, self.context.models.predict(masks), X).mean(
+                    dim=0
+                )
                 probabilities = ensemble.double().cpu().numpy()
             if self._checking(request.budget):
                 fidelity = checks.calibration_check(
