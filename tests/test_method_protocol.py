@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mp_ray.apps.models import PredictedModels, RetrainedModels
+from mp_ray.apps.models import PredictedModels, RetrainedModels, retrain_below_for
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import DatamodelsConfig, DatasetConfig, LearnerConfig, SamplerConfig
 from mp_ray.data import load_dataset
@@ -144,3 +144,28 @@ def test_check_masks_gives_bool_and_names_both_shapes():
     assert check_masks(torch.ones(1, 3), 3).dtype == torch.bool
     with pytest.raises(ValueError, match=r"^new_masks must have shape \(B, 4\), got \(3,\)$"):
         check_masks(np.ones(3, dtype=bool), 4, "new_masks")
+
+
+def test_small_subsets_are_retrained_below_the_threshold(problem, methods):
+    """``retrain_below``: subsets of fewer points are retrained exactly, the others
+    predicted; auto is a tenth of the points for a convex learner."""
+    _, learner, _ = problem
+    predictor = methods[0]["set function"]
+    n = learner.n_train
+    masks = np.zeros((4, n), dtype=bool)
+    for row, size in enumerate([4, 9, 10, n - 1]):
+        masks[row, np.arange(size) * (n // size)] = True
+    masks[:, :2] = True  # both classes in every subset (iris 0/1 is sorted by class)
+    masks[:, -2:] = True
+    sizes = masks.sum(axis=1)
+    threshold = int(sizes[2])
+    hybrid = PredictedModels(predictor, learner, retrain_below=threshold).predict(masks)
+    exact = RetrainedModels(learner).predict(masks)
+    plain = PredictedModels(predictor, learner).predict(masks)
+    small = sizes < threshold
+    assert small.tolist() == [True, True, False, False]
+    torch.testing.assert_close(hybrid[small], exact[small])
+    torch.testing.assert_close(hybrid[~small], plain[~small])
+    assert not torch.allclose(plain[small], exact[small])
+    assert retrain_below_for("auto", learner) == -(-n // 10)
+    assert retrain_below_for(7, learner) == 7

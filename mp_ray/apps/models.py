@@ -19,7 +19,8 @@ documented fallback θ = 0 from both, so applications see the same convention ei
 
 from __future__ import annotations
 
-from typing import Protocol
+import math
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from mp_ray.learners import Learner, with_points
 from mp_ray.methods import Masks, ParameterMethod, check_masks
 from mp_ray.predictor import Predictor
 from mp_ray.predictor.refine import NewtonRefined
+
+AUTO_RETRAIN_SHARE = 0.1  # predictor.retrain_below auto: subsets below this share of n
 
 
 class SubsetModels(ParameterMethod, Protocol):
@@ -84,11 +87,23 @@ class RetrainedModels:
         return RetrainedModels(with_points(self.learner, X_new, y_new), self.block).predict(joined)
 
 
+def retrain_below_for(setting: int | Literal["auto"], learner: Learner) -> int:
+    """``predictor.retrain_below`` decided for ``learner``: auto is
+    :data:`AUTO_RETRAIN_SHARE` of its points for a convex learner, else 0."""
+    if setting == "auto":
+        return math.ceil(AUTO_RETRAIN_SHARE * learner.n_train) if learner.convex else 0
+    return setting
+
+
 class PredictedModels:
     """ModelPred's answer: one ``masks @ Φ`` and ρ per batch, and any Newton steps from
-    there (:mod:`mp_ray.predictor.refine`)."""
+    there (:mod:`mp_ray.predictor.refine`); subsets of fewer than ``retrain_below`` points
+    are retrained instead (``predictor.retrain_below``: the set function extrapolates
+    there, and the learner fits a few points at little cost)."""
 
-    def __init__(self, predictor: Predictor | NewtonRefined, learner: Learner) -> None:
+    def __init__(
+        self, predictor: Predictor | NewtonRefined, learner: Learner, retrain_below: int = 0
+    ) -> None:
         if predictor.n_train != learner.n_train or predictor.meta.n_params != learner.n_params:
             raise ValueError(
                 f"predictor (n={predictor.n_train}, d={predictor.meta.n_params}) does not "
@@ -96,6 +111,7 @@ class PredictedModels:
             )
         self.predictor = predictor
         self.learner = learner
+        self.retrain_below = retrain_below
 
     @property
     def n_train(self) -> int:
@@ -106,6 +122,9 @@ class PredictedModels:
         masks = check_masks(masks, self.n_train)
         params = self.predictor.predict(masks).to(self.learner.dtype)
         params[self.learner.degenerate(masks)] = 0.0
+        small = masks.sum(dim=1) < self.retrain_below
+        if small.any():
+            params[small] = RetrainedModels(self.learner).predict(masks[small]).to(params)
         return params
 
     def predict_with_points(
