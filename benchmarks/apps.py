@@ -11,9 +11,11 @@ and score the answers against retraining:
   truncation) from the predictor (seed 2) against each of two retraining runs (seeds 0 and
   1; the mean of the two ρ); the noise ceiling is the two retraining runs against each
   other — exact runs that differ only in their permutations, neither sharing the
-  predictor's. The predictor also at the budget ``mp-ray value`` spends by default
-  (``--predictor-permutations``, 500: seconds from a predictor), against the same
-  retraining runs: what a user gets. Leave-one-out from the predictor against exact leave-one-out
+  predictor's. The predictor answers as ``mp-ray value`` has it: prefixes of fewer than a
+  tenth of the points retrained (``--retrain-below``). The predictor also at the budget
+  ``mp-ray value`` spends by default (``--predictor-permutations``, 500: seconds from a
+  predictor), against the same retraining runs: what a user gets. Leave-one-out from the
+  predictor against exact leave-one-out
   (ceiling 1). The fidelity check ``mp-ray value`` prints is reported beside them, so its
   warning can be judged against the full comparison.
 - **selection**: retrained test accuracy of the subsets chosen by greedy selection (minus
@@ -62,6 +64,7 @@ from mp_ray.apps.counterfactual import counterfactual_removal
 from mp_ray.apps.memorization import DEFAULT_SUBSETS, memorization
 from mp_ray.apps.models import SubsetModels
 from mp_ray.apps.selection import compare_selections, greedy_selection
+from mp_ray.apps.service import AppService, ValueRequest
 from mp_ray.apps.valuation import MaxSamples, RelativeTruncation, leave_one_out, tmc_shapley
 from mp_ray.config import ExperimentConfig
 from mp_ray.datamodels.apps import removal_effect
@@ -130,18 +133,20 @@ def values_part(
         utility = Utility(models, data.X_val, data.y_val, "neg_loss")
         return tmc_shapley(utility, MaxSamples(budget), seed, TRUNCATION, round_size=25)
 
+    # What `mp-ray value` asks from a predictor: its short prefixes retrained (auto).
+    answering = AppService(context).valuing_models(ValueRequest(method="tmc"))
     predicted, exact, again = (
-        tmc(context.models, PREDICTOR_SEED),
+        tmc(answering, PREDICTOR_SEED),
         tmc(context.retrained, 1),
         tmc(context.retrained, 0),
     )
-    at_budget = tmc(context.models, PREDICTOR_SEED, predictor_permutations)
+    at_budget = tmc(answering, PREDICTOR_SEED, predictor_permutations)
     loo = [
         leave_one_out(Utility(models, data.X_val, data.y_val, "neg_loss")).values
         for models in (context.models, context.retrained)
     ]
-    utility = Utility(context.models, data.X_val, data.y_val, "neg_loss")
-    check = value_check(context.models, context.retrained, utility, "tmc", seed=0)
+    utility = Utility(answering, data.X_val, data.y_val, "neg_loss")
+    check = value_check(answering, context.retrained, utility, "tmc", seed=0)
     loo_scale = float(np.dot(loo[0], loo[1]) / np.dot(loo[1], loo[1]))
     return {
         "tmc_spearman": against_both(predicted.values, exact.values, again.values),

@@ -202,6 +202,14 @@ def value(
     ] = 0.01,
     alpha: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' α.")] = 16.0,
     beta: Annotated[float, typer.Option(help="beta: the Beta(α, β) weights' β.")] = 1.0,
+    retrain_below: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="tmc, beta from a predictor: retrain permutation prefixes of fewer points "
+            "than this (default: a tenth of the points for convex learners; 0: never).",
+        ),
+    ] = None,
     seed: SeedOption = 0,
     check: CheckOption = None,
     output: Annotated[
@@ -236,6 +244,7 @@ def value(
         truncation=truncation,
         alpha=alpha,
         beta=beta,
+        retrain_below=retrain_below,
         seed=seed,
         check=check,
     )
@@ -244,6 +253,9 @@ def value(
     console.print(
         f"valuing {data.n_train} points of {data.name} by {method}, {_answered_by(service)}"
     )
+    below = service.retrained_prefixes(request)
+    if below:
+        console.print(f"prefixes of fewer than {below} points retrained (--retrain-below)")
     if method != "loo":
         console.print(f"stopping: {request.stopping()}")
     unit = "subsets" if method == "banzhaf" else "permutations"

@@ -486,7 +486,6 @@ REFERENCE_PRESET: dict[str, Any] = {
     "l1": 0.01,
     "l2": 0.01,
     "newton_steps": 0,
-    "retrain_below": 0,
 }
 
 
@@ -599,16 +598,6 @@ class PredictorConfig(_Strict):
         "functions each (mp_ray/predictor/refine.py); 0: the set function alone. auto: 3 "
         "for convex learners (logistic, ridge), 0 for the others. The step is what resolves one "
         "point more or less (benchmarks/README.md, the Newton step).",
-    )
-    retrain_below: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
-        default="auto",
-        description="The applications (value, select, memorization, counterfactual, "
-        "calibrate, Serve) answer subsets of fewer points than this by retraining the "
-        "learner instead of asking the predictor: stores rarely hold subsets that small, so "
-        "the set function extrapolates there, TMC's early prefixes are made of them, and a "
-        "convex learner fits a few points in microseconds. auto: a tenth of the training "
-        "points for convex learners, 0 for the others; 0: the predictor answers every "
-        "subset. evaluate and lds score the predictor alone whatever this is.",
     )
     patience: int = Field(
         default=8, gt=0, description="Validations without improvement before stopping."

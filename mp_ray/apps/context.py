@@ -8,12 +8,7 @@ from typing import Any
 
 import torch
 
-from mp_ray.apps.models import (
-    PredictedModels,
-    RetrainedModels,
-    SubsetModels,
-    retrain_below_for,
-)
+from mp_ray.apps.models import PredictedModels, RetrainedModels, SubsetModels
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
@@ -58,6 +53,5 @@ def app_context(
     if predictor_uri:
         predictor = load_predictor_for(predictor_uri, config, dataset.fingerprint, storage_options)
         steps = config.predictor.newton_steps
-        below = retrain_below_for(config.predictor.retrain_below, learner)
-        models = PredictedModels(refined(predictor, learner, steps), learner, below)
+        models = PredictedModels(refined(predictor, learner, steps), learner)
     return AppContext(config, dataset, learner, models, retrained)

@@ -30,7 +30,7 @@ from mp_ray.methods import Masks, ParameterMethod, check_masks
 from mp_ray.predictor import Predictor
 from mp_ray.predictor.refine import NewtonRefined
 
-AUTO_RETRAIN_SHARE = 0.1  # predictor.retrain_below auto: subsets below this share of n
+AUTO_RETRAIN_SHARE = 0.1  # retrain_below auto: subsets below this share of n
 
 
 class SubsetModels(ParameterMethod, Protocol):
@@ -88,8 +88,9 @@ class RetrainedModels:
 
 
 def retrain_below_for(setting: int | Literal["auto"], learner: Learner) -> int:
-    """``predictor.retrain_below`` decided for ``learner``: auto is
-    :data:`AUTO_RETRAIN_SHARE` of its points for a convex learner, else 0."""
+    """A ``retrain_below`` setting decided for ``learner``: auto is
+    :data:`AUTO_RETRAIN_SHARE` of its points for a convex learner (which fits a few points
+    at little cost), else 0."""
     if setting == "auto":
         return math.ceil(AUTO_RETRAIN_SHARE * learner.n_train) if learner.convex else 0
     return setting
@@ -98,8 +99,8 @@ def retrain_below_for(setting: int | Literal["auto"], learner: Learner) -> int:
 class PredictedModels:
     """ModelPred's answer: one ``masks @ Φ`` and ρ per batch, and any Newton steps from
     there (:mod:`mp_ray.predictor.refine`); subsets of fewer than ``retrain_below`` points
-    are retrained instead (``predictor.retrain_below``: the set function extrapolates
-    there, and the learner fits a few points at little cost)."""
+    are retrained instead (the set function extrapolates on subsets smaller than any its
+    store held; valuation asks for this, :meth:`retraining_below`)."""
 
     def __init__(
         self, predictor: Predictor | NewtonRefined, learner: Learner, retrain_below: int = 0
@@ -116,6 +117,10 @@ class PredictedModels:
     @property
     def n_train(self) -> int:
         return self.learner.n_train
+
+    def retraining_below(self, size: int) -> PredictedModels:
+        """These models with subsets of fewer than ``size`` points retrained."""
+        return PredictedModels(self.predictor, self.learner, size)
 
     def predict(self, masks: Masks) -> torch.Tensor:
         """Predicted parameters ``(B, d)`` for ``masks (B, n)``."""

@@ -3,6 +3,8 @@ options (one service behind both), and refuses bad requests naming the field."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import yaml
@@ -54,3 +56,19 @@ def test_requests_are_checked_before_any_work(fitted):
     with pytest.raises(RequestError) as refused:
         service.select(SelectRequest(size=500, check=0))
     assert refused.value.field == "size"
+
+
+def test_valuation_retrains_the_short_prefixes_it_is_asked_to(fitted):
+    """``retrain_below`` above n: every prefix is retrained, so the predictor's TMC equals
+    TMC by retraining with the same permutations; auto is a tenth of the points."""
+    n = fitted.dataset.n_train
+    request = ValueRequest(
+        method="tmc", max_samples=4, retrain_below=n + 1, check=0, removal_curves=False
+    )
+    hybrid = AppService(fitted).value(request).result
+    exact = AppService(replace(fitted, models=fitted.retrained)).value(request).result
+    np.testing.assert_allclose(hybrid.values, exact.values, rtol=1e-6, atol=1e-9)
+    assert hybrid.params["retrain_below"] == n + 1 and exact.params["retrain_below"] == 0
+    auto = AppService(fitted).retrained_prefixes(ValueRequest(method="beta"))
+    assert auto == -(-n // 10)
+    assert AppService(fitted).retrained_prefixes(ValueRequest(method="banzhaf")) == 0

@@ -122,6 +122,14 @@ class ValueRequest(CheckedRequest):
     )
     alpha: float = Field(default=16.0, description="beta: the Beta(α, β) weights' α.")
     beta: float = Field(default=1.0, description="beta: the Beta(α, β) weights' β.")
+    retrain_below: int | None = Field(
+        default=None,
+        ge=0,
+        description="tmc and beta from a predictor: permutation prefixes of fewer points "
+        "than this are scored by retraining instead (the set function extrapolates on "
+        "subsets that small, and the early prefixes carry the largest marginal "
+        "contributions). None: a tenth of the points for convex learners, 0 for others.",
+    )
     removal_curves: bool = Field(
         default=True,
         description="Also retrain the test-accuracy removal curves (the highest- and "

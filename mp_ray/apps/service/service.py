@@ -22,7 +22,7 @@ from mp_ray.apps.calibration import calibrate, subsample_masks
 from mp_ray.apps.context import AppContext
 from mp_ray.apps.counterfactual import counterfactual_removal
 from mp_ray.apps.memorization import DEFAULT_SUBSETS, memorization
-from mp_ray.apps.models import PredictedModels
+from mp_ray.apps.models import PredictedModels, SubsetModels, retrain_below_for
 from mp_ray.apps.selection import compare_selections, greedy_selection, relaxed_selection
 from mp_ray.apps.service.answers import (
     AddAnswer,
@@ -157,6 +157,23 @@ class AppService:
 
     # -- applications ----------------------------------------------------------------------
 
+    def retrained_prefixes(self, request: ValueRequest) -> int:
+        """Below how many points a valuation's subsets are retrained: ``retrain_below``
+        (auto when None) for tmc and beta from a predictor, else 0."""
+        if not isinstance(self.context.models, PredictedModels):
+            return 0
+        if request.method not in ("tmc", "beta"):
+            return 0
+        setting = "auto" if request.retrain_below is None else request.retrain_below
+        return retrain_below_for(setting, self.context.learner)
+
+    def valuing_models(self, request: ValueRequest) -> SubsetModels:
+        """The models a valuation asks: a predictor's with the permutation methods' short
+        prefixes retrained (:meth:`retrained_prefixes`), or retraining."""
+        below = self.retrained_prefixes(request)
+        models = self.context.models
+        return models.retraining_below(below) if isinstance(models, PredictedModels) else models
+
     def value(
         self,
         request: ValueRequest,
@@ -175,7 +192,8 @@ class AppService:
             store = ExperimentStore.open_for(
                 context.config, data.fingerprint, MODELS_UNREAD, read_only=False
             )
-        utility = Utility(context.models, data.X_val, data.y_val, request.metric)
+        models = self.valuing_models(request)
+        utility = Utility(models, data.X_val, data.y_val, request.metric)
         stopping, policy, seed = request.stopping(), request.truncation_policy(), request.seed
 
         def advance(state: SamplingState) -> None:
@@ -196,10 +214,11 @@ class AppService:
         else:
             result = banzhaf_msr(utility, stopping, seed, on_progress=advance)
         result.params.update(dataset_fingerprint=data.fingerprint, models=context.source)
+        result.params["retrain_below"] = self.retrained_prefixes(request)
         fidelity = None
         if self._checking(request.budget):
             fidelity = checks.value_check(
-                context.models,
+                models,
                 context.retrained,
                 utility,
                 request.method,
