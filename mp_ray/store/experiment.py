@@ -16,11 +16,15 @@ a chunk and need no lock. ``done[b]`` is set only after the block's data is writ
 rerun skips done blocks and rewrites half-written ones whole. Plain zarr-python reads it::
 
     zarr.open_group(uri, mode="r")["params"][:100]
+
+Stages read rows with :meth:`ExperimentStore.iter_rows`, one row window (at most one block)
+at a time, so no process holds every row of an array.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +54,22 @@ class StoreIncompleteError(MpRayError, ValueError):
 
 class BlockShapeError(ValueError):
     """Data handed to :meth:`ExperimentStore.write_block` does not fit the block."""
+
+
+@dataclass(frozen=True)
+class RowWindow:
+    """Some rows of the store read together: their indices ``rows``, int64 ``(K,)`` ascending,
+    and ``arrays[name]`` for each array read, first axis ``K`` (masks ``(K, n)`` bool, params
+    ``(K, d)``, outputs ``(K, T)``, metrics ``(K, k)`` float32, seeds ``(K,)`` int64)."""
+
+    rows: np.ndarray
+    arrays: dict[str, np.ndarray]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def _row_array_layout(spec: StoreSpec) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -182,14 +202,14 @@ class ExperimentStore:
 
     def done_blocks(self) -> np.ndarray:
         """Completion flag of every block, bool ``(n_blocks,)``."""
-        return np.asarray(self.group["done"][:], dtype=bool)
+        return np.asarray(self.array("done")[:], dtype=bool)
 
     def pending_blocks(self) -> list[int]:
         """Blocks not yet marked done, in order."""
         return [int(b) for b in np.flatnonzero(~self.done_blocks())]
 
     def is_block_done(self, block: int) -> bool:
-        return bool(self.group["done"][block])
+        return bool(self.array("done")[block])
 
     def write_block(self, block: int, rows: Mapping[str, np.ndarray]) -> None:
         """Write every row array of ``block``, then mark it done.
@@ -230,22 +250,91 @@ class ExperimentStore:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([self.block_rows(int(b)) for b in done])
 
-    def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
-        """Rows of one array (all rows when ``rows`` is None); fancy indices are allowed."""
+    def array(self, name: str) -> zarr.Array:
+        """The Zarr array ``name`` (a row array or ``done``); every read of this store goes
+        through it."""
         if name not in (*ROW_ARRAYS, "done"):
             raise KeyError(f"unknown array {name!r}; the store has {', '.join(ROW_ARRAYS)}")
-        array = self.group[name]
+        return self.group[name]
+
+    def _checked_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.spec.n_rows):
+            raise IndexError(f"row indices must lie in [0, {self.spec.n_rows}) for {self.uri}")
+        return rows
+
+    def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """Rows of one array in one read (all rows when ``rows`` is None); fancy indices are
+        allowed.
+
+        For a few rows, or the ``done`` flags. A whole row array is read this way only by
+        tests and benchmarks that compare a small store with expected values; stages
+        stream with :meth:`iter_rows`."""
+        array = self.array(name)
         if rows is None:
             return array[:]
         if isinstance(rows, slice):
             return array[rows]
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and (rows.min() < 0 or rows.max() >= self.spec.n_rows):
-            raise IndexError(f"row indices must lie in [0, {self.spec.n_rows}) for {self.uri}")
+        rows = self._checked_rows(rows)
         return array.get_orthogonal_selection((rows, *(slice(None),) * (array.ndim - 1)))
 
+    def iter_rows(
+        self,
+        names: Sequence[str] = ("masks", "params"),
+        rows: np.ndarray | None = None,
+        window: int | None = None,
+    ) -> Iterator[RowWindow]:
+        """The arrays ``names`` over ``rows`` (default: every completed row), in ascending row
+        order, one :class:`RowWindow` at a time: the store's one streaming read path.
+
+        A window holds the given rows of one block, at most ``window`` of them (default and
+        cap: the store's ``block_rows`` B; windows start at a block's first row and every
+        ``window`` rows after it), and each array is read with one request for the span from
+        the window's first row to its last. Zarr decodes whole chunks, so a reader holds at
+        most one block of each array it reads: B × n bytes of masks, 4·B·d of params, 4·B·T
+        of outputs, 4·B·k of metrics and 8·B of seeds, whatever the number of rows.
+        """
+        for name in names:
+            if name not in ROW_ARRAYS:
+                raise KeyError(f"unknown array {name!r}; the store has {', '.join(ROW_ARRAYS)}")
+        block = self.spec.block_rows
+        size = block if window is None else window
+        if not 0 < size <= block:
+            raise ValueError(f"window must lie in [1, {block}] rows (the block size), got {size}")
+        rows = self.completed_rows() if rows is None else self._checked_rows(rows)
+        rows = np.sort(rows, kind="stable")
+        windows_per_block = -(-block // size)
+        keys = (rows // block) * windows_per_block + (rows % block) // size
+        for part in np.split(rows, np.flatnonzero(np.diff(keys)) + 1):
+            if part.size:
+                yield RowWindow(part, {name: self._read_window(name, part) for name in names})
+
+    def _read_window(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Array ``name`` at ascending ``rows`` of one window, read as one span."""
+        start, stop = int(rows[0]), int(rows[-1]) + 1
+        values = self.array(name)[start:stop]
+        contiguous = rows.size == stop - start and bool(np.all(np.diff(rows) == 1))
+        return values if contiguous else values[rows - start]
+
+    def read_rows(self, names: Sequence[str], rows: np.ndarray) -> RowWindow:
+        """The arrays ``names`` at ``rows`` (ascending order), gathered window by window by
+        :meth:`iter_rows`: for callers that need these rows together, which then hold them
+        all (a split's test rows, every row's metrics)."""
+        windows = list(self.iter_rows(names, rows))
+        if not windows:
+            layout = _row_array_layout(self.spec)
+            return RowWindow(
+                np.zeros(0, dtype=np.int64),
+                {name: np.zeros((0, *layout[name][0]), layout[name][1]) for name in names},
+            )
+        return RowWindow(
+            np.concatenate([part.rows for part in windows]),
+            {name: np.concatenate([part[name] for part in windows]) for name in names},
+        )
+
     def metrics_table(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The metrics of ``rows`` (default: all completed rows) as named columns."""
-        rows = self.completed_rows() if rows is None else np.asarray(rows)
-        values = self.read("metrics", rows)
+        """The metrics of ``rows`` (default: all completed rows), in ascending row order, as
+        named columns, float32 ``(M,)`` each; read window by window."""
+        rows = self.completed_rows() if rows is None else rows
+        values = self.read_rows(("metrics",), rows)["metrics"]
         return {name: values[:, j] for j, name in enumerate(self.spec.metric_names)}

@@ -4,9 +4,11 @@ store (the predictor, datamodels, the distilled datamodel; shares from the confi
 
 Each row falls in one split — train, validation or test — by a hash of (root seed, unit),
 where the unit is the row itself, or its permutation chain for ``permutation`` stores so
-that test subsets never share a chain with training ones (as Zeng et al. split). Workers
-read whole blocks (chunk-aligned) and keep the rows of the split they need; rows flagged
-``degenerate`` (no optimum, θ = 0 by convention) are left out.
+that test subsets never share a chain with training ones (as Zeng et al. split). Readers
+take one block at a time through the store's streaming path
+(:meth:`~mp_ray.store.experiment.ExperimentStore.iter_rows`): its metrics, then the rows of
+the split they need; rows flagged ``degenerate`` (no optimum, θ = 0 by convention) are left
+out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mp_ray.sampling import permutation_groups
-from mp_ray.store.experiment import ExperimentStore
+from mp_ray.store.experiment import ExperimentStore, RowWindow
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
@@ -65,10 +67,32 @@ def block_split(
     ``split`` (bool ``(K,)``) and their metrics ``(K, M)``, the one array read to decide."""
     rows = store.block_rows(block)
     span = slice(int(rows[0]), int(rows[-1]) + 1)
-    metrics = store.read("metrics", span)
+    metrics = store.read_rows(("metrics",), rows)["metrics"]
     keep = row_splits(store, rows, val_fraction, test_fraction) == split
     keep &= metrics[:, store.spec.metric_names.index("degenerate")] == 0
     return rows, span, keep, metrics
+
+
+def _names(with_outputs: bool) -> tuple[str, ...]:
+    return ("masks", "params", "outputs") if with_outputs else ("masks", "params")
+
+
+def _as_rows(window: RowWindow) -> Rows:
+    return Rows(window.rows, window["masks"], window["params"], window.arrays.get("outputs"))
+
+
+def _split_rows(
+    store: ExperimentStore,
+    block: int,
+    split: int,
+    val_fraction: float,
+    test_fraction: float,
+    with_outputs: bool,
+) -> Rows:
+    """The non-degenerate rows of ``split`` in one block: the block's metrics, then the
+    span of its rows of ``split``, read through :meth:`ExperimentStore.read_rows`."""
+    rows, _, keep, _ = block_split(store, block, split, val_fraction, test_fraction)
+    return _as_rows(store.read_rows(_names(with_outputs), rows[keep]))
 
 
 def read_split(
@@ -79,21 +103,22 @@ def read_split(
     test_fraction: float,
     with_outputs: bool = False,
 ) -> Rows:
-    """The non-degenerate rows of ``split`` in ``blocks``, read one block at a time, with
-    their ``outputs`` when ``with_outputs``."""
-    parts = []
-    for block in blocks:
-        rows, span, keep, _ = block_split(store, block, split, val_fraction, test_fraction)
-        if keep.any():
-            arrays = ("masks", "params", "outputs") if with_outputs else ("masks", "params")
-            parts.append((rows[keep], *(store.read(name, span)[keep] for name in arrays)))
+    """The non-degenerate rows of ``split`` in ``blocks``, read one block at a time and
+    kept together (in the order of ``blocks``), with their ``outputs`` when
+    ``with_outputs``."""
+    parts = [
+        _split_rows(store, block, split, val_fraction, test_fraction, with_outputs)
+        for block in blocks
+    ]
     if not parts:
-        n, d, t = store.spec.n_train, store.spec.n_params, store.spec.n_targets
-        empty = Rows(np.zeros(0, np.int64), np.zeros((0, n), bool), np.zeros((0, d), np.float32))
-        if with_outputs:
-            empty.outputs = np.zeros((0, t), np.float32)
-        return empty
-    return Rows(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
+        return _as_rows(store.read_rows(_names(with_outputs), np.zeros(0, dtype=np.int64)))
+    outputs = np.concatenate([part.outputs for part in parts]) if with_outputs else None
+    return Rows(
+        np.concatenate([part.index for part in parts]),
+        np.concatenate([part.masks for part in parts]),
+        np.concatenate([part.params for part in parts]),
+        outputs,
+    )
 
 
 def split_blocks(
@@ -106,4 +131,4 @@ def split_blocks(
     """The rows of ``split``, one store block at a time (every block unless ``blocks``), so
     that a pass over them holds one block, never the whole store."""
     for block in range(store.n_blocks) if blocks is None else blocks:
-        yield read_split(store, [block], split, val_fraction, test_fraction)
+        yield _split_rows(store, block, split, val_fraction, test_fraction, with_outputs=False)
