@@ -72,6 +72,10 @@ class RowWindow:
         return len(self.rows)
 
 
+def _unknown_array(name: str) -> KeyError:
+    return KeyError(f"unknown array {name!r}; the store has {', '.join(ROW_ARRAYS)}")
+
+
 def _row_array_layout(spec: StoreSpec) -> dict[str, tuple[tuple[int, ...], str]]:
     """Shape per row (after the row axis) and dtype of each row array."""
     return {
@@ -254,7 +258,7 @@ class ExperimentStore:
         """The Zarr array ``name`` (a row array or ``done``); every read of this store goes
         through it."""
         if name not in (*ROW_ARRAYS, "done"):
-            raise KeyError(f"unknown array {name!r}; the store has {', '.join(ROW_ARRAYS)}")
+            raise _unknown_array(name)
         return self.group[name]
 
     def _checked_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -296,7 +300,7 @@ class ExperimentStore:
         """
         for name in names:
             if name not in ROW_ARRAYS:
-                raise KeyError(f"unknown array {name!r}; the store has {', '.join(ROW_ARRAYS)}")
+                raise _unknown_array(name)
         block = self.spec.block_rows
         size = block if window is None else window
         if not 0 < size <= block:
