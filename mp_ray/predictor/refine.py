@@ -10,9 +10,10 @@ taken from f(S) with the full-data Hessian H_D,
 adds that resolution at about the cost of influence functions (which take the same step
 from θ(D) instead: :class:`~mp_ray.baselines.InfluenceFunction`): one pass over the
 subset's points for the objective and its gradient, one product with H_D⁻¹, and one more
-pass for the objective at the step's end (more when the step is halved). H_D is the curvature of the whole data set, not
-of the subset at f(S): on small subsets the full step can overshoot, so a step that does
-not lower J_S is halved (up to :data:`HALVINGS` times, then not taken). On digits
+pass for the objective at the step's end (more when the step is halved). H_D is the
+curvature of the whole data set, not of the subset at f(S): on small subsets the full step
+can overshoot, so a step that does not lower J_S is halved (up to :data:`HALVINGS` times,
+then not taken). On digits
 (permutation prefixes, 10 removals each of 80% and 90% of the points) the unguarded step
 raised J_S and doubled the parameter error; halved, it lowers J_S in every case. Each
 further step costs as much again and moves closer to retraining: on digits the median
