@@ -22,6 +22,7 @@ from ray import serve
 from mp_ray.apps import Utility
 from mp_ray.apps.calibration import subsample_masks
 from mp_ray.apps.counterfactual import counterfactual_removal
+from mp_ray.apps.models import retrain_below_for
 from mp_ray.apps.selection import greedy_selection
 from mp_ray.apps.utility import class_probabilities
 from mp_ray.apps.valuation import MaxSamples, beta_shapley, tmc_shapley
@@ -104,7 +105,8 @@ def test_answers_equal_the_library_calls(service, fitted):
     np.testing.assert_allclose(answer["probabilities"], probabilities.numpy(), rtol=1e-6)
 
     values = service.client.post(
-        "/v1/values", json={"method": "tmc", "max_samples": 30, "seed": 4, "check": 0}
+        "/v1/values",
+        json={"method": "tmc", "max_samples": 30, "seed": 4, "check": 0, "retrain_below": 0},
     ).json()
     utility = Utility(fitted.models, data.X_val, data.y_val, "neg_loss")
     np.testing.assert_allclose(
@@ -135,15 +137,16 @@ def test_answers_equal_the_library_calls(service, fitted):
 
 def test_values_take_the_command_lines_options(service, fitted):
     """Beta-Shapley with its (α, β) and the standard-error rule, as `mp-ray value` takes
-    them; the fidelity check and the removal curves when asked for (an endpoint retrains
-    nothing by default)."""
+    them (short prefixes retrained, the default); the fidelity check and the removal curves
+    when asked for (an endpoint retrains nothing else by default)."""
     data = fitted.dataset
     body = {"method": "beta", "max_samples": 24, "alpha": 4.0, "beta": 2.0, "seed": 3}
     plain = service.client.post("/v1/values", json=body).json()
     assert plain["fidelity"] is None and plain["removal_curves"] == {}
     body = {**body, "check": 60, "removal_curves": True}
     answer = service.client.post("/v1/values", json=body).json()
-    utility = Utility(fitted.models, data.X_val, data.y_val, "neg_loss")
+    below = retrain_below_for("auto", fitted.learner)
+    utility = Utility(fitted.models.retraining_below(below), data.X_val, data.y_val, "neg_loss")
     expected = beta_shapley(utility, MaxSamples(24), 4.0, 2.0, 3)
     assert answer["method"] == "beta_shapley"
     np.testing.assert_allclose(answer["values"], expected.values, atol=1e-12)
