@@ -90,11 +90,13 @@ def add_points(
     masks: np.ndarray | None = None,
     new_masks: np.ndarray | None = None,
     retrain: bool = False,
+    influence: bool = True,
 ) -> Addition:
     """The models trained on ``masks (B, n)`` of the ground set plus ``new_masks (B, m)`` of
     the new points ``X_new (m, p)``, ``y_new (m,)``, scored on ``X_eval (k, p)``,
     ``y_eval (k,)``. Without ``masks``, every base is the whole ground set; without
-    ``new_masks``, every addition is all m points (B = 1 when neither is given)."""
+    ``new_masks``, every addition is all m points (B = 1 when neither is given). Influence
+    functions answer too unless ``influence`` is False; retraining does with ``retrain``."""
     X_new, y_new = np.atleast_2d(X_new), np.atleast_1d(y_new)
     if len(X_new) != len(y_new) or not len(y_new):
         raise ValueError(
@@ -124,7 +126,7 @@ def add_points(
             seconds,
         )
 
-    def influence() -> tuple[torch.Tensor, torch.Tensor]:
+    def influence_functions() -> tuple[torch.Tensor, torch.Tensor]:
         baseline = InfluenceFunction(learner)
         return baseline.predict(masks), baseline.predict_with_points(masks, X_new, y_new, new_masks)
 
@@ -139,8 +141,9 @@ def add_points(
                 models.predict_with_points(masks, X_new, y_new, new_masks),
             )
         ),
-        INFLUENCE: outcome(influence),
     }
+    if influence:
+        outcomes[INFLUENCE] = outcome(influence_functions)
     if retrain:
         truth = outcomes[RETRAINING] = outcome(retrained)
         for result in outcomes.values():

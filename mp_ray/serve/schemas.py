@@ -121,6 +121,7 @@ class CounterfactualRequest(requests.CounterfactualRequest):
 
 
 class AddRequest(requests.AddRequest):
+    compare: bool = Field(default=False, description="Also answer by influence functions.")
     base: Subset | None = Field(
         default=None,
         description="The subset the points are added to; all training points without it.",

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from mp_ray.apps.service import (
+    AddRequest,
     AppService,
     CounterfactualRequest,
     RequestError,
@@ -72,3 +73,14 @@ def test_valuation_retrains_the_short_prefixes_it_is_asked_to(fitted):
     auto = AppService(fitted).retrained_prefixes(ValueRequest(method="beta"))
     assert auto == -(-n // 10)
     assert AppService(fitted).retrained_prefixes(ValueRequest(method="banzhaf")) == 0
+
+
+def test_adding_points_compares_with_influence_functions_only_when_asked(fitted):
+    """``compare`` (on for the command line, off for Serve) decides whether influence
+    functions answer beside ModelPred."""
+    service = AppService(fitted)
+    compared = service.add(AddRequest(from_test=3)).addition.outcomes
+    alone = service.add(AddRequest(from_test=3, compare=False)).addition.outcomes
+    assert set(compared) == {"ModelPred", "influence functions"}
+    assert set(alone) == {"ModelPred"}
+    np.testing.assert_array_equal(alone["ModelPred"].after, compared["ModelPred"].after)

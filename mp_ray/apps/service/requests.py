@@ -313,6 +313,11 @@ class AddRequest(LabelledRows):
     )
     predict_on: PredictionRows = None
     check: bool = Field(default=False, description="Also retrain, and compare with it.")
+    compare: bool = Field(
+        default=True,
+        description="Also answer by influence functions (θ(D) and H_D⁻¹ formed for the "
+        "request), and compare with them.",
+    )
 
     @model_validator(mode="after")
     def _some_points(self) -> AddRequest:

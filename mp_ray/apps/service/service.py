@@ -408,7 +408,14 @@ class AppService:
         X_eval, y_eval = data.X_test[taken:], data.y_test[taken:]
         mask = np.ones(self.n_train, bool) if request.base is None else self.mask(request.base)
         addition = add_points(
-            models, X_new, y_new, X_eval, y_eval, masks=mask[None], retrain=request.check
+            models,
+            X_new,
+            y_new,
+            X_eval,
+            y_eval,
+            masks=mask[None],
+            retrain=request.check,
+            influence=request.compare,
         )
         params = addition.outcomes[MODELPRED].after[0]
         model = self.model(int(mask.sum()) + len(y_new), params, request.predict_on, "predict_on")
