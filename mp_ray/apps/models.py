@@ -125,11 +125,16 @@ class PredictedModels:
     def predict(self, masks: Masks) -> torch.Tensor:
         """Predicted parameters ``(B, d)`` for ``masks (B, n)``."""
         masks = check_masks(masks, self.n_train)
-        params = self.predictor.predict(masks).to(self.learner.dtype)
-        params[self.learner.degenerate(masks)] = 0.0
         small = masks.sum(dim=1) < self.retrain_below
-        if small.any():
-            params[small] = RetrainedModels(self.learner).predict(masks[small]).to(params)
+        if small.any():  # the predictor answers only the others
+            retrained = RetrainedModels(self.learner).predict(masks[small])
+            params = retrained.new_empty(len(masks), retrained.shape[1])
+            params[small] = retrained
+            if not small.all():
+                params[~small] = self.predictor.predict(masks[~small]).to(params)
+        else:
+            params = self.predictor.predict(masks).to(self.learner.dtype)
+        params[self.learner.degenerate(masks)] = 0.0
         return params
 
     def predict_with_points(
