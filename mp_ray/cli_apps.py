@@ -28,6 +28,7 @@ from mp_ray.cli_support import (
     option_check,
 )
 from mp_ray.config import RESOLVED_CONFIG
+from mp_ray.defaults import MIN_STDERR_SAMPLES
 from mp_ray.indices import parse_index_list
 from mp_ray.outputs import atomic_output, write_json
 from mp_ray.progress import Progress
@@ -41,7 +42,6 @@ PredictorOption = Annotated[
     str | None,
     typer.Option(help="Predictor checkpoint directory (or s3://); without it, retrain."),
 ]
-MIN_STDERR_SAMPLES = 20  # samples before --stderr-tol may stop a run (as the requests')
 SeedOption = Annotated[int, typer.Option(min=0, help="Root seed of the sampled subsets.")]
 CheckOption = Annotated[
     int | None,

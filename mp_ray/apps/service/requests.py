@@ -27,9 +27,8 @@ from mp_ray.apps.valuation import (
     StoppingCriterion,
     Truncation,
 )
+from mp_ray.defaults import MIN_STDERR_SAMPLES
 from mp_ray.errors import InputError
-
-MIN_STDERR_SAMPLES = 20  # samples before a standard-error tolerance may stop a run
 
 
 class RequestError(InputError):
