@@ -10,8 +10,9 @@ import torch
 
 from mp_ray.apps.models import PredictedModels, RetrainedModels, SubsetModels
 from mp_ray.config import ExperimentConfig
-from mp_ray.data import Dataset, load_dataset
-from mp_ray.learners import Learner, make_learner
+from mp_ray.data import Dataset
+from mp_ray.learners import Learner
+from mp_ray.loaded import dataset_of, learner_of
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import refined
 
@@ -43,11 +44,8 @@ def app_context(
     already loaded from it: ``device`` then goes unused); use the predictor at
     ``predictor_uri`` (refused unless fitted on this dataset and learner,
     :func:`~mp_ray.predictor.predictor.load_predictor_for`) or, without one, retraining."""
-    dataset = load_dataset(config.dataset) if dataset is None else dataset
-    if learner is None:
-        learner = make_learner(
-            config.learner, dataset.X_train, dataset.y_train, dataset.n_classes, device
-        )
+    dataset = dataset_of(config, dataset)
+    learner = learner_of(config, dataset, learner, device)
     retrained = RetrainedModels(learner)
     models: SubsetModels = retrained
     if predictor_uri:

@@ -20,8 +20,9 @@ from typing import Any
 import ray
 
 from mp_ray.config import ExperimentConfig
-from mp_ray.data import Dataset, load_dataset
+from mp_ray.data import Dataset
 from mp_ray.learners import make_learner
+from mp_ray.loaded import dataset_of
 from mp_ray.retrain.block import build_spec
 from mp_ray.retrain.pool import ActorPool, ProgressCallback
 from mp_ray.store import ExperimentStore
@@ -57,7 +58,7 @@ def prepare_store(
             f"store.uri {config.store.uri!r} is an in-process memory store, which Ray actors "
             "cannot reach; use a local path or s3:// URI for retraining"
         )
-    dataset = load_dataset(config.dataset) if dataset is None else dataset
+    dataset = dataset_of(config, dataset)
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
     spec = build_spec(config, dataset, learner)
     store = ExperimentStore.create_or_open(config.store.uri, spec, config.store.storage_options)
