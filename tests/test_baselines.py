@@ -15,7 +15,13 @@ from sklearn.linear_model import Ridge
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import DatasetConfig, LearnerConfig, SamplerConfig, parse_experiment
 from mp_ray.data import load_dataset
-from mp_ray.evaluation.compare import Removals, Truth, format_behaviour_table, score_method
+from mp_ray.evaluation.compare import (
+    Predicted,
+    Removals,
+    Truth,
+    format_behaviour_table,
+    score_method,
+)
 from mp_ray.learners import make_learner
 from mp_ray.outputs import write_json
 from mp_ray.predictor.evaluation import (
@@ -176,16 +182,15 @@ def test_a_constant_prediction_has_no_correlations(tmp_path):
     rng = np.random.default_rng(0)
     masks = rng.random((20, 8)) < 0.5
     removals = Removals(masks[:5], rng.normal(size=(5, 3)), np.arange(5) % 3)
-    truth = Truth(masks, rng.normal(size=(20, 3)), removals, removals)
+    truth = Truth(rng.normal(size=(20, 3)), removals, removals)
     # Constant up to rounding, as one θ's outputs computed in batches of different sizes.
-    row = score_method(
-        SimpleNamespace(outputs=lambda masks: 1 + 1e-15 * rng.normal(size=(len(masks), 3))),
-        truth,
-    )
+    constant = SimpleNamespace(outputs=lambda masks: 1 + 1e-15 * rng.normal(size=(len(masks), 3)))
+    row = score_method(constant, Predicted(constant.outputs(masks)), truth)
     for key in ("lds", "loo", "cf_pearson", "cf_spearman"):
         assert np.isnan(row[key])  # undefined, not 0
     assert row["lds_defined"] == row["loo_defined"] == 0 and row["targets"] == 3
-    exact = score_method(SimpleNamespace(outputs=lambda masks: truth.outputs[: len(masks)]), truth)
+    same = SimpleNamespace(outputs=lambda masks: truth.outputs[: len(masks)])
+    exact = score_method(same, Predicted(same.outputs(masks)), truth)
     assert exact["lds"] == pytest.approx(1.0) and exact["lds_defined"] == 3
     text = format_behaviour_table(
         [{"method": "constant", **row}, {"method": "exact", **exact}]

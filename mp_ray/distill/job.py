@@ -22,7 +22,7 @@ import torch
 
 from mp_ray.baselines import InfluenceFunction, full_data_params
 from mp_ray.config import ExperimentConfig
-from mp_ray.data import Dataset, load_dataset
+from mp_ray.data import Dataset
 from mp_ray.distill.groups import draw_unions, group_classes, partition, single_removals
 from mp_ray.distill.groups import removal_masks as group_removal_masks
 from mp_ray.distill.matching import distil
@@ -31,19 +31,25 @@ from mp_ray.distill.report import DistillReport, RemovalSet, score_methods
 from mp_ray.distill.storage import open_destination, read_distilled, write_distilled
 from mp_ray.distill.supervision import GroundTruth, retrain_ground_truth
 from mp_ray.distill.synset import initial_synsets
-from mp_ray.learners import Learner, make_learner
+from mp_ray.learners import Learner
+from mp_ray.loaded import dataset_of, learner_of
 from mp_ray.store import ExperimentStore, StoreNotFoundError
 from mp_ray.store.identity import SEEDED_UNREAD
-from mp_ray.store.rows import TEST, read_split
+from mp_ray.store.rows import TEST, split_blocks
 
 
-def _learner(config: ExperimentConfig, dataset: Dataset, device: torch.device | str) -> Learner:
+def _learner(
+    config: ExperimentConfig,
+    dataset: Dataset,
+    learner: Learner | None,
+    device: torch.device | str,
+) -> Learner:
     if dataset.task != "classification":
         raise ValueError(
             f"the distilled datamodel needs a classification dataset; {dataset.name} is a "
             "regression task"
         )
-    return make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes, device)
+    return learner_of(config, dataset, learner, device)
 
 
 def run_distill(
@@ -51,13 +57,16 @@ def run_distill(
     dataset: Dataset | None = None,
     device: torch.device | str = "cpu",
     on_progress: Callable[[int], None] | None = None,
+    learner: Learner | None = None,
 ) -> tuple[DistilledDatamodel, DistillReport]:
     """Fit, validate and save the experiment's distilled datamodel (``config.distill``);
-    ``on_progress`` is called with 1 after each distillation iteration."""
+    ``on_progress`` is called with 1 after each distillation iteration. ``dataset`` and
+    ``learner``: the config's, when already loaded (``device`` then goes unused); else
+    loaded here."""
     config = config.with_absolute_paths()
     settings = config.distill
-    dataset = load_dataset(config.dataset) if dataset is None else dataset
-    learner = _learner(config, dataset, device)
+    dataset = dataset_of(config, dataset)
+    learner = _learner(config, dataset, learner, device)
     destination = open_destination(config, dataset.fingerprint, write=True)  # fail early
     rows = store_test_rows(config, dataset.fingerprint, settings.validation_rows)
     seconds: dict[str, float] = {}
@@ -185,29 +194,32 @@ def store_test_rows(
         store = ExperimentStore.open_for(config, fingerprint, SEEDED_UNREAD)
     except StoreNotFoundError:
         return None
-    masks, params = [], []
-    for block in np.flatnonzero(store.done_blocks()).tolist():
-        split = read_split(
-            store, [block], TEST, config.splits.val_fraction, config.splits.test_fraction
-        )
-        masks.append(split.masks)
-        params.append(split.params)
-        if sum(len(m) for m in masks) >= limit:
-            break
-    if sum(len(m) for m in masks) < 3:
+    masks, params, count = [], [], 0
+    done = np.flatnonzero(store.done_blocks()).tolist()
+    splits = config.splits
+    for rows in split_blocks(store, TEST, splits.val_fraction, splits.test_fraction, done):
+        kept = min(len(rows), limit - count)
+        masks.append(rows.masks[:kept])
+        params.append(rows.params[:kept])
+        count += kept
+        if count == limit:
+            break  # the blocks after it are never read
+    if count < 3:
         return None
-    return np.concatenate(masks)[:limit], torch.as_tensor(np.concatenate(params)[:limit])
+    return np.concatenate(masks), torch.as_tensor(np.concatenate(params))
 
 
 def load_distilled(
     config: ExperimentConfig,
     dataset: Dataset | None = None,
     device: torch.device | str = "cpu",
+    learner: Learner | None = None,
 ) -> DistilledDatamodel:
-    """The experiment's saved distilled datamodel over its dataset's learner."""
+    """The experiment's saved distilled datamodel over its dataset's learner (``dataset``
+    and ``learner``: the config's, when already loaded; else loaded here)."""
     config = config.with_absolute_paths()
-    dataset = load_dataset(config.dataset) if dataset is None else dataset
-    learner = _learner(config, dataset, device)
+    dataset = dataset_of(config, dataset)
+    learner = _learner(config, dataset, learner, device)
     group = open_destination(config, dataset.fingerprint, write=False)
     return read_distilled(group, learner, dataset.fingerprint)[0]
 

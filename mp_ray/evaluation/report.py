@@ -24,12 +24,13 @@ import torch
 from mp_ray.apps.models import PredictedModels, RetrainedModels
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
-from mp_ray.data import load_dataset
+from mp_ray.data import Dataset
 from mp_ray.datamodels.apps import support
 from mp_ray.datamodels.fit import Datamodels
 from mp_ray.datamodels.storage import read_datamodels
-from mp_ray.evaluation.compare import Removals, Truth, behaviour_table
-from mp_ray.learners import make_learner
+from mp_ray.evaluation.compare import Removals, Truth, behaviour_table, predict_held_out
+from mp_ray.learners import Learner
+from mp_ray.loaded import dataset_of, learner_of
 from mp_ray.method_outputs import ParameterOutputs
 from mp_ray.methods import Masks, OutputMethod, ParameterMethod
 from mp_ray.predictor.predictor import load_predictor_for
@@ -38,7 +39,7 @@ from mp_ray.sampling import row_rng
 from mp_ray.scores import output_changes, removal_masks
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import SEEDED_UNREAD
-from mp_ray.store.rows import TEST, read_split
+from mp_ray.store.rows import TEST, split_blocks
 from mp_ray.store_baselines import MaskRidge, fit_store_baselines
 
 EVALUATION_STREAM = 0xE7A1  # the draws of removed points and counterfactual targets
@@ -61,26 +62,22 @@ def behaviour_report(
     n_counterfactual: int = 30,
     support_size: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    dataset: Dataset | None = None,
+    learner: Learner | None = None,
+    store: ExperimentStore | None = None,
 ) -> BehaviourReport:
     """Score every method of the experiment; see the module docstring. ``extra`` maps more
     method names to parameter methods (``predict(masks (B, n)) -> params (B, d)``); the default
     ``support_size`` is 5% of the training points. ``on_progress`` is called with the
-    models retrained so far and in all as each batch of them is retrained."""
+    models retrained so far and in all as each batch of them is retrained. ``dataset``,
+    ``learner`` and ``store``: the config's, when already loaded (the store opened and
+    checked against the config); else loaded here."""
     config = config.with_absolute_paths()
-    dataset = load_dataset(config.dataset)
-    store = ExperimentStore.open_for(config, dataset.fingerprint, SEEDED_UNREAD, complete=True)
-    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    dataset = dataset_of(config, dataset)
+    if store is None:
+        store = ExperimentStore.open_for(config, dataset.fingerprint, SEEDED_UNREAD, complete=True)
+    learner = learner_of(config, dataset, learner)
     settings, splits = config.predictor, config.splits
-    test = read_split(
-        store,
-        list(range(store.n_blocks)),
-        TEST,
-        splits.val_fraction,
-        splits.test_fraction,
-        with_outputs=True,
-    )
-    if len(test) < 3:
-        raise ValueError(f"store {store.uri} has {len(test)} test rows; the LDS needs 3 or more")
 
     def outputs_of(method: ParameterMethod) -> OutputMethod:
         return ParameterOutputs(method, learner, dataset.X_test, dataset.y_test)
@@ -110,6 +107,10 @@ def behaviour_report(
     }
     for baseline in (mean, ridge, FullDataModel(learner), influence):
         methods[baseline.name] = outputs_of(baseline)
+    test = split_blocks(store, TEST, splits.val_fraction, splits.test_fraction, None, True)
+    outputs, predicted = predict_held_out(methods, ((rows.masks, rows.outputs) for rows in test))
+    if len(outputs) < 3:
+        raise ValueError(f"store {store.uri} has {len(outputs)} test rows; the LDS needs 3 or more")
 
     n = dataset.n_train
     rng = row_rng(config.seed, EVALUATION_STREAM, 0)
@@ -126,16 +127,14 @@ def behaviour_report(
     # Each set of removals is retrained with the full-data model (output_changes).
     total = len(loo_masks) + 1 + (0 if datamodels is None else len(cf_masks) + 1)
     retrained = outputs_of(_counted(RetrainedModels(learner), total, on_progress))
-    truth = Truth(
-        test.masks, test.outputs, Removals(loo_masks, output_changes(retrained, loo_masks))
-    )
+    truth = Truth(outputs, Removals(loo_masks, output_changes(retrained, loo_masks)))
     if datamodels is not None:
         truth.counterfactual = Removals(cf_masks, output_changes(retrained, cf_masks), targets)
     info = {
         "store": store.uri,
         "sampler": dict(store.spec.sampler),
         "store_rows": store.spec.n_rows,
-        "test_rows": len(test),
+        "test_rows": len(outputs),
         "n_train": n,
         "n_targets": store.spec.n_targets,
         "loo_points": len(points),
@@ -144,7 +143,7 @@ def behaviour_report(
         "setup_seconds": setup_seconds,
         "ridge_alpha": ridge.alpha,
     }
-    return BehaviourReport(behaviour_table(methods, truth), info)
+    return BehaviourReport(behaviour_table(methods, predicted, truth), info)
 
 
 def _counted(

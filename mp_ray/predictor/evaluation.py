@@ -18,7 +18,7 @@ the full-data model θ(D) and influence functions (:mod:`mp_ray.baselines`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -26,15 +26,16 @@ import torch
 
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig
-from mp_ray.data import Dataset, load_dataset
-from mp_ray.learners import Learner, make_learner
+from mp_ray.data import Dataset
+from mp_ray.learners import Learner
+from mp_ray.loaded import dataset_of, learner_of
 from mp_ray.methods import ParameterMethod
 from mp_ray.predictor.predictor import load_predictor_for
 from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.scores import cell, paired_correlation, relative_errors
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import MODELS_UNREAD
-from mp_ray.store.rows import TEST, Rows, read_split
+from mp_ray.store.rows import TEST, Rows, split_blocks
 from mp_ray.store_baselines import MaskRidge, MeanParams, fit_store_baselines
 
 SIZE_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)  # subset size as a fraction of n
@@ -124,26 +125,54 @@ def _summary(values: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, fl
     return row
 
 
+def compare_parts(
+    learner: Learner,
+    methods: Mapping[str, ParameterMethod],
+    parts: Iterable[Rows],
+    dataset: Dataset,
+) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """Retrained rows given a part at a time: their subset sizes ``(K,)`` and, per method,
+    :func:`compare_models` of its predictions with them (each array ``(K,)``), in the order
+    of the parts. Each part's masks and parameters are let go once every method is
+    compared on them."""
+    sizes: list[np.ndarray] = []
+    values: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in methods}
+    for rows in filter(len, parts):
+        sizes.append(rows.masks.sum(axis=1))
+        actual = torch.as_tensor(rows.params)
+        for name, method in methods.items():
+            values[name].append(
+                compare_models(learner, method.predict(rows.masks), actual, dataset)
+            )
+    joined = {
+        name: {key: np.concatenate([part[key] for part in found]) for key in found[0]}
+        for name, found in values.items()
+        if found
+    }
+    return (np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)), joined
+
+
 def evaluation_table(
     learner: Learner,
     methods: Mapping[str, ParameterMethod],
-    rows: Rows,
+    rows: Rows | Iterable[Rows],
     dataset: Dataset,
     edges: tuple[float, ...] = SIZE_EDGES,
 ) -> list[dict[str, Any]]:
-    """One table row per (method, non-empty size group), "all" first for each method. Loss
+    """One table row per (method, non-empty size group), "all" first for each method, on
+    retrained ``rows`` (or their parts, read one at a time: :func:`compare_parts`). Loss
     correlations are taken among subsets of nearly equal size and averaged
     (:func:`within_size_correlations`), so they say whether a method ranks subsets of one
     size, not whether it knows that larger subsets have lower loss."""
-    actual = torch.as_tensor(rows.params)
-    sizes = rows.masks.sum(axis=1)
-    fraction = sizes / rows.masks.shape[1]
-    groups = {"all": np.ones(len(rows), dtype=bool)}
+    sizes, compared = compare_parts(
+        learner, methods, [rows] if isinstance(rows, Rows) else rows, dataset
+    )
+    fraction = sizes / learner.n_train
+    groups = {"all": np.ones(len(sizes), dtype=bool)}
     for low, high in itertools.pairwise(edges):
         groups[f"{low:.0%}–{high:.0%}"] = (fraction > low) & (fraction <= high)
     table = []
-    for name, method in methods.items():
-        values = compare_models(learner, method.predict(rows.masks), actual, dataset)
+    for name, values in compared.items():
         for group, keep in groups.items():
             if keep.any():
                 row = within_size_correlations(values, size_strata(sizes, keep))
@@ -176,16 +205,23 @@ def format_table(table: list[dict[str, Any]]) -> str:
 
 
 def evaluate_on_store(
-    config: ExperimentConfig, predictor_uris: Mapping[str, str]
+    config: ExperimentConfig,
+    predictor_uris: Mapping[str, str],
+    dataset: Dataset | None = None,
+    learner: Learner | None = None,
+    store: ExperimentStore | None = None,
 ) -> list[dict[str, Any]]:
     """The evaluation table of fitted predictors (method name → checkpoint URI) and the
-    baselines on the store's test rows (the rows no fit or search ever sees)."""
+    baselines on the store's test rows (the rows no fit or search ever sees), read one
+    block at a time. ``dataset``, ``learner`` and ``store``: the config's, when already
+    loaded (the store opened and checked against the config); else loaded here."""
     config = config.with_absolute_paths()
-    dataset = load_dataset(config.dataset)
-    store = ExperimentStore.open_for(config, dataset.fingerprint, MODELS_UNREAD, complete=True)
+    dataset = dataset_of(config, dataset)
+    if store is None:
+        store = ExperimentStore.open_for(config, dataset.fingerprint, MODELS_UNREAD, complete=True)
     options = config.store.storage_options
     settings = config.predictor
-    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    learner = learner_of(config, dataset, learner)
     influence = InfluenceFunction(learner)  # a baseline, and the predictors' Newton step
     predictors: dict[str, ParameterMethod] = {}
     for name, uri in predictor_uris.items():
@@ -194,11 +230,6 @@ def evaluate_on_store(
             name, predictor, learner, settings.newton_steps, influence
         )
     splits = config.splits
-    rows = read_split(
-        store, list(range(store.n_blocks)), TEST, splits.val_fraction, splits.test_fraction
-    )
-    if len(rows) == 0:
-        raise ValueError(f"store {store.uri} has no test rows; raise splits.test_fraction")
     mean, ridge = fit_store_baselines(store, splits.val_fraction, splits.test_fraction)
     methods = {
         **predictors,
@@ -207,4 +238,8 @@ def evaluate_on_store(
         FullDataModel.name: FullDataModel(learner),
         InfluenceFunction.name: influence,
     }
-    return evaluation_table(learner, methods, rows, dataset)
+    test = split_blocks(store, TEST, splits.val_fraction, splits.test_fraction)
+    table = evaluation_table(learner, methods, test, dataset)
+    if not table:
+        raise ValueError(f"store {store.uri} has no test rows; raise splits.test_fraction")
+    return table

@@ -127,8 +127,10 @@ def split_blocks(
     val_fraction: float,
     test_fraction: float,
     blocks: Iterable[int] | None = None,
+    with_outputs: bool = False,
 ) -> Iterator[Rows]:
     """The rows of ``split``, one store block at a time (every block unless ``blocks``), so
-    that a pass over them holds one block, never the whole store."""
+    that a pass over them holds one block, never the whole store; with their ``outputs``
+    when ``with_outputs``."""
     for block in range(store.n_blocks) if blocks is None else blocks:
-        yield _split_rows(store, block, split, val_fraction, test_fraction, with_outputs=False)
+        yield _split_rows(store, block, split, val_fraction, test_fraction, with_outputs)

@@ -21,10 +21,12 @@ from mp_ray.apps.fidelity import SCALE, Fidelity, agreement
 from mp_ray.config import LearnerConfig
 from mp_ray.distill.validation import change_correlation, parameter_errors
 from mp_ray.evaluation.compare import (
+    Predicted,
     Removals,
     Truth,
     behaviour_table,
     format_behaviour_table,
+    predict_held_out,
     score_method,
 )
 from mp_ray.learners import make_learner
@@ -240,11 +242,11 @@ def _truth() -> Truth:
     # changes would change both correlations if they were read instead.
     changes = np.array([[-2.0, 99, 99], [99, 0.5, 99], [-4.0, 99, 99], [99, 0.1, 99]])
     cf = Removals(removal_masks(3, [[0, 1], [1, 2], [0, 2], [0]]), changes, np.array([0, 1, 0, 1]))
-    return Truth(HELD_OUT, RETRAINED, loo, cf)
+    return Truth(RETRAINED, loo, cf)
 
 
 def test_score_method_by_hand():
-    row = score_method(linear_method, _truth())
+    row = score_method(linear_method, Predicted(linear_method.outputs(HELD_OUT), 2.0), _truth())
     assert row["targets"] == 3
     assert row["lds"] == pytest.approx(np.nanmean(LDS_PER_TARGET)) and row["lds_defined"] == 2
     assert row["loo"] == pytest.approx(0.75) and row["loo_defined"] == 2
@@ -252,13 +254,26 @@ def test_score_method_by_hand():
     assert row["cf_pearson"] == pytest.approx(stats.pearsonr(predicted, actual).statistic)
     # Ranks [2, 3, 1, 4] against [2, 4, 1, 3]: Σd² = 2, ρ = 1 − 12/60 = 0.8.
     assert row["cf_spearman"] == pytest.approx(0.8)
-    assert row["seconds"] >= 0
-    without = score_method(linear_method, Truth(HELD_OUT, RETRAINED))
+    assert row["seconds"] >= 2.0  # the held-out outputs' seconds, and the removals'
+    without = score_method(
+        linear_method, Predicted(linear_method.outputs(HELD_OUT)), Truth(RETRAINED)
+    )
     assert set(without) == {"targets", "lds", "lds_defined", "seconds"}
+    with pytest.raises(ValueError, match="at least 3 held-out subsets"):
+        score_method(linear_method, Predicted(RETRAINED[:2]), Truth(RETRAINED[:2]))
 
 
 def test_behaviour_table_counts_the_defined_targets_of_each_method():
-    table = behaviour_table({"linear": linear_method, "constant": constant_method}, _truth())
+    methods = {"linear": linear_method, "constant": constant_method}
+    parts = [
+        (HELD_OUT[:2], RETRAINED[:2]),
+        (HELD_OUT[2:2], RETRAINED[2:2]),
+        (HELD_OUT[2:], RETRAINED[2:]),
+    ]
+    actual, predicted = predict_held_out(methods, parts)  # an empty part is skipped
+    np.testing.assert_array_equal(actual, RETRAINED)
+    np.testing.assert_array_equal(predicted["linear"].outputs, linear_method.outputs(HELD_OUT))
+    table = behaviour_table(methods, predicted, _truth())
     assert [row["method"] for row in table] == ["linear", "constant"]
     constant = table[1]
     assert constant["lds_defined"] == constant["loo_defined"] == 0
