@@ -11,11 +11,13 @@ every stage as a method.
 
 Stages that run on Ray (``retrain``, ``fit``, ``tune``, ``datamodels``) connect to
 ``RAY_ADDRESS`` when it is set, else start an embedded local Ray, unless Ray is already
-initialised in this process. The applications (``value``, ``select``, ``memorization``,
-``calibrate``, ``counterfactual``, ``add``) run here, through the application service that
-the command line and Ray Serve call (:class:`~mp_ray.apps.service.AppService`): their
-keyword arguments are the fields of the service's request (a bad one is the request's
-validation error, naming it), and they return its answer. They answer from the fitted
+initialised in this process; ``evaluate``, ``lds`` and ``distill`` run here, on the
+experiment's dataset and learner. The applications (``value``, ``select``,
+``memorization``, ``calibrate``, ``counterfactual``, ``add``) run here too, through the
+application service that the command line and Ray Serve call
+(:class:`~mp_ray.apps.service.AppService`): their keyword arguments are the fields of the
+service's request (a bad one is the request's validation error, naming it), and they return
+its answer. They answer from the fitted
 predictor (``predictor=True``, the default: the last one ``fit`` or ``tune`` produced; or a
 checkpoint URI) or by retraining the learner (``predictor=False``). Importing this module
 imports neither Ray Train nor Ray Tune: the stages import them.
@@ -23,7 +25,7 @@ imports neither Ray Train nor Ray Tune: the stages import them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -49,12 +51,15 @@ from mp_ray.apps.service import (
 )
 from mp_ray.apps.service.service import ValueProgress
 from mp_ray.config import ExperimentConfig, load_experiment
-from mp_ray.data import Dataset, load_dataset
-from mp_ray.learners import Learner, make_learner
+from mp_ray.data import Dataset
+from mp_ray.learners import Learner
+from mp_ray.loaded import dataset_of, learner_of
 from mp_ray.results import DatamodelsResult, FitResult, RetrainResult, TuneResult
 from mp_ray.store import ExperimentStore
 
 if TYPE_CHECKING:
+    from mp_ray.distill import DistilledDatamodel, DistillReport
+    from mp_ray.evaluation.report import BehaviourReport
     from mp_ray.predictor import Predictor
 
 Request = TypeVar("Request", bound=BaseModel)
@@ -89,13 +94,12 @@ class Experiment:
     @cached_property
     def dataset(self) -> Dataset:
         """The dataset, loaded once: training, validation and test splits."""
-        return load_dataset(self.config.dataset)
+        return dataset_of(self.config)
 
     @cached_property
     def learner(self) -> Learner:
         """The learner on the training split (on the CPU), made once."""
-        data = self.dataset
-        return make_learner(self.config.learner, data.X_train, data.y_train, data.n_classes)
+        return learner_of(self.config, self.dataset)
 
     def store(self, writable: bool = False) -> ExperimentStore:
         """The experiment's store, refused (:class:`~mp_ray.store.StoreMismatchError`)
@@ -208,6 +212,62 @@ class Experiment:
         summary = run_datamodels(self.config, name, on_progress)
         models, _ = read_datamodels(self.store(), name)
         return DatamodelsResult(summary, models)
+
+    # -- evaluation and the distilled datamodel (here, without Ray) --------------------------
+
+    def evaluate(self, predictors: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Predicted against retrained models on the store's test rows, one table row per
+        method and subset-size group (``mp-ray evaluate``): the fitted ``predictors`` (label
+        → URI; default: ``ModelPred``, :attr:`predictor_uri`) and the baselines."""
+        from mp_ray.predictor.evaluation import evaluate_on_store
+
+        chosen = {"ModelPred": self._predictor_uri(True)} if predictors is None else predictors
+        return evaluate_on_store(self.config, chosen, self.dataset, self.learner)
+
+    def lds(
+        self,
+        predictors: Mapping[str, str] | None = None,
+        datamodels: str | None = "default",
+        distilled: bool = False,
+        **options: Any,
+    ) -> BehaviourReport:
+        """Every method's predicted outputs scored against retraining (``mp-ray lds``): LDS,
+        leave-one-out correlation and counterfactual test, for the fitted ``predictors``
+        (label → URI; default: ``ModelPred``, :attr:`predictor_uri`, when there is one), the
+        store's datamodels ``datamodels`` (None: none), the saved distilled datamodel when
+        ``distilled``, and the baselines. ``options``: ``n_loo``, ``n_counterfactual``,
+        ``support_size``, ``on_progress`` of
+        :func:`~mp_ray.evaluation.report.behaviour_report`."""
+        from mp_ray.evaluation.report import behaviour_report
+
+        if predictors is None:
+            uri = self.predictor_uri
+            predictors = {} if uri is None else {"ModelPred": uri}
+        extra = {"distilled datamodel": self.distilled()} if distilled else {}
+        return behaviour_report(
+            self.config,
+            dict(predictors),
+            datamodels,
+            extra,
+            dataset=self.dataset,
+            learner=self.learner,
+            **options,
+        )
+
+    def distill(
+        self, on_progress: Callable[[int], None] | None = None
+    ) -> tuple[DistilledDatamodel, DistillReport]:
+        """Fit, validate and save the distilled datamodel (``mp-ray distill``; the config's
+        ``distill`` section); ``on_progress`` hears of each distillation iteration."""
+        from mp_ray.distill import run_distill
+
+        return run_distill(self.config, self.dataset, on_progress=on_progress, learner=self.learner)
+
+    def distilled(self) -> DistilledDatamodel:
+        """The distilled datamodel :meth:`distill` saved, over this experiment's learner."""
+        from mp_ray.distill import load_distilled
+
+        return load_distilled(self.config, self.dataset, learner=self.learner)
 
     # -- applications ----------------------------------------------------------------------
 

@@ -36,3 +36,11 @@ def test_importing_does_not_load_ray_train(module):
         [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, f"importing {module} loaded {done.stdout.strip()}{done.stderr}"
+
+
+def test_the_command_line_starts_without_torch():
+    check = "import mp_ray.cli, sys; sys.exit(1 if 'torch' in sys.modules else 0)"
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"importing mp_ray.cli loaded torch{done.stderr}"
