@@ -65,14 +65,16 @@ def _rows(rows: list[list[float]] | None) -> list[list[float]] | None:
     return rows
 
 
-_seed = field_validator("seed")(_at_most(MAX_SEED))
-_check = field_validator("check")(_at_most(MAX_BUDGET))
+class _Checked(BaseModel):
+    """The fidelity check of a served request. An endpoint answers from the predictor alone
+    unless the request asks for retraining: a fidelity check (``check``), removal curves or
+    test scores cost retrained models per request."""
 
-
-# An endpoint answers from the predictor alone unless the request asks for retraining: a
-# fidelity check (``check``), removal curves or test scores cost retrained models per request.
-def _no_check() -> Any:
-    return Field(default=0, ge=0, description="Models retrained to check the answer (0: none).")
+    check: int | None = Field(
+        default=0, ge=0, description="Models retrained to check the answer (0: none)."
+    )
+    _check_seed = field_validator("seed", check_fields=False)(_at_most(MAX_SEED))
+    _check_check = field_validator("check")(_at_most(MAX_BUDGET))
 
 
 class Subset(requests.Subset):
@@ -84,38 +86,28 @@ class PredictRequest(requests.PredictRequest):
     _bounded_rows = field_validator("inputs")(_rows)
 
 
-class ValuesRequest(requests.ValueRequest):
-    check: int | None = _no_check()
+class ValuesRequest(_Checked, requests.ValueRequest):
     removal_curves: bool = Field(default=False, description="Also retrain removal curves.")
-    _check_seed, _check_check = _seed, _check
     _bounded = field_validator("max_samples")(_at_most(MAX_BUDGET, 1))
 
 
-class SelectRequest(requests.SelectRequest):
-    check: int | None = _no_check()
+class SelectRequest(_Checked, requests.SelectRequest):
     test_scores: bool = Field(
         default=False, description="Also retrain and score on the test split."
     )
-    _check_seed, _check_check = _seed, _check
     _bounded = field_validator("size")(_at_most(MAX_POINTS, 1))
 
 
-class MemorizationRequest(requests.MemorizationRequest):
-    check: int | None = _no_check()
-    _check_seed, _check_check = _seed, _check
+class MemorizationRequest(_Checked, requests.MemorizationRequest):
     _bounded = field_validator("subsets")(_at_most(MAX_SUBSETS, MIN_SUBSETS))
 
 
-class CalibratedRequest(requests.CalibrateRequest):
-    check: int | None = _no_check()
-    _check_seed, _check_check = _seed, _check
+class CalibratedRequest(_Checked, requests.CalibrateRequest):
     _bounded = field_validator("models")(_at_most(MAX_BUDGET, 1))
     _bounded_rows = field_validator("inputs")(_rows)
 
 
-class CounterfactualRequest(requests.CounterfactualRequest):
-    check: int | None = _no_check()
-    _check_seed, _check_check = _seed, _check
+class CounterfactualRequest(_Checked, requests.CounterfactualRequest):
     _bounded = field_validator("remove", "targets", "labels")(_points)
     _bounded_rows = field_validator("inputs")(_rows)
 
