@@ -4,7 +4,7 @@ most one block, :meth:`~mp_ray.store.experiment.ExperimentStore.iter_rows`) at a
 - :func:`sum_splits` — the one pass every fit starts with: the sums of the training and
   validation rows (:class:`~mp_ray.datamodels.sums.Sums`, the masks' Gram matrix included
   or not) and the row ids of each split.
-- :func:`streamed_problem` — the Gram-free solver, for grounds sets whose n × n matrices
+- :func:`streamed_problem` — the Gram-free solver, for ground sets whose n × n matrices
   exceed the memory budget: :class:`StreamedGram` forms each product G·W in a pass over the
   rows (full-gradient proximal steps summed window by window: the same FISTA, duality-gap
   stop, validation choice and refit as the moments solver, at the cost of a pass per
@@ -151,7 +151,7 @@ def streamed_problem(
     """The fitting problem of :func:`sum_splits`' targets without Gram matrices (sums taken
     with ``gram=False``): every product with G and every validation error is a pass."""
     train, val = sums.rows[TRAIN], sums.rows[VAL]
-    both = np.sort(np.concatenate([train, val]))
+    both = np.concatenate([train, val])  # iter_rows reads them in row order
     path = Design.of(sums.train.centred(), lambda s: StreamedGram(store, train, s, device))
     return Problem(
         path,
