@@ -3,7 +3,8 @@
     ray job submit --working-dir . -- python jobs/datamodels.py --config configs/quickstart.yaml
 
 Connects to the cluster that runs the job (``RAY_ADDRESS``), or starts a local Ray; the fit
-itself runs as a Ray task with ``datamodels.num_cpus`` / ``datamodels.num_gpus``.
+itself runs as Ray tasks, one per shard of targets, each with ``datamodels.num_cpus`` /
+``datamodels.num_gpus``.
 """
 
 from __future__ import annotations

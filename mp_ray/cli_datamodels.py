@@ -31,8 +31,8 @@ NameOption = Annotated[
 def datamodels(
     config: ConfigOption, name: NameOption = "default", progress: ProgressOption = True
 ) -> None:
-    """Fit linear datamodels for every test target of the store (a Ray task; GPU if the
-    config reserves one) and write them into the store."""
+    """Fit linear datamodels for every test target of the store (Ray tasks, one per shard of
+    targets; GPU if the config reserves one) and write them into the store."""
     from mp_ray.datamodels.job import fit_shape, run_datamodels
     from mp_ray.ray_session import connect
 

@@ -726,7 +726,23 @@ class DatamodelsConfig(_Strict):
     target_block: int = Field(
         default=1024,
         gt=0,
-        description="Targets solved together; bounds memory to a few (n, block) matrices.",
+        description="Targets solved together within a task; bounds memory to a few (n, block) "
+        "matrices.",
+    )
+    targets_per_task: int = Field(
+        default=1024,
+        gt=0,
+        description="Targets per Ray task (a shard): each task makes its own pass over the "
+        "store's rows, summing their statistics (the masks' n × n Gram matrix among them) "
+        "again, and fits its targets; more tasks run in parallel, fewer repeat less reading.",
+    )
+    memory_budget_mb: float = Field(
+        default=4096.0,
+        gt=0,
+        description="MiB a task's n × n matrices may take. The moments solver holds at most "
+        "five float64 n × n matrices (40·n² bytes: about 10,000 points in 4 GiB); past the "
+        "budget a task uses the Gram-free solver, which forms every gradient in a pass over "
+        "the rows (the same answer, many more reads of the store).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the solver runs; auto picks a GPU when present."

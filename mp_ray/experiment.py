@@ -202,14 +202,14 @@ class Experiment:
     def datamodels(
         self, name: str = "default", on_progress: Callable[[int], None] | None = None
     ) -> DatamodelsResult:
-        """Fit a datamodel per target of the store in a Ray task and save them in the store
+        """Fit a datamodel per target of the store in Ray tasks and save them in the store
         under ``datamodels/<name>``; ``on_progress`` hears the targets of each block fitted."""
         from mp_ray.datamodels.job import run_datamodels
         from mp_ray.datamodels.storage import read_datamodels
         from mp_ray.ray_session import connect
 
         connect()
-        summary = run_datamodels(self.config, name, on_progress)
+        summary = run_datamodels(self.config, name, on_progress, self.dataset)
         models, _ = read_datamodels(self.store(), name)
         return DatamodelsResult(summary, models)
 

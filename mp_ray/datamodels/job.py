@@ -1,12 +1,16 @@
-"""Fit the datamodels of an experiment from its store, as a Ray task (on a GPU when the
-config reserves one), and write them back into the store.
+"""Fit the datamodels of an experiment from its store, sharded by target, and write them
+back into the store.
 
-    summary = run_datamodels(config)       # from a driver connected to Ray
+    summary = run_datamodels(config)       # from a driver connected to Ray: a task per shard
     summary = run_datamodels(config, on_progress=lambda targets: ...)  # per block fitted
+    summary = fit_from_store(config)       # every shard in this process
 
-The task reads the training and validation rows (the predictor's row split, so the test
-rows stay held out for every method), fits, writes ``datamodels/<name>`` and scores the
-result on the test rows (LDS).
+The targets are split into shards of ``datamodels.targets_per_task``; each shard
+(:mod:`mp_ray.datamodels.shard`) streams the store's rows — training and validation rows
+(the predictor's row split, so the test rows stay held out for every method) to fit, then
+the test rows to score — and returns its (T_shard, n) datamodels and per-target test
+correlations. The driver gathers them, writes ``datamodels/<name>`` and records the LDS and
+each shard's peak memory in the summary.
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ import numpy as np
 import ray
 
 from mp_ray.config import ExperimentConfig
-from mp_ray.data import load_dataset
-from mp_ray.datamodels.fit import fit_datamodels, solver_device
+from mp_ray.data import Dataset, load_dataset
+from mp_ray.datamodels.fit import Datamodels
+from mp_ray.datamodels.shard import MIN_TEST_ROWS, ShardResult, shard_task
 from mp_ray.datamodels.storage import write_datamodels
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
-from mp_ray.scores import lds
+from mp_ray.scores import Score
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import DATAMODELS_UNREAD
-from mp_ray.store.rows import TEST, TRAIN, VAL, read_split, row_splits
+from mp_ray.store.rows import TEST, row_splits
 
 
 def fit_shape(config: ExperimentConfig) -> tuple[int, int, int]:
@@ -39,48 +44,68 @@ def fit_shape(config: ExperimentConfig) -> tuple[int, int, int]:
     return int((splits != TEST).sum()), spec.n_train, spec.n_targets
 
 
-def open_checked(config: ExperimentConfig, read_only: bool = True) -> ExperimentStore:
+def open_checked(
+    config: ExperimentConfig, read_only: bool = True, dataset: Dataset | None = None
+) -> ExperimentStore:
     """``config``'s store, refused unless complete and built from the config's dataset
-    (datamodels read nothing else of the config's identity)."""
-    fingerprint = load_dataset(config.dataset).fingerprint
+    (``dataset`` when already loaded; datamodels read nothing else of the config's
+    identity)."""
+    fingerprint = (dataset if dataset is not None else load_dataset(config.dataset)).fingerprint
     return ExperimentStore.open_for(
         config, fingerprint, DATAMODELS_UNREAD, read_only=read_only, complete=True
     )
+
+
+def target_shards(n_targets: int, per_task: int) -> list[slice]:
+    """The targets ``0…n_targets−1`` in consecutive shards of at most ``per_task``."""
+    return [slice(s, min(s + per_task, n_targets)) for s in range(0, n_targets, per_task)]
 
 
 def fit_from_store(
     config: ExperimentConfig,
     name: str = "default",
     on_progress: Callable[[int], None] | None = None,
+    dataset: Dataset | None = None,
+    in_ray_tasks: bool = False,
 ) -> dict[str, Any]:
     """Fit, write and score the datamodels of ``config``'s store; a JSON-able summary.
-    ``on_progress`` is called with the number of targets of each block fitted."""
-    store = open_checked(config, read_only=False)
-    blocks = list(range(store.n_blocks))
-    fractions = (config.splits.val_fraction, config.splits.test_fraction)
-    train, val, test = (
-        read_split(store, blocks, split, *fractions, with_outputs=True)
-        for split in (TRAIN, VAL, TEST)
-    )
+    ``on_progress`` is called with the number of targets of each block fitted; ``dataset``
+    is the config's dataset when the caller holds it (else it is loaded for its
+    fingerprint). The shards run one after the other in this process, or, with
+    ``in_ray_tasks``, as Ray tasks with ``datamodels.num_cpus`` / ``num_gpus`` each (then
+    ``on_progress`` must be callable from them, e.g. a Ray queue's ``put``)."""
+    store = open_checked(config, read_only=False, dataset=dataset)
+    settings = config.datamodels
+    shards = target_shards(store.spec.n_targets, settings.targets_per_task)
+    location = (store.uri, config.store.storage_options, config.splits, settings)
     start = time.perf_counter()
-    datamodels = fit_datamodels(
-        train.masks, train.outputs, val.masks, val.outputs, config.datamodels, on_progress
-    )
+    if in_ray_tasks:
+        task = ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)(shard_task)
+        results: list[ShardResult] = ray.get(
+            [task.remote(*location, targets, on_progress) for targets in shards]
+        )
+    else:
+        results = [shard_task(*location, targets, on_progress) for targets in shards]
     seconds = time.perf_counter() - start
+    datamodels = Datamodels.concatenate([result.datamodels for result in results])
+    rows = results[0].rows
     summary: dict[str, Any] = {
         "name": name,
         "store": store.uri,
         "sampler": dict(store.spec.sampler),
-        "rows": {"train": len(train), "val": len(val), "test": len(test)},
+        "rows": rows,
         "n_train": datamodels.n_train,
         "n_targets": datamodels.n_targets,
-        "device": str(solver_device(config.datamodels)),
-        "fit_seconds": seconds,
+        "device": results[0].device,
+        "solver": results[0].solver,
+        "shards": len(shards),
+        "fit_seconds": seconds,  # every shard's passes over the store and its fit
+        "peak_rss_mb": [result.peak_rss_mb for result in results],
         "mean_nonzero": float((datamodels.weights != 0).sum(axis=1).mean()),
-        "config": config.datamodels.model_dump(),
+        "config": settings.model_dump(),
     }
-    if len(test) >= 3:
-        score = lds(datamodels, test.masks, test.outputs)
+    if rows["test"] >= MIN_TEST_ROWS:
+        score = Score.of(np.concatenate([result.test_correlations for result in results]))
         # None (null) where no target's LDS is defined: every prediction constant.
         summary["test_lds"] = score.mean if score.defined else None
         summary["test_lds_targets"] = score.defined
@@ -92,17 +117,20 @@ def run_datamodels(
     config: ExperimentConfig,
     name: str = "default",
     on_progress: Callable[[int], None] | None = None,
+    dataset: Dataset | None = None,
 ) -> dict[str, Any]:
-    """:func:`fit_from_store` in a Ray task with the config's CPUs and GPUs; ``on_progress``
-    is called in this driver with the number of targets of each block fitted."""
+    """:func:`fit_from_store` with a Ray task per shard, each with the config's CPUs and
+    GPUs; ``on_progress`` is called in this driver with the number of targets of each block
+    fitted."""
     config = config.with_absolute_paths()
-    open_checked(config)  # a mismatch is refused here, not inside the task
+    dataset = dataset if dataset is not None else load_dataset(config.dataset)
+    open_checked(config, dataset=dataset)  # a mismatch is refused before the cluster check
     settings = config.datamodels
     check_cluster_fits(
         "datamodels task",
         {"CPU": settings.num_cpus, "GPU": settings.num_gpus},
         "datamodels.num_cpus / num_gpus",
     )
-    task = ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)(fit_from_store)
     with relay(on_progress) as queue:
-        return ray.get(task.remote(config, name, None if queue is None else queue.put))
+        put = None if queue is None else queue.put
+        return fit_from_store(config, name, put, dataset, in_ray_tasks=True)

@@ -14,6 +14,10 @@ gap is computed; a target whose gap is ≤ tol·s_t (scikit-learn's stopping rul
 block. Random subset indicators standardised this way are nearly orthogonal (G ≈ I when
 m ≫ n), so few iterations are needed, and warm starts along a λ path need fewer still.
 
+The solver touches G only through products G·W, so G may also be an operator that forms
+them without holding G (:class:`GramOperator`: the Gram-free solver of
+:mod:`mp_ray.datamodels.streamed`, one pass over the rows per product).
+
 Columns with zero variance (a point in every or in no subset) carry no information: their
 standardised column is 0 and their weight stays 0.
 """
@@ -21,10 +25,26 @@ standardised column is 0 and their weight stays 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 CHECK_EVERY = 10
+
+
+class GramOperator(Protocol):
+    """G = XᵀX/m (n, n) as products only, for designs whose G is not held in memory."""
+
+    def __matmul__(self, weights: torch.Tensor) -> torch.Tensor:
+        """G · ``weights (n, A)``, ``(n, A)``."""
+        ...
+
+    def largest_eigenvalue(self) -> float:
+        """An estimate of G's largest eigenvalue, at least as large as it."""
+        ...
+
+
+Gram = torch.Tensor | GramOperator
 
 
 @dataclass
@@ -37,10 +57,10 @@ class Standardisation:
     informative: torch.Tensor
 
     @classmethod
-    def of(cls, X: torch.Tensor) -> Standardisation:
-        """Population statistics (ddof 0, as scikit-learn's ``StandardScaler``) of ``X (m, n)``."""
-        mean = X.mean(dim=0)
-        std = X.std(dim=0, correction=0)
+    def of(cls, mean: torch.Tensor, variance: torch.Tensor) -> Standardisation:
+        """From population column means and variances ``(n,)`` (ddof 0, as scikit-learn's
+        ``StandardScaler``)."""
+        std = variance.clamp(min=0).sqrt()
         informative = std > 1e-12 * mean.abs().clamp(min=1.0)
         return cls(mean, torch.where(informative, std, torch.ones_like(std)), informative)
 
@@ -52,23 +72,13 @@ class Standardisation:
 @dataclass
 class Moments:
     """Sufficient statistics of a least-squares problem with T responses (see the module
-    docstring): ``gram (n, n)``, ``corr (n, T)``, ``energy (T,)``, and the response means
-    ``offset (T,)``."""
+    docstring): ``gram (n, n)`` (or an operator), ``corr (n, T)``, ``energy (T,)``, and the
+    response means ``offset (T,)``."""
 
-    gram: torch.Tensor
+    gram: Gram
     corr: torch.Tensor
     energy: torch.Tensor
     offset: torch.Tensor
-
-    @classmethod
-    def of(cls, X: torch.Tensor, Y: torch.Tensor, gram: torch.Tensor | None = None) -> Moments:
-        """Moments of standardised ``X (m, n)`` and responses ``Y (m, T)``; ``gram`` is reused
-        when given (it depends on X only)."""
-        m = X.shape[0]
-        offset = Y.mean(dim=0)
-        centred = Y - offset
-        gram = X.T @ X / m if gram is None else gram
-        return cls(gram, X.T @ centred / m, (centred**2).sum(dim=0) / m, offset)
 
     def columns(self, index: torch.Tensor) -> Moments:
         """The moments of the responses in ``index`` only."""
@@ -88,9 +98,11 @@ class LassoResult:
     converged: torch.Tensor
 
 
-def lipschitz(gram: torch.Tensor) -> float:
+def lipschitz(gram: Gram) -> float:
     """The largest eigenvalue of ``gram``: the gradient's Lipschitz constant."""
-    return float(torch.linalg.eigvalsh(gram)[-1].clamp(min=1e-12))
+    if isinstance(gram, torch.Tensor):
+        return float(torch.linalg.eigvalsh(gram)[-1].clamp(min=1e-12))
+    return max(gram.largest_eigenvalue(), 1e-12)
 
 
 def soft_threshold(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from mp_ray.sampling import permutation_groups
 from mp_ray.store.experiment import ExperimentStore, RowWindow
 
 TRAIN, VAL, TEST = 0, 1, 2
+LEFT_OUT = -1  # a degenerate row: in no split
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -46,6 +47,20 @@ def row_splits(
     return np.where(u < test_fraction, TEST, np.where(u < test_fraction + val_fraction, VAL, TRAIN))
 
 
+def usable_splits(
+    store: ExperimentStore,
+    rows: np.ndarray,
+    metrics: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+) -> np.ndarray:
+    """The split code of each of ``rows`` given their ``metrics (K, M)``, with degenerate rows
+    ``LEFT_OUT``, int8 ``(K,)``."""
+    splits = row_splits(store, rows, val_fraction, test_fraction)
+    degenerate = metrics[:, store.spec.metric_names.index("degenerate")] != 0
+    return np.where(degenerate, LEFT_OUT, splits).astype(np.int8)
+
+
 @dataclass
 class Rows:
     """Masks ``(M, n)`` bool and retrained parameters ``(M, d)`` float32 of some store rows,
@@ -68,8 +83,7 @@ def block_split(
     rows = store.block_rows(block)
     span = slice(int(rows[0]), int(rows[-1]) + 1)
     metrics = store.read_rows(("metrics",), rows)["metrics"]
-    keep = row_splits(store, rows, val_fraction, test_fraction) == split
-    keep &= metrics[:, store.spec.metric_names.index("degenerate")] == 0
+    keep = usable_splits(store, rows, metrics, val_fraction, test_fraction) == split
     return rows, span, keep, metrics
 
 

@@ -10,7 +10,8 @@ from sklearn.preprocessing import StandardScaler
 
 from mp_ray.config import DatamodelsConfig, SamplerConfig
 from mp_ray.datamodels.fit import fit_datamodels
-from mp_ray.datamodels.solver import Moments, Standardisation, duality_gap, lasso
+from mp_ray.datamodels.solver import Moments, duality_gap, lasso
+from mp_ray.datamodels.sums import Sums
 from mp_ray.sampling import make_sampler
 
 
@@ -24,15 +25,21 @@ def _problem(m: int, n: int, targets: int, seed: int = 0) -> tuple[np.ndarray, n
     return masks, masks @ weights + rng.normal(scale=2.0, size=(m, targets))
 
 
+def _moments(masks: np.ndarray, outputs: np.ndarray) -> Moments:
+    """The Lasso moments of ``outputs`` on the standardised ``masks``, from their sums."""
+    sums = Sums.zeros(masks.shape[1], torch.zeros(outputs.shape[1], dtype=torch.float64), True)
+    sums.add(masks, outputs)
+    rows = sums.centred()
+    return rows.moments(rows.standardisation())
+
+
 def _sklearn_scaled(masks: np.ndarray) -> np.ndarray:
     return StandardScaler().fit_transform(masks.astype(float))
 
 
 def test_batched_lasso_equals_sklearn_per_target():
     masks, outputs = _problem(600, 80, 4)
-    X = torch.tensor(masks, dtype=torch.float64)
-    standardised = Standardisation.of(X).apply(X)
-    moments = Moments.of(standardised, torch.tensor(outputs))
+    moments = _moments(masks, outputs)
     lam = moments.lambda_max() * torch.tensor([0.5, 0.1, 0.02, 0.005], dtype=torch.float64)
     result = lasso(moments, lam, tol=1e-12, max_iter=50_000)
     assert bool(result.converged.all())
@@ -48,8 +55,7 @@ def test_batched_lasso_equals_sklearn_per_target():
 
 def test_lambda_max_gives_zero_weights_and_warm_start_is_respected():
     masks, outputs = _problem(300, 40, 3)
-    X = torch.tensor(masks, dtype=torch.float64)
-    moments = Moments.of(Standardisation.of(X).apply(X), torch.tensor(outputs))
+    moments = _moments(masks, outputs)
     lam = moments.lambda_max()
     assert float(lasso(moments, lam).weights.abs().max()) == 0.0
     # From a solution, a solve at the same λ stops at the first check.
