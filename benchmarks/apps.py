@@ -12,7 +12,7 @@ and score the answers against retraining:
   1; the mean of the two ρ); the noise ceiling is the two retraining runs against each
   other — exact runs that differ only in their permutations, neither sharing the
   predictor's. The predictor answers as ``mp-ray value`` has it: prefixes of fewer than a
-  tenth of the points retrained (``--retrain-below``). The predictor also at the budget
+  fifth of the points retrained (``--retrain-below``). The predictor also at the budget
   ``mp-ray value`` spends by default (``--predictor-permutations``, 500: seconds from a
   predictor), against the same retraining runs: what a user gets. Leave-one-out from the
   predictor against exact leave-one-out

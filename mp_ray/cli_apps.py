@@ -207,7 +207,7 @@ def value(
         typer.Option(
             min=0,
             help="tmc, beta from a predictor: retrain permutation prefixes of fewer points "
-            "than this (default: a tenth of the points for convex learners; 0: never).",
+            "than this (default: a fifth of the points for convex learners; 0: never).",
         ),
     ] = None,
     seed: SeedOption = 0,

@@ -148,7 +148,7 @@ def test_check_masks_gives_bool_and_names_both_shapes():
 
 def test_small_subsets_are_retrained_below_the_threshold(problem, methods):
     """``retrain_below``: subsets of fewer points are retrained exactly, the others
-    predicted; auto is a tenth of the points for a convex learner."""
+    predicted; auto is a fifth of the points for a convex learner."""
     _, learner, _ = problem
     predictor = methods[0]["set function"]
     n = learner.n_train
@@ -167,5 +167,5 @@ def test_small_subsets_are_retrained_below_the_threshold(problem, methods):
     torch.testing.assert_close(hybrid[small], exact[small])
     torch.testing.assert_close(hybrid[~small], plain[~small])
     assert not torch.allclose(plain[small], exact[small])
-    assert retrain_below_for("auto", learner) == -(-n // 10)
+    assert retrain_below_for("auto", learner) == -(-n // 5)
     assert retrain_below_for(7, learner) == 7

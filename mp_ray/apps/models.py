@@ -30,7 +30,7 @@ from mp_ray.methods import Masks, ParameterMethod, check_masks
 from mp_ray.predictor import Predictor
 from mp_ray.predictor.refine import NewtonRefined
 
-AUTO_RETRAIN_SHARE = 0.1  # retrain_below auto: subsets below this share of n
+AUTO_RETRAIN_SHARE = 0.2  # retrain_below auto: subsets below this share of n
 
 
 class SubsetModels(ParameterMethod, Protocol):

@@ -61,7 +61,7 @@ def test_requests_are_checked_before_any_work(fitted):
 
 def test_valuation_retrains_the_short_prefixes_it_is_asked_to(fitted):
     """``retrain_below`` above n: every prefix is retrained, so the predictor's TMC equals
-    TMC by retraining with the same permutations; auto is a tenth of the points."""
+    TMC by retraining with the same permutations; auto is a fifth of the points."""
     n = fitted.dataset.n_train
     request = ValueRequest(
         method="tmc", max_samples=4, retrain_below=n + 1, check=0, removal_curves=False
@@ -71,7 +71,7 @@ def test_valuation_retrains_the_short_prefixes_it_is_asked_to(fitted):
     np.testing.assert_allclose(hybrid.values, exact.values, rtol=1e-6, atol=1e-9)
     assert hybrid.params["retrain_below"] == n + 1 and exact.params["retrain_below"] == 0
     auto = AppService(fitted).retrained_prefixes(ValueRequest(method="beta"))
-    assert auto == -(-n // 10)
+    assert auto == -(-n // 5)
     assert AppService(fitted).retrained_prefixes(ValueRequest(method="banzhaf")) == 0
 
 

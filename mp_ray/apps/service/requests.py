@@ -127,7 +127,7 @@ class ValueRequest(CheckedRequest):
         description="tmc and beta from a predictor: permutation prefixes of fewer points "
         "than this are scored by retraining instead (the set function extrapolates on "
         "subsets that small, and the early prefixes carry the largest marginal "
-        "contributions). None: a tenth of the points for convex learners, 0 for others.",
+        "contributions). None: a fifth of the points for convex learners, 0 for others.",
     )
     removal_curves: bool = Field(
         default=True,
