@@ -1,0 +1,106 @@
+"""Peak resident memory of every process that does a stage's work, sampled with psutil.
+
+    with ProcessMemory() as memory:   # samples this process and all its descendants
+        run_stage()
+    memory.peaks()                    # {"driver": MiB, "BlockTrainer": MiB, ...}
+
+Ray names its worker processes after what they run (``ray::BlockTrainer.run_block``,
+``ray::shard_task``, ``ray::RayTrainWorker…``; ``ray::IDLE`` between tasks), so a
+process is counted under the first busy name it shows while sampled, and idle ones are left
+out. Ray's own daemons (raylet, GCS, dashboard, log monitor) are reported together as
+``ray daemons``. The figures are the largest resident set sampled for each process (every
+``interval`` seconds), then the largest over the processes of one role.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from types import TracebackType
+
+import psutil
+
+MIB = 2**20
+IDLE = "IDLE"
+RAY_DAEMONS = "ray daemons"
+RAY_AGENTS = {"DashboardAgent", "RuntimeEnvAgent"}  # Ray's per-node agents, titled ray::…
+
+
+def role_of(process: psutil.Process) -> str | None:
+    """What ``process`` is doing: its Ray title up to the first ``.`` or space, without a
+    named actor's name (``ray::pool-1:RetrainActor.run`` → ``RetrainActor``), ``ray
+    daemons`` for Ray's own processes, None when idle or gone."""
+    try:
+        command = process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    title = " ".join(command)
+    if title.startswith("ray::"):
+        name = title[len("ray::") :].split(" ")[0].split(".")[0].split(":")[-1]
+        if name.startswith(IDLE):
+            return None
+        return RAY_DAEMONS if name in RAY_AGENTS else name
+    return RAY_DAEMONS
+
+
+class ProcessMemory:
+    """Samples the resident memory of this process (``driver``) and its descendants in a
+    background thread while the ``with`` block runs."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self._driver = psutil.Process(os.getpid())
+        self._peak: dict[int, int] = {}  # pid -> largest RSS seen, bytes
+        self._role: dict[int, str] = {}  # pid -> first busy role seen
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ProcessMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.interval):
+                self._sample()
+                return
+
+    def _sample(self) -> None:
+        self._record(self._driver, "driver")
+        for child in self._driver.children(recursive=True):
+            role = self._role.get(child.pid) or role_of(child)
+            if role is not None:
+                self._record(child, role)
+
+    def _record(self, process: psutil.Process, role: str) -> None:
+        try:
+            rss = process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return
+        self._role.setdefault(process.pid, role)
+        self._peak[process.pid] = max(self._peak.get(process.pid, 0), rss)
+
+    def peaks(self) -> dict[str, float]:
+        """Role → the largest peak resident memory of one of its processes, MiB."""
+        result: dict[str, float] = {}
+        for pid, peak in self._peak.items():
+            role = self._role[pid]
+            result[role] = max(result.get(role, 0.0), peak / MIB)
+        return dict(sorted(result.items()))
+
+    def processes(self) -> dict[str, int]:
+        """Role → how many processes of it were sampled."""
+        counts: dict[str, int] = {}
+        for role in self._role.values():
+            counts[role] = counts.get(role, 0) + 1
+        return dict(sorted(counts.items()))
