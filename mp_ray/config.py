@@ -438,6 +438,14 @@ class RetrainConfig(_Strict):
         description="GPUs per actor; fractional values share a GPU between actors (0.25: four "
         "actors per GPU, for models small enough that one actor cannot keep a GPU busy).",
     )
+    gpu_memory_budget_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="MiB that a GPU actor's passes over the training set (objective, "
+        "gradient, losses) may hold in intermediates; its rows are taken in chunks that fit. "
+        "None: half the actor's share (num_gpus, at most 1) of the GPU's free memory when the "
+        "actor starts. Ignored on CPU, where chunks are sized to the cache.",
+    )
     max_in_flight: int = Field(
         default=2, gt=0, description="Blocks queued per actor at once (backpressure)."
     )

@@ -19,9 +19,12 @@ def make_learner(
     y: ArrayLike,
     n_classes: int,
     device: torch.device | str = "cpu",
+    memory_budget: int | None = None,
 ) -> Learner:
-    """The learner ``config.kind`` over the training set ``X (n, p)``, ``y (n,)``."""
-    return LEARNERS[config.kind](config, X, y, n_classes, device)
+    """The learner ``config.kind`` over the training set ``X (n, p)``, ``y (n,)``; its
+    passes over the training set hold at most ``memory_budget`` bytes of intermediates
+    (None: derived from the device, see :mod:`mp_ray.learners.memory`)."""
+    return LEARNERS[config.kind](config, X, y, n_classes, device, memory_budget)
 
 
 def with_points(learner: Learner, X_new: ArrayLike, y_new: ArrayLike) -> Learner:
@@ -29,7 +32,9 @@ def with_points(learner: Learner, X_new: ArrayLike, y_new: ArrayLike) -> Learner
     ``y_new (m,)``: its masks are ``(K, n + m)``, the first n columns the original set."""
     X = torch.cat([learner.X, learner.as_tensor(X_new)])
     y = torch.cat([learner.y, learner.labels(y_new)])
-    return make_learner(learner.config, X, y, learner.n_classes, learner.device)
+    return make_learner(
+        learner.config, X, y, learner.n_classes, learner.device, learner.memory_budget
+    )
 
 
 __all__ = [

@@ -5,6 +5,9 @@ torch device, then trains **batches** of subsets: ``fit_batch(masks (K, n) bool)
 ``params (K, d)``, one flattened parameter vector per subset, trained as one vectorised
 computation (masks enter as sample weights). Everything later stages need is expressed on
 batches of flattened parameter vectors.
+
+Passes over the whole training set take its rows in chunks under the learner's memory
+budget when it has one (a CUDA device: :mod:`mp_ray.learners.memory`), all at once else.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 
 from mp_ray.config import LearnerConfig
+from mp_ray.learners.memory import chunk_slices, device_budget, rows_per_chunk
 from mp_ray.learners.threads import model_groups, run_single_threaded
 from mp_ray.methods import mask_tensor
 
@@ -34,6 +38,8 @@ class Learner(ABC):
 
     Shapes: K models, n training points, m evaluation points, p features, d parameters,
     c output columns (1 for binary classification and regression, else the class count).
+    ``memory_budget``: the bytes a pass over the training set may hold in intermediates;
+    None derives it from the device (:func:`~mp_ray.learners.memory.device_budget`).
     """
 
     name: str
@@ -46,6 +52,7 @@ class Learner(ABC):
         y: ArrayLike,
         n_classes: int,
         device: torch.device | str = "cpu",
+        memory_budget: int | None = None,
     ) -> None:
         self.config = config
         self.device = torch.device(device)
@@ -53,6 +60,9 @@ class Learner(ABC):
         self.n_classes = n_classes
         self.X = self.as_tensor(X)
         self.y = self.labels(y)
+        # Bytes a pass's intermediates may take: as given, else derived on a CUDA device
+        # (the whole GPU's share), else None (no budget).
+        self.memory_budget = device_budget(self.device) if memory_budget is None else memory_budget
 
     def as_tensor(self, array: ArrayLike) -> torch.Tensor:
         """Convert an array to this learner's device and floating dtype."""
@@ -166,11 +176,34 @@ class Learner(ABC):
         others = out.scatter(-1, index, float("-inf")).amax(dim=-1)
         return correct - others
 
+    def budget_chunks(self, n_models: int, floats_per_model: int) -> list[slice]:
+        """Consecutive training rows in chunks for a pass over ``n_models`` models that holds
+        ``floats_per_model`` floats per row and model: chunks that fit :attr:`memory_budget`
+        when there is one, else all rows at once."""
+        if self.memory_budget is None:
+            return [slice(0, self.n_train)]
+        size = rows_per_chunk(self.memory_budget, n_models, floats_per_model, self.dtype.itemsize)
+        return chunk_slices(self.n_train, size)
+
+    def loss_floats(self) -> int:
+        """Floats per example and model that :meth:`per_sample_loss` holds at its peak, for
+        sizing chunks of rows: its c outputs, two transforms of them and a few per-example
+        values (learners with wider intermediates add theirs)."""
+        return 3 * self.n_outputs + 6
+
+    def weighted_loss(self, params: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Σ_i m_i ℓ_i(θ) over the training set for ``params (K, d)`` and sample ``weights
+        (K, n)``, (K,): one pass in chunks of rows (:meth:`budget_chunks`)."""
+        chunks = self.budget_chunks(weights.shape[0], self.loss_floats())
+        return sum(
+            (self.per_sample_loss(params, self.X[rows], self.y[rows]) * weights[:, rows]).sum(1)
+            for rows in chunks
+        )
+
     def mean_subset_loss(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
         """L_S(θ): the mean per-sample training loss over each subset, (K,); 0 when S is empty."""
         weights = self.masks_tensor(masks)
-        losses = self.per_sample_loss(params, self.X, self.y)
-        return (losses * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.weighted_loss(params, weights) / weights.sum(dim=1).clamp(min=1.0)
 
     def score(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
         """Accuracy (classification) or R² (regression) of each model, ``(K,)``."""

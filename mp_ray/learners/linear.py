@@ -13,7 +13,8 @@ Objectives over the training set run through it in chunks of rows (:meth:`row_ch
 that the ``(m, c, K)`` intermediates of a chunk stay in the CPU's cache between the GEMM,
 the elementwise work and the transposed GEMM. On 2 CPU cores with K = 250 digits models an
 evaluation took 46 instead of 60 µs per model; a whole fit took 0–9% less time in paired
-runs (20 each, at different times).
+runs (20 each, at different times). A learner with a memory budget (on a GPU) sizes its
+chunks to the budget instead (:mod:`mp_ray.learners.memory`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from mp_ray.learners.base import ArrayLike, Learner
+from mp_ray.learners.memory import chunk_slices
 
 CHUNK_ELEMENTS = 2**19  # outputs (rows × c × K) per chunk of an objective's pass
 
@@ -80,14 +82,16 @@ class LinearLearner(Learner):
         """``Σ_i residual[i] ⊗ x̃_i`` per model for ``residual (m, c, K)``, as ``(K, d)``."""
         return self.from_columns(X_aug.T @ residual.reshape(X_aug.shape[0], -1))
 
-    def row_chunks(self, n_models: int) -> list[slice]:
-        """Consecutive training rows in chunks of about ``CHUNK_ELEMENTS`` outputs of
-        ``n_models`` models each on a CPU (see the module docstring); all rows at once on
-        an accelerator, which has no such cache to fit and pays per kernel launch."""
-        if self.device.type != "cpu":
-            return [slice(0, self.n_train)]
+    def row_chunks(self, n_models: int, floats_per_model: int) -> list[slice]:
+        """Consecutive training rows for a pass over ``n_models`` models holding
+        ``floats_per_model`` floats per row and model: on a CPU without a memory budget,
+        chunks of about ``CHUNK_ELEMENTS`` outputs (see the module docstring); else
+        :meth:`~mp_ray.learners.base.Learner.budget_chunks` (an accelerator has no such
+        cache to fit and pays per kernel launch: chunks as large as its budget allows)."""
+        if self.memory_budget is not None or self.device.type != "cpu":
+            return self.budget_chunks(n_models, floats_per_model)
         size = max(16, CHUNK_ELEMENTS // (self.n_outputs * max(1, n_models)))
-        return [slice(start, start + size) for start in range(0, self.n_train, size)]
+        return chunk_slices(self.n_train, size)
 
     def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         return self.outputs(params, self.augmented(X)).permute(2, 0, 1)

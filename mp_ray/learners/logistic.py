@@ -85,8 +85,9 @@ class LogisticRegression(LinearLearner):
         y: ArrayLike,
         n_classes: int,
         device: torch.device | str = "cpu",
+        memory_budget: int | None = None,
     ) -> None:
-        super().__init__(config, X, y, n_classes, device)
+        super().__init__(config, X, y, n_classes, device, memory_budget)
         if n_classes < 2:
             raise ValueError("logistic regression needs a classification dataset (2+ classes)")
         self.C = config.C
@@ -213,7 +214,7 @@ class LogisticRegression(LinearLearner):
         data_value: torch.Tensor | float = 0.0
         data_grad = torch.zeros_like(columns) if order > 0 else None  # (p+1, c·K)
         data_hessian: torch.Tensor | float = 0.0
-        for rows in self.row_chunks(params.shape[0]):
+        for rows in self.row_chunks(params.shape[0], self._pass_floats(order)):
             X_rows, w = self.X_aug[rows], weights[rows]
             logits = self.column_outputs(columns, X_rows)  # (m, c, K)
             label_logits = self._label_logits(logits, self.y[rows])
@@ -233,6 +234,17 @@ class LogisticRegression(LinearLearner):
         if order == 1:
             return value, gradient
         return value, gradient, torch.diag(self._penalised) + self.C * data_hessian
+
+    def _pass_floats(self, order: int) -> int:
+        """Floats per training row and model that one chunk of :meth:`_evaluate` holds: the
+        ``(m, c, K)`` logits, updated in place into the residuals, and a few ``(m, K)``
+        vectors; at order 2 also the weighted probabilities and :meth:`_data_hessian`'s
+        ``(K, m, c)`` and three ``(K, m, c(c+1)/2)`` arrays."""
+        c = self.n_outputs
+        floats = c + 6
+        if order == 2:
+            floats += 2 * c + 3 * c * (c + 1) // 2
+        return floats
 
     def _data_hessian(self, prob: torch.Tensor, weights: torch.Tensor, rows: slice) -> torch.Tensor:
         """Σ_i m_i A_i ⊗ x̃_i x̃_iᵀ over the training ``rows`` for their probabilities

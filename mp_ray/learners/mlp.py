@@ -51,8 +51,9 @@ class MLP(Learner):
         y: ArrayLike,
         n_classes: int,
         device: torch.device | str = "cpu",
+        memory_budget: int | None = None,
     ) -> None:
-        super().__init__(config, X, y, n_classes, device)
+        super().__init__(config, X, y, n_classes, device, memory_budget)
         p, h, c = self.X.shape[1], config.hidden, self.n_outputs
         # (name, shape, fan_in) of each parameter block, in flattening order.
         self.blocks = [("W1", (h, p), p), ("b1", (h,), p), ("W2", (c, h), h), ("b2", (c,), h)]
@@ -89,10 +90,13 @@ class MLP(Learner):
     def per_sample_loss(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
         return self._loss(self.decision(params, X), self.labels(y))
 
+    def loss_floats(self) -> int:
+        """The hidden layer's pre-activations, activations and their sum with the bias,
+        ``(K, m, h)`` each, beside the outputs' floats."""
+        return 3 * self.config.hidden + super().loss_floats()
+
     def objective(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
-        weights = self.masks_tensor(masks)
-        losses = self.per_sample_loss(params, self.X, self.y)
-        mean = (weights * losses).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        mean = self.mean_subset_loss(params, masks)
         return mean + 0.5 * self.config.weight_decay * (params.to(self.dtype) ** 2).sum(dim=1)
 
     def degenerate(self, masks: ArrayLike) -> torch.Tensor:

@@ -38,8 +38,9 @@ class Ridge(LinearLearner):
         y: ArrayLike,
         n_classes: int,
         device: torch.device | str = "cpu",
+        memory_budget: int | None = None,
     ) -> None:
-        super().__init__(config, X, y, n_classes, device)
+        super().__init__(config, X, y, n_classes, device, memory_budget)
         self.alpha = config.alpha
         self.X_aug = self.augmented(self.X)
         self.targets = self.encode(self.y)
@@ -66,15 +67,23 @@ class Ridge(LinearLearner):
 
     def objective(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
         weights = self.masks_tensor(masks)
-        losses = self.per_sample_loss(params, self.X, self.y)
-        return self.alpha * self.weight_norm_sq(params) + (weights * losses).sum(dim=1)
+        return self.alpha * self.weight_norm_sq(params) + self.weighted_loss(params, weights)
 
     def objective_grad(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
-        """``2·alpha·1_W∘θ + 2·Σ_i m_i (out_i − t_i) ⊗ x̃_i`` in closed form, (K, d)."""
+        """``2·alpha·1_W∘θ + 2·Σ_i m_i (out_i − t_i) ⊗ x̃_i`` in closed form, (K, d); the
+        rows in chunks (:meth:`~mp_ray.learners.base.Learner.budget_chunks`) of three
+        ``(m, c, K)`` arrays."""
         params = params.to(self.dtype)
         weights = self.masks_tensor(masks).T[:, None]  # (n, 1, K)
-        residual = (self.outputs(params, self.X_aug) - self.targets[..., None]) * weights
-        return 2 * (self.alpha * params * self.penalised() + self.pullback(residual, self.X_aug))
+        data = sum(
+            self.pullback(
+                (self.outputs(params, self.X_aug[rows]) - self.targets[rows, :, None])
+                * weights[rows],
+                self.X_aug[rows],
+            )
+            for rows in self.budget_chunks(params.shape[0], 3 * self.n_outputs)
+        )
+        return 2 * (self.alpha * params * self.penalised() + data)
 
     def hvp(self, params: torch.Tensor, masks: ArrayLike, v: torch.Tensor) -> torch.Tensor:
         """``2·alpha·1_W∘v + 2·Σ_i m_i (x̃_i·v) ⊗ x̃_i`` (the Hessian is constant), (K, d)."""

@@ -18,7 +18,9 @@ import torch
 
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset
+from mp_ray.errors import MpRayError
 from mp_ray.learners import Learner, make_learner
+from mp_ray.learners.memory import device_budget
 from mp_ray.sampling import make_sampler, row_seeds
 from mp_ray.store import ExperimentStore, StoreSpec
 
@@ -99,8 +101,32 @@ def pick_device(use_gpu: bool) -> torch.device:
     return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
 
+class GpuNotVisibleError(MpRayError, RuntimeError):
+    """Ray granted a GPU that torch cannot use; training on CPU instead would be silent."""
+
+
+def granted_device(gpus: float, cuda_available: bool) -> torch.device:
+    """The device of a worker that Ray granted ``gpus`` GPUs (its assigned resources): CUDA
+    when it has some, else CPU. Raises :class:`GpuNotVisibleError` when it has some but
+    torch sees no CUDA device (``cuda_available``: ``torch.cuda.is_available()``)."""
+    if gpus <= 0:
+        return torch.device("cpu")
+    if not cuda_available:
+        raise GpuNotVisibleError(
+            f"Ray granted this actor {gpus:g} GPU but torch sees no CUDA device: a CPU build "
+            "of torch, a driver that does not match it, or CUDA_VISIBLE_DEVICES hiding the "
+            "device; install a CUDA build of torch where the actors run, or set "
+            "retrain.num_gpus: 0 to train on CPU"
+        )
+    return torch.device("cuda")
+
+
 class BlockTrainer:
-    """Trains blocks of one experiment's rows and writes them to its store."""
+    """Trains blocks of one experiment's rows and writes them to its store.
+
+    On a GPU the learner's passes over the training set fit a memory budget: its share of
+    the GPU (``retrain.num_gpus``, at most 1) of the free memory, or
+    ``retrain.gpu_memory_budget_mb`` (:func:`~mp_ray.learners.memory.device_budget`)."""
 
     def __init__(
         self,
@@ -110,8 +136,12 @@ class BlockTrainer:
     ) -> None:
         self.config = config
         self.dataset = dataset
+        retrain = config.retrain
+        budget = device_budget(
+            torch.device(device), retrain.num_gpus or 1.0, retrain.gpu_memory_budget_mb
+        )
         self.learner = make_learner(
-            config.learner, dataset.X_train, dataset.y_train, dataset.n_classes, device
+            config.learner, dataset.X_train, dataset.y_train, dataset.n_classes, device, budget
         )
         self.sampler = make_sampler(config.sampler, dataset.n_train, config.seed)
         self.spec = build_spec(config, dataset, self.learner)

@@ -11,7 +11,10 @@ blocks in flight, then kills them, so nothing is written after it returns.
 
 Placement: actors are scheduled with ``retrain.scheduling_strategy`` (``SPREAD`` by default,
 one actor per node before a second on any node) and ask for ``retrain.num_gpus`` each, so a
-fractional value packs several actors of small models onto one GPU.
+fractional value packs several actors of small models onto one GPU; an actor's learner
+then keeps its passes within its share of the GPU's memory (see BlockTrainer). An actor
+granted a GPU that torch cannot see fails to start, naming the problem, rather than train on
+CPU.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from mp_ray.config import ExperimentConfig, RetrainConfig
 from mp_ray.data import Dataset
 from mp_ray.errors import MpRayError
 from mp_ray.ray_resources import check_cluster_fits
-from mp_ray.retrain.block import BlockTrainer, RunStopped, pick_device
+from mp_ray.retrain.block import BlockTrainer, RunStopped, granted_device
 from mp_ray.store import ExperimentStore
 
 STOP_WAIT_S = 60.0  # how long a stopping run waits for its actors' block writes to end
@@ -41,12 +44,16 @@ class RetrainError(MpRayError, RuntimeError):
 
 
 class RetrainActor:
-    """Ray actor body: one BlockTrainer on the device Ray granted this actor."""
+    """Ray actor body: one BlockTrainer on the device Ray granted this actor (refusing to
+    start when granted a GPU that torch cannot see)."""
 
     def __init__(self, config: ExperimentConfig, dataset: Dataset, threads: int) -> None:
         torch.set_num_threads(threads)
-        self.trainer = BlockTrainer(config, dataset, pick_device(bool(ray.get_gpu_ids())))
-        self.node_id = ray.get_runtime_context().get_node_id()
+        context = ray.get_runtime_context()
+        gpus = context.get_assigned_resources().get("GPU", 0.0)
+        device = granted_device(gpus, torch.cuda.is_available())
+        self.trainer = BlockTrainer(config, dataset, device)
+        self.node_id = context.get_node_id()
 
     def run_block(self, block: int) -> dict[str, Any]:
         try:
