@@ -2,14 +2,14 @@
 
     with ProcessMemory() as memory:   # samples this process and all its descendants
         run_stage()
-    memory.peaks()                    # {"driver": MiB, "BlockTrainer": MiB, ...}
+    memory.peaks()                    # {"driver": MiB, "RetrainActor": MiB, ...}
 
-Ray names its worker processes after what they run (``ray::BlockTrainer.run_block``,
-``ray::shard_task``, ``ray::RayTrainWorker…``; ``ray::IDLE`` between tasks), so a
-process is counted under the first busy name it shows while sampled, and idle ones are left
-out. Ray's own daemons (raylet, GCS, dashboard, log monitor) are reported together as
-``ray daemons``. The figures are the largest resident set sampled for each process (every
-``interval`` seconds), then the largest over the processes of one role.
+Ray names its worker processes after what they run (``ray::RetrainActor.run_block``,
+``ray::shard_task``, ``ray::RayTrainWorker…``; ``ray::IDLE`` between tasks), so each
+sample of a process counts for the name it shows then, and idle samples are left out.
+Ray's own daemons (raylet, GCS, dashboard, log monitor) are reported together as
+``ray daemons``. A role's figure is the largest resident set sampled (every ``interval``
+seconds) of one of its processes.
 """
 
 from __future__ import annotations
@@ -45,13 +45,14 @@ def role_of(process: psutil.Process) -> str | None:
 
 class ProcessMemory:
     """Samples the resident memory of this process (``driver``) and its descendants in a
-    background thread while the ``with`` block runs."""
+    background thread while the ``with`` block runs; each sample counts for the role the
+    process shows at that moment (a pooled Ray worker may run one task, then another)."""
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self._driver = psutil.Process(os.getpid())
-        self._peak: dict[int, int] = {}  # pid -> largest RSS seen, bytes
-        self._role: dict[int, str] = {}  # pid -> first busy role seen
+        self._peak: dict[str, int] = {}  # role -> largest RSS of one of its processes, bytes
+        self._pids: dict[str, set[int]] = {}  # role -> the processes seen in it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -78,7 +79,7 @@ class ProcessMemory:
     def _sample(self) -> None:
         self._record(self._driver, "driver")
         for child in self._driver.children(recursive=True):
-            role = self._role.get(child.pid) or role_of(child)
+            role = role_of(child)
             if role is not None:
                 self._record(child, role)
 
@@ -87,20 +88,13 @@ class ProcessMemory:
             rss = process.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return
-        self._role.setdefault(process.pid, role)
-        self._peak[process.pid] = max(self._peak.get(process.pid, 0), rss)
+        self._peak[role] = max(self._peak.get(role, 0), rss)
+        self._pids.setdefault(role, set()).add(process.pid)
 
     def peaks(self) -> dict[str, float]:
-        """Role → the largest peak resident memory of one of its processes, MiB."""
-        result: dict[str, float] = {}
-        for pid, peak in self._peak.items():
-            role = self._role[pid]
-            result[role] = max(result.get(role, 0.0), peak / MIB)
-        return dict(sorted(result.items()))
+        """Role → the largest resident memory sampled of one of its processes, MiB."""
+        return {role: self._peak[role] / MIB for role in sorted(self._peak)}
 
     def processes(self) -> dict[str, int]:
-        """Role → how many processes of it were sampled."""
-        counts: dict[str, int] = {}
-        for role in self._role.values():
-            counts[role] = counts.get(role, 0) + 1
-        return dict(sorted(counts.items()))
+        """Role → how many processes were seen in it."""
+        return {role: len(self._pids[role]) for role in sorted(self._pids)}

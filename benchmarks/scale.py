@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def moto_bucket() -> dict[str, Any]:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per S3 request
     os.environ.update(S3_CREDENTIALS)
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
