@@ -23,7 +23,10 @@ import psutil
 MIB = 2**20
 IDLE = "IDLE"
 RAY_DAEMONS = "ray daemons"
-RAY_AGENTS = {"DashboardAgent", "RuntimeEnvAgent"}  # Ray's per-node agents, titled ray::…
+UNTITLED = "worker (untitled)"  # a Ray worker before it names itself, e.g. while starting
+# Ray's own processes: its per-node agents (titled ray::…) and the daemons' command lines.
+RAY_AGENTS = {"DashboardAgent", "RuntimeEnvAgent"}
+DAEMON_PARTS = ("gcs_server", "/raylet", "/dashboard/", "/autoscaler/", "log_monitor")
 
 
 def role_of(process: psutil.Process) -> str | None:
@@ -40,7 +43,7 @@ def role_of(process: psutil.Process) -> str | None:
         if name.startswith(IDLE):
             return None
         return RAY_DAEMONS if name in RAY_AGENTS else name
-    return RAY_DAEMONS
+    return RAY_DAEMONS if any(part in title for part in DAEMON_PARTS) else UNTITLED
 
 
 class ProcessMemory:
