@@ -13,7 +13,6 @@ import ctypes
 import os
 import struct
 from collections import Counter
-from types import TracebackType
 
 IN_OPEN = 0x20  # <sys/inotify.h>: a file in the watched folder was opened
 IN_CLOSE_NOWRITE = 0x10  # ... and closed after reading
@@ -47,12 +46,7 @@ class FileOpens:
             self._watches[watch] = folder
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exception: object) -> None:
         self._drain()
         os.close(self._fd)
 
