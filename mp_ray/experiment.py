@@ -181,7 +181,7 @@ class Experiment:
                 on_report(metrics)
 
         connect()
-        outcome = fit_predictor(self.config, name, on_report=record)
+        outcome = fit_predictor(self.config, name, on_report=record, dataset=self.dataset)
         self._use_predictor(outcome.predictor_uri)
         return FitResult(outcome, history)
 
@@ -195,7 +195,7 @@ class Experiment:
         from mp_ray.tuning import tune_predictor
 
         connect()
-        outcome = tune_predictor(self.config, name, on_trial)
+        outcome = tune_predictor(self.config, name, on_trial, dataset=self.dataset)
         self._use_predictor(outcome.predictor_uri)
         return TuneResult(outcome)
 

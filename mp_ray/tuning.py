@@ -14,6 +14,12 @@ the test rows are never seen. The search is the config's ``tune`` section; its
   steps: 1e-3 ends far from converged, 3e-2 collapses to the mean θ);
 - ``width``: 64, 128, 256 or 512.
 
+The search reads the store's training rows once, for the moments its coordinates come from
+(:func:`~mp_ray.predictor.moments.training_moments`), and hands them with the loaded dataset
+to every trial through ``tune.with_parameters`` (put once in the object store): no trial
+reads them again, whatever the hyperparameters it tries (the moments give the coordinates
+of every ``predictor.targets``).
+
 The trial driver holds almost no CPU (0.01) and each Train worker 0.99; with
 ``max_concurrent: auto`` Tune runs only as many trials at once as the cluster's CPUs can
 place (:func:`concurrent_trials`). Each trial is a fit with the ``fit`` section's failure and
@@ -45,8 +51,9 @@ from mp_ray.config import (
     UniformSpace,
     write_resolved_config,
 )
-from mp_ray.data import load_dataset
-from mp_ray.predictor.fit import PREDICTOR_DIR, checkpoint_uri, fit_predictor
+from mp_ray.data import Dataset, load_dataset
+from mp_ray.predictor.fit import PREDICTOR_DIR, checkpoint_uri, fit_predictor, store_moments
+from mp_ray.predictor.moments import TrainingMoments
 from mp_ray.predictor.predictor import Predictor
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD
@@ -79,14 +86,22 @@ class TuneOutcome:
     trials: list[dict[str, Any]]
 
 
-def _trial(params: dict[str, Any], experiment: dict[str, Any]) -> None:
-    """One Tune trial: a Ray Train fit with the trial's predictor settings."""
+def _trial(
+    params: dict[str, Any],
+    experiment: dict[str, Any],
+    dataset: Dataset,
+    moments: TrainingMoments,
+) -> None:
+    """One Tune trial: a Ray Train fit with the trial's predictor settings, on the search's
+    ``dataset`` and training ``moments``."""
     config = ExperimentConfig.model_validate(experiment)
     fit_predictor(
         config.with_overrides({f"predictor.{key}": value for key, value in params.items()}),
         name=f"trial-{tune.get_context().get_trial_id()}",
         resources_per_worker={"CPU": WORKER_CPU},
         callbacks=[TuneReportCallback()],
+        dataset=dataset,
+        moments=moments,
     )
 
 
@@ -123,16 +138,18 @@ def tune_predictor(
     config: ExperimentConfig,
     name: str,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
+    dataset: Dataset | None = None,
 ) -> TuneOutcome:
     """Run the search ``name`` with the config's ``tune`` settings; export the best trial's
     predictor to ``<tune.storage_path>/<name>/best`` and the trial table to
     ``<tune.storage_path>/<name>/trials.json``. ``on_trial`` is called with each trial's last
-    result as it ends (an empty one when it failed)."""
+    result as it ends (an empty one when it failed); ``dataset`` is the config's dataset
+    when the caller has it loaded already (else it is loaded here)."""
     config = config.with_absolute_paths()
+    dataset = dataset if dataset is not None else load_dataset(config.dataset)
     # Refuse a mismatched or unfinished store here, before Tune starts any trial.
-    ExperimentStore.open_for(
-        config, load_dataset(config.dataset).fingerprint, FIT_UNREAD, complete=True
-    )
+    store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
+    moments = store_moments(store, config, dataset)
     settings = config.tune
     if settings.max_concurrent == "auto":
         concurrent = concurrent_trials(settings.workers_per_trial)
@@ -147,7 +164,10 @@ def tune_predictor(
     }
     trainable = tune.with_resources(
         tune.with_parameters(
-            _trial, experiment=config.with_overrides(trial_runs).model_dump(mode="json")
+            _trial,
+            experiment=config.with_overrides(trial_runs).model_dump(mode="json"),
+            dataset=dataset,
+            moments=moments,
         ),
         {"cpu": DRIVER_CPU},
     )

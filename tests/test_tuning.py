@@ -1,4 +1,4 @@
-"""A real 2-trial Ray Tune search over Ray Train fits of the predictor."""
+"""Real 2-trial Ray Tune searches over Ray Train fits of the predictor."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import pytest
 import yaml
+from file_opens import FileOpens
 
 from mp_ray.config import RESOLVED_CONFIG, load_experiment, parse_experiment
 from mp_ray.predictor import Predictor
@@ -58,3 +59,35 @@ def test_two_trial_search_exports_the_best_predictor(ray_session, tmp_path):
     best = load_experiment(tmp_path / "tune" / "search" / "best" / RESOLVED_CONFIG)
     assert best.predictor.model_dump(include=set(outcome.best_params)) == outcome.best_params
     assert best.fit.num_workers == 1 and best.fit.storage_path.endswith("search-trials")
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_trials_share_one_pass_for_the_training_moments(ray_session, tmp_path):
+    store = tmp_path / "iris.zarr"
+    config = parse_experiment(
+        {
+            "seed": 3,
+            "dataset": {"source": "sklearn", "name": "iris"},
+            "learner": {"kind": "logistic"},
+            "sampler": {"kind": "uniform_size", "min_size": 15},
+            "store": {"uri": str(store), "n_rows": 150, "block_rows": 50},
+            # One step of a minibatch larger than the training split: one pass, one validation.
+            "predictor": {"steps": 1, "eval_every": 1, "batch_size": 1024, "width": 16},
+            "tune": {
+                "storage_path": str(tmp_path / "tune"),
+                "num_samples": 2,
+                "max_concurrent": 1,  # one reader at a time, for the count (file_opens.py)
+                "search_space": {"lr": {"type": "choice", "values": [1e-3, 3e-3]}},
+            },
+        }
+    )
+    run_retrain(config)
+    chunks = [str(store / "params" / "c" / str(block)) for block in range(3)]
+    with FileOpens(chunks) as opens:
+        outcome = tune_predictor(config, "search")
+    assert len(outcome.trials) == 2
+    # Each block's parameters are read once for the moments, in the search's driver, then by
+    # each trial's worker once to train and once to validate: no trial reads them for its
+    # own moments (that would be 7 reads).
+    assert dict(opens.counts) == {chunk: 1 + 2 * 2 for chunk in chunks}

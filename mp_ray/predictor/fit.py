@@ -1,7 +1,10 @@
 """Fitting the ModelPred predictor with Ray Train: data-parallel workers over store blocks.
 
-Worker r of W reads blocks r, r + W, r + 2W, … of the store (whole chunks, never the whole
-store) and keeps its training and validation rows (:mod:`mp_ray.store.rows`). The
+The driver first streams the training rows once for the coordinates the set function
+predicts in and the mean training mask (:mod:`mp_ray.predictor.moments`). Worker r of W
+owns blocks r, r + W, r + 2W, … of the store and streams them (:mod:`mp_ray.predictor.shard`):
+it holds one block (whole chunks) and less than a minibatch of rows at a time, never its
+whole share, and reads its validation rows the same way (:mod:`mp_ray.store.rows`). The
 model is wrapped by ``ray.train.torch.prepare_model`` (DDP: gloo on CPU, NCCL on GPU);
 a step's ``batch_size`` subsets are shared out over the workers, and every worker takes the
 same steps. The workers are placed with
@@ -10,11 +13,14 @@ the store, so spreading them spreads the reads over the nodes' network links, an
 is small enough that the all-reduce between nodes costs little.
 Training is budgeted in optimizer steps (``predictor.steps``), not passes over the rows, so
 the same default trains a model to the same point on a store of any size: each worker
-walks through its training rows in a fresh random order per pass, a function of (seed,
-pass, rank), and the cosine schedule is a function of the step. Every ``eval_every`` steps
+walks through its training rows in a fresh random order per pass — its blocks in an order
+drawn from (seed, pass, rank), each block's rows shuffled by (seed, pass, block) — and the
+cosine schedule is a function of the step. Every ``eval_every`` steps
 the validation error — mean relative parameter error ‖θ̂ − θ‖/‖θ‖ over the validation rows
 of all workers — is all-reduced, so every worker makes the same early-stopping decision
-(``patience`` validations without improvement). Rank 0 then reports a checkpoint holding
+(``patience`` validations without improvement). Each report carries the worker's peak
+resident memory and the largest over workers (``peak_rss_kib``, ``max_peak_rss_kib``,
+KiB); rank 0 also reports a checkpoint holding
 the training state and the best predictor so far (a
 :class:`~mp_ray.predictor.predictor.Predictor` directory); running again with the same run
 name resumes from the latest one.
@@ -35,26 +41,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import ray.train
 import ray.train.torch
 import torch
 
-from mp_ray.config import (
-    ExperimentConfig,
-    PredictorConfig,
-    SplitsConfig,
-    write_resolved_config,
-)
-from mp_ray.data import load_dataset
+from mp_ray.config import ExperimentConfig, write_resolved_config
+from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import make_learner
-from mp_ray.predictor.scaling import OutputScaler, Scaler, TargetScaler
+from mp_ray.predictor.moments import TrainingMoments, training_moments
 from mp_ray.predictor.train_steps import PREDICTOR_DIR, TrainWorker, next_validation
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD
-from mp_ray.store.rows import TRAIN, split_blocks
 
 if TYPE_CHECKING:
     from ray.util.queue import Queue
@@ -73,65 +72,35 @@ class FitOutcome:
     config: ExperimentConfig
 
 
-def training_moments(
-    store: ExperimentStore,
-    settings: PredictorConfig,
-    splits: SplitsConfig,
-    metric: torch.Tensor | None,
-) -> tuple[Scaler, np.ndarray, int]:
-    """The coordinates the set function predicts in (``settings.targets``; ``outputs`` needs
-    the learner's output ``metric`` and is standardised without one), the mean training
-    mask m̄ ``(n,)`` and the number of training rows, from the training rows (of ``splits``)
-    streamed block by block."""
-    use_outputs = settings.targets == "outputs" and metric is not None
-    factor = OutputScaler.factor_of(metric.numpy()) if use_outputs else None
-    total = np.zeros(store.spec.n_params)
-    total_sq = np.zeros(store.spec.n_params)
-    energy = 0.0
-    mask_total = np.zeros(store.spec.n_train)
-    count = 0
-    for rows in split_blocks(store, TRAIN, splits.val_fraction, splits.test_fraction):
-        params = rows.params.astype(np.float64)
-        total += params.sum(axis=0)
-        total_sq += (params**2).sum(axis=0)
-        if factor is not None:
-            energy += OutputScaler.energy(params, factor)
-        mask_total += rows.masks.sum(axis=0)
-        count += len(rows)
-    center = mask_total / max(count, 1)
-    if settings.targets == "raw":
-        scaler: Scaler = TargetScaler.identity(store.spec.n_params)
-    elif factor is not None:
-        scaler = OutputScaler.from_moments(count, total, energy, factor)
-    else:
-        scaler = TargetScaler.from_moments(count, total, total_sq)
-    return scaler, center, count
-
-
 def fit_predictor(
     config: ExperimentConfig,
     name: str,
     resources_per_worker: dict[str, float] | None = None,
     callbacks: list[ray.train.UserCallback] | None = None,
     on_report: Callable[[dict[str, Any]], None] | None = None,
+    dataset: Dataset | None = None,
+    moments: TrainingMoments | None = None,
 ) -> FitOutcome:
     """Fit the predictor on the experiment's store as run ``name``, with the config's ``fit``
     settings; writes the resolved config into the run folder first.
 
     ``resources_per_worker`` and ``callbacks`` pass through to Ray Train (Tune's driver sets
     them, see :mod:`mp_ray.tuning`); ``on_report`` is called in this driver with the
-    metrics of each validation. Ray Train's own logs below warnings stay in its log files."""
+    metrics of each validation. ``dataset`` is the config's dataset when the caller has it
+    loaded already, and ``moments`` the store's training moments when already computed
+    (:func:`~mp_ray.predictor.moments.training_moments`; a search computes them once for
+    all its trials); each is made here otherwise. Ray Train's own logs below warnings stay
+    in its log files."""
     config = config.with_absolute_paths()
     run = config.fit
     worker = {**(resources_per_worker or {"CPU": 1.0}), **({"GPU": 1.0} if run.use_gpu else {})}
     check_cluster_fits("Ray Train worker", worker, "the workers' resources (fit.use_gpu, --gpu)")
-    dataset = load_dataset(config.dataset)
+    dataset = dataset if dataset is not None else load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
-    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
-    scaler, center, labelled = training_moments(
-        store, config.predictor, config.splits, learner.output_metric()
-    )
-    settings = config.predictor.resolved(labelled, store.spec.n_params)
+    if moments is None:
+        moments = store_moments(store, config, dataset)
+    scaler = moments.scaler(config.predictor.targets)
+    settings = config.predictor.resolved(moments.count, store.spec.n_params)
     config = config.model_copy(update={"predictor": settings})
     write_resolved_config(config, f"{run.storage_path}/{name}")
     with relay(on_report) as queue:
@@ -140,7 +109,7 @@ def fit_predictor(
             train_loop_config={
                 "experiment": config.model_dump(mode="json"),
                 "scaler": scaler.to_json(),
-                "center": center.tolist() if config.predictor.center else None,
+                "center": moments.center.tolist() if config.predictor.center else None,
             },
             scaling_config=ray.train.ScalingConfig(
                 num_workers=run.num_workers,
@@ -162,6 +131,15 @@ def fit_predictor(
         raise RuntimeError(f"predictor fit {name} ended without a checkpoint: {result.error}")
     path = checkpoint_uri(result.checkpoint.path, run.storage_path)
     return FitOutcome(f"{path}/{PREDICTOR_DIR}", path, dict(result.metrics or {}), config)
+
+
+def store_moments(
+    store: ExperimentStore, config: ExperimentConfig, dataset: Dataset
+) -> TrainingMoments:
+    """The moments of ``store``'s training rows (of ``config.splits``), with the output
+    energy of the config's learner on ``dataset`` when it has an output metric."""
+    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    return training_moments(store, config.splits, learner.output_metric())
 
 
 class _ReportRelay(ray.train.UserCallback):

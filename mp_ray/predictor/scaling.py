@@ -35,13 +35,11 @@ class TargetScaler:
     std: np.ndarray  # (d,) float64
 
     @classmethod
-    def from_moments(cls, count: int, total: np.ndarray, total_sq: np.ndarray) -> TargetScaler:
-        """From the row count, Σθ and Σθ² over the fitting rows (each ``(d,)``)."""
-        mean = _mean(count, total)
-        var = np.maximum(total_sq / count - mean**2, 0.0)
-        std = np.sqrt(var)
+    def from_variance(cls, mean: np.ndarray, var: np.ndarray) -> TargetScaler:
+        """From each parameter's mean and variance over the fitting rows (each ``(d,)``)."""
+        std = np.sqrt(np.maximum(var, 0.0))
         std[std < 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
-        return cls(mean.astype(np.float64), std.astype(np.float64))
+        return cls(np.asarray(mean, dtype=np.float64), std.astype(np.float64))
 
     @classmethod
     def identity(cls, n_params: int) -> TargetScaler:
@@ -52,7 +50,7 @@ class TargetScaler:
     def fit(cls, params: np.ndarray) -> TargetScaler:
         """From an in-memory block of parameter vectors ``(N, d)``."""
         params = np.asarray(params, dtype=np.float64)
-        return cls.from_moments(len(params), params.sum(axis=0), (params**2).sum(axis=0))
+        return cls.from_variance(params.mean(axis=0), params.var(axis=0))
 
     def transform(self, params: torch.Tensor) -> torch.Tensor:
         """Standardise ``(B, d)``."""
@@ -89,15 +87,11 @@ class OutputScaler:
         return np.linalg.cholesky(metric + ridge * np.eye(len(metric)))
 
     @classmethod
-    def from_moments(
-        cls, count: int, total: np.ndarray, energy: float, factor: np.ndarray
-    ) -> OutputScaler:
-        """From the row count, Σθ ``(d,)`` and the summed output energy
-        Σ_rows Σ_j ‖θ_j · L‖² over the fitting rows (:meth:`energy`)."""
-        mean = _mean(count, total)
-        mean_energy = energy / count - cls.energy(mean[None], factor)
-        scale = float(np.sqrt(max(mean_energy, 0.0) / len(mean)))
-        return cls(mean, factor, scale if scale > 0 else 1.0)
+    def from_centred(cls, mean: np.ndarray, energy: float, factor: np.ndarray) -> OutputScaler:
+        """From the mean parameters ``(d,)`` and the mean output energy about them,
+        Σ_j ‖(θ_j − mean_j) · L‖² averaged over the fitting rows (:meth:`energy`)."""
+        scale = float(np.sqrt(max(energy, 0.0) / len(mean)))
+        return cls(np.asarray(mean, dtype=np.float64), factor, scale if scale > 0 else 1.0)
 
     @staticmethod
     def energy(params: np.ndarray, factor: np.ndarray) -> float:
@@ -139,9 +133,3 @@ def scaler_from_json(data: dict[str, Any]) -> Scaler:
     if data.get("kind") == "outputs":
         return OutputScaler(np.asarray(data["mean"]), np.asarray(data["factor"]), data["scale"])
     return TargetScaler(np.asarray(data["mean"]), np.asarray(data["std"]))
-
-
-def _mean(count: int, total: np.ndarray) -> np.ndarray:
-    if count <= 0:
-        raise ValueError("cannot fit the target coordinates from zero rows")
-    return (total / count).astype(np.float64)

@@ -1,7 +1,8 @@
 """The steps of one Ray Train worker fitting the predictor (the loop is
 :func:`mp_ray.predictor.fit.train_loop`; the module docstring there tells the whole scheme).
 
-:meth:`TrainWorker.set_up` reads the worker's share of the store rows and builds the set
+:meth:`TrainWorker.set_up` counts the worker's share of the store rows (a
+:class:`~mp_ray.predictor.shard.Shard`, streamed block by block) and builds the set
 function and its optimiser, resumed from the run's latest checkpoint when there is one;
 :meth:`TrainWorker.train` takes the optimizer steps up to the next validation;
 :meth:`TrainWorker.validate` measures the validation error over all workers and decides
@@ -14,7 +15,9 @@ from __future__ import annotations
 import copy
 import math
 import os
+import resource
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,17 +27,18 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from mp_ray.config import ExperimentConfig, PredictorConfig, SplitsConfig
+from mp_ray.config import ExperimentConfig, PredictorConfig
 from mp_ray.data import load_dataset
 from mp_ray.learners import Learner, make_learner
 from mp_ray.predictor.losses import LossWeights, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
 from mp_ray.predictor.scaling import Scaler, scaler_from_json
+from mp_ray.predictor.shard import Shard
 from mp_ray.sampling import Sampler, make_sampler
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD
-from mp_ray.store.rows import TRAIN, VAL, Rows, read_split
+from mp_ray.store.rows import Rows
 
 STATE_FILE = "state.pt"  # a checkpoint's training state: model, optimizer, progress, best model
 PREDICTOR_DIR = "predictor"  # a checkpoint's best predictor so far (a Predictor directory)
@@ -42,17 +46,18 @@ PREDICTOR_DIR = "predictor"  # a checkpoint's best predictor so far (a Predictor
 
 @dataclass
 class TrainWorker:
-    """What one worker of ``world`` holds while it fits: its rows, the model and where the
-    run stands.
+    """What one worker of ``world`` holds while it fits: its share of the store, the model
+    and where the run stands.
 
-    ``elements (n, e)`` are the ground set's set elements; ``train_rows`` and ``val_rows``
-    are this worker's rows of its blocks; ``n_val`` counts validation rows over all
-    workers. ``progress`` (``step``: steps taken, ``best``: lowest validation error,
+    ``elements (n, e)`` are the ground set's set elements; ``shard`` is this worker's
+    blocks, read a block at a time; ``n_val`` counts validation rows over all workers.
+    ``progress`` (``step``: steps taken, ``best``: lowest validation error,
     ``bad_validations``: validations since it fell) and ``best_model`` (the state dict of
     the best model) travel in checkpoints. ``batch`` and ``unlabelled_count`` are this
     worker's share of a step's labelled and unlabelled subsets, ``per_pass`` the steps of
-    one pass over the training rows (the same on every worker); ``order`` is the current
-    pass's order of the training rows and ``order_pass`` that pass's number."""
+    one pass over the training rows (the same on every worker); ``batches`` streams the
+    current pass's minibatches and ``next_step`` is the step its next one is for (-1
+    before the first)."""
 
     config: ExperimentConfig
     rank: int
@@ -64,8 +69,7 @@ class TrainWorker:
     scaler: Scaler
     elements: torch.Tensor
     center: torch.Tensor | None
-    train_rows: Rows
-    val_rows: Rows
+    shard: Shard
     n_val: int
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -77,8 +81,8 @@ class TrainWorker:
     unlabelled_count: int
     batch: int
     per_pass: int
-    order: np.ndarray
-    order_pass: int = -1
+    batches: Iterator[Rows] | None = None
+    next_step: int = -1
 
     @property
     def settings(self) -> PredictorConfig:
@@ -111,7 +115,7 @@ class TrainWorker:
         )
         elements = element_features(dataset.X_train, dataset.y_train, dataset.n_classes)
         elements = elements.to(device)
-        train_rows, val_rows, n_val = _read_shard(store, rank, world, config.splits, device)
+        shard, n_val = _count_shard(store, rank, world, config, device)
 
         center = None if loop_config["center"] is None else torch.tensor(loop_config["center"])
         torch.manual_seed(config.seed)  # the same initialisation on every worker and every run
@@ -134,7 +138,7 @@ class TrainWorker:
             _share(settings.unlabelled_per_batch, world) if sampler.default_rows is None else 0
         )
         batch = _share(settings.batch_size, world)
-        per_pass = _all_min(max(1, -(-len(train_rows) // batch)), device)
+        per_pass = _all_reduce(-(-shard.n_train // batch), dist.ReduceOp.MIN, device)
         model.train()
         return cls(
             config=config,
@@ -147,8 +151,7 @@ class TrainWorker:
             scaler=scaler_from_json(loop_config["scaler"]),
             elements=elements,
             center=center,
-            train_rows=train_rows,
-            val_rows=val_rows,
+            shard=shard,
             n_val=n_val,
             model=model,
             optimizer=optimizer,
@@ -160,7 +163,6 @@ class TrainWorker:
             unlabelled_count=unlabelled_count,
             batch=batch,
             per_pass=per_pass,
-            order=np.arange(0),
         )
 
     def train(self, start: int, end: int) -> float:
@@ -193,16 +195,16 @@ class TrainWorker:
 
     def _minibatch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Step ``step``'s labelled masks ``(B, n)`` float and their retrained parameters
-        ``(B, d)``, the next ``B`` training rows of the pass's order (a function of (seed,
-        pass, rank)), and its unlabelled masks ``(B_u, n)`` float drawn past the store's
-        rows, or None when there are none."""
+        ``(B, d)``, the next ``B`` training rows of the pass's stream (a function of (seed,
+        pass, rank), see :meth:`~mp_ray.predictor.shard.Shard.batches`), and its
+        unlabelled masks ``(B_u, n)`` float drawn past the store's rows, or None when there
+        are none."""
         passes, position = divmod(step, self.per_pass)
-        if passes != self.order_pass:
-            rng = np.random.default_rng([self.config.seed, passes, self.rank])
-            self.order, self.order_pass = rng.permutation(len(self.train_rows)), passes
-        index = self.order[position * self.batch : (position + 1) * self.batch]
-        masks = torch.as_tensor(self.train_rows.masks[index], device=self.device).float()
-        targets = torch.as_tensor(self.train_rows.params[index], device=self.device)
+        if self.batches is None or position == 0 or step != self.next_step:
+            self.batches = self.shard.batches(self.config.seed, passes, self.batch, position)
+        rows, self.next_step = next(self.batches), step + 1
+        masks = torch.as_tensor(rows.masks, device=self.device).float()
+        targets = torch.as_tensor(rows.params, device=self.device)
         if not self.unlabelled_count:
             return masks, targets, None
         count = self.unlabelled_count
@@ -213,19 +215,17 @@ class TrainWorker:
     def validate(self, steps: int, train_loss: float) -> tuple[dict[str, Any], bool]:
         """The metrics after ``steps`` steps — this worker's mean training loss
         ``train_loss`` averaged over workers, the mean relative parameter error ‖θ̂ − θ‖/‖θ‖
-        over every worker's validation rows, the best so far — and whether to stop
-        (``patience`` validations without improvement). Keeps the best model."""
+        over every worker's validation rows, the best so far, this worker's peak resident
+        memory and the largest over workers (KiB) — and whether to stop (``patience``
+        validations without improvement). Keeps the best model."""
         self.model.eval()
-        val_sum, train_loss_sum = _all_sum(
-            [
-                relative_error_sum(
-                    self.model, self.scaler, self.elements, self.val_rows, self.device
-                ),
-                train_loss,
-            ],
-            self.device,
+        val_error_sum = sum(
+            relative_error_sum(self.model, self.scaler, self.elements, rows, self.device)
+            for rows in self.shard.validation_rows()
         )
+        val_sum, train_loss_sum = _all_sum([val_error_sum, train_loss], self.device)
         self.model.train()
+        peak_rss = peak_rss_kib()
         val_error = val_sum / self.n_val
         progress = self.progress
         if val_error < progress["best"]:
@@ -240,6 +240,8 @@ class TrainWorker:
             "train_loss": train_loss_sum / self.world,
             "val_rel_error": val_error,
             "best_val_rel_error": progress["best"],
+            "peak_rss_kib": peak_rss,
+            "max_peak_rss_kib": _all_reduce(peak_rss, dist.ReduceOp.MAX, self.device),
         }
         return metrics, progress["bad_validations"] >= self.settings.patience
 
@@ -294,19 +296,26 @@ def step_lr(settings: PredictorConfig, step: int) -> float:
     return settings.lr
 
 
-def _read_shard(
-    store: ExperimentStore, rank: int, world: int, splits: SplitsConfig, device: torch.device
-) -> tuple[Rows, Rows, int]:
-    """Worker ``rank``'s training and validation rows of blocks rank, rank + world, …, and
-    the number of validation rows over all workers."""
-    blocks = list(range(rank, store.n_blocks, world))
-    fractions = (splits.val_fraction, splits.test_fraction)
-    train_rows = read_split(store, blocks, TRAIN, *fractions)
-    val_rows = read_split(store, blocks, VAL, *fractions)
-    n_val = int(_all_sum([float(len(val_rows))], device)[0])
+def _count_shard(
+    store: ExperimentStore, rank: int, world: int, config: ExperimentConfig, device: torch.device
+) -> tuple[Shard, int]:
+    """Worker ``rank``'s blocks rank, rank + world, … (rows counted, not read), and the
+    number of validation rows over all workers."""
+    shard = Shard.of_worker(store, config.splits, rank, world)
+    if shard.n_train == 0:
+        raise ValueError(
+            f"Ray Train worker {rank} of {world} has no training rows: use fewer workers "
+            "(fit.num_workers) or more store blocks"
+        )
+    n_val = int(_all_sum([float(shard.n_val)], device)[0])
     if n_val == 0:
         raise ValueError("no validation rows: raise splits.val_fraction or store.n_rows")
-    return train_rows, val_rows, n_val
+    return shard, n_val
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident memory so far, KiB (``ru_maxrss`` on Linux)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _set_function(
@@ -335,12 +344,12 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
-def _all_min(value: int, device: torch.device) -> int:
-    """The smallest ``value`` over workers (itself on one worker)."""
+def _all_reduce(value: int, op: dist.ReduceOp.RedOpType, device: torch.device) -> int:
+    """``value`` reduced over workers by ``op`` (MIN, MAX; itself on one worker)."""
     if not (dist.is_available() and dist.is_initialized()):
         return value
     tensor = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    dist.all_reduce(tensor, op=op)
     return int(tensor.item())
 
 

@@ -12,6 +12,7 @@ from mp_ray.config import DatasetConfig, LearnerConfig, PredictorConfig
 from mp_ray.data import load_dataset
 from mp_ray.learners import make_learner
 from mp_ray.predictor import OutputScaler, TargetScaler, scaler_from_json
+from mp_ray.predictor.moments import TrainingMoments
 from mp_ray.predictor.scaling import METRIC_RIDGE
 
 
@@ -29,12 +30,18 @@ def params(wine_learner):
     return learner.fit_batch(masks).numpy()
 
 
+def output_scaler(params: np.ndarray, factor: np.ndarray) -> OutputScaler:
+    """The output coordinates of parameters ``(N, d)`` held in memory."""
+    masks = np.zeros((len(params), 1), bool)
+    scaler = TrainingMoments.of_rows(masks, params, factor).scaler("outputs")
+    assert isinstance(scaler, OutputScaler)
+    return scaler
+
+
 def test_squared_error_in_output_coordinates_is_the_output_error(wine_learner, params):
     _, learner = wine_learner
     factor = OutputScaler.factor_of(learner.output_metric().numpy())
-    scaler = OutputScaler.from_moments(
-        len(params), params.sum(axis=0), OutputScaler.energy(params, factor), factor
-    )
+    scaler = output_scaler(params, factor)
     theta = torch.as_tensor(params[:5])
     other = torch.as_tensor(params[5:10])
     torch.testing.assert_close(scaler.inverse(scaler.transform(theta)), theta)
@@ -56,17 +63,12 @@ def test_squared_error_in_output_coordinates_is_the_output_error(wine_learner, p
 def test_streaming_moments_and_json_round_trip(wine_learner, params):
     _, learner = wine_learner
     factor = OutputScaler.factor_of(learner.output_metric().numpy())
-    whole = OutputScaler.from_moments(
-        len(params), params.sum(axis=0), OutputScaler.energy(params, factor), factor
-    )
-    halves = np.array_split(params, 3)
-    streamed = OutputScaler.from_moments(
-        len(params),
-        sum(h.sum(axis=0) for h in halves),
-        sum(OutputScaler.energy(h, factor) for h in halves),
-        factor,
-    )
-    assert streamed.scale == pytest.approx(whole.scale, rel=1e-12)
+    whole = output_scaler(params, factor)
+    streamed = TrainingMoments.empty(params.shape[1], 1, factor)
+    for third in np.array_split(params, 3):
+        part = TrainingMoments.of_rows(np.zeros((len(third), 1), bool), third, factor)
+        streamed = streamed.merged(part)
+    assert streamed.scaler("outputs").scale == pytest.approx(whole.scale, rel=1e-12)
     loaded = scaler_from_json(json.loads(json.dumps(whole.to_json())))
     assert isinstance(loaded, OutputScaler)
     theta = torch.as_tensor(params[:3])

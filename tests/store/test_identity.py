@@ -147,7 +147,7 @@ def test_an_older_checkpoint_is_compared_on_what_it_records():
         width=8,
         n_params=3,
         n_classes=2,
-        scaler=TargetScaler.from_moments(2, np.zeros(3), np.ones(3)),
+        scaler=TargetScaler.from_variance(np.zeros(3), np.full(3, 0.5)),
         learner={"kind": "logistic", "C": 0.1, "alpha": 1.0},
         dataset_fingerprint=FINGERPRINT,
         store_uri="s.zarr",

@@ -10,8 +10,8 @@ import pytest
 import zarr
 from checked_reads import CheckedReadsStore
 
-from mp_ray.config import PredictorConfig, SplitsConfig
-from mp_ray.predictor.fit import training_moments
+from mp_ray.config import SplitsConfig
+from mp_ray.predictor.moments import training_moments
 from mp_ray.retrain.block import CLASSIFICATION_METRICS
 from mp_ray.store import ExperimentStore, StoreSpec, export_parquet, rows_table, summarize
 from mp_ray.store import summary as summary_module
@@ -193,11 +193,10 @@ def test_training_moments_and_splits_read_one_block_at_a_time(tmp_path):
     train = rows[(codes == TRAIN) & ~degenerate]
     params = group["params"][:][train].astype(np.float64)
 
-    scaler, center, count = training_moments(
-        store, PredictorConfig(targets="standardised"), splits, None
-    )
-    assert count == len(train) > 0
-    np.testing.assert_allclose(center, group["masks"][:][train].mean(axis=0))
+    moments = training_moments(store, splits, None)
+    scaler = moments.scaler("standardised")
+    assert moments.count == len(train) > 0
+    np.testing.assert_allclose(moments.center, group["masks"][:][train].mean(axis=0))
     np.testing.assert_allclose(scaler.mean, params.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(scaler.std, params.std(axis=0), rtol=1e-6)
 
