@@ -132,7 +132,9 @@ def run_case(dataset: str, rows: int, work: Path, s3: bool) -> dict[str, Any]:
     datamodels = timed("datamodels", lambda: run_datamodels(config), rows, figures)
     evaluation = timed("evaluate", lambda: evaluate_on_store(config, predictors), rows, figures)
     report = timed("lds", lambda: behaviour_report(config, predictors), rows, figures)
-    figures["datamodels"]["task_peak_mib"] = datamodels["peak_rss_mb"]
+    # What the workers report of themselves (their ru_maxrss), beside the sampled peaks.
+    figures["fit"]["worker_reported_peak_mib"] = fit.metrics["max_peak_rss_kib"] / 1024
+    figures["datamodels"]["task_reported_peak_mib"] = datamodels["peak_rss_mb"]
     return {
         "dataset": dataset,
         "rows": rows,
