@@ -144,24 +144,20 @@ def lds(
     """Score every method's predicted outputs against retraining on the store's held-out
     rows: LDS, leave-one-out correlation and the counterfactual removal test."""
     from mp_ray.datamodels.storage import DatamodelsNotFoundError
-    from mp_ray.distill import DistilledNotFoundError, load_distilled
+    from mp_ray.distill import DistilledNotFoundError
     from mp_ray.evaluation.compare import format_behaviour_table
-    from mp_ray.evaluation.report import behaviour_report
+    from mp_ray.experiment import Experiment
     from mp_ray.store import StoreMismatchError, StoreNotFoundError
 
-    experiment = load_config(config, {})
+    experiment = Experiment(load_config(config, {}))  # the dataset and learner loaded once
     try:
-        extra = {}
-        if distilled:
-            extra["distilled datamodel"] = load_distilled(experiment)
         with Progress("lds retraining", None, "models", enabled=progress) as bar:
-            report = behaviour_report(
-                experiment,
+            report = experiment.lds(
                 labelled_predictors(predictor or []),
                 name,
-                extra,
-                loo,
-                counterfactual,
+                distilled,
+                n_loo=loo,
+                n_counterfactual=counterfactual,
                 on_progress=lambda done, total: bar.update(done, total=total),
             )
     except (
