@@ -337,9 +337,12 @@ MOVED = r"predictor\.(val|test)_fraction has moved to splits\.(val|test)_fractio
 
 
 def old_layout(data: dict) -> dict:
-    """``data`` (a whole config) with the splits section back under predictor."""
+    """``data`` (a whole config) as written before the splits section: its two shares
+    under predictor, and no section (nor the fields it brought) of its own."""
     data = dict(data)
-    return {**data, "predictor": {**data["predictor"], **data.pop("splits")}}
+    splits = data.pop("splits")
+    shares = {name: splits[name] for name in ("val_fraction", "test_fraction")}
+    return {**data, "predictor": {**data["predictor"], **shares}}
 
 
 def test_the_section_has_the_former_predictor_defaults_and_bounds():

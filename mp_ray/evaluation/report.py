@@ -39,7 +39,7 @@ from mp_ray.sampling import row_rng
 from mp_ray.scores import output_changes, removal_masks
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import SEEDED_UNREAD
-from mp_ray.store.rows import TEST, split_blocks
+from mp_ray.store.rows import held_out_blocks
 from mp_ray.store_baselines import MaskRidge, fit_store_baselines
 
 EVALUATION_STREAM = 0xE7A1  # the draws of removed points and counterfactual targets
@@ -107,7 +107,7 @@ def behaviour_report(
     }
     for baseline in (mean, ridge, FullDataModel(learner), influence):
         methods[baseline.name] = outputs_of(baseline)
-    test = split_blocks(store, TEST, splits.val_fraction, splits.test_fraction, None, True)
+    test = held_out_blocks(store, splits, with_outputs=True)
     outputs, predicted = predict_held_out(methods, ((rows.masks, rows.outputs) for rows in test))
     if len(outputs) < 3:
         raise ValueError(f"store {store.uri} has {len(outputs)} test rows; the LDS needs 3 or more")

@@ -35,7 +35,7 @@ from mp_ray.predictor.refine import with_set_function_alone
 from mp_ray.scores import cell, paired_correlation, relative_errors
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import MODELS_UNREAD
-from mp_ray.store.rows import TEST, Rows, split_blocks
+from mp_ray.store.rows import Rows, held_out_blocks
 from mp_ray.store_baselines import MaskRidge, MeanParams, fit_store_baselines
 
 SIZE_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)  # subset size as a fraction of n
@@ -238,8 +238,7 @@ def evaluate_on_store(
         FullDataModel.name: FullDataModel(learner),
         InfluenceFunction.name: influence,
     }
-    test = split_blocks(store, TEST, splits.val_fraction, splits.test_fraction)
-    table = evaluation_table(learner, methods, test, dataset)
+    table = evaluation_table(learner, methods, held_out_blocks(store, splits), dataset)
     if not table:
         raise ValueError(f"store {store.uri} has no test rows; raise splits.test_fraction")
     return table

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mp_ray.sampling import permutation_groups
 from mp_ray.store.experiment import ExperimentStore, RowWindow
+
+if TYPE_CHECKING:
+    from mp_ray.config import SplitsConfig
 
 TRAIN, VAL, TEST = 0, 1, 2
 LEFT_OUT = -1  # a degenerate row: in no split
@@ -73,6 +77,11 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def head(self, k: int) -> Rows:
+        """The first ``k`` rows."""
+        outputs = None if self.outputs is None else self.outputs[:k]
+        return Rows(self.index[:k], self.masks[:k], self.params[:k], outputs)
 
 
 def block_split(
@@ -148,3 +157,21 @@ def split_blocks(
     when ``with_outputs``."""
     for block in range(store.n_blocks) if blocks is None else blocks:
         yield _split_rows(store, block, split, val_fraction, test_fraction, with_outputs)
+
+
+def held_out_blocks(
+    store: ExperimentStore, splits: SplitsConfig, with_outputs: bool = False
+) -> Iterator[Rows]:
+    """The held-out rows every evaluation scores, one block at a time: the test split's rows
+    in row order, at most ``splits.max_test_rows`` of them (the first: rows are independent
+    draws, so they are a random sample of the split), with their ``outputs`` when
+    ``with_outputs``."""
+    left = splits.max_test_rows
+    test = split_blocks(store, TEST, splits.val_fraction, splits.test_fraction, None, with_outputs)
+    for rows in test:
+        if left is not None:
+            if left <= 0:
+                return
+            rows = rows.head(left)
+            left -= len(rows)
+        yield rows

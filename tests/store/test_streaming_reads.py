@@ -15,7 +15,14 @@ from mp_ray.predictor.moments import training_moments
 from mp_ray.retrain.block import CLASSIFICATION_METRICS
 from mp_ray.store import ExperimentStore, StoreSpec, export_parquet, rows_table, summarize
 from mp_ray.store import summary as summary_module
-from mp_ray.store.rows import TEST, TRAIN, read_split, row_splits, split_blocks
+from mp_ray.store.rows import (
+    TEST,
+    TRAIN,
+    held_out_blocks,
+    read_split,
+    row_splits,
+    split_blocks,
+)
 
 RETRAIN_METRICS = CLASSIFICATION_METRICS  # the metrics of a retrained classification store
 BLOCK = 5
@@ -208,3 +215,19 @@ def test_training_moments_and_splits_read_one_block_at_a_time(tmp_path):
     assert test.index.tolist() == [r for r in expected if not degenerate[r]]
     np.testing.assert_array_equal(test.outputs, group["outputs"][:][test.index])
     assert store.read_arrays() == {"masks", "params", "outputs", "metrics"}
+
+
+@pytest.mark.parametrize("cap", [1, 4, 6, None])
+def test_held_out_rows_are_the_first_test_rows_up_to_the_cap(tmp_path, cap):
+    """``splits.max_test_rows`` keeps the first test rows in row order, one block at a time."""
+    uri = str(tmp_path / "held_out.zarr")
+    write_store(uri, make_spec(RETRAIN_METRICS), [0, 1, 2, 3, 4])
+    store = CheckedReadsStore.open(uri)
+    splits = SplitsConfig(val_fraction=0.3, test_fraction=0.4, max_test_rows=cap)
+    every = read_split(store, list(range(store.n_blocks)), TEST, 0.3, 0.4, with_outputs=True)
+    assert len(every) > 6  # the caps below cut it
+    parts = list(held_out_blocks(store, splits, with_outputs=True))
+    kept = len(every) if cap is None else cap
+    assert sum(len(part) for part in parts) == kept
+    np.testing.assert_array_equal(np.concatenate([p.index for p in parts]), every.index[:kept])
+    np.testing.assert_array_equal(np.concatenate([p.outputs for p in parts]), every.outputs[:kept])
