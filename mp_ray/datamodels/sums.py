@@ -26,7 +26,8 @@ import torch
 from mp_ray.datamodels.gram import Covariance, StandardisedGram, add_gram
 from mp_ray.datamodels.solver import GramOperator, Moments, Standardisation
 
-# Masks are summed through float32 products: exact while a window's counts stay below 2²⁴.
+# Masks are summed through float32 products (and int8 ones with int32 sums): exact while
+# a window's counts stay below 2²⁴.
 MAX_WINDOW = 1 << 24
 
 
@@ -68,13 +69,13 @@ class Sums:
         if len(self.xx) > 1:
             raise ValueError("these sums share their operands' Gram matrices: add rows to those")
         device = self.shift.device
-        X32 = torch.as_tensor(np.asarray(masks), device=device).to(torch.float32)
-        X = X32.to(torch.float64)
+        indicators = torch.as_tensor(np.asarray(masks), device=device)
+        X = indicators.to(torch.float64)
         Y = torch.as_tensor(np.asarray(outputs), device=device).to(torch.float64) - self.shift
         self.count += len(masks)
         self.x += X.sum(dim=0)
         if self.xx:
-            add_gram(self.xx[0], X32)
+            add_gram(self.xx[0], indicators)
         self.y += Y.sum(dim=0)
         self.xy += X.T @ Y
         self.yy += (Y**2).sum(dim=0)

@@ -44,7 +44,7 @@ def test_gram_sums_by_blocks_and_its_products_equal_dense_numpy():
     masks, outputs = _problem(300, 50, 2)
     total = torch.zeros(50, 50, dtype=torch.float64)
     for window in (masks[:120], masks[120:]):  # blocks of 7 columns: ragged last block
-        add_gram(total, torch.as_tensor(window, dtype=torch.float32), block=7)
+        add_gram(total, torch.as_tensor(window), block=7)
     gram = masks.astype(np.float64).T @ masks
     np.testing.assert_array_equal(total.numpy(), gram)
     # The standardised Gram matrix as products, and the step's eigenvalue estimate.
