@@ -10,10 +10,11 @@ iteration does not grow with m, and all targets share G: :func:`lasso` runs FIST
 (accelerated proximal gradient, step 1/L with L an upper estimate of G's largest
 eigenvalue, :func:`lipschitz`) with adaptive restart (O'Donoghue & Candès) on an (n, A)
 block of the A targets still running — one product G·W (n, A) per iteration, O(n²·A).
-Every ``CHECK_EVERY`` iterations each target's duality gap is computed; a target whose gap
-is ≤ tol·s_t (scikit-learn's stopping rule) leaves the block. Random subset indicators
-standardised this way are nearly orthogonal (G ≈ I when m ≫ n), so few iterations are
-needed, and warm starts along a λ path need fewer still.
+Every ``CHECK_EVERY`` iterations each target's duality gap is computed (its product formed
+with that iteration's, (n, 2A)); a target whose gap is ≤ tol·s_t (scikit-learn's stopping
+rule) leaves the block. Random subset indicators standardised this way are nearly
+orthogonal (G ≈ I when m ≫ n), so few iterations are needed, and warm starts along a λ
+path need fewer still.
 
 The solver touches G only through products G·W (:class:`GramOperator`), so G need not be
 held as a matrix: the moments solver forms them from the masks' summed Gram matrix
@@ -143,13 +144,19 @@ def soft_threshold(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.clamp(x.abs() - threshold, min=0)
 
 
-def duality_gap(moments: Moments, weights: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """Primal minus dual objective per target, ``(T,)`` (≥ 0; 0 at the optimum).
+def duality_gap(
+    moments: Moments,
+    weights: torch.Tensor,
+    lam: torch.Tensor,
+    gram_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Primal minus dual objective per target, ``(T,)`` (≥ 0; 0 at the optimum);
+    ``gram_weights`` is G·weights where already formed.
 
     The dual point is the residual scaled into the feasible set,
     κ = min(1, λ / ‖Xᵀr/m‖∞); everything is expressed through the moments.
     """
-    g_w = moments.gram @ weights
+    g_w = moments.gram @ weights if gram_weights is None else gram_weights
     w_c = (weights * moments.corr).sum(dim=0)
     w_g_w = (weights * g_w).sum(dim=0)
     residual_sq = (moments.energy - 2 * w_c + w_g_w).clamp(min=0)  # ‖r‖²/m
@@ -186,18 +193,22 @@ def lasso(
     z, t = w.clone(), torch.ones(n_targets, dtype=w.dtype, device=w.device)
     iterations = 0
     while iterations < max_iter:
+        gram_z = None
         if iterations % CHECK_EVERY == 0:
-            done = duality_gap(part, w, lam_a) <= limit
+            # G·w for the gap and G·z for the step in one product: one read of G.
+            gram_w, gram_z = (part.gram @ torch.cat([w, z], dim=1)).tensor_split(2, dim=1)
+            done = duality_gap(part, w, lam_a, gram_w) <= limit
             if bool(done.any()):
                 weights[:, active[done]] = w[:, done]
                 converged[active[done]] = True
                 keep = torch.nonzero(~done).squeeze(1)
                 active, w, z, t = active[keep], w[:, keep], z[:, keep], t[keep]
                 part, lam_a, limit = part.columns(keep), lam_a[keep], limit[keep]
+                gram_z = gram_z[:, keep]
             if active.numel() == 0:
                 break
         iterations += 1
-        gradient = part.gram @ z - part.corr
+        gradient = (part.gram @ z if gram_z is None else gram_z) - part.corr
         new_w = soft_threshold(z - step * gradient, step * lam_a)
         # Restart momentum where the step goes against the momentum direction.
         restart = ((z - new_w) * (new_w - w)).sum(dim=0) > 0
