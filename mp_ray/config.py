@@ -747,10 +747,11 @@ class DatamodelsConfig(_Strict):
     memory_budget_mb: float = Field(
         default=4096.0,
         gt=0,
-        description="MiB a task's n × n matrices may take. The moments solver holds at most "
-        "five float64 n × n matrices (40·n² bytes: about 10,000 points in 4 GiB); past the "
-        "budget a task uses the Gram-free solver, which forms every gradient in a pass over "
-        "the rows (the same answer, many more reads of the store).",
+        description="MiB a task's n × n matrices may take. The moments solver holds two "
+        "float64 n × n matrices, the masks' Gram matrices summed over the training and over "
+        "the validation rows (16·n² bytes: up to 16,384 points in 4 GiB); past the budget a "
+        "task uses the Gram-free solver, which forms every gradient in a pass over the rows "
+        "(the same answer, many more reads of the store).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the solver runs; auto picks a GPU when present."

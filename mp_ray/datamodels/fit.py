@@ -17,7 +17,8 @@ Nothing here holds the rows: every step takes the sums of the training and valid
 (:mod:`mp_ray.datamodels.sums`), gathered window by window, as a :class:`Problem` — their
 moments and the validation error they give, or, past the memory budget, their Gram-free
 counterparts that stream the store (:mod:`mp_ray.datamodels.streamed`). Memory is at most
-a few (n, n) matrices (none for the Gram-free solver), whatever the number of rows.
+the two summed (n, n) Gram matrices, of the training and of the validation rows (none for
+the Gram-free solver), whatever the number of rows.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class Design:
         standardisation = rows.standardisation()
         gram = None if operator is None else operator(standardisation)
         moments = rows.moments(standardisation, gram)
-        return cls(standardisation, moments, 1.0 / lipschitz(moments.gram))
+        return cls(standardisation, moments, 1.0 / lipschitz(moments))
 
 
 @dataclass
@@ -133,8 +134,8 @@ class Problem:
 
     @classmethod
     def of_sums(cls, train: Sums, val: Sums) -> Problem:
-        """From the sums, Gram matrices included, of the training and validation rows (their
-        Gram matrices are used up: see :meth:`Sums.centred`)."""
+        """From the sums, Gram matrices included, of the training and validation rows: every
+        step reads their two Gram matrices (the refit both), none copies them."""
         refit = Design.of((train + val).centred())
         path = Design.of(train.centred())
         return cls(path, MomentsValidation(val.centred(), path.standardisation), refit)

@@ -24,7 +24,7 @@ from mp_ray.datamodels.streamed import held_out_correlations, streamed_problem, 
 from mp_ray.store import ExperimentStore
 from mp_ray.store.rows import SPLIT_NAMES, TEST, TRAIN, VAL
 
-MOMENT_MATRICES = 5  # float64 (n, n) matrices the moments solver holds at its peak
+MOMENT_MATRICES = 2  # float64 (n, n) matrices the moments solver holds: Σxxᵀ per split
 MIN_TEST_ROWS = 3  # the LDS needs at least 3 held-out subsets
 
 

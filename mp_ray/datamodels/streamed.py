@@ -8,8 +8,9 @@ most one block, :meth:`~mp_ray.store.experiment.ExperimentStore.iter_rows`) at a
   exceed the memory budget: :class:`StreamedGram` forms each product G·W in a pass over the
   rows (full-gradient proximal steps summed window by window: the same FISTA, duality-gap
   stop, validation choice and refit as the moments solver, at the cost of a pass per
-  gradient), and :class:`StreamedValidation` scores path weights in a pass over the
-  validation rows.
+  gradient; the step's estimate of G's largest eigenvalue takes a few dozen passes at most,
+  :func:`~mp_ray.datamodels.solver.lipschitz`), and :class:`StreamedValidation` scores path
+  weights in a pass over the validation rows.
 - :func:`held_out_correlations` — Spearman's ρ per target between predicted and retrained
   outputs on the test rows, predicted window by window (the masks are never gathered).
 """
@@ -28,10 +29,6 @@ from mp_ray.datamodels.sums import Sums
 from mp_ray.scores import columnwise_correlation
 from mp_ray.store import ExperimentStore
 from mp_ray.store.rows import TEST, TRAIN, VAL, usable_splits
-
-POWER_ITERATIONS = 100  # passes at most to estimate G's largest eigenvalue
-POWER_TOLERANCE = 1e-4  # relative change of the estimate that ends them
-EIGENVALUE_MARGIN = 1.05  # the step uses 1 / (margin · estimate): power iteration undershoots
 
 
 @dataclass
@@ -96,20 +93,6 @@ class StreamedGram:
             total += X.T @ (X @ weights)
         self.passes += 1
         return total / len(self.rows)
-
-    def largest_eigenvalue(self) -> float:
-        """Power iteration from a fixed start, times ``EIGENVALUE_MARGIN``."""
-        n = len(self.standardisation.mean)
-        generator = torch.Generator().manual_seed(0)
-        vector = torch.randn(n, 1, generator=generator, dtype=torch.float64).to(self.device)
-        estimate = 0.0
-        for _ in range(POWER_ITERATIONS):
-            product = self @ (vector / vector.norm().clamp(min=1e-300))
-            previous, estimate = estimate, float(product.norm())
-            vector = product
-            if abs(estimate - previous) <= POWER_TOLERANCE * estimate:
-                break
-        return EIGENVALUE_MARGIN * estimate
 
 
 class StreamedValidation:

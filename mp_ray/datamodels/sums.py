@@ -7,7 +7,9 @@ For rows i with masks x_i ∈ {0, 1}ⁿ and outputs y_i (T,), taken relative to 
     count m,  Σx (n,),  Σxxᵀ (n, n),  Σ(y − c) (T,),  Σx(y − c)ᵀ (n, T),  Σ(y − c)² (T,)
 
 are added window by window and split by split (:class:`Sums`), so no row needs to stay in
-memory. Their means and centred (co)variances (:class:`Centred`) give the column
+memory (Σxxᵀ by :func:`~mp_ray.datamodels.gram.add_gram`). Their means and centred
+(co)variances (:class:`Centred`; the masks' covariance as products with the held Σxxᵀ,
+:class:`~mp_ray.datamodels.gram.Covariance`, never formed) give the column
 standardisation (a 0/1 column's variance is p − p², p its mean), the Lasso moments
 (:class:`~mp_ray.datamodels.solver.Moments`) and, from the validation rows' own moments,
 the validation error of any weights: ‖y − Xu − b‖²/m expands into the validation rows'
@@ -21,22 +23,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mp_ray.datamodels.solver import Gram, Moments, Standardisation
+from mp_ray.datamodels.gram import Covariance, StandardisedGram, add_gram
+from mp_ray.datamodels.solver import GramOperator, Moments, Standardisation
 
-# Masks are summed through float32 products: exact while a window's counts stay below 2²⁴.
+# Masks are summed through float32 products (and int8 ones with int32 sums): exact while
+# a window's counts stay below 2²⁴.
 MAX_WINDOW = 1 << 24
 
 
 @dataclass
 class Sums:
     """The sums of the module docstring over ``count`` rows, float64 tensors: ``x (n,)``,
-    ``xx (n, n)`` (None when the Gram matrix is not summed), ``y (T,)``, ``xy (n, T)``,
+    ``xx`` (Σxxᵀ as the sum of these (n, n) matrices: one, or one per operand of ``+``,
+    which shares them; none when the Gram matrix is not summed), ``y (T,)``, ``xy (n, T)``,
     ``yy (T,)``, all of outputs minus ``shift (T,)``."""
 
     shift: torch.Tensor
     count: int
     x: torch.Tensor
-    xx: torch.Tensor | None
+    xx: tuple[torch.Tensor, ...]
     y: torch.Tensor
     xy: torch.Tensor
     yy: torch.Tensor
@@ -50,7 +55,7 @@ class Sums:
 
         T = len(shift)
         return cls(
-            shift, 0, zeros(n), zeros(n, n) if gram else None, zeros(T), zeros(n, T), zeros(T)
+            shift, 0, zeros(n), (zeros(n, n),) if gram else (), zeros(T), zeros(n, T), zeros(T)
         )
 
     def add(self, masks: np.ndarray, outputs: np.ndarray) -> None:
@@ -61,45 +66,43 @@ class Sums:
             raise ValueError(
                 f"a window of {len(masks)} rows is too long; add at most {MAX_WINDOW - 1}"
             )
+        if len(self.xx) > 1:
+            raise ValueError("these sums share their operands' Gram matrices: add rows to those")
         device = self.shift.device
-        X32 = torch.as_tensor(np.asarray(masks), device=device).to(torch.float32)
-        X = X32.to(torch.float64)
+        indicators = torch.as_tensor(np.asarray(masks), device=device)
+        X = indicators.to(torch.float64)
         Y = torch.as_tensor(np.asarray(outputs), device=device).to(torch.float64) - self.shift
         self.count += len(masks)
         self.x += X.sum(dim=0)
-        if self.xx is not None:
-            self.xx += (X32.T @ X32).to(torch.float64)
+        if self.xx:
+            add_gram(self.xx[0], indicators)
         self.y += Y.sum(dim=0)
         self.xy += X.T @ Y
         self.yy += (Y**2).sum(dim=0)
 
     def __add__(self, other: Sums) -> Sums:
-        """The sums over the rows of both (the same shift)."""
-        xx = None if self.xx is None or other.xx is None else self.xx + other.xx
+        """The sums over the rows of both (the same shift), sharing their Gram matrices."""
         return Sums(
             self.shift,
             self.count + other.count,
             self.x + other.x,
-            xx,
+            self.xx + other.xx if self.xx and other.xx else (),
             self.y + other.y,
             self.xy + other.xy,
             self.yy + other.yy,
         )
 
     def centred(self) -> Centred:
-        """Means and centred (co)variances of the rows summed. The Gram matrix becomes the
-        covariance in place (no second n × n matrix): these sums hold none afterwards."""
+        """Means and centred (co)variances of the rows summed (the masks' covariance as
+        products with these sums' Gram matrices, which it shares)."""
         m = self.count
         mean_x, mean_y = self.x / m, self.y / m
-        cov_xx, self.xx = self.xx, None
-        if cov_xx is not None:
-            cov_xx.div_(m).addr_(mean_x, mean_x, alpha=-1)
         return Centred(
             self.shift,
             m,
             mean_x,
             mean_y,
-            cov_xx,
+            Covariance(self.xx, m, mean_x) if self.xx else None,
             (self.xy / m).addr_(mean_x, mean_y, alpha=-1),
             (self.yy / m - mean_y**2).clamp(min=0),
         )
@@ -108,13 +111,14 @@ class Sums:
 @dataclass
 class Centred:
     """Population statistics (ddof 0) of ``count`` rows: ``mean_x (n,)``, ``mean_y (T,)`` (of
-    outputs minus ``shift``), ``cov_xx (n, n)`` (or None), ``cov_xy (n, T)``, ``var_y (T,)``."""
+    outputs minus ``shift``), ``cov_xx`` (the masks' (n, n) covariance as products, or
+    None), ``cov_xy (n, T)``, ``var_y (T,)``."""
 
     shift: torch.Tensor
     count: int
     mean_x: torch.Tensor
     mean_y: torch.Tensor
-    cov_xx: torch.Tensor | None
+    cov_xx: Covariance | None
     cov_xy: torch.Tensor
     var_y: torch.Tensor
 
@@ -122,7 +126,9 @@ class Centred:
         """The columns' standardisation on these rows (masks are 0/1: variance p − p²)."""
         return Standardisation.of(self.mean_x, self.mean_x - self.mean_x**2)
 
-    def moments(self, standardisation: Standardisation, gram: Gram | None = None) -> Moments:
+    def moments(
+        self, standardisation: Standardisation, gram: GramOperator | None = None
+    ) -> Moments:
         """The Lasso moments of these rows in ``standardisation``'s columns; ``gram`` (an
         operator) where the rows' Gram matrix was not summed."""
         scale = standardisation.scale
@@ -130,8 +136,7 @@ class Centred:
         if gram is None:
             if self.cov_xx is None:
                 raise ValueError("these statistics hold no Gram matrix: pass an operator")
-            gram = self.cov_xx / scale[:, None]
-            gram.div_(scale[None, :]).mul_(informative[:, None]).mul_(informative[None, :])
+            gram = StandardisedGram(self.cov_xx, informative / scale)
         corr = self.cov_xy / scale[:, None] * informative[:, None]
         return Moments(gram, corr, self.var_y, self.mean_y + self.shift)
 

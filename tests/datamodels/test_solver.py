@@ -1,4 +1,6 @@
-"""The batched Lasso and the λ path against scikit-learn, target by target."""
+"""The batched Lasso and the λ path against scikit-learn, target by target, and the Gram
+matrix's pieces (block sums, products, the step's eigenvalue estimate) against dense
+NumPy."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from sklearn.preprocessing import StandardScaler
 
 from mp_ray.config import DatamodelsConfig, SamplerConfig
 from mp_ray.datamodels.fit import fit_datamodels
-from mp_ray.datamodels.solver import Moments, duality_gap, lasso
+from mp_ray.datamodels.gram import add_gram
+from mp_ray.datamodels.solver import Moments, duality_gap, lasso, lipschitz
 from mp_ray.datamodels.sums import Sums
 from mp_ray.sampling import make_sampler
 
@@ -35,6 +38,24 @@ def _moments(masks: np.ndarray, outputs: np.ndarray) -> Moments:
 
 def _sklearn_scaled(masks: np.ndarray) -> np.ndarray:
     return StandardScaler().fit_transform(masks.astype(float))
+
+
+def test_gram_sums_by_blocks_and_its_products_equal_dense_numpy():
+    masks, outputs = _problem(300, 50, 2)
+    total = torch.zeros(50, 50, dtype=torch.float64)
+    for window in (masks[:120], masks[120:]):  # blocks of 7 columns: ragged last block
+        add_gram(total, torch.as_tensor(window), block=7)
+    gram = masks.astype(np.float64).T @ masks
+    np.testing.assert_array_equal(total.numpy(), gram)
+    # The standardised Gram matrix as products, and the step's eigenvalue estimate.
+    scaled = _sklearn_scaled(masks)
+    dense = scaled.T @ scaled / len(masks)
+    moments = _moments(masks, outputs)
+    vectors = np.random.default_rng(3).normal(size=(50, 4))
+    product = (moments.gram @ torch.as_tensor(vectors)).numpy()
+    np.testing.assert_allclose(product, dense @ vectors, rtol=1e-10, atol=1e-12)
+    largest = np.linalg.eigvalsh(dense)[-1]
+    assert largest <= lipschitz(moments) <= largest * (1 + 1e-5)
 
 
 def test_batched_lasso_equals_sklearn_per_target():
