@@ -71,7 +71,7 @@ def fit_shard(
     else:  # every block of targets costs passes over the rows: one block
         problem = streamed_problem(store, sums, targets, device)
         datamodels = fit_problem(problem, config, on_progress, block=problem.n_targets)
-    test = sums.rows[TEST]
+    test = sums.rows[TEST][: splits.max_test_rows]  # the rows every evaluation scores
     correlations = (
         held_out_correlations(store, test, datamodels, targets)
         if len(test) >= MIN_TEST_ROWS
