@@ -48,6 +48,8 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
 }
 BLOCK_ROWS = {"breast_cancer": 2000, "synthetic": 500}
+# The moments solver holds two float64 n × n matrices: 6.1 GiB at n = 20,000.
+DATAMODELS = {"breast_cancer": {}, "synthetic": {"memory_budget_mb": 8192}}
 STAGES = ("retrain", "fit", "datamodels", "evaluate", "lds")
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -69,6 +71,7 @@ def case_config(dataset: str, rows: int, work: Path, s3: dict[str, str] | None) 
             "store": {**store, "n_rows": rows, "block_rows": BLOCK_ROWS[dataset]},
             "retrain": {"num_actors": 2, "num_cpus": 1},
             "fit": {"storage_path": str(work / "train"), "num_workers": 2},
+            "datamodels": DATAMODELS[dataset],
         }
     ).with_absolute_paths()
 
