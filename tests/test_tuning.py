@@ -72,6 +72,7 @@ def test_trials_share_one_pass_for_the_training_moments(ray_session, tmp_path):
             "learner": {"kind": "logistic"},
             "sampler": {"kind": "uniform_size", "min_size": 15},
             "store": {"uri": str(store), "n_rows": 150, "block_rows": 50},
+            "retrain": {"num_actors": 1},
             # One step of a minibatch larger than the training split: one pass, one validation.
             "predictor": {"steps": 1, "eval_every": 1, "batch_size": 1024, "width": 16},
             "tune": {
