@@ -35,8 +35,15 @@ def apply_ray_env_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
-def connect(num_cpus: int | None = None, object_store_memory: int | None = None) -> bool:
+def connect(
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    log_to_driver: bool = True,
+    temp_dir: str | None = None,
+) -> bool:
     """Connect to ``RAY_ADDRESS`` or start a local Ray; returns True if this call started it.
+    ``log_to_driver``: stream the workers' log lines to this process; ``temp_dir``: the
+    local Ray's session folder (default Ray's own).
 
     Does nothing when Ray is already initialised in this process.
     """
@@ -46,7 +53,7 @@ def connect(num_cpus: int | None = None, object_store_memory: int | None = None)
         return False
     apply_ray_env_defaults()
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=log_to_driver)
         return False
     # Ray Train's placement-group cleaner reaches the State API at this address (workers
     # inherit it); left to find the cluster itself, it fails whenever another Ray instance
@@ -60,7 +67,8 @@ def connect(num_cpus: int | None = None, object_store_memory: int | None = None)
         include_dashboard=True,  # its State API lets Ray Train clean up stopped runs
         dashboard_host="127.0.0.1",
         dashboard_port=port,
-        log_to_driver=True,
+        log_to_driver=log_to_driver,
+        _temp_dir=temp_dir,
     )
     return True
 

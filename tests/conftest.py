@@ -12,7 +12,7 @@ from ports import free_port
 from mp_ray.apps.context import AppContext, app_context
 from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.predictor.fit import fit_predictor
-from mp_ray.ray_session import apply_ray_env_defaults
+from mp_ray.ray_session import connect
 from mp_ray.retrain import run_retrain
 from mp_ray.serve.ingress import use_ingress
 
@@ -28,23 +28,18 @@ use_ingress("haproxy")
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """A real local Ray with 4 logical CPUs (actors reserve 1 each), stopped at the end.
+    """A real local Ray with 4 logical CPUs (actors reserve 1 each), stopped at the end,
+    started as the commands start theirs (:func:`~mp_ray.ray_session.connect`: with the
+    State API through which Ray Train frees the CPUs of a trial Tune stopped early).
 
     Its workers' and raylet's log lines stay in the session's log files: streamed to this
     driver they would land in whatever a command test is capturing (a Serve controller's
     shutdown message before `inspect --json`'s JSON, say)."""
     import ray
 
-    apply_ray_env_defaults()
+    os.environ.pop("RAY_ADDRESS", None)  # always a local Ray of its own
     temp_dir = tempfile.mkdtemp(prefix="mpr", dir="/tmp")
-    ray.init(
-        address="local",
-        num_cpus=4,
-        object_store_memory=512 * 1024**2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=temp_dir,
-    )
+    connect(4, 512 * 1024**2, log_to_driver=False, temp_dir=temp_dir)
     yield
     ray.shutdown()
 
