@@ -236,10 +236,14 @@ def _pids_mentioning(text: str) -> list[int]:
 
 
 @pytest.fixture
-def cluster() -> Iterator[LocalCluster]:
-    """A running head node (its own temp dir and ports), stopped whatever the test does."""
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+    """A running head node (its own temp dir and ports), stopped whatever the test does.
+
+    Ray's state and job clients prefer ``RAY_API_SERVER_ADDRESS`` to the address they are
+    given: set by the session's own local Ray, it would point them at that one."""
     if not RAY.exists():
         pytest.skip(f"the ray CLI is not installed beside {sys.executable}")
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     temp_dir = tempfile.mkdtemp(prefix="mpr2n", dir="/tmp")  # short: AF_UNIX path limit
     local = LocalCluster(temp_dir)
     try:
