@@ -48,8 +48,9 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
 }
 BLOCK_ROWS = {"breast_cancer": 2000, "synthetic": 500}
-# The moments solver holds two float64 n × n matrices: 6.1 GiB at n = 20,000.
-DATAMODELS = {"breast_cancer": {}, "synthetic": {"memory_budget_mb": 8192}}
+# The moments solver holds two float64 n × n matrices: 6.1 GiB at n = 20,000. Its one task
+# (30 targets: one shard) takes both CPUs.
+DATAMODELS = {"breast_cancer": {}, "synthetic": {"memory_budget_mb": 8192, "num_cpus": 2}}
 STAGES = ("retrain", "fit", "datamodels", "evaluate", "lds")
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 

@@ -757,7 +757,10 @@ class DatamodelsConfig(_Strict):
         default="auto", description="Where the solver runs; auto picks a GPU when present."
     )
     num_cpus: float = Field(
-        default=1.0, ge=0, description="CPUs reserved for the Ray task that fits the datamodels."
+        default=1.0,
+        ge=0,
+        description="CPUs reserved for each Ray task that fits a shard of the targets; the task "
+        "runs as many torch threads (a store with fewer shards than CPUs fits faster with more).",
     )
     num_gpus: float = Field(
         default=0.0,

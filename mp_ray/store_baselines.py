@@ -11,10 +11,15 @@
   rows, the criterion ModelPred stops early on.
 
 Both come from one pass over the training rows and one over the validation rows, a store
-block at a time (:func:`~mp_ray.store.rows.split_blocks`): :class:`NormalEquations`
-sums Σ a aᵀ ``(n+1, n+1)`` and Σ a θᵀ ``(n+1, d)`` over rows a = [1_S, 1] in float64, and
-one eigendecomposition of the centred Gram matrix serves every α of the grid. Memory is
-bounded by n², n·d and one block of rows, never by the number of rows.
+block at a time (:func:`~mp_ray.store.rows.split_blocks`): the training rows' sums — count,
+Σ1_S, Σ1_S1_Sᵀ ``(n, n)`` (integer products, :func:`~mp_ray.datamodels.gram.add_gram`),
+Σθ, Σ1_Sθᵀ — are those of the datamodels (:class:`~mp_ray.datamodels.sums.Sums`, with the
+parameters as outputs), and each α of the grid is solved by conjugate gradients with
+products by the centred Gram matrix (:func:`shifted_cg`), strongest first, each from the
+previous solution; no n × n matrix is formed beyond the summed one, so memory is bounded by
+n², G·n·d and one block of rows, never by the number of rows, and time by the products
+(about 2n²·d flops each; n = 20,000 takes seconds per strength, where an eigendecomposition
+took most of an hour).
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ import numpy as np
 import torch
 
 from mp_ray.baselines import ConstantParams
+from mp_ray.datamodels.solver import GramOperator
+from mp_ray.datamodels.sums import Sums
 from mp_ray.methods import Masks, check_masks
 from mp_ray.scores import relative_errors
 from mp_ray.store import ExperimentStore
 from mp_ray.store.rows import TRAIN, VAL, Rows, split_blocks
 
 RIDGE_GRID = tuple(10.0 ** np.arange(-4.0, 2.5, 0.5))  # × the centred Gram's mean eigenvalue
+CG_TOLERANCE = 1e-10  # residual norm relative to the right-hand side's, per column
+CG_MAX_ITER = 1000  # products with the Gram matrix per strength
 
 
 class MeanParams(ConstantParams):
@@ -47,10 +56,14 @@ class MaskRidge:
     name = "ridge on the mask"
 
     def __init__(
-        self, weights: np.ndarray, bias: np.ndarray, alpha: float, val_errors: dict[float, float]
+        self,
+        weights: torch.Tensor,
+        bias: torch.Tensor,
+        alpha: float,
+        val_errors: dict[float, float],
     ) -> None:
-        self.weights = torch.as_tensor(weights)
-        self.bias = torch.as_tensor(bias)
+        self.weights = weights
+        self.bias = bias
         self.alpha = alpha
         self.val_errors = val_errors
 
@@ -65,97 +78,113 @@ class MaskRidge:
 
 
 @dataclass
-class NormalEquations:
-    """Sums over rows a = [1_S, 1] with parameters θ: ``gram`` = Σ a aᵀ ``(n+1, n+1)`` and
-    ``cross`` = Σ a θᵀ ``(n+1, d)``, float64 (the last row counts rows and sums θ)."""
+class RidgePath:
+    """Ridge fits θ̂(S) = Wᵀ(1_S − m̄) + θ̄ for each strength of ``alphas (G,)``:
+    ``weights (G, n, d)``, the mean mask ``mask_mean (n,)`` and mean θ ``theta_mean (d,)`` of
+    the training rows; ``converged (G,)`` says which solves met :data:`CG_TOLERANCE`."""
 
-    gram: np.ndarray
-    cross: np.ndarray
+    mask_mean: torch.Tensor
+    theta_mean: torch.Tensor
+    weights: torch.Tensor
+    alphas: np.ndarray
+    converged: np.ndarray
 
     @classmethod
-    def zeros(cls, n: int, d: int) -> NormalEquations:
-        return cls(np.zeros((n + 1, n + 1)), np.zeros((n + 1, d)))
+    def of(cls, sums: Sums, grid: Sequence[float]) -> RidgePath:
+        """The fits from the training rows' sums (Gram matrix included), for α = each
+        ``grid`` value times the mean eigenvalue of the centred Gram matrix (its trace over
+        n: m·mean(p − p²) for 0/1 columns of means p), strongest first so that each solve
+        starts from the previous one."""
+        rows = sums.centred()
+        if rows.cov_xx is None:
+            raise ValueError("the training sums hold no Gram matrix")
+        scale = float((rows.mean_x - rows.mean_x**2).clamp(min=0).mean()) or 1.0
+        shifts = scale * torch.as_tensor(sorted(grid, reverse=True), dtype=torch.float64)
+        solutions, converged = [], []
+        weights = torch.zeros_like(rows.cov_xy)
+        for shift in shifts.tolist():  # α/m: the covariances are the Gram matrices over m
+            weights, done = shifted_cg(rows.cov_xx, rows.cov_xy, shift, weights)
+            solutions.append(weights)
+            converged.append(done)
+        order = np.argsort(np.asarray(grid))[::-1]  # back to the grid's order
+        inverse = np.argsort(order)
+        return cls(
+            rows.mean_x,
+            rows.mean_y + rows.shift,
+            torch.stack(solutions)[inverse],
+            sums.count * shifts.numpy()[inverse],
+            np.asarray(converged)[inverse],
+        )
 
-    @property
-    def count(self) -> int:
-        return round(self.gram[-1, -1])
+    def predict_all(self, masks: np.ndarray) -> torch.Tensor:
+        """θ̂ at every strength for ``masks (B, n)``, ``(G, B, d)``."""
+        centred = torch.as_tensor(masks, dtype=torch.float64) - self.mask_mean
+        return torch.einsum("bn,gnd->gbd", centred, self.weights) + self.theta_mean
 
-    def add(self, masks: np.ndarray, params: np.ndarray) -> None:
-        """Add the rows ``masks (B, n)`` with their parameters ``params (B, d)``."""
-        a = np.hstack([masks, np.ones((len(masks), 1))])
-        self.gram += a.T @ a
-        self.cross += a.T @ params.astype(np.float64)
-
-    def means(self) -> tuple[np.ndarray, np.ndarray]:
-        """The mean mask ``(n,)`` and mean θ ``(d,)`` of the rows added."""
-        return self.gram[:-1, -1] / self.count, self.cross[-1] / self.count
-
-    def ridge_path(self, grid: Sequence[float]) -> RidgePath:
-        """The ridge fits for α = each ``grid`` value times the mean eigenvalue of the
-        centred Gram matrix."""
-        mask_mean, theta_mean = self.means()
-        gram = self.gram[:-1, :-1] - self.count * np.outer(mask_mean, mask_mean)
-        cross = self.cross[:-1] - self.count * np.outer(mask_mean, theta_mean)
-        eigenvalues, vectors = np.linalg.eigh(gram)
-        eigenvalues = eigenvalues.clip(min=0)  # rounding below zero
-        scale = float(eigenvalues.mean()) or 1.0  # masks that never vary: W = 0 for any α
-        alphas = scale * np.asarray(grid, dtype=np.float64)
-        return RidgePath(mask_mean, theta_mean, eigenvalues, vectors, vectors.T @ cross, alphas)
-
-
-@dataclass
-class RidgePath:
-    """Ridge fits for each strength of ``alphas (G,)`` from the eigendecomposition
-    V diag(λ) Vᵀ of the centred Gram matrix (``vectors (n, n)``, ``eigenvalues (n,)``):
-    W_α = V diag(1/(λ + α)) ``projected``, b_α = θ̄ − W_αᵀ m̄, where ``projected`` ``(n, d)``
-    is Vᵀ Σ (m − m̄)(θ − θ̄)ᵀ and m̄ ``(n,)``, θ̄ ``(d,)`` are the mean mask and θ. No W_α
-    is formed until :meth:`solution`: predictions go through the spectral coordinates."""
-
-    mask_mean: np.ndarray
-    theta_mean: np.ndarray
-    eigenvalues: np.ndarray
-    vectors: np.ndarray
-    projected: np.ndarray
-    alphas: np.ndarray
-
-    def spectral(self, masks: np.ndarray) -> np.ndarray:
-        """(m − m̄)ᵀV for each row of ``masks (B, n)``, ``(B, n)``."""
-        return (masks - self.mask_mean) @ self.vectors
-
-    def predict(self, spectral: np.ndarray, k: int) -> np.ndarray:
-        """θ̂ ``(B, d)`` at the ``k``-th strength from :meth:`spectral` coordinates."""
-        return (spectral / (self.eigenvalues + self.alphas[k])) @ self.projected + self.theta_mean
-
-    def solution(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def solution(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """W ``(n, d)`` and b ``(d,)`` at the ``k``-th strength."""
-        weights = self.vectors @ (self.projected / (self.eigenvalues + self.alphas[k])[:, None])
+        weights = self.weights[k]
         return weights, self.theta_mean - self.mask_mean @ weights
+
+
+def shifted_cg(
+    operator: GramOperator, rhs: torch.Tensor, shift: float, start: torch.Tensor
+) -> tuple[torch.Tensor, bool]:
+    """Solve (A + ``shift``·I) W = ``rhs (n, d)`` for a symmetric positive semi-definite
+    ``operator`` A by conjugate gradients, each column on its own, from ``start (n, d)``;
+    the solution and whether every column's residual fell to :data:`CG_TOLERANCE` of its
+    right-hand side within :data:`CG_MAX_ITER` products."""
+
+    def apply(vectors: torch.Tensor) -> torch.Tensor:
+        return (operator @ vectors).add_(vectors, alpha=shift)
+
+    solution = start.clone()
+    residual = rhs - apply(solution)
+    limit = CG_TOLERANCE**2 * (rhs**2).sum(dim=0).clamp(min=1e-300)
+    direction = residual.clone()
+    energy = (residual**2).sum(dim=0)
+    for _ in range(CG_MAX_ITER):
+        if bool((energy <= limit).all()):
+            return solution, True
+        product = apply(direction)
+        step = energy / (direction * product).sum(dim=0).clamp(min=1e-300)
+        solution += step * direction
+        residual -= step * product
+        new_energy = (residual**2).sum(dim=0)
+        direction = residual + (new_energy / energy.clamp(min=1e-300)) * direction
+        energy = new_energy
+    return solution, bool((energy <= limit).all())
 
 
 def fit_mask_baselines(
     train: Iterable[Rows], val: Iterable[Rows], n: int, d: int, grid: Sequence[float] = RIDGE_GRID
 ) -> tuple[MeanParams, MaskRidge]:
     """The mean θ and the ridge on the mask from blocks of training rows, the ridge
-    strength chosen on blocks of validation rows; ``n`` points, ``d`` parameters."""
-    equations = NormalEquations.zeros(n, d)
+    strength chosen on blocks of validation rows among those whose solve converged; ``n``
+    points, ``d`` parameters."""
+    sums: Sums | None = None
     for rows in train:
-        equations.add(rows.masks, rows.params)
-    if equations.count == 0:
+        if sums is None:  # a shift near the parameters keeps their sums of squares exact
+            shift = torch.as_tensor(rows.params, dtype=torch.float64).mean(dim=0)
+            sums = Sums.zeros(n, shift, gram=True)
+        sums.add(rows.masks, rows.params)
+    if sums is None or sums.count == 0:
         raise ValueError("no training rows to fit the baselines on")
-    path = equations.ridge_path(grid)
-    totals, count = np.zeros(len(path.alphas)), 0
+    path = RidgePath.of(sums, grid)
+    totals, count = torch.zeros(len(path.alphas), dtype=torch.float64), 0
     for rows in val:
-        spectral, theta = path.spectral(rows.masks), rows.params.astype(np.float64)
-        for k in range(len(path.alphas)):
-            totals[k] += relative_errors(path.predict(spectral, k), theta).sum()
+        theta = rows.params.astype(np.float64)
+        for k, predicted in enumerate(path.predict_all(rows.masks).numpy()):
+            totals[k] += relative_errors(predicted, theta).sum()
         count += len(rows)
     if count == 0:
         raise ValueError("no validation rows to choose the ridge strength on")
-    errors = totals / count
+    errors = np.where(path.converged, (totals / count).numpy(), np.inf)
     best = int(np.argmin(errors))
     val_errors = dict(zip(path.alphas.tolist(), errors.tolist(), strict=True))
-    ridge = MaskRidge(*path.solution(best), float(path.alphas[best]), val_errors)
-    return MeanParams(torch.as_tensor(equations.means()[1]), n), ridge
+    weights, bias = path.solution(best)
+    ridge = MaskRidge(weights, bias, float(path.alphas[best]), val_errors)
+    return MeanParams(path.theta_mean, n), ridge
 
 
 def fit_store_baselines(

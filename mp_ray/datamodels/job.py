@@ -72,8 +72,9 @@ def fit_from_store(
     ``on_progress`` is called with the number of targets of each block fitted; ``dataset``
     is the config's dataset when the caller holds it (else it is loaded for its
     fingerprint). The shards run one after the other in this process, or, with
-    ``in_ray_tasks``, as Ray tasks with ``datamodels.num_cpus`` / ``num_gpus`` each (then
-    ``on_progress`` must be callable from them, e.g. a Ray queue's ``put``)."""
+    ``in_ray_tasks``, as Ray tasks with ``datamodels.num_cpus`` / ``num_gpus`` each and a
+    torch thread per CPU (then ``on_progress`` must be callable from them, e.g. a Ray
+    queue's ``put``)."""
     store = open_checked(config, read_only=False, dataset=dataset)
     settings = config.datamodels
     shards = target_shards(store.spec.n_targets, settings.targets_per_task)
@@ -81,8 +82,9 @@ def fit_from_store(
     start = time.perf_counter()
     if in_ray_tasks:
         task = ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)(shard_task)
+        threads = max(1, round(settings.num_cpus))  # Ray starts a worker's torch with one
         results: list[ShardResult] = ray.get(
-            [task.remote(*location, targets, on_progress) for targets in shards]
+            [task.remote(*location, targets, on_progress, threads) for targets in shards]
         )
     else:
         results = [shard_task(*location, targets, on_progress) for targets in shards]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from mp_ray.config import DatamodelsConfig, SplitsConfig
 from mp_ray.datamodels.fit import Datamodels, Problem, fit_problem, solver_device
@@ -94,7 +95,11 @@ def shard_task(
     config: DatamodelsConfig,
     targets: slice,
     on_progress: Callable[[int], None] | None = None,
+    threads: int | None = None,
 ) -> ShardResult:
-    """:func:`fit_shard` on the store at ``uri``, opened read-only in this process."""
+    """:func:`fit_shard` on the store at ``uri``, opened read-only in this process, with
+    ``threads`` torch intra-op threads when given."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     store = ExperimentStore.open(uri, storage_options)
     return fit_shard(store, splits, config, targets, on_progress)
