@@ -11,12 +11,14 @@ worker (retraining actors, Train workers, datamodels tasks) by role.
 
     .venv/bin/python benchmarks/scale.py [--cases breast_cancer:10000,100000,1000000
         synthetic:10000,100000] [--s3 100000] [--work runs/benchmarks/scale]
-        [--out benchmarks/results/scale]
+        [--out benchmarks/results/scale] [--reuse]
 
 Per stage and case: wall time, rows per second, store bytes per model, and the peak
 resident memory (MiB) of each role. Writes ``scale.{json,md,png}`` to ``--out``; the
 ratios the targets are stated in (memory 10^6 : 10^5 per process, time per model against
-linear) are in the Markdown table.
+linear) are in the Markdown table. With ``--reuse``, cases whose JSON an earlier run left in
+``--work`` are read, not run again: an interrupted run resumes at its first unfinished case,
+and the tables can be rebuilt from runs made at different times.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def run_case(dataset: str, rows: int, work: Path, s3: bool) -> dict[str, Any]:
     from mp_ray.ray_session import connect
     from mp_ray.retrain import run_retrain
 
+    load = os.getloadavg()
     config = case_config(dataset, rows, work, moto_bucket() if s3 else None)
     connect()
     figures: dict[str, Any] = {}
@@ -143,6 +146,7 @@ def run_case(dataset: str, rows: int, work: Path, s3: bool) -> dict[str, Any]:
         "dataset": dataset,
         "rows": rows,
         "store": "s3 (moto)" if s3 else "local",
+        "load": {"start": load, "end": os.getloadavg()},
         "n_train": datamodels["n_train"],
         "n_targets": datamodels["n_targets"],
         "store_bytes_per_model": store_bytes(config) / rows,
@@ -157,6 +161,9 @@ def run_case(dataset: str, rows: int, work: Path, s3: bool) -> dict[str, Any]:
 def run_in_child(dataset: str, rows: int, s3: bool, args: argparse.Namespace) -> dict[str, Any]:
     """One case in a fresh Python process; its JSON result."""
     result_path = args.work / f"{dataset}-r{rows}{'-s3' if s3 else ''}.json"
+    if args.reuse and result_path.exists():
+        print(f"{dataset}, {rows:,} models{' on S3' if s3 else ''}: from {result_path}")
+        return json.loads(result_path.read_text())
     command = [sys.executable, str(Path(__file__).resolve()), "--child", dataset, str(rows)]
     command += ["--work", str(args.work), "--result", str(result_path)]
     command += ["--on-s3"] if s3 else []
@@ -193,8 +200,15 @@ def other_peak(stage_name: str, stage: dict[str, Any]) -> float:
 
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The table of every case and stage, and the scaling ratios between sizes."""
+    loads = "; ".join(
+        f"{r['dataset']} {r['rows']:,} ({r['store']}): {_load(r['load']['start'])} → "
+        f"{_load(r['load']['end'])}"
+        for r in results
+        if "load" in r
+    )
     lines = [
-        f"Load before the run: {meta['load']}. Block rows: {BLOCK_ROWS}.",
+        f"Load before the run: {_load(meta['load'])}. Block rows: {BLOCK_ROWS}.",
+        f"Load (1, 5, 15 min) at the start and end of each case: {loads}.",
         "",
         "| data set | store | models | stage | seconds | rows/s | store bytes/model | "
         "peak MiB of the working processes | largest other (Ray's actors) |",
@@ -226,6 +240,10 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f" | {memory:.2f}× | {per_model:.2f}× |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _load(averages: list[float]) -> str:
+    return ", ".join(f"{value:.1f}" for value in averages)
 
 
 def scaling_pairs(results: list[dict[str, Any]]) -> list[tuple[dict, dict]]:
@@ -289,6 +307,11 @@ def main() -> None:
     parser.add_argument("--s3", type=int, nargs="*", default=[100_000], help="breast_cancer rows")
     parser.add_argument("--work", type=Path, default=Path("runs/benchmarks/scale"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale"))
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a case's figures from its JSON in --work where an earlier run left one",
+    )
     parser.add_argument("--child", nargs=2, metavar=("DATASET", "ROWS"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--on-s3", action="store_true", help=argparse.SUPPRESS)
