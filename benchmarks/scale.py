@@ -140,8 +140,8 @@ def run_case(dataset: str, rows: int, work: Path, s3: bool) -> dict[str, Any]:
     evaluation = timed("evaluate", lambda: evaluate_on_store(config, predictors), rows, figures)
     report = timed("lds", lambda: behaviour_report(config, predictors), rows, figures)
     # What the workers report of themselves (their ru_maxrss), beside the sampled peaks.
-    figures["fit"]["worker_reported_peak_mib"] = fit.metrics["max_peak_rss_kib"] / 1024
-    figures["datamodels"]["task_reported_peak_mib"] = datamodels["peak_rss_mb"]
+    figures["fit"]["worker_reported_peak_mib"] = fit.metrics["max_peak_rss_mib"]
+    figures["datamodels"]["task_reported_peak_mib"] = datamodels["peak_rss_mib"]
     return {
         "dataset": dataset,
         "rows": rows,

@@ -102,7 +102,7 @@ def fit_from_store(
         "solver": results[0].solver,
         "shards": len(shards),
         "fit_seconds": seconds,  # every shard's passes over the store and its fit
-        "peak_rss_mb": [result.peak_rss_mb for result in results],
+        "peak_rss_mib": [result.peak_rss_mib for result in results],
         "mean_nonzero": float((datamodels.weights != 0).sum(axis=1).mean()),
         "config": settings.model_dump(),
     }

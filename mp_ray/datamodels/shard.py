@@ -11,7 +11,6 @@ scores the result (Spearman's ρ per target, for the LDS).
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from mp_ray.config import DatamodelsConfig, SplitsConfig
 from mp_ray.datamodels.fit import Datamodels, Problem, fit_problem, solver_device
 from mp_ray.datamodels.streamed import held_out_correlations, streamed_problem, sum_splits
+from mp_ray.peak_memory import peak_rss_mib
 from mp_ray.store import ExperimentStore
 from mp_ray.store.rows import SPLIT_NAMES, TEST, TRAIN, VAL
 
@@ -46,7 +46,7 @@ class ShardResult:
     test_correlations: np.ndarray | None
     solver: str
     device: str
-    peak_rss_mb: float
+    peak_rss_mib: float
 
 
 def fit_shard(
@@ -84,7 +84,7 @@ def fit_shard(
         correlations,
         "moments" if moments else "streamed",
         str(device),
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        peak_rss_mib(),
     )
 
 

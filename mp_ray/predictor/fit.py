@@ -19,8 +19,8 @@ cosine schedule is a function of the step. Every ``eval_every`` steps
 the validation error — mean relative parameter error ‖θ̂ − θ‖/‖θ‖ over the validation rows
 of all workers — is all-reduced, so every worker makes the same early-stopping decision
 (``patience`` validations without improvement). Each report carries the worker's peak
-resident memory and the largest over workers (``peak_rss_kib``, ``max_peak_rss_kib``,
-KiB); rank 0 also reports a checkpoint holding
+resident memory and the largest over workers (``peak_rss_mib``, ``max_peak_rss_mib``,
+MiB); rank 0 also reports a checkpoint holding
 the training state and the best predictor so far (a
 :class:`~mp_ray.predictor.predictor.Predictor` directory); running again with the same run
 name resumes from the latest one.

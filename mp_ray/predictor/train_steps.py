@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import resource
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import torch.distributed as dist
 from mp_ray.config import ExperimentConfig, PredictorConfig
 from mp_ray.data import load_dataset
 from mp_ray.learners import Learner, make_learner
+from mp_ray.peak_memory import peak_rss_mib
 from mp_ray.predictor.losses import LossWeights, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
@@ -225,7 +225,7 @@ class TrainWorker:
         )
         val_sum, train_loss_sum = _all_sum([val_error_sum, train_loss], self.device)
         self.model.train()
-        peak_rss = peak_rss_kib()
+        peak_rss = round(peak_rss_mib())  # whole MiB: reduced over workers as an integer
         val_error = val_sum / self.n_val
         progress = self.progress
         if val_error < progress["best"]:
@@ -240,8 +240,8 @@ class TrainWorker:
             "train_loss": train_loss_sum / self.world,
             "val_rel_error": val_error,
             "best_val_rel_error": progress["best"],
-            "peak_rss_kib": peak_rss,
-            "max_peak_rss_kib": _all_reduce(peak_rss, dist.ReduceOp.MAX, self.device),
+            "peak_rss_mib": peak_rss,
+            "max_peak_rss_mib": _all_reduce(peak_rss, dist.ReduceOp.MAX, self.device),
         }
         return metrics, progress["bad_validations"] >= self.settings.patience
 
@@ -311,11 +311,6 @@ def _count_shard(
     if n_val == 0:
         raise ValueError("no validation rows: raise splits.val_fraction or store.n_rows")
     return shard, n_val
-
-
-def peak_rss_kib() -> int:
-    """This process's peak resident memory so far, KiB (``ru_maxrss`` on Linux)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _set_function(

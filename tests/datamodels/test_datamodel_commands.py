@@ -67,7 +67,7 @@ def test_datamodels_command_writes_the_store_and_scores_held_out_rows(
     assert models.weights.shape == (meta["n_targets"], 100)
     assert meta["sampler"]["alpha"] == 0.5 and meta["rows"]["test"] > 100
     assert meta["shards"] == 3 and meta["solver"] == "moments"
-    assert len(meta["peak_rss_mb"]) == 3 and min(meta["peak_rss_mb"]) > 0
+    assert len(meta["peak_rss_mib"]) == 3 and min(meta["peak_rss_mib"]) > 0
     # Measured 0.93 on this store: predicted outputs track retraining on unseen subsets.
     assert meta["test_lds"] > 0.8
     assert np.all(models.lam > 0) and np.all(models.val_mse > 0)

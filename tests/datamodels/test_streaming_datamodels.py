@@ -61,7 +61,7 @@ def test_shards_stream_the_store_and_reproduce_the_dense_solver(store_uri):
     assert sum(progress) == N_TARGETS
     assert [r.solver for r in results] == ["moments", "moments"]
     assert all(r.rows == {"train": 788, "val": 150, "test": 169} for r in results)
-    assert all(r.peak_rss_mb > 0 for r in results)
+    assert all(r.peak_rss_mib > 0 for r in results)
     assert_reference(Datamodels.concatenate([r.datamodels for r in results]))
     # The LDS from per-window predictions: the dense solver's, on the whole test split.
     lds = Score.of(np.concatenate([r.test_correlations for r in results]))
