@@ -157,16 +157,27 @@ class BlockTrainer:
         learner, data = self.learner, self.dataset
         mask_t = torch.as_tensor(masks, device=learner.device)
         params = learner.fit_batch(mask_t, seeds)
-        objective, gradient = learner.objective_and_grad(params, mask_t)
+        unknown = torch.full((len(rows),), float("nan"), dtype=learner.dtype, device=learner.device)
+        objective, grad_norm = unknown, unknown  # a learner without an objective: NaN
+        if learner.provides("objective_and_grad"):
+            objective, gradient = learner.objective_and_grad(params, mask_t)
+            grad_norm = torch.linalg.vector_norm(gradient, dim=1)
+        losses = [unknown] * 3  # a learner without a per-sample loss: NaN
+        if learner.provides("per_sample_loss"):
+            losses = [
+                learner.mean_subset_loss(params, mask_t),
+                learner.per_sample_loss(params, data.X_val, data.y_val).mean(dim=1),
+                learner.per_sample_loss(params, data.X_test, data.y_test).mean(dim=1),
+            ]
         columns = [
             mask_t.sum(dim=1).to(learner.dtype),
             learner.degenerate(mask_t).to(learner.dtype),
             objective,
-            torch.linalg.vector_norm(gradient, dim=1),
-            learner.mean_subset_loss(params, mask_t),
-            learner.per_sample_loss(params, data.X_val, data.y_val).mean(dim=1),
+            grad_norm,
+            losses[0],
+            losses[1],
             learner.score(params, data.X_val, data.y_val),
-            learner.per_sample_loss(params, data.X_test, data.y_test).mean(dim=1),
+            losses[2],
             learner.score(params, data.X_test, data.y_test),
         ]
         return {
