@@ -332,6 +332,7 @@ class CustomLearnerConfig(_Learner):
     )
     options: dict[str, Any] = Field(
         default_factory=dict,
+        validate_default=True,
         description="custom: the class's own settings, validated by its Options model (a "
         "pydantic model; a class without one takes none); part of the store's identity.",
     )

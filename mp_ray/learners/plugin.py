@@ -148,6 +148,9 @@ def validated_options(cls: type[Learner], options: Mapping[str, Any]) -> dict[st
                 + ", ".join(options)
             )
         return {}
+    unknown = [name for name in options if name not in cls.Options.model_fields]
+    if unknown:
+        raise PluginError("; ".join(f"{name}: not an option of {cls.__name__}" for name in unknown))
     try:
         return cls.Options.model_validate(dict(options)).model_dump(mode="json")
     except ValidationError as err:
