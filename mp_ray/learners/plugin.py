@@ -36,8 +36,8 @@ lacks is refused at its start with an error naming the method
 stage                                   needs                       without it
 ======================================  ==========================  =========================
 retrain: the store's params, outputs    the required methods        —
-retrain: metrics objective, grad_norm   objective (objective_grad)  those columns are NaN
-retrain: metrics *_loss                 per_sample_loss             those columns are NaN
+retrain: metrics objective, grad_norm   objective (objective_grad)  not in the store
+retrain: metrics *_loss                 per_sample_loss             not in the store
 datamodels, explain                     the store's outputs only    —
 fit, predictor.lambda_global > 0        objective_grad              auto is 0; a value > 0
                                                                     is refused
