@@ -310,15 +310,15 @@ class MLPLearnerConfig(_Learner):
     weight_decay: float = Field(default=1e-4, ge=0, description="mlp: L2 weight decay.")
 
 
-def _imported(path: str, check: str) -> Any:
-    """The object at import path ``module:name`` that passes ``check`` (a check of
-    mp_ray.learners.plugin); a config error naming the path and the problem otherwise."""
+def _plugin(check: str, *args: Any) -> Any:
+    """``mp_ray.learners.plugin.<check>(*args)``: what a config names by import path, checked;
+    a config error saying what is wrong otherwise."""
     from mp_ray.learners import plugin
 
     try:
-        return getattr(plugin, check)(path)
+        return getattr(plugin, check)(*args)
     except plugin.PluginError as err:
-        raise PydanticCustomError("import_path", str(err)) from None
+        raise PydanticCustomError("plugin", str(err)) from None
 
 
 class CustomLearnerConfig(_Learner):
@@ -340,21 +340,16 @@ class CustomLearnerConfig(_Learner):
     @field_validator("target")
     @classmethod
     def _check_target(cls, target: str) -> str:
-        _imported(target, "learner_class")
+        _plugin("learner_class", target)
         return target
 
     @field_validator("options")
     @classmethod
     def _check_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """The options as the class's Options model dumps them (defaults filled in)."""
-        from mp_ray.learners.plugin import PluginError, learner_class, validated_options
-
         if "target" not in info.data:  # the target was refused already
             return options
-        try:
-            return validated_options(learner_class(info.data["target"]), options)
-        except PluginError as err:
-            raise PydanticCustomError("learner_options", str(err)) from None
+        return _plugin("validated_options", info.data["target"], options)
 
 
 class SklearnLearnerConfig(_Learner):
@@ -392,27 +387,22 @@ class SklearnLearnerConfig(_Learner):
     @field_validator("estimator")
     @classmethod
     def _check_estimator(cls, estimator: str) -> str:
-        _imported(estimator, "estimator_class")
+        _plugin("estimator_class", estimator)
         return estimator
 
     @field_validator("params")
     @classmethod
     def _check_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """Params the estimator takes: it is built with them once."""
-        from mp_ray.learners.plugin import PluginError, estimator_class, made
-
         if "estimator" in info.data:  # else refused already
-            try:
-                made(estimator_class(info.data["estimator"]), params)
-            except PluginError as err:
-                raise PydanticCustomError("estimator_params", str(err)) from None
+            _plugin("estimator", info.data["estimator"], params)
         return params
 
     @field_validator("extractor", "decision")
     @classmethod
     def _check_function(cls, path: str | None, info: ValidationInfo) -> str | None:
         if path is not None:
-            _imported(path, "function")
+            _plugin("function", path)
         extractor = info.data.get("extractor", path)  # refused already when missing
         if info.field_name == "decision" and (path is None) != (extractor is None):
             raise PydanticCustomError(

@@ -278,7 +278,8 @@ def test_every_field_of_another_kind_is_named_and_other_errors_keep_their_place(
         (
             "learner",
             {"kind": "svm"},
-            "learner.kind: 'svm' is not a learner kind; one of logistic, ridge, mlp, custom, sklearn",
+            "learner.kind: 'svm' is not a learner kind; one of logistic, ridge, mlp, custom, "
+            "sklearn",
         ),
         (
             "learner",

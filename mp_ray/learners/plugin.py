@@ -131,16 +131,19 @@ def function(path: str) -> Callable[..., Any]:
     return found
 
 
-def made(cls: type, params: Mapping[str, Any]) -> Any:
-    """``cls(**params)``; a :class:`PluginError` naming the class when it refuses them."""
+def estimator(path: str, params: Mapping[str, Any]) -> Any:
+    """A new estimator of the class at ``path`` built with ``params``."""
+    cls = estimator_class(path)
     try:
         return cls(**params)
     except Exception as err:
         raise PluginError(f"{cls.__name__}(**params) failed: {type(err).__name__}: {err}") from None
 
 
-def validated_options(cls: type[Learner], options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` validated by ``cls.Options`` and dumped with its defaults filled in."""
+def validated_options(target: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` validated by the ``Options`` model of the learner class at ``target`` and
+    dumped with its defaults filled in; unknown ones refused."""
+    cls = learner_class(target)
     if cls.Options is None:
         if options:
             raise PluginError(

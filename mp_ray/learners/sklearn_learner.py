@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import inspect
 from abc import abstractmethod
+from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
@@ -39,7 +40,7 @@ from mp_ray.config import SklearnLearnerConfig
 from mp_ray.errors import MpRayError
 from mp_ray.learners.base import ArrayLike, Learner
 from mp_ray.learners.linear import LinearLearner
-from mp_ray.learners.plugin import estimator_class, function, made
+from mp_ray.learners.plugin import estimator, estimator_class, function
 
 
 class EstimatorError(MpRayError, RuntimeError):
@@ -71,18 +72,18 @@ class SklearnLearner(Learner):
 
     def fitted(self, mask: np.ndarray) -> object:
         """The estimator fitted on the subset ``mask (n,) bool``."""
-        estimator = made(self.estimator_class, self.config.params)
+        model = estimator(self.config.estimator, self.config.params)
         try:
             if self.weighted:
-                estimator.fit(self.X_numpy, self.y_numpy, sample_weight=mask.astype(np.float64))
+                model.fit(self.X_numpy, self.y_numpy, sample_weight=mask.astype(np.float64))
             else:
-                estimator.fit(self.X_numpy[mask], self.y_numpy[mask])
+                model.fit(self.X_numpy[mask], self.y_numpy[mask])
         except Exception as err:
             raise EstimatorError(
                 f"{self.name} failed to fit a subset of {int(mask.sum())} points: "
                 f"{type(err).__name__}: {err}"
             ) from err
-        return estimator
+        return model
 
     @abstractmethod
     def read_params(self, estimator: object) -> np.ndarray:
@@ -122,18 +123,15 @@ class ExtractedSklearnLearner(SklearnLearner):
     """Any estimator, its parameters read by ``config.extractor`` and its outputs given by
     ``config.decision``."""
 
-    def __init__(
-        self,
-        config: SklearnLearnerConfig,
-        X: ArrayLike,
-        y: ArrayLike,
-        n_classes: int,
-        device: torch.device | str = "cpu",
-        memory_budget: int | None = None,
-    ) -> None:
-        super().__init__(config, X, y, n_classes, device, memory_budget)
-        self.extractor = function(str(config.extractor))
-        self.decide = function(str(config.decision))
+    @cached_property
+    def extractor(self) -> Callable[[object], np.ndarray]:
+        """``config.extractor``: a fitted estimator's parameters ``(d,)``."""
+        return function(str(self.config.extractor))
+
+    @cached_property
+    def decide(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """``config.decision``: outputs ``(K, m, c)`` of ``params (K, d)`` on ``X (m, p)``."""
+        return function(str(self.config.decision))
 
     @cached_property
     def n_params(self) -> int:
