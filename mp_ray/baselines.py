@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mp_ray.learners import Learner, with_points
+from mp_ray.learners.capabilities import INFLUENCE_FUNCTIONS, missing
 from mp_ray.methods import Masks, check_masks
 
 
@@ -142,3 +143,16 @@ class InfluenceFunction:
         (B, m)`` of the points ``X_new (m, p)``, ``y_new (m,)``: the same step from θ(D)."""
         joined = np.concatenate([np.asarray(masks), np.asarray(new_masks)], axis=1)
         return self._step(with_points(self.learner, X_new, y_new), joined)
+
+
+def influence_baseline(learner: Learner) -> tuple[InfluenceFunction | None, str | None]:
+    """Influence functions for ``learner`` and None, or, for a learner without the methods
+    they need (:data:`~mp_ray.learners.capabilities.INFLUENCE_FUNCTIONS`), None and a note
+    saying so: a comparison table leaves them out rather than fail."""
+    lacking = missing(learner, INFLUENCE_FUNCTIONS)
+    if not lacking:
+        return InfluenceFunction(learner), None
+    return None, (
+        f"{InfluenceFunction.name} left out: learner {learner.name} does not implement "
+        + ", ".join(lacking)
+    )

@@ -176,5 +176,7 @@ def lds(
         f"{info['counterfactual_targets']} counterfactual targets (top {info['support_size']})"
     )
     print(format_behaviour_table(report.table))
+    for note in info["notes"]:
+        console.print(f"note: {note}")
     if output:
         write_json(output, {"info": info, "table": report.table})

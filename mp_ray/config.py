@@ -42,10 +42,11 @@ from pydantic import (
     PrivateAttr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, core_schema
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from mp_ray.errors import MpRayError
 
@@ -309,12 +310,121 @@ class MLPLearnerConfig(_Learner):
     weight_decay: float = Field(default=1e-4, ge=0, description="mlp: L2 weight decay.")
 
 
+def _plugin(check: str, *args: Any) -> Any:
+    """``mp_ray.learners.plugin.<check>(*args)``: what a config names by import path, checked;
+    a config error saying what is wrong otherwise."""
+    from mp_ray.learners import plugin
+
+    try:
+        return getattr(plugin, check)(*args)
+    except plugin.PluginError as err:
+        raise PydanticCustomError("plugin", str(err)) from None
+
+
+class CustomLearnerConfig(_Learner):
+    """A learner of your own: a subclass of mp_ray.learners.Learner named by import path
+    (mp_ray/learners/plugin.py, README "Bring your own model")."""
+
+    kind: Literal["custom"] = Field(description="custom: a Learner subclass of your own.")
+    target: str = Field(
+        description="custom: the class, as module:Class (the module importable where every "
+        "stage runs: the driver and Ray's workers, e.g. through PYTHONPATH)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="custom: the class's own settings, validated by its Options model (a "
+        "pydantic model; a class without one takes none); part of the store's identity.",
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _check_target(cls, target: str) -> str:
+        _plugin("learner_class", target)
+        return target
+
+    @field_validator("options")
+    @classmethod
+    def _check_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """The options as the class's Options model dumps them (defaults filled in)."""
+        if "target" not in info.data:  # the target was refused already
+            return options
+        return _plugin("validated_options", info.data["target"], options)
+
+
+class SklearnLearnerConfig(_Learner):
+    """A scikit-learn estimator, fitted on one subset at a time
+    (mp_ray/learners/sklearn_learner.py)."""
+
+    kind: Literal["sklearn"] = Field(description="sklearn: a scikit-learn estimator.")
+    estimator: str = Field(
+        description="sklearn: the estimator class as module:Class, e.g. "
+        "sklearn.linear_model:LogisticRegression."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="sklearn: keyword arguments of the estimator (fix random_state here for "
+        "a randomised one: every subset is fitted with them).",
+    )
+    extractor: str | None = Field(
+        default=None,
+        description="sklearn: module:function(estimator) -> 1-D array, the parameters of a "
+        "fitted estimator; with `decision`. None: a linear estimator's coef_ and intercept_.",
+    )
+    decision: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="sklearn, with `extractor`: module:function(params (K, d), X (m, p)) -> "
+        "outputs (K, m, c), numpy float64 in and out (c = 1 for binary classification and "
+        "regression: the logit of the second class or the value; else one per class).",
+    )
+    sample_weight: bool = Field(
+        default=True,
+        description="sklearn: pass a subset as fit's sample_weight (1 inside, 0 outside) "
+        "where fit accepts one; false (or a fit without it): fit on the subset's rows alone.",
+    )
+
+    @field_validator("estimator")
+    @classmethod
+    def _check_estimator(cls, estimator: str) -> str:
+        _plugin("estimator_class", estimator)
+        return estimator
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Params the estimator takes: it is built with them once."""
+        if "estimator" in info.data:  # else refused already
+            _plugin("estimator", info.data["estimator"], params)
+        return params
+
+    @field_validator("extractor", "decision")
+    @classmethod
+    def _check_function(cls, path: str | None, info: ValidationInfo) -> str | None:
+        if path is not None:
+            _plugin("function", path)
+        extractor = info.data.get("extractor", path)  # refused already when missing
+        if info.field_name == "decision" and (path is None) != (extractor is None):
+            raise PydanticCustomError(
+                "extractor_decision",
+                "learner.extractor and learner.decision go together: give both (a non-linear "
+                "estimator) or neither (a linear one, read from coef_ and intercept_)",
+            )
+        return path
+
+
 class LearnerConfig(_Tagged):
     """The learning algorithm A whose trained parameters mp-ray predicts: one model per
-    ``kind`` (logistic, ridge, mlp), each with the settings that kind reads."""
+    ``kind`` (logistic, ridge, mlp, custom, sklearn), each with the settings it reads."""
 
     tag = "kind"
-    models = (LogisticLearnerConfig, RidgeLearnerConfig, MLPLearnerConfig)
+    models = (
+        LogisticLearnerConfig,
+        RidgeLearnerConfig,
+        MLPLearnerConfig,
+        CustomLearnerConfig,
+        SklearnLearnerConfig,
+    )
 
 
 class _Sampler(_Strict):
@@ -581,7 +691,8 @@ class PredictorConfig(_Strict):
         description="Strength of the global regulariser: the learner's KKT residual at the "
         "predicted parameters (0 switches it off). auto: "
         f"{AUTO_GLOBAL['lambda_global']} when the store's training split holds fewer than "
-        f"{AUTO_GLOBAL['labels_below']:,} rows, else 0 — with the Newton step it helped at "
+        f"{AUTO_GLOBAL['labels_below']:,} rows and the learner gives objective_grad, else "
+        "0 — with the Newton step it helped at "
         "every labelled-row count measured (benchmarks/README.md, label efficiency), most "
         "with few; from 10,000 the gain is small and it more than doubles a fit's time.",
     )
@@ -604,7 +715,8 @@ class PredictorConfig(_Strict):
         "set function's prediction when it is used (evaluate, lds, the applications, Serve), "
         "each with the full-data Hessian: θ ← θ − H_D⁻¹∇J_S(θ), at the cost of influence "
         "functions each (mp_ray/predictor/refine.py); 0: the set function alone. auto: 3 "
-        "for convex learners (logistic, ridge), 0 for the others. The step is what resolves one "
+        "for convex learners (logistic, ridge), 0 for the others and for learners without "
+        "objective, objective_grad and hvp. The step is what resolves one "
         "point more or less (benchmarks/README.md, the Newton step).",
     )
     patience: int = Field(
@@ -621,9 +733,10 @@ class PredictorConfig(_Strict):
             )
         return data
 
-    def resolved(self, labelled_rows: int, n_params: int) -> PredictorConfig:
+    def resolved(self, labelled_rows: int, n_params: int, kkt: bool = True) -> PredictorConfig:
         """These settings with every ``auto`` value decided, for a store of ``n_params``
-        parameters whose training split holds ``labelled_rows`` rows."""
+        parameters whose training split holds ``labelled_rows`` rows; ``kkt``: whether the
+        learner gives its objective's gradient (without it, ``lambda_global: auto`` is 0)."""
         width = self.width
         if width == "auto":
             small = n_params <= AUTO_WIDTH["params_up_to"]
@@ -631,7 +744,7 @@ class PredictorConfig(_Strict):
         strength = self.lambda_global
         if strength == "auto":
             few = labelled_rows < AUTO_GLOBAL["labels_below"]
-            strength = AUTO_GLOBAL["lambda_global"] if few else 0.0
+            strength = AUTO_GLOBAL["lambda_global"] if few and kkt else 0.0
         unlabelled = self.unlabelled_per_batch
         if unlabelled == "auto":
             unlabelled = AUTO_GLOBAL["unlabelled_per_batch"] if strength else 0

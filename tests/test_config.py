@@ -162,6 +162,15 @@ OWN_FIELDS = {
             "weight_decay": 0.0,
             "dtype": "float32",
         },
+        "custom": {"target": "mp_ray.learners:Ridge", "options": {}, "dtype": "float32"},
+        "sklearn": {
+            "estimator": "sklearn.linear_model:Ridge",
+            "params": {"alpha": 2.0},
+            "extractor": "numpy:ravel",
+            "decision": "numpy:ravel",
+            "sample_weight": False,
+            "dtype": "float32",
+        },
     },
     "sampler": {
         "bernoulli": {"alpha": 0.3},
@@ -269,9 +278,14 @@ def test_every_field_of_another_kind_is_named_and_other_errors_keep_their_place(
         (
             "learner",
             {"kind": "svm"},
-            "learner.kind: 'svm' is not a learner kind; one of logistic, ridge, mlp",
+            "learner.kind: 'svm' is not a learner kind; one of logistic, ridge, mlp, custom, "
+            "sklearn",
         ),
-        ("learner", {"C": 1.0}, "learner.kind: Field required (one of logistic, ridge, mlp)"),
+        (
+            "learner",
+            {"C": 1.0},
+            "learner.kind: Field required (one of logistic, ridge, mlp, custom, sklearn)",
+        ),
         (
             "sampler",
             {"kind": "sobol"},

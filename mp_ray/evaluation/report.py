@@ -3,7 +3,8 @@
 Methods: each fitted ModelPred checkpoint given (name → URI), the store's datamodels (when
 fitted), any further parameter predictors passed in, and the baselines: the mean θ and
 ridge on the subset mask (fitted on the predictor's training rows), the full-data model
-θ(D) and first-order influence functions. A constant prediction (the mean θ, θ(D)) ranks
+θ(D) and first-order influence functions (left out, with a note in ``info["notes"]``, for
+a learner without the methods they need). A constant prediction (the mean θ, θ(D)) ranks
 no subsets and changes with no removal: its correlations are undefined (NaN, printed –).
 Ground truth: the store's test rows (held out from every fit), ``n_loo`` single points
 removed from the full set and retrained, and, with datamodels, ``n_counterfactual``
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from mp_ray.apps.models import PredictedModels, RetrainedModels
-from mp_ray.baselines import FullDataModel, InfluenceFunction
+from mp_ray.baselines import FullDataModel, InfluenceFunction, influence_baseline
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset
 from mp_ray.datamodels.apps import support
@@ -83,7 +84,8 @@ def behaviour_report(
         return ParameterOutputs(method, learner, dataset.X_test, dataset.y_test)
 
     start = time.perf_counter()
-    influence = InfluenceFunction(learner)  # θ(D) and H_D⁻¹: a baseline, and the Newton step
+    # θ(D) and H_D⁻¹: a baseline, and the Newton step (None: the learner cannot give them)
+    influence, note = influence_baseline(learner)
     influence_seconds = time.perf_counter() - start
     methods: dict[str, OutputMethod] = {}
     for name, uri in (predictor_uris or {}).items():
@@ -103,9 +105,12 @@ def behaviour_report(
     mean, ridge = fit_store_baselines(store, splits.val_fraction, splits.test_fraction)
     setup_seconds = {
         MaskRidge.name: time.perf_counter() - start,  # with the mean θ, from the same pass
-        InfluenceFunction.name: influence_seconds,
     }
-    for baseline in (mean, ridge, FullDataModel(learner), influence):
+    baselines: list[ParameterMethod] = [mean, ridge, FullDataModel(learner)]
+    if influence is not None:
+        setup_seconds[InfluenceFunction.name] = influence_seconds
+        baselines.append(influence)
+    for baseline in baselines:
         methods[baseline.name] = outputs_of(baseline)
     test = held_out_blocks(store, splits, with_outputs=True)
     outputs, predicted = predict_held_out(methods, ((rows.masks, rows.outputs) for rows in test))
@@ -142,6 +147,7 @@ def behaviour_report(
         "support_size": k,
         "setup_seconds": setup_seconds,
         "ridge_alpha": ridge.alpha,
+        "notes": [] if note is None else [note],
     }
     return BehaviourReport(behaviour_table(methods, predicted, truth), info)
 

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from mp_ray.config import LearnerConfig
-from mp_ray.learners.base import ArrayLike, Learner
+from mp_ray.learners.base import ArrayLike, Learner, LearnerCapabilityError
 from mp_ray.learners.logistic import LogisticRegression
 from mp_ray.learners.mlp import MLP
+from mp_ray.learners.plugin import custom_learner
 from mp_ray.learners.ridge import Ridge
+from mp_ray.learners.sklearn_learner import sklearn_learner
 
-LEARNERS: dict[str, type[Learner]] = {"logistic": LogisticRegression, "ridge": Ridge, "mlp": MLP}
+# Each kind's learner: its class, or a function that builds it (same arguments).
+LEARNERS: dict[str, Callable[..., Learner]] = {
+    "logistic": LogisticRegression,
+    "ridge": Ridge,
+    "mlp": MLP,
+    "custom": custom_learner,
+    "sklearn": sklearn_learner,
+}
 
 
 def make_learner(
@@ -41,6 +52,7 @@ __all__ = [
     "LEARNERS",
     "MLP",
     "Learner",
+    "LearnerCapabilityError",
     "LogisticRegression",
     "Ridge",
     "make_learner",

@@ -8,17 +8,26 @@ batches of flattened parameter vectors.
 
 Passes over the whole training set take its rows in chunks under the learner's memory
 budget when it has one (a CUDA device: :mod:`mp_ray.learners.memory`), all at once else.
+
+Four methods make a learner (:attr:`~Learner.n_params`, :meth:`~Learner._fit` or
+:meth:`~Learner.fit_batch`, :meth:`~Learner.decision`, :meth:`~Learner.intercept_mask`);
+the loss, the objective and their derivatives are capabilities that later stages need and
+a learner may lack (:meth:`Learner.provides`, :mod:`mp_ray.learners.capabilities`; the
+table of which stage needs which is in :mod:`mp_ray.learners.plugin`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from functools import partial
+from functools import cached_property, partial
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from mp_ray.config import LearnerConfig
+from mp_ray.errors import MpRayError
 from mp_ray.learners.memory import chunk_slices, device_budget, rows_per_chunk
 from mp_ray.learners.threads import model_groups, run_single_threaded
 from mp_ray.methods import mask_tensor
@@ -33,6 +42,23 @@ def _writable(array: ArrayLike) -> ArrayLike:
     return array
 
 
+# The optional methods whose base versions derive them from others (by autograd or a pass
+# over the training set): a learner provides one when it overrides it or provides all these.
+DERIVED_FROM: dict[str, tuple[str, ...]] = {
+    "objective_grad": ("objective",),
+    "objective_and_grad": ("objective", "objective_grad"),
+    "hvp": ("objective_grad",),
+    "per_sample_grads": ("per_sample_loss",),
+    "weighted_loss": ("per_sample_loss",),
+    "mean_subset_loss": ("weighted_loss",),
+}
+
+
+class LearnerCapabilityError(MpRayError, NotImplementedError):
+    """A stage needs a method the learner does not implement; the message names the
+    learner, the methods and the stage."""
+
+
 class Learner(ABC):
     """A deterministic training algorithm over a fixed ground set.
 
@@ -44,6 +70,13 @@ class Learner(ABC):
 
     name: str
     convex: bool = False  # a convex objective: one global optimum, a PSD Hessian
+    # A plug-in's own settings (``learner.options`` of kind custom), validated at config load.
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not isinstance(getattr(cls, "name", None), str):
+            cls.name = cls.__name__  # a plug-in that names itself by its class
 
     def __init__(
         self,
@@ -63,6 +96,30 @@ class Learner(ABC):
         # Bytes a pass's intermediates may take: as given, else derived on a CUDA device
         # (the whole GPU's share), else None (no budget).
         self.memory_budget = device_budget(self.device) if memory_budget is None else memory_budget
+
+    @cached_property
+    def options(self) -> BaseModel:
+        """``learner.options`` as this class's :attr:`Options` model (kind custom)."""
+        if self.Options is None:
+            raise TypeError(f"learner {self.name} declares no Options model")
+        return self.Options.model_validate(getattr(self.config, "options", {}))
+
+    @classmethod
+    def provides(cls, method: str) -> bool:
+        """Whether this learner implements ``method`` (an optional capability): it overrides
+        the base version, or the base version derives it from methods it provides
+        (:data:`DERIVED_FROM`). Required methods are always provided."""
+        if getattr(cls, method) is not getattr(Learner, method):
+            return True
+        derived = DERIVED_FROM.get(method)
+        return derived is not None and all(cls.provides(name) for name in derived)
+
+    def lacks(self, method: str, stage: str = "this stage") -> LearnerCapabilityError:
+        """The error for a call of ``method``, which this learner does not implement."""
+        return LearnerCapabilityError(
+            f"learner {self.name} does not implement {method}, which {stage} needs "
+            "(see Bring your own model in README.md)"
+        )
 
     def as_tensor(self, array: ArrayLike) -> torch.Tensor:
         """Convert an array to this learner's device and floating dtype."""
@@ -126,13 +183,13 @@ class Learner(ABC):
     def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         """Raw outputs (logits or regression values) ``(K, m, c)`` for ``params (K, d)``."""
 
-    @abstractmethod
     def per_sample_loss(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
-        """Unregularised loss of each example under each model, ``(K, m)``."""
+        """Unregularised loss of each example under each model, ``(K, m)`` (optional)."""
+        raise self.lacks("per_sample_loss")
 
-    @abstractmethod
     def objective(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
-        """The exact regularised training objective on each subset, ``(K,)``."""
+        """The exact regularised training objective on each subset, ``(K,)`` (optional)."""
+        raise self.lacks("objective")
 
     @abstractmethod
     def intercept_mask(self) -> torch.Tensor:

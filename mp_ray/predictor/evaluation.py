@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mp_ray.baselines import FullDataModel, InfluenceFunction
+from mp_ray.baselines import FullDataModel, InfluenceFunction, influence_baseline
 from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset
 from mp_ray.learners import Learner
@@ -60,9 +60,17 @@ def compare_models(
         "accuracy_gap": (learner.score(predicted, X, y) - learner.score(actual, X, y))
         .cpu()
         .numpy(),
-        "loss_predicted": learner.per_sample_loss(predicted, X, y).mean(dim=1).cpu().numpy(),
-        "loss_actual": learner.per_sample_loss(actual, X, y).mean(dim=1).cpu().numpy(),
+        "loss_predicted": _mean_loss(learner, predicted, X, y),
+        "loss_actual": _mean_loss(learner, actual, X, y),
     }
+
+
+def _mean_loss(learner: Learner, params: torch.Tensor, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The mean loss of each model ``params (B, d)`` on ``X``, ``y``, ``(B,)``: NaN for a
+    learner without a per-sample loss (its loss correlations are then not shown)."""
+    if not learner.provides("per_sample_loss"):
+        return np.full(len(params), np.nan)
+    return learner.per_sample_loss(params, X, y).mean(dim=1).cpu().numpy()
 
 
 def _loss_correlations(values: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
@@ -222,7 +230,8 @@ def evaluate_on_store(
     options = config.store.storage_options
     settings = config.predictor
     learner = learner_of(config, dataset, learner)
-    influence = InfluenceFunction(learner)  # a baseline, and the predictors' Newton step
+    # A baseline, and the predictors' Newton step (None: the learner cannot give them).
+    influence, _ = influence_baseline(learner)
     predictors: dict[str, ParameterMethod] = {}
     for name, uri in predictor_uris.items():
         predictor = load_predictor_for(uri, config, dataset.fingerprint, options)
@@ -236,7 +245,7 @@ def evaluate_on_store(
         MeanParams.name: mean,
         MaskRidge.name: ridge,
         FullDataModel.name: FullDataModel(learner),
-        InfluenceFunction.name: influence,
+        **({} if influence is None else {InfluenceFunction.name: influence}),
     }
     table = evaluation_table(learner, methods, held_out_blocks(store, splits), dataset)
     if not table:

@@ -45,10 +45,13 @@ import ray.train
 import ray.train.torch
 import torch
 
-from mp_ray.config import ExperimentConfig, write_resolved_config
+from mp_ray.config import ExperimentConfig, PredictorConfig, write_resolved_config
 from mp_ray.data import Dataset, load_dataset
-from mp_ray.learners import make_learner
+from mp_ray.learners import Learner
+from mp_ray.learners.capabilities import GLOBAL_REGULARISER, LOCAL_REGULARISER, require
+from mp_ray.loaded import learner_of
 from mp_ray.predictor.moments import TrainingMoments, training_moments
+from mp_ray.predictor.refine import newton_steps_for
 from mp_ray.predictor.train_steps import PREDICTOR_DIR, TrainWorker, next_validation
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
@@ -97,10 +100,11 @@ def fit_predictor(
     check_cluster_fits("Ray Train worker", worker, "the workers' resources (fit.use_gpu, --gpu)")
     dataset = dataset if dataset is not None else load_dataset(config.dataset)
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
+    learner = learner_of(config, dataset)
     if moments is None:
-        moments = store_moments(store, config, dataset)
+        moments = store_moments(store, config, dataset, learner)
     scaler = moments.scaler(config.predictor.targets)
-    settings = config.predictor.resolved(moments.count, store.spec.n_params)
+    settings = fit_settings(config.predictor, learner, moments.count, store.spec.n_params)
     config = config.model_copy(update={"predictor": settings})
     write_resolved_config(config, f"{run.storage_path}/{name}")
     with relay(on_report) as queue:
@@ -134,12 +138,36 @@ def fit_predictor(
 
 
 def store_moments(
-    store: ExperimentStore, config: ExperimentConfig, dataset: Dataset
+    store: ExperimentStore,
+    config: ExperimentConfig,
+    dataset: Dataset,
+    learner: Learner | None = None,
 ) -> TrainingMoments:
     """The moments of ``store``'s training rows (of ``config.splits``), with the output
-    energy of the config's learner on ``dataset`` when it has an output metric."""
-    learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
+    energy of the config's learner on ``dataset`` (``learner`` when already made) when it
+    has an output metric."""
+    learner = learner_of(config, dataset, learner)
     return training_moments(store, config.splits, learner.output_metric())
+
+
+def fit_settings(
+    settings: PredictorConfig, learner: Learner, labelled_rows: int, n_params: int
+) -> PredictorConfig:
+    """The predictor ``settings`` a fit runs with: ``auto`` values decided for a store of
+    ``n_params`` parameters with ``labelled_rows`` training rows and for ``learner`` (no
+    global regulariser for one without ``objective_grad``); refused, before any work, where
+    they need a method the learner lacks (:mod:`mp_ray.learners.capabilities`) or Newton
+    steps it cannot take (:func:`~mp_ray.predictor.refine.newton_steps_for`)."""
+    kkt = learner.provides("objective_grad")
+    resolved = settings.resolved(labelled_rows, n_params, kkt=kkt)
+    if resolved.lambda_global:
+        stage = f"predictor.lambda_global: {resolved.lambda_global:g} (the global regulariser)"
+        require(learner, *GLOBAL_REGULARISER, stage=stage)
+    if resolved.lambda_local:
+        stage = f"predictor.lambda_local: {resolved.lambda_local:g} (the local regulariser)"
+        require(learner, *LOCAL_REGULARISER, stage=stage)
+    newton_steps_for(resolved.newton_steps, learner)
+    return resolved
 
 
 class _ReportRelay(ray.train.UserCallback):

@@ -33,6 +33,7 @@ import torch
 
 from mp_ray.baselines import InfluenceFunction
 from mp_ray.learners import Learner, with_points
+from mp_ray.learners.capabilities import NEWTON_STEPS, missing, require
 from mp_ray.methods import Masks, check_masks
 from mp_ray.predictor.predictor import Predictor, PredictorMeta
 
@@ -43,10 +44,15 @@ HALVINGS = 8  # a step that does not lower the subset's objective is halved up t
 
 def newton_steps_for(steps: int | Literal["auto"], learner: Learner) -> int:
     """``predictor.newton_steps`` decided for ``learner``: auto is
-    :data:`AUTO_NEWTON_STEPS` for a convex learner, else 0; a positive count for a
-    non-convex learner is an error."""
+    :data:`AUTO_NEWTON_STEPS` for a convex learner that provides the steps' methods
+    (:data:`~mp_ray.learners.capabilities.NEWTON_STEPS`), else 0; a positive count for a
+    non-convex learner is an error, and for one without those methods a
+    :class:`~mp_ray.learners.LearnerCapabilityError` naming them."""
     if steps == "auto":
-        return AUTO_NEWTON_STEPS if learner.convex else 0
+        able = learner.convex and not missing(learner, NEWTON_STEPS)
+        return AUTO_NEWTON_STEPS if able else 0
+    if steps:
+        require(learner, *NEWTON_STEPS, stage=f"predictor.newton_steps: {steps}")
     if steps and not learner.convex:
         raise ValueError(
             f"predictor.newton_steps: {steps} needs a convex learner; {learner.name} is not "

@@ -36,11 +36,21 @@ CLASSIFICATION_METRICS = (
     "test_accuracy",
 )
 REGRESSION_METRICS = tuple(name.replace("accuracy", "r2") for name in CLASSIFICATION_METRICS)
+# The columns that need an optional method of the learner (mp_ray.learners.capabilities),
+# left out of the store of a learner without it.
+NEEDS = {
+    "objective": "objective_and_grad",
+    "grad_norm": "objective_and_grad",
+    "train_loss": "per_sample_loss",
+    "val_loss": "per_sample_loss",
+    "test_loss": "per_sample_loss",
+}
 
 
-def metric_names(dataset: Dataset) -> tuple[str, ...]:
-    """The per-row metric columns for ``dataset``'s task."""
-    return CLASSIFICATION_METRICS if dataset.task == "classification" else REGRESSION_METRICS
+def metric_names(dataset: Dataset, learner: Learner) -> tuple[str, ...]:
+    """The per-row metric columns for ``dataset``'s task that ``learner`` can give."""
+    names = CLASSIFICATION_METRICS if dataset.task == "classification" else REGRESSION_METRICS
+    return tuple(name for name in names if name not in NEEDS or learner.provides(NEEDS[name]))
 
 
 def n_rows_for(config: ExperimentConfig, n_train: int) -> int:
@@ -60,7 +70,7 @@ def build_spec(config: ExperimentConfig, dataset: Dataset, learner: Learner) -> 
         n_train=dataset.n_train,
         n_params=learner.n_params,
         n_targets=int(dataset.X_test.shape[0]),
-        metric_names=metric_names(dataset),
+        metric_names=metric_names(dataset, learner),
         block_rows=config.store.block_rows,
         dataset_fingerprint=dataset.fingerprint,
         dataset_name=dataset.name,
@@ -157,23 +167,31 @@ class BlockTrainer:
         learner, data = self.learner, self.dataset
         mask_t = torch.as_tensor(masks, device=learner.device)
         params = learner.fit_batch(mask_t, seeds)
-        objective, gradient = learner.objective_and_grad(params, mask_t)
-        columns = [
-            mask_t.sum(dim=1).to(learner.dtype),
-            learner.degenerate(mask_t).to(learner.dtype),
-            objective,
-            torch.linalg.vector_norm(gradient, dim=1),
-            learner.mean_subset_loss(params, mask_t),
-            learner.per_sample_loss(params, data.X_val, data.y_val).mean(dim=1),
-            learner.score(params, data.X_val, data.y_val),
-            learner.per_sample_loss(params, data.X_test, data.y_test).mean(dim=1),
-            learner.score(params, data.X_test, data.y_test),
-        ]
+        score = "accuracy" if data.task == "classification" else "r2"
+        columns = {
+            "subset_size": mask_t.sum(dim=1).to(learner.dtype),
+            "degenerate": learner.degenerate(mask_t).to(learner.dtype),
+            f"val_{score}": learner.score(params, data.X_val, data.y_val),
+            f"test_{score}": learner.score(params, data.X_test, data.y_test),
+        }
+        names = self.spec.metric_names
+        if "objective" in names:
+            objective, gradient = learner.objective_and_grad(params, mask_t)
+            columns |= {
+                "objective": objective,
+                "grad_norm": torch.linalg.vector_norm(gradient, dim=1),
+            }
+        if "train_loss" in names:
+            columns |= {
+                "train_loss": learner.mean_subset_loss(params, mask_t),
+                "val_loss": learner.per_sample_loss(params, data.X_val, data.y_val).mean(dim=1),
+                "test_loss": learner.per_sample_loss(params, data.X_test, data.y_test).mean(dim=1),
+            }
         return {
             "masks": masks,
             "params": params.detach().cpu().numpy(),
             "outputs": learner.margin(params, data.X_test, data.y_test).detach().cpu().numpy(),
-            "metrics": torch.stack(columns, dim=1).detach().cpu().numpy(),
+            "metrics": torch.stack([columns[name] for name in names], dim=1).detach().cpu().numpy(),
             "seeds": seeds,
         }
 

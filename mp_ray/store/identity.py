@@ -50,6 +50,8 @@ LEARNER_SETTINGS: dict[str, tuple[str, ...]] = {
     "logistic": ("C", "tol", "max_iter", "dtype"),
     "ridge": ("alpha", "dtype"),
     "mlp": ("hidden", "epochs", "lr", "batch_size", "weight_decay", "dtype"),
+    "custom": ("target", "options", "dtype"),
+    "sklearn": ("estimator", "params", "extractor", "decision", "sample_weight", "dtype"),
 }
 SAMPLER_SETTINGS: dict[str, tuple[str, ...]] = {
     "bernoulli": ("alpha",),
