@@ -1,13 +1,19 @@
 """The deployment files in infra/ agree with the package: they parse, use the pinned Ray, and
 name entrypoints and configs that exist and validate (so does the README's cluster section);
 the Serve config, the runtime_env and the cluster-launcher file pass Ray's own schemas; no
-credential is written into them."""
+credential is written into them. They also keep the promises a platform team checks: every
+node runs a named AMI and image, every image is pinned or pulled again, no S3 endpoint is set
+by default, heads run no tasks, RayJobs are bounded in time, variants differ from their base
+only by their option, and the image installs its dependencies before its code."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import re
+import shlex
+import string
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -21,6 +27,8 @@ from mp_ray.config import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
+KUBERAY = INFRA / "kuberay"
+LAUNCHER = INFRA / "cluster-launcher" / "aws-gpu.yaml"
 YAML_FILES = sorted(INFRA.rglob("*.yaml"))
 TEXT_FILES = [*YAML_FILES, INFRA / "Dockerfile", INFRA / "README.md"]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -32,35 +40,80 @@ RAY_PIN = next(
 VERSION = PYPROJECT["project"]["version"]
 BATCH_STAGES = ("retrain", "fit", "tune", "datamodels", "evaluate")
 CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MP_RAY_API_KEY")
+# String values that hold YAML of their own.
+EMBEDDED_YAML = ("serveConfigV2", "runtimeEnvYAML")
+# Each variant in infra/kuberay/variants: its base manifest and the one key it adds.
+VARIANTS = {
+    "raycluster-auth-token.yaml": ("raycluster.yaml", ("spec", "authOptions")),
+    "rayservice-gcs-ft.yaml": (
+        "rayservice.yaml",
+        ("spec", "rayClusterConfig", "gcsFaultToleranceOptions"),
+    ),
+}
+# What the template aws-gpu.yaml leaves to be filled in (its header says how).
+LAUNCHER_PARAMETERS = {"MP_RAY_REGION": "us-east-1", "MP_RAY_AMI": "ami-0123456789abcdef0"}
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
-def _kube(kind: str) -> list[tuple[Path, dict[str, Any]]]:
-    """Every KubeRay document of ``kind`` with its file."""
+def _kube(kind: str, variants: bool = False) -> list[tuple[Path, dict[str, Any]]]:
+    """Every KubeRay document of ``kind`` with its file: those of infra/kuberay, and with
+    ``variants`` those of infra/kuberay/variants too."""
+    paths = KUBERAY.rglob("*.yaml") if variants else KUBERAY.glob("*.yaml")
     return [
-        (path, doc)
-        for path in sorted((INFRA / "kuberay").glob("*.yaml"))
-        for doc in _documents(path)
-        if doc.get("kind") == kind
+        (path, doc) for path in sorted(paths) for doc in _documents(path) if doc.get("kind") == kind
     ]
 
 
-def _walk(node: Any) -> Iterator[tuple[str, Any]]:
-    """Every (key, value) pair of nested mappings and lists, descending into the YAML held
-    in string blocks (serveConfigV2, runtimeEnvYAML)."""
+def _manifests() -> list[tuple[Path, dict[str, Any]]]:
+    """Every Ray custom resource shipped, variants included, with its file."""
+    return [
+        item
+        for kind in ("RayCluster", "RayJob", "RayService")
+        for item in _kube(kind, variants=True)
+    ]
+
+
+def _mappings(node: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping of nested mappings and lists, descending into the YAML held in string
+    blocks (serveConfigV2, runtimeEnvYAML)."""
     if isinstance(node, dict):
+        yield node
         for key, value in node.items():
-            yield key, value
-            if key in ("serveConfigV2", "runtimeEnvYAML"):
-                yield from _walk(yaml.safe_load(value))
-            else:
-                yield from _walk(value)
+            yield from _mappings(yaml.safe_load(value) if key in EMBEDDED_YAML else value)
     elif isinstance(node, list):
         for item in node:
-            yield from _walk(item)
+            yield from _mappings(item)
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) pair of nested mappings and lists (see :func:`_mappings`)."""
+    for mapping in _mappings(node):
+        yield from mapping.items()
+
+
+def _pods(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every pod spec in ``doc``: head, worker groups and RayJob submitters."""
+    return [mapping for mapping in _mappings(doc) if "containers" in mapping]
+
+
+def _launcher() -> dict[str, Any]:
+    """aws-gpu.yaml rendered as its header says, with example values."""
+    template = string.Template(LAUNCHER.read_text())
+    return yaml.safe_load(template.safe_substitute(LAUNCHER_PARAMETERS))
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """infra/Dockerfile's instructions as (INSTRUCTION, arguments), continuations joined."""
+    text = re.sub(r"\\\n", " ", (INFRA / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(maxsplit=1)[0].upper(), line.split(maxsplit=1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
 
 
 def _readme_cluster_section() -> str:
@@ -83,6 +136,23 @@ def _serve_config() -> dict[str, Any]:
     return yaml.safe_load(service["spec"]["serveConfigV2"])
 
 
+def _dockerignored(path: str) -> bool:
+    """Whether .dockerignore keeps ``path`` (from the repository root) out of the build
+    context: a pattern matches it or a folder above it, from the root or, after ``**/``,
+    from any depth."""
+    parts = Path(path).parts
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        pattern = line.strip().removeprefix("**/")
+        starts = range(len(parts)) if line.startswith("**/") else [0]
+        for start in starts:
+            for end in range(start + 1, len(parts) + 1):
+                if fnmatch.fnmatch("/".join(parts[start:end]), pattern):
+                    return True
+    return False
+
+
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(INFRA)))
 def test_every_yaml_file_parses(path):
     assert _documents(path), f"{path} holds no YAML document"
@@ -92,7 +162,7 @@ def test_image_and_manifests_use_the_pinned_ray():
     dockerfile = (INFRA / "Dockerfile").read_text()
     assert re.findall(r"^FROM rayproject/ray:([\d.]+)-", dockerfile, re.MULTILINE) == [RAY_PIN]
     assert f"\nray=={RAY_PIN}\n" in (REPO / "constraints.txt").read_text()
-    manifests = [doc for _, doc in _kube("RayCluster") + _kube("RayService")]
+    manifests = [doc for _, doc in _manifests()]
     ray_versions = [value for doc in manifests for key, value in _walk(doc) if key == "rayVersion"]
     assert ray_versions and set(ray_versions) == {RAY_PIN}
     assert set(_referenced(r"rayproject/ray:([\d.]+)")) == {RAY_PIN}
@@ -186,7 +256,7 @@ def test_raycluster_has_a_cpu_head_and_an_autoscaled_gpu_worker_group():
 def test_worker_groups_have_consistent_autoscaling_bounds():
     groups = [
         group
-        for _, doc in _kube("RayCluster") + _kube("RayService")
+        for _, doc in _manifests()
         for key, value in _walk(doc)
         if key == "workerGroupSpecs"
         for group in value
@@ -201,6 +271,8 @@ def test_every_batch_stage_has_a_rayjob_on_the_raycluster():
     entrypoints = {}
     for path, job in _kube("RayJob"):
         spec = job["spec"]
+        if "rayClusterSpec" in spec:
+            continue  # a cluster of its own (test_a_per_job_cluster_rayjob_...)
         assert spec["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}, path
         command = spec["entrypoint"].split()
         assert command[:1] == ["python"] and command[1].startswith("jobs/"), path
@@ -235,7 +307,211 @@ def test_cluster_launcher_file_passes_rays_schema():
     import ray.autoscaler
 
     schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
-    config = yaml.safe_load((INFRA / "cluster-launcher" / "aws-gpu.yaml").read_text())
+    config = _launcher()
+    assert "${MP_RAY" not in yaml.safe_dump(config), "a parameter the header does not name"
     jsonschema.validate(config, schema)
     assert config["provider"]["type"] == "aws"
     assert any(node.get("min_workers", 0) >= 1 for node in config["available_node_types"].values())
+
+
+def test_cluster_launcher_names_an_ami_and_an_image_for_every_node_type():
+    config = _launcher()
+    text = LAUNCHER.read_text()
+    # The AMI is looked up per region from AWS's public parameter the header names.
+    assert "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/" in text
+    for name, node_type in config["available_node_types"].items():
+        image_id = node_type["node_config"].get("ImageId", "")
+        assert re.fullmatch(r"ami-[0-9a-f]{8,17}", image_id), f"{name} has no AMI"
+    docker = config["docker"]
+    for image in (docker["head_image"], docker["worker_image"]):
+        assert re.fullmatch(r"\S+(@sha256:[0-9a-f]{64}|:(?!latest\b)[\w.-]+)", image), image
+    assert docker["pull_before_run"] is True
+    # Nodes log in to the private registry before their container is pulled.
+    assert any("docker login" in command for command in config["initialization_commands"])
+
+
+def test_cluster_launcher_head_keeps_rays_profile_and_workers_get_theirs():
+    config = _launcher()
+    head = config["available_node_types"][config["head_node_type"]]
+    # No IamInstanceProfile: Ray gives the head ray-autoscaler-v1, which launches workers.
+    assert "IamInstanceProfile" not in head["node_config"]
+    workers = [
+        node_type
+        for name, node_type in config["available_node_types"].items()
+        if name != config["head_node_type"]
+    ]
+    assert workers
+    for worker in workers:
+        assert worker["node_config"]["IamInstanceProfile"]["Arn"].startswith("arn:aws:iam::")
+
+
+def test_no_s3_endpoint_is_set_by_default():
+    """AWS S3 unless the user opts in: no runtime_env, manifest, launcher or Serve config sets
+    AWS_ENDPOINT_URL; pods read it only from an optional ConfigMap."""
+    runtime_env = yaml.safe_load((INFRA / "runtime_env.yaml").read_text())
+    assert "AWS_ENDPOINT_URL" not in runtime_env.get("env_vars", {})
+    documents = [doc for path in YAML_FILES for doc in _documents(path)]
+    documents.append(yaml.safe_load((REPO / "configs" / "serve.yaml").read_text()))
+    for document in documents:
+        for key, value in _walk(document):
+            assert key != "AWS_ENDPOINT_URL", f"AWS_ENDPOINT_URL: {value}"
+            if key == "env":
+                for variable in value:
+                    if variable["name"] == "AWS_ENDPOINT_URL":
+                        assert variable["valueFrom"]["configMapKeyRef"]["optional"] is True
+    for config in _referenced(r"\bconfigs/[\w.-]+\.yaml"):
+        if Path(config).name != "serve.yaml":
+            storage_options = load_experiment(REPO / config).store.storage_options
+            assert "endpoint_url" not in storage_options, config
+
+
+def test_ray_pods_can_take_the_s3_endpoint_from_an_optional_configmap():
+    for path, doc in _manifests():
+        submitter = doc["spec"].get("submitterPodTemplate", {}).get("spec")
+        for pod in _pods(doc):
+            if pod is submitter:
+                continue  # `ray job submit` talks to the dashboard, not to S3
+            for container in pod["containers"]:
+                names = [variable["name"] for variable in container.get("env", [])]
+                assert "AWS_ENDPOINT_URL" in names, f"{path}: {container['name']}"
+
+
+def test_every_head_runs_no_tasks():
+    heads = [
+        (path, value)
+        for path, doc in _manifests()
+        for key, value in _walk(doc)
+        if key == "headGroupSpec"
+    ]
+    # raycluster, its auth variant, rayservice, its GCS FT variant, the per-job RayJob
+    assert len(heads) >= 5
+    for path, head in heads:
+        assert head["rayStartParams"].get("num-cpus") == "0", path
+
+
+def test_every_image_is_pinned_or_pulled_always():
+    containers = 0
+    for path, doc in _manifests():
+        for pod in _pods(doc):
+            assert pod.get("imagePullSecrets"), f"{path}: a pod without the registry's Secret"
+            for container in pod["containers"]:
+                containers += 1
+                image = container["image"]
+                pinned = "@sha256:" in image
+                assert pinned or container.get("imagePullPolicy") == "Always", (path, image)
+                assert pinned or not image.endswith(":latest"), (path, image)
+        for key, value in _walk(doc):
+            if key == "autoscalerOptions":
+                # The autoscaler sidecar runs the head's image; pull it again like the head.
+                assert value.get("imagePullPolicy") == "Always", path
+    assert containers
+
+
+def test_every_rayjob_has_a_deadline():
+    jobs = _kube("RayJob", variants=True)
+    assert jobs
+    for path, job in jobs:
+        deadline = job["spec"].get("activeDeadlineSeconds")
+        assert isinstance(deadline, int) and deadline > 0, path
+
+
+def test_a_per_job_cluster_rayjob_shuts_its_cluster_down():
+    ((_, cluster),) = _kube("RayCluster")
+    own = [(path, job) for path, job in _kube("RayJob") if "rayClusterSpec" in job["spec"]]
+    assert own, "no RayJob starts a cluster of its own"
+    for path, job in own:
+        spec = job["spec"]
+        assert "clusterSelector" not in spec, path
+        assert spec["shutdownAfterJobFinishes"] is True, path
+        assert isinstance(spec["ttlSecondsAfterFinished"], int), path
+        assert spec["rayClusterSpec"] == cluster["spec"], f"{path} drifted from raycluster.yaml"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_variant_differs_from_its_base_only_by_its_option(variant):
+    base, option = VARIANTS[variant]
+    (document,) = _documents(KUBERAY / "variants" / variant)
+    (reference,) = _documents(KUBERAY / base)
+    parent = document
+    for key in option[:-1]:
+        parent = parent[key]
+    assert parent.pop(option[-1]), f"{variant} lacks {'.'.join(option)}"
+    assert document == reference
+
+
+def test_every_variant_file_is_described():
+    assert {path.name for path in (KUBERAY / "variants").glob("*.yaml")} == VARIANTS.keys()
+
+
+def test_variants_take_their_secrets_from_secrets():
+    (auth,) = _documents(KUBERAY / "variants" / "raycluster-auth-token.yaml")
+    assert auth["spec"]["authOptions"]["mode"] == "token"
+    assert auth["spec"]["authOptions"]["secretName"]
+    (service,) = _documents(KUBERAY / "variants" / "rayservice-gcs-ft.yaml")
+    options = service["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options["redisAddress"]
+    assert "secretKeyRef" in options["redisPassword"]["valueFrom"]
+
+
+def test_datamodels_rayjob_gets_the_gpu_it_asks_for():
+    ((path, job),) = [
+        (path, job)
+        for path, job in _kube("RayJob")
+        if "jobs/datamodels.py" in job["spec"]["entrypoint"]
+    ]
+    command = shlex.split(job["spec"]["entrypoint"])
+    config = load_experiment(REPO / command[command.index("--config") + 1])
+    promises_gpu = "GPU" in path.read_text().split("apiVersion:")[0]
+    assert promises_gpu == (config.datamodels.num_gpus > 0)
+
+
+def test_dockerfile_installs_dependencies_before_copying_the_code():
+    instructions = _dockerfile()
+    installs = [
+        i for i, (op, args) in enumerate(instructions) if op == "RUN" and "pip install" in args
+    ]
+    code_copies = [
+        i for i, (op, args) in enumerate(instructions) if op == "COPY" and "mp_ray" in args
+    ]
+    assert len(installs) == 2 and len(code_copies) == 1
+    dependencies, package = installs
+    assert dependencies < code_copies[0] < package
+    assert "--no-deps" not in instructions[dependencies][1]
+    assert "--no-deps" in instructions[package][1]
+    # Before the dependency layer only what names the dependencies is copied.
+    copied = [args.split()[1:-1] for op, args in instructions[:dependencies] if op == "COPY"]
+    assert copied == [["pyproject.toml", "constraints.txt"]]
+
+
+def test_dockerfile_runs_as_a_user_that_owns_its_workdir():
+    instructions = _dockerfile()
+    users = [args for op, args in instructions if op == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    (workdir,) = [args for op, args in instructions if op == "WORKDIR"]
+    chown = f"chown {users[-1]}:"
+    assert any(op == "RUN" and chown in args and workdir in args for op, args in instructions)
+    for op, args in instructions:
+        if op == "COPY":
+            assert args.startswith(f"--chown={users[-1]}:"), args
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "runs/quickstart/store.zarr/zarr.json",
+        ".venv/bin/python",
+        ".git/HEAD",
+        "benchmarks/results/scale.json",
+        "mp_ray/__pycache__/config.cpython-311.pyc",
+        "results/summary.json",
+    ],
+)
+def test_dockerignore_keeps_local_files_out_of_the_build_context(path):
+    assert _dockerignored(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["pyproject.toml", "constraints.txt", "README.md", "mp_ray/config.py", "jobs/fit.py"]
+)
+def test_dockerignore_keeps_what_the_image_copies(path):
+    assert not _dockerignored(path)
