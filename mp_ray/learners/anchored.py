@@ -1,4 +1,4 @@
-"""Smooth convex linear classifiers solved by L-BFGS from anchors, K subsets at once.
+"""Convex linear classifiers solved from anchors, K subsets at once.
 
 Objective on a subset S, for a learner of this family::
 
@@ -8,33 +8,23 @@ with r the 0/1 indicator of the penalised parameters (:meth:`~AnchoredLearner.pe
 the weights, and the intercepts too where the learner says so) and ℓ_i a convex loss of
 example i's outputs, continuously differentiable in them. Parameters use the linear layout
 of :mod:`mp_ray.learners.linear`. A learner gives the per-example terms of one chunk of
-rows (:meth:`~AnchoredLearner._chunk_terms`); the passes, the derivatives and the solver
-are shared.
+rows (:meth:`~AnchoredLearner._chunk_terms`) and its subset solver
+(:meth:`~AnchoredLearner._solve`); the passes over the training set, the derivatives, the
+anchors and the batching are shared.
 
-Solver (all K subsets in one vectorised computation; masks are sample weights): L-BFGS
-(:func:`mp_ray.learners.optim.lbfgs`) from an *anchor* with a shared preconditioner.
-
+- Evaluations compute the outputs of all K models as one GEMM ``X̃ (n, p+1) @ Θ (p+1, c·K)``
+  and the gradients as its transpose, in chunks of rows (see :mod:`mp_ray.learners.linear`);
+  Hessians are one GEMM over the upper triangles of x̃x̃ᵀ.
 - Anchor: the optimum of the full training set with every sample weight equal to f, the
   grid fraction (``ANCHOR_FRACTIONS``) nearest to |S|/n — the expectation of the subset's
-  objective — solved once per grid point by Newton's method and cached.
-- Preconditioner (the initial inverse Hessian of L-BFGS): ``H_f⁻¹``, H_f the Hessian of the
-  anchor's own objective at its last Newton iterate (its Cholesky factor is reused), one
-  d × d matrix per grid point, so applying it to all rows is one ``(K, d) @ (d, d)`` GEMM.
-- The first evaluation costs one GEMM for all rows that share an anchor: there, each
-  example's loss and gradient are the same for every row, so a row's objective and
-  gradient are its mask times the cached ``(n, 1 + d)`` matrix ``[ℓ_i, ∇ℓ_i]``.
-- Each later evaluation computes the outputs of all K models as one GEMM
-  ``X̃ (n, p+1) @ Θ (p+1, c·K)`` and the gradients as its transpose, in chunks of rows
-  (see :mod:`mp_ray.learners.linear`).
+  objective — solved once per grid point by Newton's method and cached with the Cholesky
+  factor of its last Hessian. Subset solves start there.
 
 On a CPU, a batch whose groups of rows would each compute at least ``GROUP_OUTPUTS``
 outputs per evaluation is solved in such groups, one per intra-op thread
-(:mod:`mp_ray.learners.threads`); the anchors they share are solved first.
-
-A row stops when its quasi-Newton step is at most tol · ‖θ‖ (the config's ``tol``, the
-estimated relative parameter error) or after ``max_iter`` iterations; see
-:mod:`mp_ray.learners.optim`. Everything a row's solve uses comes from its own mask, so its
-result does not depend on the other rows of the batch.
+(:mod:`mp_ray.learners.threads`); the anchors they share are solved first. Everything a
+row's solve uses comes from its own mask, so its result does not depend on the other rows
+of the batch.
 
 Degenerate subsets — empty, or missing a class (:meth:`~mp_ray.learners.base.Learner.degenerate`)
 — are not solved: their result is θ = 0, the convention for flagged rows throughout mp-ray.
@@ -50,7 +40,7 @@ import torch
 from mp_ray.config import LearnerConfig
 from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import LinearLearner, upper_outer
-from mp_ray.learners.optim import Rows, by_group, lbfgs, newton
+from mp_ray.learners.optim import Rows, newton
 
 # Newton's stop for an anchor: its last step ≤ 1e-2·‖θ‖, after which the error was ~1e-4 (a
 # start needs no more: subset optima lie ~30% away on digits).
@@ -89,8 +79,7 @@ class AnchoredLearner(LinearLearner):
         # Subset-size fractions at which full-data anchors are solved (see _anchor).
         self._grid = torch.tensor(ANCHOR_FRACTIONS, dtype=self.dtype, device=self.device)
         self._anchors: dict[int, torch.Tensor] = {}
-        self._preconditioners: dict[int, torch.Tensor] = {}
-        self._anchor_terms_cache: dict[int, torch.Tensor] = {}
+        self._anchor_factors: dict[int, torch.Tensor] = {}
 
     # -- what a learner of the family gives ------------------------------------------------
 
@@ -104,6 +93,11 @@ class AnchoredLearner(LinearLearner):
     @abstractmethod
     def _pass_floats(self, order: int) -> int:
         """Floats per training row and model that one chunk of :meth:`_evaluate` holds."""
+
+    @abstractmethod
+    def _solve(self, weights: torch.Tensor) -> torch.Tensor:
+        """Optimal parameters for non-degenerate subsets ``weights (n, K)``, (K, d), to the
+        config's ``tol`` within ``max_iter`` iterations, from the anchors (:meth:`_anchor`)."""
 
     def penalty(self, params: torch.Tensor) -> torch.Tensor:
         """The regulariser ½‖W‖², (K,): the intercepts unpenalised (learners that penalise
@@ -194,60 +188,32 @@ class AnchoredLearner(LinearLearner):
 
     def _prepare(self, weights: torch.Tensor) -> None:
         """Solve the anchors the non-degenerate rows of ``weights (K, n)`` start from, and
-        their per-example terms, for groups of rows to share."""
+        what the solver keeps per anchor (:meth:`_cache_anchor`), for groups of rows to
+        share."""
         solvable = weights[~self.degenerate(weights)]
         if solvable.shape[0] == 0:
             return
         points = self._grid_points(solvable.T)
         self._anchor(points)
         for index in points.unique().tolist():
-            self._anchor_terms(index)
+            self._cache_anchor(index)
+
+    def _cache_anchor(self, grid_index: int) -> None:
+        """Fill what the solver caches per anchor of grid point ``grid_index``; nothing here."""
+        return None
 
     def _grid_points(self, weights: torch.Tensor) -> torch.Tensor:
         """The index of the grid fraction nearest to each row's |S|/n, for ``weights (n, K)``,
         (K,)."""
         return (weights.mean(dim=0)[:, None] - self._grid).abs().argmin(dim=1)
 
-    def _solve(self, weights: torch.Tensor) -> torch.Tensor:
-        """Optimal parameters for non-degenerate subsets ``weights (n, K)``, (K, d)."""
-        cfg = self.config
-        nearest = self._grid_points(weights)
-
-        def columns(rows: Rows) -> torch.Tensor:
-            """The weights of the rows in ``rows`` (sorted): all of them, or a copy."""
-            return weights if len(rows) == weights.shape[1] else weights[:, rows]
-
-        def value(theta: torch.Tensor, rows: Rows) -> torch.Tensor:
-            return self._evaluate(theta, columns(rows), order=0)[0]
-
-        def value_grad(theta: torch.Tensor, rows: Rows) -> tuple[torch.Tensor, ...]:
-            return self._evaluate(theta, columns(rows), order=1)
-
-        def precondition(g: torch.Tensor, rows: Rows) -> torch.Tensor:
-            """H_f⁻¹ g, each row with the preconditioner of its own grid point."""
-            return by_group(nearest[rows], lambda i, group: g[group] @ self._preconditioner(i))
-
-        def data_terms(index: int, group: torch.Tensor | slice) -> torch.Tensor:
-            """[Σ_i m_i ℓ_i, Σ_i m_i ∇ℓ_i] at the anchor of grid point ``index`` for the rows
-            of ``group``, (k, 1 + d): one GEMM, as every row of the group starts there."""
-            return weights[:, group].T @ self._anchor_terms(index)
-
-        theta0 = self._anchor(nearest)
-        terms = by_group(nearest, data_terms)
-        f0 = self.penalty(theta0) + self.C * terms[:, 0]
-        g0 = theta0 * self._penalised + self.C * terms[:, 1:]
-        solve = lbfgs(
-            value, value_grad, precondition, theta0, cfg.tol, cfg.max_iter, start=(f0, g0)
-        )
-        return self._canonical(solve.theta)
-
-    # -- anchors: full-data solutions that start and precondition the subset solves ---------
+    # -- anchors: full-data solutions that start the subset solves --------------------------
 
     def _anchor(self, grid_index: torch.Tensor) -> torch.Tensor:
         """Starting points ``(K, d)``: for each row, the optimum of the full training set with
         every weight equal to the row's grid fraction f (the subset objective's expectation
         for a subset of size f·n), solved once per grid point by Newton and cached with the
-        inverse of its last Hessian (the preconditioner)."""
+        Cholesky factor of its last Hessian (:meth:`_anchor_factor`)."""
         missing = sorted(set(grid_index.tolist()) - self._anchors.keys())
         if missing:
             weights = self._grid[missing].expand(self.n_train, -1)
@@ -265,21 +231,11 @@ class AnchoredLearner(LinearLearner):
             solved = self._canonical(solve.theta)
             for i, index in enumerate(missing):
                 self._anchors[index] = solved[i]
-                self._preconditioners[index] = torch.cholesky_inverse(solve.hessian_factor[i])
+                self._anchor_factors[index] = solve.hessian_factor[i]
         return torch.stack([self._anchors[i] for i in grid_index.tolist()])
 
-    def _anchor_terms(self, grid_index: int) -> torch.Tensor:
-        """Each training example's loss and loss gradient at the anchor of grid point
-        ``grid_index``, ``[ℓ_i, ∇ℓ_i]`` as ``(n, 1 + d)``; cached."""
-        if grid_index not in self._anchor_terms_cache:
-            anchor = self._anchor(torch.tensor([grid_index]))
-            losses = self.per_sample_loss(anchor, self.X, self.y)[0]
-            grads = self.per_sample_grads(anchor[0], self.X, self.y)
-            self._anchor_terms_cache[grid_index] = torch.cat([losses[:, None], grads], dim=1)
-        return self._anchor_terms_cache[grid_index]
-
-    def _preconditioner(self, grid_index: int) -> torch.Tensor:
-        """``H_f⁻¹ (d, d)``, H_f the Hessian of the anchor's objective (full training set,
-        weights f) at the anchor's last Newton iterate; cached with the anchor."""
+    def _anchor_factor(self, grid_index: int) -> torch.Tensor:
+        """The Cholesky factor ``(d, d)`` of H_f, the Hessian of the anchor's objective (full
+        training set, weights f) at the anchor's last Newton iterate; cached with the anchor."""
         self._anchor(torch.tensor([grid_index]))
-        return self._preconditioners[grid_index]
+        return self._anchor_factors[grid_index]
