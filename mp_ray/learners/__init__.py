@@ -9,8 +9,14 @@ from mp_ray.learners.base import ArrayLike, Learner
 from mp_ray.learners.logistic import LogisticRegression
 from mp_ray.learners.mlp import MLP
 from mp_ray.learners.ridge import Ridge
+from mp_ray.learners.svm import SVM
 
-LEARNERS: dict[str, type[Learner]] = {"logistic": LogisticRegression, "ridge": Ridge, "mlp": MLP}
+LEARNERS: dict[str, type[Learner]] = {
+    "logistic": LogisticRegression,
+    "svm": SVM,
+    "ridge": Ridge,
+    "mlp": MLP,
+}
 
 
 def make_learner(
@@ -40,6 +46,7 @@ def with_points(learner: Learner, X_new: ArrayLike, y_new: ArrayLike) -> Learner
 __all__ = [
     "LEARNERS",
     "MLP",
+    "SVM",
     "Learner",
     "LogisticRegression",
     "Ridge",
