@@ -635,8 +635,8 @@ class PredictorConfig(_Strict):
         "set function's prediction when it is used (evaluate, lds, the applications, Serve), "
         "each with the full-data Hessian: θ ← θ − H_D⁻¹∇J_S(θ), at the cost of influence "
         "functions each (mp_ray/predictor/refine.py); 0: the set function alone. auto: 3 "
-        "for convex learners (logistic, ridge), 0 for the others. The step is what resolves one "
-        "point more or less (benchmarks/README.md, the Newton step).",
+        "for convex learners (logistic, svm, ridge), 0 for the others. The step is what "
+        "resolves one point more or less (benchmarks/README.md, the Newton step).",
     )
     patience: int = Field(
         default=8, gt=0, description="Validations without improvement before stopping."

@@ -45,9 +45,10 @@ applications answer θ = 0 for them).
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 
-from mp_ray.config import SVMLearnerConfig
 from mp_ray.learners.anchored import AnchoredLearner, ChunkTerms
 from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import symmetric
@@ -60,17 +61,10 @@ class SVM(AnchoredLearner):
     name = "svm"
     title = "a linear SVM"
 
-    def __init__(
-        self,
-        config: SVMLearnerConfig,
-        X: ArrayLike,
-        y: ArrayLike,
-        n_classes: int,
-        device: torch.device | str = "cpu",
-        memory_budget: int | None = None,
-    ) -> None:
-        super().__init__(config, X, y, n_classes, device, memory_budget)
-        self._signs = self.signs(self.y)
+    @cached_property
+    def _train_signs(self) -> torch.Tensor:
+        """:meth:`signs` of the training set, ``(n, c)``."""
+        return self.signs(self.y)
 
     def signs(self, y: ArrayLike) -> torch.Tensor:
         """The ±1 target of each example in each binary problem, ``(m, c)``."""
@@ -128,7 +122,7 @@ class SVM(AnchoredLearner):
         the outputs of v at x̃_i, in closed form, (K, d)."""
         weights = self.masks_tensor(masks).T[:, None]  # (n, 1, K)
         outputs = self.outputs(params.detach(), self.X_aug)
-        curvature = self._squared_hinge(outputs, self._signs[..., None], weights, order=2)[2]
+        curvature = self._squared_hinge(outputs, self._train_signs[..., None], weights, order=2)[2]
         curved = curvature * self.outputs(v, self.X_aug)
         return v * self._penalised + self.C * self.pullback(curved, self.X_aug)
 
@@ -138,7 +132,7 @@ class SVM(AnchoredLearner):
         """:meth:`_squared_hinge` of the models' outputs ``(m, c, K)``, its curvatures as the
         block-diagonal Hessians ``(K, d, d)``."""
         loss, residual, curvature = self._squared_hinge(
-            outputs, self._signs[rows, :, None], weights[:, None], order
+            outputs, self._train_signs[rows, :, None], weights[:, None], order
         )
         hessian = None if curvature is None else self._block_hessian(curvature, rows)
         return loss.sum(dim=0), residual, hessian
@@ -173,7 +167,7 @@ class SVM(AnchoredLearner):
         n_models = weights.shape[1]
         start = self.columns(self._anchor(self._grid_points(weights))).T.contiguous()
         problem_weights = weights.repeat(1, self.n_outputs)  # (n, c·K)
-        problem_signs = self._signs.repeat_interleave(n_models, dim=1)  # (n, c·K)
+        problem_signs = self._train_signs.repeat_interleave(n_models, dim=1)  # (n, c·K)
 
         def problems(rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
             """The weights and signs of the problems in ``rows`` (sorted): all, or copies."""

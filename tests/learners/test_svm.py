@@ -8,6 +8,7 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+from learner_checks import check_closed_form_derivatives, random_params
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
@@ -39,11 +40,6 @@ def linear_svc(dataset: Dataset, mask: np.ndarray, C: float) -> np.ndarray:
         model.fit(dataset.X_train[mask].astype(np.float64), dataset.y_train[mask])
     coef = np.atleast_2d(model.coef_)
     return np.concatenate([coef, model.intercept_.reshape(-1, 1)], axis=1).reshape(-1)
-
-
-def random_params(learner: Learner, rows: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return 0.1 * torch.randn(rows, learner.n_params, generator=generator, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -94,33 +90,16 @@ def test_nearly_separable_one_vs_rest_problems_converge():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_closed_form_derivatives_match_autograd(subsets, name):
+    """The gradient and the generalized Hessian (no margin lies within eps of 1 here)."""
     learner = svm(name)
     masks = subsets(data(name))[:3]
-    params = random_params(learner, 3)
-    theta = params.clone().requires_grad_(True)
-    autograd = torch.autograd.grad(learner.objective(theta, masks).sum(), theta)[0]
-    torch.testing.assert_close(learner.objective_grad(params, masks), autograd)
-    value, gradient = learner.objective_and_grad(params, masks)
-    torch.testing.assert_close(value, learner.objective(params, masks))
-    torch.testing.assert_close(gradient, autograd)
-    # The generalized Hessian: the closed form, autograd of the gradient, central differences
-    # of the gradient (no margin lies within eps of 1 here) and the dense Hessians agree.
-    v = random_params(learner, 3, seed=1)
-    hvp = learner.hvp(params, masks, v)
-    torch.testing.assert_close(hvp, Learner.hvp(learner, params, masks, v))
-    eps = 1e-6
-    finite = (
-        learner.objective_grad(params + eps * v, masks)
-        - learner.objective_grad(params - eps * v, masks)
-    ) / (2 * eps)
-    torch.testing.assert_close(hvp, finite, rtol=1e-6, atol=1e-6)
+    check_closed_form_derivatives(learner, masks)
+    params, v = random_params(learner, 3), random_params(learner, 3, seed=1)
     hessian = learner.hessian(params, masks)
     torch.testing.assert_close(hessian, hessian.transpose(1, 2))
-    torch.testing.assert_close(torch.einsum("kde,ke->kd", hessian, v), hvp)
-    # The closed form stays differentiable (the predictor's KKT loss backpropagates it).
-    residual = learner.objective_grad(theta, masks).pow(2).sum()
-    second = torch.autograd.grad(residual, theta)[0]
-    torch.testing.assert_close(second, 2 * learner.hvp(params, masks, autograd))
+    torch.testing.assert_close(
+        torch.einsum("kde,ke->kd", hessian, v), learner.hvp(params, masks, v)
+    )
 
 
 def test_one_vs_rest_problems_are_independent():
@@ -158,23 +137,9 @@ def test_degenerate_subsets_are_finite_zeros_and_flagged(subsets, name):
     masks = np.vstack([masks, subsets(dataset)[:1]])
     learner = svm(name)
     params = learner.fit_batch(masks)
+    assert learner.convex  # Newton steps refine its predictions (predictor.newton_steps)
     assert learner.degenerate(masks).tolist() == [True, True, True, False]
     assert (params[:3] == 0).all() and (params[3] != 0).any()
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_margin_prediction_and_accuracy_agree(subsets, name):
-    dataset, learner = data(name), svm(name)
-    assert learner.convex  # Newton steps refine its predictions (predictor.newton_steps)
-    params = learner.fit_batch(subsets(dataset)[:2])
-    margins = learner.margin(params, dataset.X_test, dataset.y_test)
-    correct = learner.predict(params, dataset.X_test) == torch.as_tensor(dataset.y_test)
-    assert ((margins > 0) == correct).all()
-    accuracy = learner.score(params, dataset.X_test, dataset.y_test)
-    torch.testing.assert_close(accuracy, correct.double().mean(dim=1))
-    assert accuracy.min() > 0.85
-    losses = learner.per_sample_loss(params, dataset.X_test, dataset.y_test)
-    assert losses.shape == (2, len(dataset.y_test)) and (losses >= 0).all()
 
 
 def test_float32_is_close_to_float64(subsets):
