@@ -31,10 +31,10 @@ x̃x̃ᵀ, batched Cholesky), from the anchor of the subset's size
 it has found the set of margin violators (Keerthi & DeCoste, 2005): on breast_cancer
 (1,000 Bernoulli(½) subsets, C = 1) it took 7 iterations to the exact optimum where L-BFGS
 preconditioned by the anchor's Hessian, logistic regression's solver, took up to 117 to
-tol = 1e-8 and was 1.5–3× slower; on digits (one-vs-rest, C = 0.5, nearly separable) L-BFGS
-had converged on none of 6 subsets after 500 iterations, Newton on all after 10. A problem
-stops when its Newton step is at most tol · ‖θ_j‖ (``SVMLearnerConfig.tol``), after which
-the step is taken, or after ``max_iter`` iterations.
+tol = 1e-8 and 1.4–3.3× as long (one thread, a shared machine); on digits (one-vs-rest,
+C = 0.5, nearly separable) L-BFGS had converged on none of 6 subsets after 500 iterations,
+Newton on all after 10. A problem stops when its Newton step is at most tol · ‖θ_j‖
+(``SVMLearnerConfig.tol``), after which the step is taken, or after ``max_iter`` iterations.
 
 Degenerate subsets — empty, or missing a class — do have a finite optimum here (the
 penalised intercept keeps it so; for the empty subset it is θ = 0), but as for every
