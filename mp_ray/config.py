@@ -256,7 +256,10 @@ class _Learner(_Strict):
 
     kind: str = Field(
         description="logistic: L2-regularised logistic regression (binary or multinomial); "
-        "ridge: ridge regression (one-hot ±1 targets for classes); mlp: one-hidden-layer MLP."
+        "svm: L2-regularised linear SVM with the squared hinge loss (one-vs-rest for 3+ "
+        "classes); ridge: ridge regression (one-hot ±1 targets for classes); mlp: "
+        "one-hidden-layer MLP; custom: your Learner subclass, named by import path; sklearn: "
+        "a scikit-learn estimator, named by import path, fitted per subset."
     )
     dtype: Literal["float32", "float64"] = Field(
         default="float64",
@@ -264,6 +267,22 @@ class _Learner(_Strict):
         "trains 1.6–1.7× faster on a CPU (digits at tol 0.03, benchmarks/README.md) but "
         "cannot certify a tol below 1.2e-4.",
     )
+
+
+# The iterative convex solvers' settings (logistic, svm: mp_ray/learners/optim.py).
+SolverTolerance = Annotated[
+    float,
+    Field(
+        default=1e-8,
+        gt=0,
+        description="Convex learners: stop when the solver's (quasi-)Newton step, its estimate "
+        "of the distance to the optimum, is below tol · ‖θ‖ (the estimated relative parameter "
+        "error; raised to 1000·eps of the dtype, 1.2e-4 in float32).",
+    ),
+]
+SolverIterations = Annotated[
+    int, Field(default=500, gt=0, description="Convex learners: iteration cap.")
+]
 
 
 class LogisticLearnerConfig(_Learner):
@@ -278,14 +297,27 @@ class LogisticLearnerConfig(_Learner):
         description="logistic: inverse regularisation, objective ½‖W‖² + C·Σ_{i∈S} ℓ_i "
         "(scikit-learn's form; intercepts unpenalised).",
     )
-    tol: float = Field(
-        default=1e-8,
-        gt=0,
-        description="Convex learners: stop when the solver's (quasi-)Newton step, its estimate "
-        "of the distance to the optimum, is below tol · ‖θ‖ (the estimated relative parameter "
-        "error; raised to 1000·eps of the dtype, 1.2e-4 in float32).",
+    tol: SolverTolerance
+    max_iter: SolverIterations
+
+
+class SVMLearnerConfig(_Learner):
+    """The L2-regularised linear SVM with the squared hinge loss (mp_ray/learners/svm.py)."""
+
+    kind: Literal["svm"] = Field(
+        description="svm: L2-regularised linear SVM with the squared hinge loss (binary, or "
+        "one-vs-rest for 3+ classes)."
     )
-    max_iter: int = Field(default=500, gt=0, description="Convex learners: iteration cap.")
+    C: float = Field(
+        default=1.0,
+        gt=0,
+        description="svm: inverse regularisation, objective ½(‖w‖² + b²) + C·Σ_{i∈S} max(0, "
+        "1 − yᵢ(w·xᵢ + b))², yᵢ = ±1, per one-vs-rest problem: scikit-learn's LinearSVC(C=C, "
+        "loss='squared_hinge', fit_intercept=True, intercept_scaling=1). The intercept b is "
+        "penalised like a weight, as liblinear's weight on a constant feature of value 1.",
+    )
+    tol: SolverTolerance
+    max_iter: SolverIterations
 
 
 class RidgeLearnerConfig(_Learner):
@@ -415,11 +447,12 @@ class SklearnLearnerConfig(_Learner):
 
 class LearnerConfig(_Tagged):
     """The learning algorithm A whose trained parameters mp-ray predicts: one model per
-    ``kind`` (logistic, ridge, mlp, custom, sklearn), each with the settings it reads."""
+    ``kind`` (logistic, svm, ridge, mlp, custom, sklearn), each with the settings it reads."""
 
     tag = "kind"
     models = (
         LogisticLearnerConfig,
+        SVMLearnerConfig,
         RidgeLearnerConfig,
         MLPLearnerConfig,
         CustomLearnerConfig,
@@ -715,9 +748,9 @@ class PredictorConfig(_Strict):
         "set function's prediction when it is used (evaluate, lds, the applications, Serve), "
         "each with the full-data Hessian: θ ← θ − H_D⁻¹∇J_S(θ), at the cost of influence "
         "functions each (mp_ray/predictor/refine.py); 0: the set function alone. auto: 3 "
-        "for convex learners (logistic, ridge), 0 for the others and for learners without "
-        "objective, objective_grad and hvp. The step is what resolves one "
-        "point more or less (benchmarks/README.md, the Newton step).",
+        "for convex learners (logistic, svm, ridge), 0 for the others and for learners "
+        "without objective, objective_grad and hvp. The step is what resolves one point more "
+        "or less (benchmarks/README.md, the Newton step).",
     )
     patience: int = Field(
         default=8, gt=0, description="Validations without improvement before stopping."

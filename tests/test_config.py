@@ -23,6 +23,7 @@ from mp_ray.config import (
     SamplerConfig,
     SklearnDatasetConfig,
     SplitsConfig,
+    SVMLearnerConfig,
     UniformSizeSamplerConfig,
     config_yaml,
     load_experiment,
@@ -83,7 +84,7 @@ def test_defaults_are_filled(tmp_path):
     [
         ({"retrain": {"num_actor": 2}}, "retrain.num_actor"),
         ({"learner": {"kind": "logistic", "c": 1.0}}, "learner.c"),
-        ({"learner": {"kind": "svm"}}, "learner.kind"),
+        ({"learner": {"kind": "knn"}}, "learner.kind"),
         ({"sampler": {"kind": "bernoulli", "alpha": 1.5}}, "sampler.alpha"),
         ({"store": {"uri": "x", "block_rows": 0}}, "store.block_rows"),
         ({"dataset": {"source": "sklearn", "name": "mnist"}}, "dataset.name must be one of"),
@@ -153,6 +154,7 @@ def test_dotted_overrides(tmp_path):
 OWN_FIELDS = {
     "learner": {
         "logistic": {"C": 5.0, "tol": 1e-6, "max_iter": 50, "dtype": "float32"},
+        "svm": {"C": 0.5, "tol": 1e-6, "max_iter": 50, "dtype": "float32"},
         "ridge": {"alpha": 2.0, "dtype": "float32"},
         "mlp": {
             "hidden": 7,
@@ -235,6 +237,11 @@ def test_each_kind_accepts_its_own_fields(section, kind, fields):
         ),
         ("learner", {"kind": "mlp", "C": 5}, "learner.C: not a field of learner kind 'mlp'"),
         (
+            "learner",
+            {"kind": "svm", "alpha": 2.0},
+            "learner.alpha: not a field of learner kind 'svm'",
+        ),
+        (
             "sampler",
             {"kind": "bernoulli", "min_size": 3},
             "sampler.min_size: not a field of sampler kind 'bernoulli'",
@@ -277,14 +284,14 @@ def test_every_field_of_another_kind_is_named_and_other_errors_keep_their_place(
     [
         (
             "learner",
-            {"kind": "svm"},
-            "learner.kind: 'svm' is not a learner kind; one of logistic, ridge, mlp, custom, "
-            "sklearn",
+            {"kind": "knn"},
+            "learner.kind: 'knn' is not a learner kind; one of logistic, svm, ridge, mlp, "
+            "custom, sklearn",
         ),
         (
             "learner",
             {"C": 1.0},
-            "learner.kind: Field required (one of logistic, ridge, mlp, custom, sklearn)",
+            "learner.kind: Field required (one of logistic, svm, ridge, mlp, custom, sklearn)",
         ),
         (
             "sampler",
@@ -316,6 +323,16 @@ def test_the_section_classes_build_the_model_of_each_kind():
         LearnerConfig(kind="ridge", hidden=3)
 
 
+def test_an_svm_learner_validates_and_refuses_a_field_it_does_not_read(tmp_path):
+    config = load_experiment(write(tmp_path, {**BASE, "learner": {"kind": "svm", "C": 0.5}}))
+    assert isinstance(config.learner, SVMLearnerConfig)
+    assert (config.learner.C, config.learner.tol, config.learner.max_iter) == (0.5, 1e-8, 500)
+    with pytest.raises(ConfigError, match=r"learner\.gamma"):
+        load_experiment(write(tmp_path, {**BASE, "learner": {"kind": "svm", "gamma": 2.0}}))
+    with pytest.raises(ConfigError, match=r"learner\.C"):
+        load_experiment(write(tmp_path, {**BASE, "learner": {"kind": "svm", "C": 0}}))
+
+
 def test_a_record_with_every_kinds_fields_gives_the_model_of_its_kind():
     """Stores written before each kind had its own model recorded every kind's fields."""
     recorded = {
@@ -332,8 +349,8 @@ def test_a_record_with_every_kinds_fields_gives_the_model_of_its_kind():
         "dtype": "float64",
     }
     assert LearnerConfig.from_record(recorded) == LearnerConfig(kind="logistic", C=0.1)
-    with pytest.raises(ValidationError, match="svm"):
-        LearnerConfig.from_record({"kind": "svm", "C": 0.1})
+    with pytest.raises(ValidationError, match="knn"):
+        LearnerConfig.from_record({"kind": "knn", "C": 0.1})
 
 
 def test_only_a_file_dataset_has_its_paths_made_absolute(tmp_path, monkeypatch):

@@ -13,10 +13,12 @@ from mp_ray.learners.mlp import MLP
 from mp_ray.learners.plugin import custom_learner
 from mp_ray.learners.ridge import Ridge
 from mp_ray.learners.sklearn_learner import sklearn_learner
+from mp_ray.learners.svm import SVM
 
 # Each kind's learner: its class, or a function that builds it (same arguments).
 LEARNERS: dict[str, Callable[..., Learner]] = {
     "logistic": LogisticRegression,
+    "svm": SVM,
     "ridge": Ridge,
     "mlp": MLP,
     "custom": custom_learner,
@@ -51,6 +53,7 @@ def with_points(learner: Learner, X_new: ArrayLike, y_new: ArrayLike) -> Learner
 __all__ = [
     "LEARNERS",
     "MLP",
+    "SVM",
     "Learner",
     "LearnerCapabilityError",
     "LogisticRegression",

@@ -48,6 +48,7 @@ Identity = dict[str, Any]
 # The settings each kind reads (besides ``kind``); see the learners and mp_ray.sampling.
 LEARNER_SETTINGS: dict[str, tuple[str, ...]] = {
     "logistic": ("C", "tol", "max_iter", "dtype"),
+    "svm": ("C", "tol", "max_iter", "dtype"),
     "ridge": ("alpha", "dtype"),
     "mlp": ("hidden", "epochs", "lr", "batch_size", "weight_decay", "dtype"),
     "custom": ("target", "options", "dtype"),

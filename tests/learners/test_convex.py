@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from learner_checks import check_closed_form_derivatives, random_params
 from sklearn.linear_model import LogisticRegression as SkLogistic
 from sklearn.linear_model import Ridge as SkRidge
 from sklearn.linear_model import RidgeClassifier
@@ -73,39 +74,12 @@ def test_ridge_regression_matches_sklearn(dataset, subsets):
         assert score == pytest.approx(reference.score(data.X_test, data.y_test), abs=1e-10)
 
 
-def random_params(learner: Learner, rows: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return 0.1 * torch.randn(rows, learner.n_params, generator=generator, dtype=torch.float64)
-
-
 @pytest.mark.parametrize("kind", ["logistic", "ridge"])
 @pytest.mark.parametrize("name", CLASSIFICATION)
 def test_closed_form_derivatives_match_autograd(dataset, subsets, name, kind):
     data = dataset(name)
     learner = make_learner(LearnerConfig(kind=kind), data.X_train, data.y_train, data.n_classes)
-    masks = subsets(data)[:3]
-    params = random_params(learner, 3)
-    theta = params.clone().requires_grad_(True)
-    autograd = torch.autograd.grad(learner.objective(theta, masks).sum(), theta)[0]
-    torch.testing.assert_close(learner.objective_grad(params, masks), autograd)
-    value, gradient = learner.objective_and_grad(params, masks)
-    torch.testing.assert_close(value, learner.objective(params, masks))
-    torch.testing.assert_close(gradient, autograd)
-    # Hessian-vector products: the learner's closed form, the generic autograd one of the
-    # base class, and central differences of the gradient agree.
-    v = random_params(learner, 3, seed=1)
-    hvp = learner.hvp(params, masks, v)
-    torch.testing.assert_close(hvp, Learner.hvp(learner, params, masks, v))
-    eps = 1e-5
-    finite = (
-        learner.objective_grad(params + eps * v, masks)
-        - learner.objective_grad(params - eps * v, masks)
-    ) / (2 * eps)
-    torch.testing.assert_close(hvp, finite, rtol=1e-6, atol=1e-6)
-    # The closed form stays differentiable (the predictor's KKT loss backpropagates it).
-    residual = learner.objective_grad(theta, masks).pow(2).sum()
-    second = torch.autograd.grad(residual, theta)[0]
-    torch.testing.assert_close(second, 2 * learner.hvp(params, masks, autograd))
+    check_closed_form_derivatives(learner, subsets(data)[:3])
 
 
 @pytest.mark.parametrize("name", CLASSIFICATION)
@@ -260,7 +234,7 @@ def test_degenerate_subsets_are_finite_zeros_and_flagged(dataset, subsets, name)
     assert (ridge_params[1:] != 0).any(dim=1).all()
 
 
-@pytest.mark.parametrize("kind", ["logistic", "ridge"])
+@pytest.mark.parametrize("kind", ["logistic", "svm", "ridge"])
 @pytest.mark.parametrize("name", CLASSIFICATION)
 def test_margin_prediction_and_accuracy_agree(dataset, subsets, name, kind):
     data = dataset(name)

@@ -57,9 +57,9 @@ def test_identity_holds_the_settings_each_kind_reads(config_file):
         "seed": 4,
     }
     # A kind this version does not know keeps every recorded setting.
-    assert make_identity(None, {"kind": "svm", "gamma": 2}) == {
-        "learner.kind": "svm",
-        "learner.gamma": 2,
+    assert make_identity(None, {"kind": "knn", "neighbours": 2}) == {
+        "learner.kind": "knn",
+        "learner.neighbours": 2,
     }
 
 
