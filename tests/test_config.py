@@ -162,6 +162,18 @@ OWN_FIELDS = {
             "weight_decay": 0.0,
             "dtype": "float32",
         },
+        "torch": {
+            "factory": "mp_ray.learners.zoo:digits_cnn",
+            "factory_kwargs": {"channels": 4},
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "epochs": 3,
+            "batch_size": 8,
+            "lr_schedule": "cosine",
+            "dtype": "float32",
+        },
     },
     "sampler": {
         "bernoulli": {"alpha": 0.3},
@@ -269,9 +281,13 @@ def test_every_field_of_another_kind_is_named_and_other_errors_keep_their_place(
         (
             "learner",
             {"kind": "svm"},
-            "learner.kind: 'svm' is not a learner kind; one of logistic, ridge, mlp",
+            "learner.kind: 'svm' is not a learner kind; one of logistic, ridge, mlp, torch",
         ),
-        ("learner", {"C": 1.0}, "learner.kind: Field required (one of logistic, ridge, mlp)"),
+        (
+            "learner",
+            {"C": 1.0},
+            "learner.kind: Field required (one of logistic, ridge, mlp, torch)",
+        ),
         (
             "sampler",
             {"kind": "sobol"},

@@ -9,8 +9,10 @@ from mp_ray.learners.base import ArrayLike, Learner
 from mp_ray.learners.logistic import LogisticRegression
 from mp_ray.learners.mlp import MLP
 from mp_ray.learners.ridge import Ridge
+from mp_ray.learners.torch_module import TorchModuleLearner
 
 LEARNERS: dict[str, type[Learner]] = {"logistic": LogisticRegression, "ridge": Ridge, "mlp": MLP}
+LEARNERS["torch"] = TorchModuleLearner
 
 
 def make_learner(
@@ -43,6 +45,7 @@ __all__ = [
     "Learner",
     "LogisticRegression",
     "Ridge",
+    "TorchModuleLearner",
     "make_learner",
     "with_points",
 ]
