@@ -51,12 +51,21 @@ class StackedOptimizer(ABC):
             return self.lr
         return self.lr * 0.5 * (1 + torch.cos(math.pi * step / self.total_steps.clamp(min=1)))
 
+    scratch: torch.Tensor | None = field(default=None, init=False)  # (K, d), reused
+
     @abstractmethod
     def step(
         self, theta: torch.Tensor, grad: torch.Tensor, live: torch.Tensor, step: int
     ) -> torch.Tensor:
-        """``θ (K, d)`` after step number ``step`` (from 0) with gradients ``grad (K, d)``
-        of the unregularised loss; models with ``live (K, 1)`` = 0 keep theirs."""
+        """Update ``θ (K, d)`` in place by step number ``step`` (from 0) with gradients
+        ``grad (K, d)`` of the unregularised loss (overwritten); models with ``live (K, 1)``
+        = 0 keep theirs. Returns θ."""
+
+    def _regularised(self, theta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``grad + weight_decay·θ``, in place of ``grad``."""
+        if self.scratch is None:
+            self.scratch = torch.empty_like(theta)
+        return grad.add_(torch.mul(theta, self.weight_decay, out=self.scratch))
 
 
 @dataclass
@@ -70,12 +79,14 @@ class StackedSGD(StackedOptimizer):
     def step(
         self, theta: torch.Tensor, grad: torch.Tensor, live: torch.Tensor, step: int
     ) -> torch.Tensor:
-        direction = grad + self.weight_decay * theta
+        direction = self._regularised(theta, grad)
         if self.momentum:
-            if self.buffer is not None:
-                direction = self.momentum * self.buffer + direction
-            self.buffer = direction
-        return theta - self.rate(step) * live * direction
+            if self.buffer is None:
+                self.buffer = direction.clone()
+            else:
+                self.buffer.mul_(self.momentum).add_(direction)
+            direction = self.buffer
+        return theta.sub_(torch.mul(direction, self.rate(step) * live, out=self.scratch))
 
 
 @dataclass
@@ -90,12 +101,14 @@ class StackedAdam(StackedOptimizer):
         self, theta: torch.Tensor, grad: torch.Tensor, live: torch.Tensor, step: int
     ) -> torch.Tensor:
         beta1, beta2 = ADAM_BETAS
-        g = grad + self.weight_decay * theta
-        if self.first is None:
+        g = self._regularised(theta, grad)
+        if self.first is None or self.second is None:
             self.first, self.second = torch.zeros_like(theta), torch.zeros_like(theta)
-        self.first = self.first.lerp(g, 1 - beta1)
-        self.second = self.second.mul(beta2).addcmul(g, g, value=1 - beta2)
+        self.first.lerp_(g, 1 - beta1)
+        self.second.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         correction1 = 1 - beta1 ** (step + 1)
         correction2 = 1 - beta2 ** (step + 1)
-        denominator = self.second.sqrt() / math.sqrt(correction2) + ADAM_EPS
-        return theta - (self.rate(step) * live / correction1) * (self.first / denominator)
+        denominator = torch.sqrt(self.second, out=self.scratch)
+        denominator.div_(math.sqrt(correction2)).add_(ADAM_EPS)
+        update = torch.div(self.first, denominator, out=g)
+        return theta.sub_(update.mul_(self.rate(step) * live / correction1))
