@@ -61,7 +61,8 @@ _PROBE_ROWS = 2  # training rows of the forward pass that checks a new module
 # models (62k floats a model) trained 20–30% faster in chunks of 35–70 than all at once,
 # whose 12 MB of activations spill out of the cache (best of 3 runs on a loaded 2-core VM).
 CHUNK_FLOATS = 2**22
-# Activations of one step of the smallest group of models worth a CPU thread of its own.
+# Activations of one step of the smallest group of models given a CPU thread of its own:
+# smaller groups lose more to per-operation work than they gain (not tuned).
 GROUP_FLOATS = 2**16
 
 

@@ -163,7 +163,7 @@ def test_per_sample_grads_equal_autograd_per_example(cnn, digits):
         torch.testing.assert_close(grads[i], torch.cat([g.reshape(-1) for g in expected]))
 
 
-def test_the_objective_is_the_mean_loss_plus_weight_decay(cnn, digits):
+def test_the_objective_is_the_mean_loss_plus_weight_decay_and_hvp_its_derivative(cnn, digits):
     masks = small_subsets(digits.n_train)[:2]
     params = cnn.fit_batch(masks, SEEDS[:2])
     grad = cnn.objective_grad(params, masks)
@@ -171,6 +171,12 @@ def test_the_objective_is_the_mean_loss_plus_weight_decay(cnn, digits):
     weights = torch.as_tensor(masks[0], dtype=torch.float64)
     data_part = weights @ per_sample / weights.sum()
     torch.testing.assert_close(grad[0], data_part + cnn.config.weight_decay * params[0])
+    v = torch.randn(params.shape, generator=torch.Generator().manual_seed(0), dtype=params.dtype)
+    eps = 1e-6
+    finite_hv = (
+        cnn.objective_grad(params + eps * v, masks) - cnn.objective_grad(params - eps * v, masks)
+    ) / (2 * eps)
+    torch.testing.assert_close(cnn.hvp(params, masks, v), finite_hv, rtol=1e-4, atol=1e-6)
 
 
 FACTORIES = """
