@@ -259,7 +259,8 @@ class _Learner(_Strict):
         "svm: L2-regularised linear SVM with the squared hinge loss (one-vs-rest for 3+ "
         "classes); ridge: ridge regression (one-hot ±1 targets for classes); mlp: "
         "one-hidden-layer MLP; custom: your Learner subclass, named by import path; sklearn: "
-        "a scikit-learn estimator, named by import path, fitted per subset."
+        "a scikit-learn estimator, named by import path, fitted per subset; torch: any "
+        "torch.nn.Module from a factory."
     )
     dtype: Literal["float32", "float64"] = Field(
         default="float64",
@@ -445,9 +446,62 @@ class SklearnLearnerConfig(_Learner):
         return path
 
 
+class TorchLearnerConfig(_Learner):
+    """Any ``torch.nn.Module`` from a factory, trained by seeded minibatch SGD or Adam, K
+    models at once (mp_ray/learners/torch_module.py)."""
+
+    kind: Literal["torch"] = Field(description="torch: any torch.nn.Module from a factory.")
+    factory: str = Field(
+        description="torch: import path 'package.module:function' of the model's factory, "
+        "called as function(n_features, n_outputs, **factory_kwargs); it returns a "
+        "torch.nn.Module without buffers mapping inputs (m, n_features) to outputs "
+        "(m, n_outputs), n_outputs = 1 for binary classification (one logit) and regression, "
+        "else the class count. Examples: mp_ray.learners.zoo:mlp, mp_ray.learners.zoo:digits_cnn."
+    )
+    factory_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="torch: keyword arguments of the factory (JSON values), e.g. {hidden: 64}.",
+    )
+    optimizer: Literal["sgd", "adam"] = Field(
+        default="sgd",
+        description="torch: sgd (torch.optim.SGD, with momentum) or adam (torch.optim.Adam, "
+        "betas 0.9, 0.999, eps 1e-8); weight decay is their coupled L2 term.",
+    )
+    lr: float = Field(default=0.1, gt=0, description="torch: the (initial) learning rate.")
+    momentum: float = Field(
+        default=0.0, ge=0, lt=1, description="torch: SGD's momentum (sgd only; 0: plain SGD)."
+    )
+    weight_decay: float = Field(
+        default=1e-4,
+        ge=0,
+        description="torch: L2 weight decay on every parameter, biases included; the "
+        "objective is the mean loss on S + (weight_decay/2)·‖θ‖².",
+    )
+    epochs: int = Field(default=30, gt=0, description="torch: passes over the subset.")
+    batch_size: int = Field(default=32, gt=0, description="torch: minibatch size.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="torch: constant, or cosine: lr·½(1 + cos(π·t/T)) at a model's step t of "
+        "its T = epochs·⌈|S|/batch_size⌉ steps.",
+    )
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_resolves(cls, path: str) -> str:
+        _plugin("function", path)
+        return path
+
+    @model_validator(mode="after")
+    def _check_momentum(self) -> TorchLearnerConfig:
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError("learner.momentum applies to optimizer sgd only")
+        return self
+
+
 class LearnerConfig(_Tagged):
     """The learning algorithm A whose trained parameters mp-ray predicts: one model per
-    ``kind`` (logistic, svm, ridge, mlp, custom, sklearn), each with the settings it reads."""
+    ``kind`` (logistic, svm, ridge, mlp, torch, custom, sklearn), each with the settings it
+    reads."""
 
     tag = "kind"
     models = (
@@ -455,6 +509,7 @@ class LearnerConfig(_Tagged):
         SVMLearnerConfig,
         RidgeLearnerConfig,
         MLPLearnerConfig,
+        TorchLearnerConfig,
         CustomLearnerConfig,
         SklearnLearnerConfig,
     )

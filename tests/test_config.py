@@ -164,6 +164,18 @@ OWN_FIELDS = {
             "weight_decay": 0.0,
             "dtype": "float32",
         },
+        "torch": {
+            "factory": "mp_ray.learners.zoo:digits_cnn",
+            "factory_kwargs": {"channels": 4},
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "epochs": 3,
+            "batch_size": 8,
+            "lr_schedule": "cosine",
+            "dtype": "float32",
+        },
         "custom": {"target": "mp_ray.learners:Ridge", "options": {}, "dtype": "float32"},
         "sklearn": {
             "estimator": "sklearn.linear_model:Ridge",
@@ -286,12 +298,13 @@ def test_every_field_of_another_kind_is_named_and_other_errors_keep_their_place(
             "learner",
             {"kind": "knn"},
             "learner.kind: 'knn' is not a learner kind; one of logistic, svm, ridge, mlp, "
-            "custom, sklearn",
+            "torch, custom, sklearn",
         ),
         (
             "learner",
             {"C": 1.0},
-            "learner.kind: Field required (one of logistic, svm, ridge, mlp, custom, sklearn)",
+            "learner.kind: Field required (one of logistic, svm, ridge, mlp, torch, custom, "
+            "sklearn)",
         ),
         (
             "sampler",

@@ -14,6 +14,7 @@ from mp_ray.learners.plugin import custom_learner
 from mp_ray.learners.ridge import Ridge
 from mp_ray.learners.sklearn_learner import sklearn_learner
 from mp_ray.learners.svm import SVM
+from mp_ray.learners.torch_module import TorchModuleLearner
 
 # Each kind's learner: its class, or a function that builds it (same arguments).
 LEARNERS: dict[str, Callable[..., Learner]] = {
@@ -21,6 +22,7 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
     "svm": SVM,
     "ridge": Ridge,
     "mlp": MLP,
+    "torch": TorchModuleLearner,
     "custom": custom_learner,
     "sklearn": sklearn_learner,
 }
@@ -58,6 +60,7 @@ __all__ = [
     "LearnerCapabilityError",
     "LogisticRegression",
     "Ridge",
+    "TorchModuleLearner",
     "make_learner",
     "with_points",
 ]

@@ -46,11 +46,24 @@ if TYPE_CHECKING:
 Identity = dict[str, Any]
 
 # The settings each kind reads (besides ``kind``); see the learners and mp_ray.sampling.
+TORCH_SETTINGS = (
+    "factory",
+    "factory_kwargs",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "epochs",
+    "batch_size",
+    "lr_schedule",
+    "dtype",
+)
 LEARNER_SETTINGS: dict[str, tuple[str, ...]] = {
     "logistic": ("C", "tol", "max_iter", "dtype"),
     "svm": ("C", "tol", "max_iter", "dtype"),
     "ridge": ("alpha", "dtype"),
     "mlp": ("hidden", "epochs", "lr", "batch_size", "weight_decay", "dtype"),
+    "torch": TORCH_SETTINGS,
     "custom": ("target", "options", "dtype"),
     "sklearn": ("estimator", "params", "extractor", "decision", "sample_weight", "dtype"),
 }
