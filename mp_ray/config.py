@@ -572,6 +572,12 @@ class RetrainConfig(_Strict):
         "network reaches the store; DEFAULT is Ray's hybrid policy, which fills a node before "
         "using the next (fewer nodes for an autoscaler to start).",
     )
+    on_missing_gpu: Literal["error", "warn"] = Field(
+        default="error",
+        description="What an actor granted a GPU (num_gpus above 0) does when torch sees no "
+        "CUDA device there (a CPU build of torch, a mismatched driver): error refuses to "
+        "start, naming the problem; warn logs it and trains on CPU.",
+    )
 
 
 NonNegative = Annotated[float, Field(ge=0)]

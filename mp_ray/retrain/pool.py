@@ -14,7 +14,7 @@ one actor per node before a second on any node) and ask for ``retrain.num_gpus``
 fractional value packs several actors of small models onto one GPU; an actor's learner
 then keeps its passes within its share of the GPU's memory (see BlockTrainer). An actor
 granted a GPU that torch cannot see fails to start, naming the problem, rather than train on
-CPU.
+CPU (or, with ``retrain.on_missing_gpu: warn``, logs the problem and trains on CPU).
 """
 
 from __future__ import annotations
@@ -45,22 +45,24 @@ class RetrainError(MpRayError, RuntimeError):
 
 class RetrainActor:
     """Ray actor body: one BlockTrainer on the device Ray granted this actor (refusing to
-    start when granted a GPU that torch cannot see)."""
+    start when granted a GPU that torch cannot see, or training on CPU with a warning when
+    ``retrain.on_missing_gpu`` is warn)."""
 
     def __init__(self, config: ExperimentConfig, dataset: Dataset, threads: int) -> None:
         torch.set_num_threads(threads)
         context = ray.get_runtime_context()
         gpus = context.get_assigned_resources().get("GPU", 0.0)
-        device = granted_device(gpus, torch.cuda.is_available())
+        device = granted_device(gpus, torch.cuda.is_available(), config.retrain.on_missing_gpu)
         self.trainer = BlockTrainer(config, dataset, device)
         self.node_id = context.get_node_id()
+        self.device = str(device)
 
     def run_block(self, block: int) -> dict[str, Any]:
         try:
             result = self.trainer.run_block(block)
         except RunStopped:  # the driver stopped listening; the block stays pending
             return {"block": block, "stopped": True}
-        result.update(node_id=self.node_id, pid=os.getpid())
+        result.update(node_id=self.node_id, pid=os.getpid(), device=self.device)
         return result
 
     @ray.method(concurrency_group="control")
