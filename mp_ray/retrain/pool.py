@@ -32,6 +32,7 @@ from ray.exceptions import RayActorError
 from mp_ray.config import ExperimentConfig, RetrainConfig
 from mp_ray.data import Dataset
 from mp_ray.errors import MpRayError
+from mp_ray.metrics import RetrainMetrics
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.retrain.block import BlockTrainer, RunStopped, granted_device
 from mp_ray.store import ExperimentStore
@@ -93,7 +94,8 @@ class _Task:
 
 
 class ActorPool:
-    """Runs a list of blocks on ``retrain.num_actors`` actors; see the module docstring."""
+    """Runs a list of blocks on ``retrain.num_actors`` actors; see the module docstring.
+    ``metrics``, when given, records each block written and each retry."""
 
     def __init__(
         self,
@@ -101,8 +103,10 @@ class ActorPool:
         dataset_ref: ray.ObjectRef,
         store: ExperimentStore,
         name_prefix: str,
+        metrics: RetrainMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.retrain: RetrainConfig = config.retrain
         self.dataset_ref = dataset_ref
         self.store = store
@@ -145,6 +149,8 @@ class ActorPool:
                 result = self._collect(ready[0], task, queue, outcome)
                 if result is not None:
                     outcome.results.append(result)
+                    if self.metrics is not None and not result["skipped"]:
+                        self.metrics.block_written(result["rows"])
                     if on_result is not None:
                         on_result(result)
         finally:
@@ -191,6 +197,8 @@ class ActorPool:
                 rows = len(self.store.block_rows(task.block))
                 return {"block": task.block, "rows": rows, "skipped": False, "seconds": 0.0}
             outcome.retries[task.block] += 1
+            if self.metrics is not None:
+                self.metrics.block_retried()
             if outcome.retries[task.block] > self.retrain.max_retries:
                 raise RetrainError(
                     f"block {task.block} failed {outcome.retries[task.block]} times (its actor "
