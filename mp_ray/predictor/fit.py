@@ -57,6 +57,7 @@ from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD
+from mp_ray.tracking import check_tracking
 
 if TYPE_CHECKING:
     from ray.util.queue import Queue
@@ -95,6 +96,7 @@ def fit_predictor(
     all its trials); each is made here otherwise. Ray Train's own logs below warnings stay
     in its log files."""
     config = config.with_absolute_paths()
+    check_tracking(config)
     run = config.fit
     worker = {**(resources_per_worker or {"CPU": 1.0}), **({"GPU": 1.0} if run.use_gpu else {})}
     check_cluster_fits("Ray Train worker", worker, "the workers' resources (fit.use_gpu, --gpu)")
@@ -206,11 +208,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     logging.getLogger().setLevel(TRAIN_LOG_LEVEL)
     worker = TrainWorker.set_up(loop_config)
     step = worker.progress["step"]
-    while step < worker.settings.steps:
-        end = next_validation(step, worker.settings)
-        train_loss = worker.train(step, end)
-        metrics, stop = worker.validate(end, train_loss)
-        worker.report(metrics)
-        if stop:
-            break
-        step = end
+    with worker.tracked():
+        while step < worker.settings.steps:
+            end = next_validation(step, worker.settings)
+            train_loss = worker.train(step, end)
+            metrics, stop = worker.validate(end, train_loss)
+            worker.report(metrics)
+            if stop:
+                break
+            step = end
