@@ -80,7 +80,7 @@ async def _guard(request: Request, call_next: Any) -> Any:
     """Answer the request through :func:`_admitted`, recording its endpoint, status and
     latency (:func:`~mp_ray.metrics.record_request`; an exception counts as a 500)."""
     start = time.perf_counter()
-    endpoint = _endpoint(request.url.path)
+    endpoint = _endpoint(request)
     try:
         response = await _admitted(request, call_next)
     except Exception:
@@ -107,10 +107,12 @@ async def _admitted(request: Request, call_next: Any) -> Any:
     return await call_next(request)
 
 
-def _endpoint(path: str) -> str:
-    """``path`` when it is one of the API's routes, else ``other`` (the metrics' endpoint
-    tag takes no unbounded set of values)."""
-    return path if path in {getattr(route, "path", None) for route in api.routes} else "other"
+def _endpoint(request: Request) -> str:
+    """The request's path when it is one of the API's endpoints (the paths of the OpenAPI
+    schema of the application serving it, which FastAPI builds once), else ``other``: the
+    metrics' endpoint tag takes no unbounded set of values."""
+    path = request.url.path
+    return path if path in request.app.openapi()["paths"] else "other"
 
 
 @api.exception_handler(RequestValidationError)
