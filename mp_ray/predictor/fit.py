@@ -23,7 +23,8 @@ resident memory and the largest over workers (``peak_rss_mib``, ``max_peak_rss_m
 MiB); rank 0 also reports a checkpoint holding
 the training state and the best predictor so far (a
 :class:`~mp_ray.predictor.predictor.Predictor` directory); running again with the same run
-name resumes from the latest one.
+name resumes from the latest one. Rank 0 also sets the fit's gauges (:mod:`mp_ray.metrics`)
+and, with ``observability.mlflow.enabled``, logs the run to MLflow (:mod:`mp_ray.tracking`).
 
 The run's settings are the config's ``fit`` section (workers, storage path, failure and
 checkpoint policy); the run folder ``<fit.storage_path>/<name>`` also holds the config it ran

@@ -85,7 +85,7 @@ class TrainWorker:
     unlabelled_count: int
     batch: int
     per_pass: int
-    run: str = ""
+    run: str
     tracker: FitTracker | None = None
     batches: Iterator[Rows] | None = None
     next_step: int = -1
@@ -107,6 +107,7 @@ class TrainWorker:
         resumed from the run's latest checkpoint when it has one."""
         context = ray.train.get_context()
         rank, world = context.get_world_rank(), context.get_world_size()
+        run = context.get_experiment_name()
         config = ExperimentConfig.model_validate(loop_config["experiment"])
         settings = config.predictor
         device = ray.train.torch.get_device()
@@ -169,8 +170,8 @@ class TrainWorker:
             unlabelled_count=unlabelled_count,
             batch=batch,
             per_pass=per_pass,
-            run=context.get_experiment_name(),
-            tracker=fit_tracker(config, rank, context.get_experiment_name()),
+            run=run,
+            tracker=fit_tracker(config, rank, run),
         )
 
     def train(self, start: int, end: int) -> float:
