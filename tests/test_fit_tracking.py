@@ -8,8 +8,8 @@ import importlib.util
 import os
 
 import pytest
+from tiny_fit import tiny_fit_experiment
 
-from mp_ray.config import parse_experiment
 from mp_ray.predictor.fit import fit_predictor
 from mp_ray.retrain import run_retrain
 from mp_ray.tracking import TrackingUnavailableError
@@ -21,18 +21,8 @@ os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
 def experiment(tmp_path, **mlflow):
-    return parse_experiment(
-        {
-            "seed": 1,
-            "dataset": {"source": "sklearn", "name": "wine"},
-            "learner": {"kind": "logistic", "C": 1.0},
-            "sampler": {"kind": "bernoulli", "alpha": 0.5},
-            "store": {"uri": str(tmp_path / "tracked.zarr"), "n_rows": 300, "block_rows": 50},
-            "retrain": {"num_actors": 2},
-            "predictor": {"width": 16, "steps": 40, "eval_every": 20, "batch_size": 32},
-            "fit": {"num_workers": 1, "storage_path": str(tmp_path / "train")},
-            "observability": {"mlflow": {"enabled": True, **mlflow}},
-        }
+    return tiny_fit_experiment(
+        tmp_path, "tracked", observability={"mlflow": {"enabled": True, **mlflow}}
     )
 
 
