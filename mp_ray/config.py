@@ -30,7 +30,7 @@ import operator
 import warnings
 from collections.abc import Mapping
 from functools import reduce
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
@@ -660,6 +660,12 @@ class RetrainConfig(_Strict):
         "network reaches the store; DEFAULT is Ray's hybrid policy, which fills a node before "
         "using the next (fewer nodes for an autoscaler to start).",
     )
+    on_missing_gpu: Literal["error", "warn"] = Field(
+        default="error",
+        description="What an actor granted a GPU (num_gpus above 0) does when torch sees no "
+        "CUDA device there (a CPU build of torch, a mismatched driver): error refuses to "
+        "start, naming the problem; warn logs it and trains on CPU.",
+    )
 
 
 NonNegative = Annotated[float, Field(ge=0)]
@@ -1215,6 +1221,44 @@ class ServeConfig(_Strict):
     )
 
 
+class MlflowConfig(_Strict):
+    """Logging each fit (and so each Tune trial's fit) to MLflow through Ray's integration
+    (``ray.air.integrations.mlflow.setup_mlflow`` on the rank-0 Ray Train worker): the
+    predictor settings as parameters, every validation's metrics by step. Needs the
+    ``mlflow`` extra (``pip install 'mp-ray[mlflow]'``) where the driver and the workers
+    run."""
+
+    enabled: bool = Field(default=False, description="Log fits to MLflow.")
+    tracking_uri: str | None = Field(
+        default=None,
+        description="The MLflow tracking server or store (http://host:5000, file:/path, "
+        "databricks). None: MLflow's own default (MLFLOW_TRACKING_URI where the workers run, "
+        "else a local store in their working directory).",
+    )
+    experiment_name: str | None = Field(
+        default=None,
+        description="The MLflow experiment, created when missing. None: observability.experiment.",
+    )
+
+
+class ObservabilityConfig(_Strict):
+    """What a run reports beside its results: metrics through ``ray.util.metrics`` (on each
+    Ray node's Prometheus endpoint) and, optionally, MLflow tracking (README, Monitoring)."""
+
+    experiment: str | None = Field(
+        default=None,
+        description="The experiment's name in the metrics' `experiment` tag and as the "
+        "default MLflow experiment. None: the store's name (runs/quickstart.zarr: "
+        "quickstart).",
+    )
+    metrics: bool = Field(
+        default=True,
+        description="Record the mp_ray_ metrics of retraining and fits (a Serve "
+        "application always records its request metrics).",
+    )
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+
 class ExperimentConfig(_Strict):
     """One experiment: a dataset, a learner, a sampler, a store, how to retrain, and how to
     fit, tune and serve the predictor."""
@@ -1232,6 +1276,7 @@ class ExperimentConfig(_Strict):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     datamodels: DatamodelsConfig = Field(default_factory=DatamodelsConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     _source: str = PrivateAttr(default="the config")
 
     @model_validator(mode="before")
@@ -1263,6 +1308,13 @@ class ExperimentConfig(_Strict):
                 stacklevel=2,
             )
         return {**data, "predictor": predictor, "splits": splits}
+
+    @property
+    def experiment_name(self) -> str:
+        """The experiment's name in metrics and MLflow: ``observability.experiment``, else
+        the store's name (``s3://bucket/runs/quickstart.zarr``: ``quickstart``)."""
+        store = PurePosixPath(self.store.uri.rstrip("/")).name
+        return self.observability.experiment or store.removesuffix(".zarr")
 
     @property
     def source(self) -> str:

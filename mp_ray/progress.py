@@ -4,14 +4,19 @@ every few seconds (job logs, CI, pipes), so stdout keeps only results.
     with Progress("datamodels", total=955, unit="targets") as progress:
         run(..., on_progress=progress.advance)
 
-prints, when stderr is not a terminal, lines such as
+prints, when stderr is not a terminal (a Ray job's log, a pod's, CI, a pipe), lines such as
 ``datamodels: 120/955 targets, 14.2 targets/s, ETA 0:00:59`` and a last line when done.
+Two environment variables tune it: ``MP_RAY_PROGRESS_INTERVAL_S`` (seconds between two plain
+lines, default 5) and ``MP_RAY_PROGRESS=lines`` (plain lines on a terminal too, say for a
+``kubectl logs -f`` of a pod given a TTY).
 Library code never prints: it takes a callback, and the command line passes
 :meth:`Progress.advance` (or a function calling :meth:`Progress.update`).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -21,8 +26,25 @@ from rich import progress as rich_progress
 from rich.console import Console
 
 from mp_ray.cli_support import console as stderr_console
+from mp_ray.errors import InputError
 
 PLAIN_INTERVAL_S = 5.0
+INTERVAL_ENV = "MP_RAY_PROGRESS_INTERVAL_S"
+MODE_ENV = "MP_RAY_PROGRESS"  # "lines": plain lines even on a terminal
+
+
+def plain_interval() -> float:
+    """Seconds between two plain lines: ``MP_RAY_PROGRESS_INTERVAL_S``, else 5."""
+    value = os.environ.get(INTERVAL_ENV, "")
+    if not value:
+        return PLAIN_INTERVAL_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:  # NaN too
+        raise InputError(f"{INTERVAL_ENV}={value!r}: give a number of seconds, 0 or more")
+    return seconds
 
 
 def _duration(seconds: float) -> str:
@@ -38,8 +60,8 @@ def _number(value: float) -> str:
 class Progress:
     """Units of work done out of ``total`` (None when unknown), their rate and the time left.
 
-    ``enabled=False`` shows nothing; ``interval`` is the least time between two plain lines;
-    ``clock`` gives seconds (monotonic)."""
+    ``enabled=False`` shows nothing; ``interval`` is the least time between two plain lines
+    (None: :func:`plain_interval`); ``clock`` gives seconds (monotonic)."""
 
     def __init__(
         self,
@@ -49,13 +71,14 @@ class Progress:
         *,
         enabled: bool = True,
         console: Console | None = None,
-        interval: float = PLAIN_INTERVAL_S,
+        interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label, self.total, self.unit = label, total, unit
         self.completed, self.note = 0.0, ""
         self.console = console or stderr_console
-        self.enabled, self.interval, self.clock = enabled, interval, clock
+        self.enabled, self.clock = enabled, clock
+        self.interval = plain_interval() if interval is None else interval
         self._skipped = 0.0  # done before this run (a resumed one): not in the rate
         self._start = self._last_line = clock()
         self._printed: str | None = None
@@ -65,7 +88,7 @@ class Progress:
 
     def __enter__(self) -> Progress:
         self._start = self._last_line = self.clock()
-        if self.enabled and self.console.is_terminal:
+        if self.enabled and self.console.is_terminal and os.environ.get(MODE_ENV) != "lines":
             self._bar = rich_progress.Progress(
                 rich_progress.TextColumn(self.label),
                 rich_progress.BarColumn(),

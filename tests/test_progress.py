@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 
+import pytest
 from rich.console import Console
 
+from mp_ray.errors import InputError
 from mp_ray.progress import Progress
 
 
@@ -81,3 +83,33 @@ def test_a_failure_before_any_work_leaves_the_error_alone():
         progress.advance(40)
         raise KeyboardInterrupt
     assert out.getvalue() == "datamodels: 40/955 targets, 20 targets/s, stopped after 0:00:02\n"
+
+
+def test_the_interval_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MP_RAY_PROGRESS_INTERVAL_S", "30")
+    progress, out, clock = plain()
+    assert progress.interval == 30.0
+    with progress:
+        clock.now = 20.0
+        progress.advance(100)  # within 30 s: no line yet
+        assert out.getvalue() == ""
+        clock.now = 31.0
+        progress.advance(100)
+        assert out.getvalue().startswith("datamodels: 200/955 targets")
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv("MP_RAY_PROGRESS_INTERVAL_S", bad)
+        with pytest.raises(InputError, match="MP_RAY_PROGRESS_INTERVAL_S"):
+            plain()
+
+
+def test_lines_mode_prints_plain_lines_on_a_terminal(monkeypatch):
+    out, clock = io.StringIO(), Clock()
+    terminal = Console(file=out, width=200, force_terminal=True)
+    monkeypatch.setenv("MP_RAY_PROGRESS", "lines")
+    with Progress("retrain", 40, "models", console=terminal, clock=clock, interval=0) as bar:
+        clock.now = 2.0
+        bar.advance(20)
+    assert out.getvalue().splitlines() == [
+        "retrain: 20/40 models, 10 models/s, ETA 0:00:02",
+        "retrain: 20/40 models, 10 models/s, stopped after 0:00:02",
+    ]

@@ -23,7 +23,8 @@ resident memory and the largest over workers (``peak_rss_mib``, ``max_peak_rss_m
 MiB); rank 0 also reports a checkpoint holding
 the training state and the best predictor so far (a
 :class:`~mp_ray.predictor.predictor.Predictor` directory); running again with the same run
-name resumes from the latest one.
+name resumes from the latest one. Rank 0 also sets the fit's gauges (:mod:`mp_ray.metrics`)
+and, with ``observability.mlflow.enabled``, logs the run to MLflow (:mod:`mp_ray.tracking`).
 
 The run's settings are the config's ``fit`` section (workers, storage path, failure and
 checkpoint policy); the run folder ``<fit.storage_path>/<name>`` also holds the config it ran
@@ -57,6 +58,7 @@ from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.ray_session import relay
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD
+from mp_ray.tracking import check_tracking
 
 if TYPE_CHECKING:
     from ray.util.queue import Queue
@@ -95,6 +97,7 @@ def fit_predictor(
     all its trials); each is made here otherwise. Ray Train's own logs below warnings stay
     in its log files."""
     config = config.with_absolute_paths()
+    check_tracking(config)
     run = config.fit
     worker = {**(resources_per_worker or {"CPU": 1.0}), **({"GPU": 1.0} if run.use_gpu else {})}
     check_cluster_fits("Ray Train worker", worker, "the workers' resources (fit.use_gpu, --gpu)")
@@ -206,11 +209,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     logging.getLogger().setLevel(TRAIN_LOG_LEVEL)
     worker = TrainWorker.set_up(loop_config)
     step = worker.progress["step"]
-    while step < worker.settings.steps:
-        end = next_validation(step, worker.settings)
-        train_loss = worker.train(step, end)
-        metrics, stop = worker.validate(end, train_loss)
-        worker.report(metrics)
-        if stop:
-            break
-        step = end
+    with worker.tracked():
+        while step < worker.settings.steps:
+            end = next_validation(step, worker.settings)
+            train_loss = worker.train(step, end)
+            metrics, stop = worker.validate(end, train_loss)
+            worker.report(metrics)
+            if stop:
+                break
+            step = end

@@ -17,6 +17,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch.distributed as dist
 from mp_ray.config import ExperimentConfig, PredictorConfig
 from mp_ray.data import load_dataset
 from mp_ray.learners import Learner, make_learner
+from mp_ray.metrics import record_fit
 from mp_ray.peak_memory import peak_rss_mib
 from mp_ray.predictor.losses import LossWeights, modelpred_loss
 from mp_ray.predictor.model import SetFunction, element_features
@@ -39,6 +41,7 @@ from mp_ray.sampling import Sampler, make_sampler
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD
 from mp_ray.store.rows import Rows
+from mp_ray.tracking import FitTracker, fit_tracker
 
 STATE_FILE = "state.pt"  # a checkpoint's training state: model, optimizer, progress, best model
 PREDICTOR_DIR = "predictor"  # a checkpoint's best predictor so far (a Predictor directory)
@@ -55,8 +58,9 @@ class TrainWorker:
     ``bad_validations``: validations since it fell) and ``best_model`` (the state dict of
     the best model) travel in checkpoints. ``batch`` and ``unlabelled_count`` are this
     worker's share of a step's labelled and unlabelled subsets, ``per_pass`` the steps of
-    one pass over the training rows (the same on every worker); ``batches`` streams the
-    current pass's minibatches and ``next_step`` is the step its next one is for (-1
+    one pass over the training rows (the same on every worker); ``run`` is the Ray Train
+    run's name and ``tracker`` rank 0's MLflow run when tracking is on; ``batches`` streams
+    the current pass's minibatches and ``next_step`` is the step its next one is for (-1
     before the first)."""
 
     config: ExperimentConfig
@@ -81,6 +85,8 @@ class TrainWorker:
     unlabelled_count: int
     batch: int
     per_pass: int
+    run: str
+    tracker: FitTracker | None = None
     batches: Iterator[Rows] | None = None
     next_step: int = -1
 
@@ -101,6 +107,7 @@ class TrainWorker:
         resumed from the run's latest checkpoint when it has one."""
         context = ray.train.get_context()
         rank, world = context.get_world_rank(), context.get_world_size()
+        run = context.get_experiment_name()
         config = ExperimentConfig.model_validate(loop_config["experiment"])
         settings = config.predictor
         device = ray.train.torch.get_device()
@@ -163,6 +170,8 @@ class TrainWorker:
             unlabelled_count=unlabelled_count,
             batch=batch,
             per_pass=per_pass,
+            run=run,
+            tracker=fit_tracker(config, rank, run),
         )
 
     def train(self, start: int, end: int) -> float:
@@ -247,13 +256,33 @@ class TrainWorker:
 
     def report(self, metrics: dict[str, Any]) -> None:
         """Report ``metrics`` to Ray Train, every worker; rank 0 adds a checkpoint of the
-        training state (:data:`STATE_FILE`) and the best predictor (:data:`PREDICTOR_DIR`)."""
+        training state (:data:`STATE_FILE`) and the best predictor (:data:`PREDICTOR_DIR`),
+        and records them as the fit's gauges (:func:`~mp_ray.metrics.record_fit`) and in
+        its MLflow run when tracking is on."""
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if self.rank == 0:
                 self._save(directory)
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
+                if self.config.observability.metrics:
+                    record_fit(self.config, self.run, metrics)
+                if self.tracker is not None:
+                    self.tracker.log(metrics)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+    @contextmanager
+    def tracked(self) -> Iterator[None]:
+        """Run the block, then end this worker's MLflow run (when it has one): FAILED when
+        the block raised, else FINISHED."""
+        if self.tracker is None:
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            self.tracker.end(failed=True)
+            raise
+        self.tracker.end(failed=False)
 
     def _save(self, directory: str) -> None:
         """Write the training state and the best predictor so far into ``directory``."""

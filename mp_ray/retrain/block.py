@@ -7,11 +7,12 @@ and the row index, so any worker on any node trains a block to the same result.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from mp_ray.learners import Learner, make_learner
 from mp_ray.learners.memory import device_budget
 from mp_ray.sampling import make_sampler, row_seeds
 from mp_ray.store import ExperimentStore, StoreSpec
+
+logger = logging.getLogger(__name__)
 
 CLASSIFICATION_METRICS = (
     "subset_size",
@@ -115,20 +118,30 @@ class GpuNotVisibleError(MpRayError, RuntimeError):
     """Ray granted a GPU that torch cannot use; training on CPU instead would be silent."""
 
 
-def granted_device(gpus: float, cuda_available: bool) -> torch.device:
+def granted_device(
+    gpus: float, cuda_available: bool, on_missing: Literal["error", "warn"] = "error"
+) -> torch.device:
     """The device of a worker that Ray granted ``gpus`` GPUs (its assigned resources): CUDA
-    when it has some, else CPU. Raises :class:`GpuNotVisibleError` when it has some but
-    torch sees no CUDA device (``cuda_available``: ``torch.cuda.is_available()``)."""
+    when it has some, else CPU. When it has some but torch sees no CUDA device
+    (``cuda_available``: ``torch.cuda.is_available()``) it raises
+    :class:`GpuNotVisibleError`, or with ``on_missing="warn"`` logs the problem and returns
+    CPU."""
     if gpus <= 0:
         return torch.device("cpu")
-    if not cuda_available:
-        raise GpuNotVisibleError(
-            f"Ray granted this actor {gpus:g} GPU but torch sees no CUDA device: a CPU build "
-            "of torch, a driver that does not match it, or CUDA_VISIBLE_DEVICES hiding the "
-            "device; install a CUDA build of torch where the actors run, or set "
-            "retrain.num_gpus: 0 to train on CPU"
-        )
-    return torch.device("cuda")
+    if cuda_available:
+        return torch.device("cuda")
+    problem = (
+        f"Ray granted this actor {gpus:g} GPU but torch sees no CUDA device: a CPU build "
+        "of torch, a driver that does not match it, or CUDA_VISIBLE_DEVICES hiding the device"
+    )
+    if on_missing == "warn":
+        logger.warning("%s; training on CPU (retrain.on_missing_gpu: warn)", problem)
+        return torch.device("cpu")
+    raise GpuNotVisibleError(
+        f"{problem}; install a CUDA build of torch where the actors run, set "
+        "retrain.num_gpus: 0 to train on CPU, or retrain.on_missing_gpu: warn to train on "
+        "CPU with a warning"
+    )
 
 
 class BlockTrainer:

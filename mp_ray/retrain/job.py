@@ -23,6 +23,7 @@ from mp_ray.config import ExperimentConfig
 from mp_ray.data import Dataset
 from mp_ray.learners import make_learner
 from mp_ray.loaded import dataset_of
+from mp_ray.metrics import RetrainMetrics
 from mp_ray.retrain.block import build_spec
 from mp_ray.retrain.pool import ActorPool, ProgressCallback
 from mp_ray.store import ExperimentStore
@@ -71,7 +72,9 @@ def run_retrain(
     on_result: ProgressCallback | None = None,
 ) -> RetrainReport:
     """Train every pending block of the experiment's store on a pool of Ray actors; the
-    store records the config the run ran with (``mp-ray inspect --resolved-config``)."""
+    store records the config the run ran with (``mp-ray inspect --resolved-config``). The
+    run's metrics (:class:`~mp_ray.metrics.RetrainMetrics`) are recorded in this driver
+    unless ``observability.metrics`` is false."""
     config = config.with_absolute_paths()
     store, dataset = prepare_store(config, dataset)
     store.record_config(config)
@@ -79,8 +82,16 @@ def run_retrain(
     start = time.perf_counter()
     outcome = None
     if pending:
+        metrics = None
+        if config.observability.metrics:
+            rows = sum(len(store.block_rows(block)) for block in pending)
+            metrics = RetrainMetrics(config, store.uri, rows)
         pool = ActorPool(
-            config, ray.put(dataset), store, name_prefix=f"mp-ray-retrain-{uuid.uuid4().hex[:8]}"
+            config,
+            ray.put(dataset),
+            store,
+            name_prefix=f"mp-ray-retrain-{uuid.uuid4().hex[:8]}",
+            metrics=metrics,
         )
         outcome = pool.run(pending, on_result)
     seconds = time.perf_counter() - start

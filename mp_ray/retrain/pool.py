@@ -14,7 +14,7 @@ one actor per node before a second on any node) and ask for ``retrain.num_gpus``
 fractional value packs several actors of small models onto one GPU; an actor's learner
 then keeps its passes within its share of the GPU's memory (see BlockTrainer). An actor
 granted a GPU that torch cannot see fails to start, naming the problem, rather than train on
-CPU.
+CPU (or, with ``retrain.on_missing_gpu: warn``, logs the problem and trains on CPU).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ray.exceptions import RayActorError
 from mp_ray.config import ExperimentConfig, RetrainConfig
 from mp_ray.data import Dataset
 from mp_ray.errors import MpRayError
+from mp_ray.metrics import RetrainMetrics
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.retrain.block import BlockTrainer, RunStopped, granted_device
 from mp_ray.store import ExperimentStore
@@ -45,22 +46,24 @@ class RetrainError(MpRayError, RuntimeError):
 
 class RetrainActor:
     """Ray actor body: one BlockTrainer on the device Ray granted this actor (refusing to
-    start when granted a GPU that torch cannot see)."""
+    start when granted a GPU that torch cannot see, or training on CPU with a warning when
+    ``retrain.on_missing_gpu`` is warn)."""
 
     def __init__(self, config: ExperimentConfig, dataset: Dataset, threads: int) -> None:
         torch.set_num_threads(threads)
         context = ray.get_runtime_context()
         gpus = context.get_assigned_resources().get("GPU", 0.0)
-        device = granted_device(gpus, torch.cuda.is_available())
+        device = granted_device(gpus, torch.cuda.is_available(), config.retrain.on_missing_gpu)
         self.trainer = BlockTrainer(config, dataset, device)
         self.node_id = context.get_node_id()
+        self.device = str(device)
 
     def run_block(self, block: int) -> dict[str, Any]:
         try:
             result = self.trainer.run_block(block)
         except RunStopped:  # the driver stopped listening; the block stays pending
             return {"block": block, "stopped": True}
-        result.update(node_id=self.node_id, pid=os.getpid())
+        result.update(node_id=self.node_id, pid=os.getpid(), device=self.device)
         return result
 
     @ray.method(concurrency_group="control")
@@ -91,7 +94,8 @@ class _Task:
 
 
 class ActorPool:
-    """Runs a list of blocks on ``retrain.num_actors`` actors; see the module docstring."""
+    """Runs a list of blocks on ``retrain.num_actors`` actors; see the module docstring.
+    ``metrics``, when given, records each block written and each retry."""
 
     def __init__(
         self,
@@ -99,8 +103,10 @@ class ActorPool:
         dataset_ref: ray.ObjectRef,
         store: ExperimentStore,
         name_prefix: str,
+        metrics: RetrainMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.retrain: RetrainConfig = config.retrain
         self.dataset_ref = dataset_ref
         self.store = store
@@ -143,6 +149,8 @@ class ActorPool:
                 result = self._collect(ready[0], task, queue, outcome)
                 if result is not None:
                     outcome.results.append(result)
+                    if self.metrics is not None and not result["skipped"]:
+                        self.metrics.block_written(result["rows"])
                     if on_result is not None:
                         on_result(result)
         finally:
@@ -189,6 +197,8 @@ class ActorPool:
                 rows = len(self.store.block_rows(task.block))
                 return {"block": task.block, "rows": rows, "skipped": False, "seconds": 0.0}
             outcome.retries[task.block] += 1
+            if self.metrics is not None:
+                self.metrics.block_retried()
             if outcome.retries[task.block] > self.retrain.max_retries:
                 raise RetrainError(
                     f"block {task.block} failed {outcome.retries[task.block]} times (its actor "

@@ -18,6 +18,9 @@ above ``MP_RAY_MAX_BODY_BYTES`` (default 8 MiB) 413; malformed, wrongly typed, o
 out-of-range fields get 422 naming the field. Any other error is the service's own (5xx);
 the replica that raised it keeps serving.
 
+Every request's endpoint, outcome and latency are recorded as the application's metrics
+(:mod:`mp_ray.metrics`; Serve's own cover deployments and replicas).
+
 Two deployments: ``Gateway`` (the FastAPI ingress: validation, key, limits) forwards to
 ``PredictorDeployment`` (the model replicas, which scale and batch), retrying a request
 whose model replica died. ``reconfigure`` of the predictor deployment (Serve's
@@ -29,6 +32,7 @@ whose model replica died. ``reconfigure`` of the predictor deployment (Serve's
 import asyncio
 import hmac
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -43,6 +47,7 @@ from ray.serve.handle import DeploymentHandle
 
 from mp_ray.config import load_experiment
 from mp_ray.errors import InputError
+from mp_ray.metrics import record_request
 from mp_ray.serve import schemas
 from mp_ray.serve.service import RequestError, describe, load_service
 
@@ -72,8 +77,22 @@ def _limits() -> tuple[str | None, int]:
 
 @api.middleware("http")
 async def _guard(request: Request, call_next: Any) -> Any:
+    """Answer the request through :func:`_admitted`, recording its endpoint, status and
+    latency (:func:`~mp_ray.metrics.record_request`; an exception counts as a 500)."""
+    start = time.perf_counter()
+    endpoint = _endpoint(request)
+    try:
+        response = await _admitted(request, call_next)
+    except Exception:
+        record_request(endpoint, 500, time.perf_counter() - start)
+        raise
+    record_request(endpoint, response.status_code, time.perf_counter() - start)
+    return response
+
+
+async def _admitted(request: Request, call_next: Any) -> Any:
     """411 for a body of unknown length, 413 for an oversized one, then 401 for a missing or
-    wrong key — before the body is read or validated."""
+    wrong key — before the body is read or validated; else the endpoint's answer."""
     api_key, max_body = _limits()
     length = request.headers.get("content-length", "")
     if request.method == "POST" and not length.isdigit():
@@ -86,6 +105,14 @@ async def _guard(request: Request, call_next: Any) -> Any:
             detail = "missing or wrong X-API-Key header"
             return JSONResponse(status_code=401, content={"detail": detail})
     return await call_next(request)
+
+
+def _endpoint(request: Request) -> str:
+    """The request's path when it is one of the API's endpoints (the paths of the OpenAPI
+    schema of the application serving it, which FastAPI builds once), else ``other``: the
+    metrics' endpoint tag takes no unbounded set of values."""
+    path = request.url.path
+    return path if path in request.app.openapi()["paths"] else "other"
 
 
 @api.exception_handler(RequestValidationError)

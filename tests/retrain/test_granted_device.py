@@ -44,3 +44,12 @@ def test_a_cpu_trainer_ignores_the_gpu_memory_budget(tmp_path):
     )
     trainer = BlockTrainer(config, load_dataset(config.dataset))
     assert trainer.learner.memory_budget is None
+
+
+def test_warn_trains_on_cpu_and_logs_the_problem(caplog):
+    with caplog.at_level("WARNING", logger="mp_ray.retrain.block"):
+        assert granted_device(0.5, cuda_available=False, on_missing="warn") == torch.device("cpu")
+    (record,) = caplog.records
+    assert "Ray granted this actor 0.5 GPU but torch sees no CUDA device" in record.getMessage()
+    assert "training on CPU (retrain.on_missing_gpu: warn)" in record.getMessage()
+    assert granted_device(0.5, cuda_available=True, on_missing="warn") == torch.device("cuda")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 import ray
 import yaml
 from ports import free_port
+from prometheus import Sample, metrics_port, wait_for
 from ray import serve
 
 from mp_ray.apps import Utility
@@ -287,6 +289,43 @@ def test_api_key_is_required(service):
     wrong = httpx.get(f"{url}/v1/metadata", headers={"X-API-Key": "nope"})
     assert wrong.status_code == 401
     assert httpx.get(f"{url}/v1/health").status_code == 200
+
+
+def test_requests_are_counted_per_endpoint_and_outcome_on_rays_endpoint(service):
+    url = str(service.client.base_url)
+    for _ in range(3):
+        assert service.client.get("/v1/metadata").status_code == 200
+    assert service.client.post("/v1/predict", json={"indices": [-1]}).status_code == 422
+    assert httpx.get(f"{url}/v1/metadata").status_code == 401
+    assert service.client.get("/v1/no-such-endpoint").status_code == 404
+    port = metrics_port()
+
+    def count(endpoint: str, outcome: str, code: str) -> Callable[[list[Sample]], bool]:
+        def enough(found: list[Sample]) -> bool:
+            return any(
+                (labels["endpoint"], labels["outcome"], labels["code"]) == (endpoint, outcome, code)
+                and labels["application"] == "mp-ray"
+                and value >= 1
+                for labels, value in found
+            )
+
+        return enough
+
+    requests = "ray_mp_ray_serve_requests_total"
+    found = wait_for(port, requests, count("/v1/metadata", "ok", "200"))
+    ok = sum(
+        v for labels, v in found if (labels["endpoint"], labels["code"]) == ("/v1/metadata", "200")
+    )
+    assert ok >= 3
+    wait_for(port, requests, count("/v1/predict", "client_error", "422"))
+    wait_for(port, requests, count("/v1/metadata", "client_error", "401"))
+    wait_for(port, requests, count("other", "client_error", "404"))
+    latency = wait_for(
+        port,
+        "ray_mp_ray_serve_request_latency_ms_count",
+        lambda found: any(labels["endpoint"] == "/v1/metadata" for labels, _ in found),
+    )
+    assert sum(v for labels, v in latency if labels["endpoint"] == "/v1/metadata") >= 4
 
 
 def test_a_replica_killed_during_a_burst_is_replaced_and_no_request_is_lost(service):
