@@ -258,13 +258,13 @@ def tune(
     )
     connect()
     total = experiment.tune.num_samples
-    ended = ended_trials(experiment, name)
-    if ended is not None:
-        console.print(
-            f"resuming search {name} in {search_folder(experiment, name)}: "
-            f"{len(ended)} of {total} trials had ended"
-        )
     try:
+        ended = ended_trials(experiment, name)
+        if ended is not None:
+            console.print(
+                f"resuming search {name} in {search_folder(experiment, name)}: "
+                f"{len(ended)} of {total} trials had ended"
+            )
         with Progress("tune", total, "trials", enabled=progress) as bar:
             outcome = tune_predictor(experiment, name, on_trial=_trial_progress(bar, ended or []))
     except SearchInterrupted as err:

@@ -43,7 +43,9 @@ are off; ``on_trial`` hears of each trial as it ends.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,15 +142,39 @@ def search_folder(config: ExperimentConfig, name: str) -> str:
     return f"{config.with_absolute_paths().tune.storage_path}/{name}"
 
 
+@contextmanager
+def _unreported_trials_unmentioned() -> Iterator[None]:
+    """Silences Tune's warning, as it reads a search's results, of each trial that has no
+    results file yet (one that had not reported when the search stopped)."""
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def ended_trials(config: ExperimentConfig, name: str) -> list[dict[str, Any]] | None:
     """The last results of the trials that ended in the search ``name`` so far (running it
     resumes it), or None when there is no search of that name to resume. Failed trials are
-    not among them: resuming runs them again."""
+    not among them: resuming runs them again. Raises ValueError when the search ran with
+    other settings than ``config``'s."""
+    config = config.with_absolute_paths()
     folder = search_folder(config, name)
     if not tune.Tuner.can_restore(folder):
         return None
-    trials = tune.ExperimentAnalysis(folder).trials
-    return [dict(t.last_result or {}) for t in trials if t.status == Trial.TERMINATED]
+    _check_same_search(config, folder)
+    return [
+        dict(t.last_result or {}) for t in _saved_trials(folder) if t.status == Trial.TERMINATED
+    ]
+
+
+def _saved_trials(folder: str) -> list[Trial]:
+    """The trials of the search in ``folder`` as Tune last saved them: what resuming it
+    starts from (a trial stopped by an interruption is saved as not ended)."""
+    with _unreported_trials_unmentioned():
+        return tune.ExperimentAnalysis(folder).trials
 
 
 def _trial(
@@ -297,13 +323,14 @@ def tune_predictor(
         {"cpu": DRIVER_CPU},
     )
     if resuming:
-        tuner = tune.Tuner.restore(
-            folder,
-            trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            param_space=search_space(config),
-        )
+        with _unreported_trials_unmentioned():
+            tuner = tune.Tuner.restore(
+                folder,
+                trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+                param_space=search_space(config),
+            )
     else:
         tuner = _new_tuner(trainable, config, name, folder)
     if on_trial is not None:
@@ -312,7 +339,8 @@ def tune_predictor(
         grid = tuner.fit()
     finally:
         _LISTENERS.pop(folder, None)
-    ended = grid.num_terminated + grid.num_errors
+    saved = _saved_trials(folder)
+    ended = sum(trial.status in (Trial.TERMINATED, Trial.ERROR) for trial in saved)
     if ended < settings.num_samples:
         raise SearchInterrupted(
             f"search {name} stopped with {ended} of {settings.num_samples} trials ended, "
@@ -325,8 +353,9 @@ def _finish(grid: tune.ResultGrid, config: ExperimentConfig, folder: str) -> Tun
     """Rank the trials of ``grid``, export the best one's predictor (with the config its fit
     ran with) to ``<folder>/best`` and write the trial tables into ``folder``."""
     searched = list(config.tune.search_space)
-    ranked = sorted(
-        (result for result in grid if result.metrics), key=lambda r: r.metrics[RANKED_BY]
+    ranked = sorted(  # ties in trial order, whatever order a resumed search lists them in
+        (result for result in grid if result.metrics),
+        key=lambda r: (r.metrics[RANKED_BY], r.metrics["trial_id"]),
     )
     if not ranked:
         raise RuntimeError(f"no Tune trial of {folder} reported a result: {grid.errors}")
