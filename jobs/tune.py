@@ -4,6 +4,7 @@
         --samples 16 --workers-per-trial 2
 
 Connects to the cluster that runs the job (``RAY_ADDRESS``), or starts a local Ray.
+Submitted again with the same ``--name`` and storage path, it resumes an interrupted search.
 """
 
 from __future__ import annotations

@@ -175,14 +175,22 @@ def _fit_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
     return show
 
 
-def _trial_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
-    """Counts a search's ended trials on ``bar``, with the best validation error so far."""
-    best = math.inf
+def _trial_progress(bar: Progress, ended: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
+    """Counts a search's ended trials on ``bar``, with the best validation error so far;
+    ``ended``: the last results of the trials that had ended before this run (a resumed
+    search)."""
+    best = min((result.get("best_val_rel_error", math.inf) for result in ended), default=math.inf)
+
+    def note() -> str | None:
+        return f"best validation error {best:.4f}" if best < math.inf else None
+
+    if ended:
+        bar.update(len(ended), note(), skipped=len(ended))
 
     def show(result: dict[str, Any]) -> None:
         nonlocal best
         best = min(best, result.get("best_val_rel_error", math.inf))
-        bar.advance(1, f"best validation error {best:.4f}" if best < math.inf else None)
+        bar.advance(1, note())
 
     return show
 
@@ -190,7 +198,9 @@ def _trial_progress(bar: Progress) -> Callable[[dict[str, Any]], None]:
 @app.command()
 def tune(
     config: ConfigOption,
-    name: Annotated[str, typer.Option(help="Name of the search.")] = "search",
+    name: Annotated[
+        str, typer.Option(help="Name of the search; running an unfinished one again resumes it.")
+    ] = "search",
     storage_path: Annotated[
         str | None,
         typer.Option(
@@ -209,15 +219,32 @@ def tune(
             help="Ray Train workers per trial (overrides tune.workers_per_trial, default 1).",
         ),
     ] = None,
+    max_concurrent_trials: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Trials run at once (overrides tune.max_concurrent_trials, default no "
+            "limit: waiting trials are the demand an autoscaler adds nodes for).",
+        ),
+    ] = None,
+    gpu: Annotated[
+        bool | None,
+        typer.Option(
+            "--gpu/--no-gpu",
+            help="Give each trial's Train workers a GPU (overrides tune.use_gpu, default "
+            "fit.use_gpu).",
+        ),
+    ] = None,
     progress: ProgressOption = True,
 ) -> None:
     """Search the predictor's hyperparameters (tune.search_space; by default its
     regularisation strengths, learning rate and width) with ASHA.
 
-    <tune.storage_path>/<name> gets resolved_config.yaml (the search's config) and best/ the
-    best predictor with the config its fit ran with."""
+    <tune.storage_path>/<name> gets resolved_config.yaml (the search's config), best/ the
+    best predictor with the config its fit ran with, and the trials as trials.json and
+    trials.parquet (Ray Tune's results table). Interrupted, the same command resumes it."""
     from mp_ray.ray_session import connect
-    from mp_ray.tuning import tune_predictor
+    from mp_ray.tuning import SearchInterrupted, ended_trials, search_folder, tune_predictor
 
     experiment = load_config(
         config,
@@ -225,12 +252,24 @@ def tune(
             "tune.storage_path": storage_path,
             "tune.num_samples": samples,
             "tune.workers_per_trial": workers_per_trial,
+            "tune.max_concurrent_trials": max_concurrent_trials,
+            "tune.use_gpu": gpu,
         },
     )
     connect()
+    total = experiment.tune.num_samples
     try:
-        with Progress("tune", experiment.tune.num_samples, "trials", enabled=progress) as bar:
-            outcome = tune_predictor(experiment, name, on_trial=_trial_progress(bar))
+        ended = ended_trials(experiment, name)
+        if ended is not None:
+            console.print(
+                f"resuming search {name} in {search_folder(experiment, name)}: "
+                f"{len(ended)} of {total} trials had ended"
+            )
+        with Progress("tune", total, "trials", enabled=progress) as bar:
+            outcome = tune_predictor(experiment, name, on_trial=_trial_progress(bar, ended or []))
+    except SearchInterrupted as err:
+        console.print(f"interrupted: {err}; rerun the same command to resume")
+        raise typer.Exit(code=130) from None
     except (ValueError, RuntimeError) as err:
         fail(str(err))
     columns = [*experiment.tune.search_space, "steps", "val_rel_error"]

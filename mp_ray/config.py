@@ -1135,7 +1135,7 @@ def _predictor_error(name: str, value: Any) -> str | None:
 class TuneConfig(_Strict):
     """How Ray Tune searches the predictor's hyperparameters (``mp-ray tune``; ASHA over Ray
     Train fits, see mp_ray/tuning.py). Each trial fits with the fit section's failure and
-    checkpoint policy, on CPUs."""
+    checkpoint policy; running a search again under the same name resumes it."""
 
     storage_path: str = Field(
         default="runs/tune",
@@ -1144,11 +1144,21 @@ class TuneConfig(_Strict):
         "<storage_path>/<name>-trials the trials' Ray Train runs.",
     )
     num_samples: int = Field(default=8, gt=0, description="Number of trials.")
-    workers_per_trial: int = Field(default=1, gt=0, description="Ray Train workers per trial.")
-    max_concurrent: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
-        default="auto",
-        description="Trials run at once. auto: as many as the cluster's CPUs place (each "
-        "worker holds 0.99 CPU, each trial's driver 0.01).",
+    workers_per_trial: int = Field(
+        default=1,
+        gt=0,
+        description="Ray Train workers per trial (each trial's fit.num_workers); each "
+        "reserves 0.99 CPU (and a GPU with use_gpu), the trial's driver 0.01 CPU.",
+    )
+    use_gpu: bool | None = Field(
+        default=None, description="Give each trial's Train workers a GPU; null: as fit.use_gpu."
+    )
+    max_concurrent_trials: int | None = Field(
+        default=None,
+        gt=0,
+        description="Trials run at once; null: no limit, every trial starts and its Train "
+        "workers wait for resources (the demand an autoscaling cluster grows for). On a "
+        "fixed cluster, the number of trials whose workers fit at once.",
     )
     grace_period: int = Field(
         default=2,

@@ -23,6 +23,8 @@ from mp_ray.store import ExperimentStore, rows_table
 from mp_ray.tables import Tabular, records_table
 
 if TYPE_CHECKING:
+    from ray.tune import Result, ResultGrid
+
     from mp_ray.datamodels.fit import Datamodels
     from mp_ray.predictor.fit import FitOutcome
     from mp_ray.retrain import RetrainReport
@@ -65,7 +67,8 @@ class FitResult(Tabular):
 @dataclass
 class TuneResult(Tabular):
     """A hyperparameter search: the best trial's values and error, where its predictor was
-    exported (``predictor_uri``) and one table row per trial, best first."""
+    exported (``predictor_uri``), Ray Tune's results (``grid``, ``best``) and one table row
+    per trial, best first."""
 
     outcome: TuneOutcome
 
@@ -76,6 +79,16 @@ class TuneResult(Tabular):
     @property
     def best_params(self) -> dict[str, Any]:
         return self.outcome.best_params
+
+    @property
+    def grid(self) -> ResultGrid:
+        """Ray Tune's results of the search, one ``Result`` per trial."""
+        return self.outcome.grid
+
+    @property
+    def best(self) -> Result:
+        """The best trial's entry of :attr:`grid`."""
+        return self.outcome.best
 
     def to_arrow(self) -> pa.Table:
         return records_table(self.outcome.trials)

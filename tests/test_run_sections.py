@@ -54,7 +54,8 @@ def test_a_config_without_the_sections_runs_as_before():
         8,
         1,
     )
-    assert (tuning.max_concurrent, tuning.grace_period, tuning.reduction_factor) == ("auto", 2, 4)
+    assert (tuning.max_concurrent_trials, tuning.use_gpu) == (None, None)  # none; as fit's
+    assert (tuning.grace_period, tuning.reduction_factor) == (2, 4)
     assert (serve.host, serve.port, serve.replicas, serve.replica_cpus) == (
         "127.0.0.1",
         8000,
@@ -85,7 +86,9 @@ def test_the_search_space_round_trips_through_yaml(tmp_path):
         "pooling": {"type": "choice", "values": ["views", "sum"]},
         "center": {"type": "choice", "values": [True]},
     }
-    config = parse_experiment(with_section(tune={"search_space": space, "max_concurrent": 2}))
+    config = parse_experiment(
+        with_section(tune={"search_space": space, "max_concurrent_trials": 2})
+    )
     assert isinstance(config.tune.search_space["lr"], UniformSpace)
     again = parse_experiment(yaml.safe_load(yaml.safe_dump(config.model_dump(mode="json"))))
     assert again == config
@@ -100,7 +103,7 @@ def test_the_search_space_round_trips_through_yaml(tmp_path):
         ({"fit": {"max_failures": -2}}, "fit.max_failures"),
         ({"fit": {"workers": 2}}, "fit.workers"),
         ({"tune": {"num_samples": 0}}, "tune.num_samples"),
-        ({"tune": {"max_concurrent": 0}}, "tune.max_concurrent"),
+        ({"tune": {"max_concurrent_trials": 0}}, "tune.max_concurrent_trials"),
         ({"tune": {"reduction_factor": 1}}, "tune.reduction_factor"),
         ({"serve": {"port": 70000}}, "serve.port"),
         ({"serve": {"max_batch_size": 0}}, "serve.max_batch_size"),

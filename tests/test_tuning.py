@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from file_opens import FileOpens
+from ray import tune
 
 from mp_ray.config import RESOLVED_CONFIG, load_experiment, parse_experiment
 from mp_ray.predictor import Predictor
+from mp_ray.ray_resources import ResourcesError
 from mp_ray.retrain import run_retrain
 from mp_ray.tuning import tune_predictor
 
@@ -53,12 +56,42 @@ def test_two_trial_search_exports_the_best_predictor(ray_session, tmp_path):
     predictor = Predictor.load(outcome.predictor_uri)
     assert predictor.meta.extra["val_rel_error"] == pytest.approx(outcome.best_val_rel_error)
     assert predictor.meta.width == 32
-    # The search's config (concurrency resolved) and, beside the best predictor, its fit's.
+    # The search's config and, beside the best predictor, its fit's.
     searched = yaml.safe_load((tmp_path / "tune" / "search" / RESOLVED_CONFIG).read_text())
-    assert searched["tune"]["num_samples"] == 2 and searched["tune"]["max_concurrent"] >= 1
+    assert searched["tune"]["num_samples"] == 2
+    assert searched["tune"]["max_concurrent_trials"] is None  # no limit: trials wait for room
     best = load_experiment(tmp_path / "tune" / "search" / "best" / RESOLVED_CONFIG)
     assert best.predictor.model_dump(include=set(outcome.best_params)) == outcome.best_params
     assert best.fit.num_workers == 1 and best.fit.storage_path.endswith("search-trials")
+    assert best.fit.use_gpu is False
+    # Ray Tune's own results: one entry per trial, the best trial's among them.
+    assert isinstance(outcome.grid, tune.ResultGrid) and len(outcome.grid) == 2
+    assert outcome.best.path in [result.path for result in outcome.grid]
+    assert outcome.best.metrics["best_val_rel_error"] == outcome.best_val_rel_error
+    assert {k: outcome.best.config[k] for k in outcome.best_params} == outcome.best_params
+    # ... and as a Parquet table of the trials' configs and last metrics.
+    table = pq.read_table(tmp_path / "tune" / "search" / "trials.parquet").to_pylist()
+    assert sorted(row["best_val_rel_error"] for row in table) == sorted(errors)
+    assert {row["config/lr"] for row in table} <= {1e-3, 3e-3}
+    assert {row["trial_id"] for row in table} == {r.metrics["trial_id"] for r in outcome.grid}
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_gpu_trials_on_a_cluster_without_gpus_are_refused(ray_session, tmp_path):
+    """Each trial's Train workers get a GPU with tune.use_gpu, or fit.use_gpu when it is
+    unset; the search names the missing GPU before it starts a trial (or reads the store)."""
+    base = {
+        "dataset": {"source": "sklearn", "name": "iris"},
+        "learner": {"kind": "logistic"},
+        "sampler": {"kind": "uniform_size", "min_size": 15},
+        "store": {"uri": str(tmp_path / "none.zarr"), "n_rows": 100, "block_rows": 50},
+        "tune": {"storage_path": str(tmp_path / "tune")},
+    }
+    for sections in ({"tune": {**base["tune"], "use_gpu": True}}, {"fit": {"use_gpu": True}}):
+        with pytest.raises(ResourcesError, match=r"GPU=1 \(cluster has 0\).*tune\.use_gpu"):
+            tune_predictor(parse_experiment({**base, **sections}), "gpu")
+    assert not (tmp_path / "tune").exists()
 
 
 @pytest.mark.ray
@@ -78,7 +111,7 @@ def test_trials_share_one_pass_for_the_training_moments(ray_session, tmp_path):
             "tune": {
                 "storage_path": str(tmp_path / "tune"),
                 "num_samples": 2,
-                "max_concurrent": 1,  # one reader at a time, for the count (file_opens.py)
+                "max_concurrent_trials": 1,  # one reader at a time (file_opens.py)
                 "search_space": {"lr": {"type": "choice", "values": [1e-3, 3e-3]}},
             },
         }
@@ -92,3 +125,10 @@ def test_trials_share_one_pass_for_the_training_moments(ray_session, tmp_path):
     # each trial's worker once to train and once to validate: no trial reads them for its
     # own moments (that would be 7 reads).
     assert dict(opens.counts) == {chunk: 1 + 2 * 2 for chunk in chunks}
+    # One trial at a time: each began (its last report's time less its running time) after
+    # the one before had reported its last (timestamps in whole seconds).
+    spans = sorted(
+        (r.metrics["timestamp"] - r.metrics["time_total_s"], r.metrics["timestamp"])
+        for r in outcome.grid
+    )
+    assert spans[1][0] >= spans[0][1] - 1, spans
