@@ -363,8 +363,11 @@ def test_jobs_on_two_nodes_survive_losing_one(cluster, s3_server, s3_bucket, tmp
             _wait_for(
                 lambda: _finished_blocks(cluster).get(worker_id), 180, "a block on the worker node"
             )
+            # The kill must come mid-run: the worker node's actor then holds a block, and
+            # blocks are left for the survivor. Its actor starts late on a loaded machine
+            # (6 of 48 blocks were left once, under a load of 15), so a few suffice.
             pending = _pending_blocks(config.store.uri, s3_server)
-            assert pending is not None and pending >= 8, (
+            assert pending is not None and pending >= 4, (
                 f"only {pending} blocks were left when the worker node had finished one: "
                 "retraining is too fast here to kill a node mid-run"
             )
