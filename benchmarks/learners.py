@@ -227,7 +227,7 @@ def plot(torch_rows: list[dict], svm_rows: list[dict], cases: list[dict], path: 
             for r in torch_rows
         ),
         *(
-            (f"svm {r['dataset']}", r["sklearn_models_per_s"], r["mp_ray_models_per_s"])
+            (f"svm\n{r['dataset']}", r["sklearn_models_per_s"], r["mp_ray_models_per_s"])
             for r in svm_rows
             if r["mp_ray_dtype"] == "float64"
         ),
@@ -241,7 +241,7 @@ def plot(torch_rows: list[dict], svm_rows: list[dict], cases: list[dict], path: 
     left.set_yscale("log")
     left.set_ylabel("models trained per second")
     left.legend(fontsize=8)
-    methods = [row["method"] for row in cases[0]["table"]] if cases else []
+    methods = list(dict.fromkeys(row["method"] for case in cases for row in case["table"]))
     for c, case in enumerate(cases):
         lds = {row["method"]: row.get("lds") for row in case["table"]}
         values = [np.nan if lds.get(m) is None else lds[m] for m in methods]
