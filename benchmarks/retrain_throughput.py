@@ -30,7 +30,9 @@ median over its runs; the speed-up is their ratio, and the spread of the per-rou
     .venv/bin/python benchmarks/retrain_throughput.py [--n-models 1000] [--alpha 0.5]
         [--out benchmarks/results]
 
-Writes ``retrain_throughput.{json,md,png}`` to ``--out`` and prints the table.
+Writes ``retrain_throughput.{json,md,png}`` to ``--out`` and prints the table. The protocol
+takes any convex learner kind with a scikit-learn peer (:class:`Family`): benchmarks/learners.py
+runs it for ``kind: svm`` against ``LinearSVC``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -71,6 +76,27 @@ LOADERS = {"breast_cancer": datasets.load_breast_cancer, "digits": datasets.load
 
 
 @dataclass(frozen=True)
+class Family:
+    """A learner kind of mp-ray and its scikit-learn peer: ``peer(tol)`` the estimator timed
+    at scikit-learn's tolerance ``tol``, ``reference()`` the one of the tight optimum."""
+
+    kind: str
+    title: str
+    peer: Callable[[float], Any]
+    reference: Callable[[], Any]
+    peer_tols: tuple[float, ...]
+
+
+LOGISTIC = Family(
+    "logistic",
+    "Logistic regression",
+    lambda tol: LogisticRegression(C=C, tol=tol, max_iter=10000),
+    lambda: LogisticRegression(C=C, tol=1e-10, max_iter=10000, solver="newton-cg"),
+    SKLEARN_TOLS,
+)
+
+
+@dataclass(frozen=True)
 class Problem:
     """A standardised training split and the subsets every solver fits."""
 
@@ -93,26 +119,27 @@ def make_problem(name: str, n_models: int, alpha: float) -> Problem:
 
 
 def sklearn_fit(
-    problem: Problem, masks: np.ndarray, tol: float, solver: str = "lbfgs"
+    problem: Problem, masks: np.ndarray, make: Callable[[], Any]
 ) -> tuple[np.ndarray, float]:
-    """Parameters (K, d) in mp-ray's layout and the wall time of a scikit-learn loop."""
+    """Parameters (K, d) in mp-ray's layout and the wall time of a scikit-learn loop, one
+    estimator ``make()`` a subset."""
     rows = []
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for mask in masks:
-            model = LogisticRegression(C=C, tol=tol, max_iter=10000, solver=solver)
+            model = make()
             model.fit(problem.X[mask], problem.y[mask])
             rows.append(np.concatenate([model.coef_, model.intercept_[:, None]], axis=1).ravel())
     return np.stack(rows), time.perf_counter() - start
 
 
 def mp_ray_fit(
-    problem: Problem, masks: np.ndarray, tol: float, dtype: str, block: int
+    problem: Problem, masks: np.ndarray, tol: float, dtype: str, block: int, kind: str = "logistic"
 ) -> tuple[np.ndarray, float]:
     """Parameters (K, d) and the wall time of one mp-ray run, building the learner included."""
     start = time.perf_counter()
-    config = LearnerConfig(kind="logistic", C=C, tol=tol, dtype=dtype)
+    config = LearnerConfig(kind=kind, C=C, tol=tol, dtype=dtype)
     learner = make_learner(config, problem.X, problem.y, problem.n_classes)
     parts = [learner.fit_batch(masks[i : i + block]) for i in range(0, len(masks), block)]
     seconds = time.perf_counter() - start
@@ -120,13 +147,18 @@ def mp_ray_fit(
 
 
 def matching_tolerance(
-    problem: Problem, reference: np.ndarray, target: np.ndarray, dtype: str, block: int
+    problem: Problem,
+    reference: np.ndarray,
+    target: np.ndarray,
+    dtype: str,
+    block: int,
+    kind: str = "logistic",
 ) -> tuple[float, np.ndarray] | None:
     """The loosest ladder tolerance whose errors on the reference subsets have a median
     and a maximum no worse than ``target``'s, with those errors; None if none does."""
     masks = problem.masks[: len(reference)]
     for tol in TOL_LADDER:
-        errors = relative_errors(mp_ray_fit(problem, masks, tol, dtype, block)[0], reference)
+        errors = relative_errors(mp_ray_fit(problem, masks, tol, dtype, block, kind)[0], reference)
         if np.median(errors) <= np.median(target) and errors.max() <= target.max():
             return tol, errors
     return None
@@ -144,6 +176,7 @@ class Timings:
 
 def interleaved(
     problem: Problem,
+    family: Family,
     sk_tol: float,
     tols: dict[str, float],
     block: int,
@@ -155,33 +188,39 @@ def interleaved(
     params: dict[str, np.ndarray] = {}
     seconds: dict[str, list[float]] = {dtype: [] for dtype in tols}
     for piece in pieces:
-        part, elapsed = sklearn_fit(problem, problem.masks[piece], sk_tol)
+        part, elapsed = sklearn_fit(problem, problem.masks[piece], partial(family.peer, sk_tol))
         sk_parts.append(part)
         sk_seconds.append(elapsed)
         for dtype, tol in tols.items():
-            mp_ray_fit(problem, problem.masks[:block], tol, dtype, block)  # warm-up, untimed
-            params[dtype], elapsed = mp_ray_fit(problem, problem.masks, tol, dtype, block)
+            warm_up = problem.masks[:block]
+            mp_ray_fit(problem, warm_up, tol, dtype, block, family.kind)  # untimed
+            params[dtype], elapsed = mp_ray_fit(
+                problem, problem.masks, tol, dtype, block, family.kind
+            )
             seconds[dtype].append(elapsed)
     return Timings(np.concatenate(sk_parts), sk_seconds, params, seconds)
 
 
-def run_problem(problem: Problem, n_reference: int, block: int, rounds: int) -> list[dict]:
+def run_problem(
+    problem: Problem, n_reference: int, block: int, rounds: int, family: Family = LOGISTIC
+) -> list[dict]:
     """One result row per (scikit-learn tolerance, mp-ray dtype)."""
-    reference, _ = sklearn_fit(problem, problem.masks[:n_reference], 1e-10, solver="newton-cg")
+    reference, _ = sklearn_fit(problem, problem.masks[:n_reference], family.reference)
     rows = []
-    for sk_tol in SKLEARN_TOLS:
+    for sk_tol in family.peer_tols:
         sk_errors = relative_errors(
-            sklearn_fit(problem, problem.masks[:n_reference], sk_tol)[0], reference
+            sklearn_fit(problem, problem.masks[:n_reference], partial(family.peer, sk_tol))[0],
+            reference,
         )
         tols, errors = {}, {}
         for dtype in ("float64", "float32"):
-            match = matching_tolerance(problem, reference, sk_errors, dtype, block)
+            match = matching_tolerance(problem, reference, sk_errors, dtype, block, family.kind)
             if match is None:
                 print(f"{problem.name}: no {dtype} tolerance matches scikit-learn at {sk_tol:g}")
                 continue
             tols[dtype], errors[dtype] = match
         pieces = np.array_split(np.arange(len(problem.masks)), rounds)
-        timings = interleaved(problem, sk_tol, tols, block, pieces)
+        timings = interleaved(problem, family, sk_tol, tols, block, pieces)
         sk_seconds = sum(timings.sklearn_seconds)
         slice_rates = [len(p) / t for p, t in zip(pieces, timings.sklearn_seconds, strict=True)]
         for dtype, tol in tols.items():
@@ -236,7 +275,7 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, title: str = LOGISTIC.title) -> None:
     """Grouped bars per (dataset, scikit-learn tol): scikit-learn and mp-ray per dtype."""
     groups = sorted({(r["dataset"], r["sklearn_tol"]) for r in results}, key=str)
     series = [("sklearn", None), ("mp-ray float64", "float64"), ("mp-ray float32", "float32")]
@@ -258,10 +297,21 @@ def plot(results: list[dict], path: Path) -> None:
     ax.set_xticks(np.arange(len(groups)), [f"{d}\nsklearn tol {t:g}" for d, t in groups])
     ax.set_yscale("log")
     ax.set_ylabel("models trained per second")
-    ax.set_title("Logistic regression retraining at equal parameter accuracy")
+    ax.set_title(f"{title} retraining at equal parameter accuracy")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def host_meta(threads: int, start: float) -> dict:
+    """The host, the versions, the torch threads and the seconds since ``start``."""
+    return {
+        "torch_threads": threads,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "versions": {"torch": torch.__version__, "scikit-learn": sklearn.__version__},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def main() -> None:
@@ -293,11 +343,7 @@ def main() -> None:
         "C": C,
         "block": args.block,
         "rounds": args.rounds,
-        "torch_threads": args.threads,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
-        "versions": {"torch": torch.__version__, "scikit-learn": sklearn.__version__},
-        "seconds": round(time.perf_counter() - start, 1),
+        **host_meta(args.threads, start),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "retrain_throughput.json").write_text(

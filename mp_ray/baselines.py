@@ -11,6 +11,8 @@
   products when d ≤ ``exact_max_dim`` and pseudo-inverted (it is singular along the
   softmax's common intercept shift, where the gradients vanish); otherwise each solve runs
   conjugate gradients (batched over subsets), which stay in H_D's range from a zero start.
+  With ``damping`` λ > 0 every solve is with H_D + λI instead (Koh & Liang's damping for
+  non-convex models, whose H_D at θ(D) has small or negative eigenvalues).
   Points outside the ground set take the same step on the enlarged subset's objective
   (:meth:`InfluenceFunction.predict_with_points`): for D plus new points A this is
   θ(D) − C·H_D⁻¹ Σ_{a∈A} ∇ℓ_a(θ(D)), the first-order up-weighting of A.
@@ -67,9 +69,15 @@ class InfluenceFunction:
     name = "influence functions"
 
     def __init__(
-        self, learner: Learner, exact_max_dim: int = 2048, cg_tol: float = 1e-8, cg_iter: int = 500
+        self,
+        learner: Learner,
+        exact_max_dim: int = 2048,
+        cg_tol: float = 1e-8,
+        cg_iter: int = 500,
+        damping: float = 0.0,
     ) -> None:
         self.learner = learner
+        self.damping = damping
         self.n_train = learner.n_train
         self.theta = full_data_params(learner)
         self._full = torch.ones(1, learner.n_train, dtype=torch.bool)
@@ -82,12 +90,13 @@ class InfluenceFunction:
             self.inverse = torch.linalg.pinv(self._hvp(eye), hermitian=True)
 
     def _hvp(self, v: torch.Tensor) -> torch.Tensor:
-        """H_D · v for each row of ``v (B, d)``."""
+        """(H_D + damping·I) · v for each row of ``v (B, d)``."""
         rows = v.shape[0]
-        return self.learner.hvp(self.theta.expand(rows, -1), self._full.expand(rows, -1), v)
+        hv = self.learner.hvp(self.theta.expand(rows, -1), self._full.expand(rows, -1), v)
+        return hv + self.damping * v if self.damping else hv
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        """H_D⁻¹ · rhs for each row of ``rhs (B, d)``."""
+        """(H_D + damping·I)⁻¹ · rhs for each row of ``rhs (B, d)``."""
         if self.inverse is not None:
             return rhs @ self.inverse
         return self._conjugate_gradients(rhs)
@@ -145,13 +154,15 @@ class InfluenceFunction:
         return self._step(with_points(self.learner, X_new, y_new), joined)
 
 
-def influence_baseline(learner: Learner) -> tuple[InfluenceFunction | None, str | None]:
-    """Influence functions for ``learner`` and None, or, for a learner without the methods
-    they need (:data:`~mp_ray.learners.capabilities.INFLUENCE_FUNCTIONS`), None and a note
-    saying so: a comparison table leaves them out rather than fail."""
+def influence_baseline(
+    learner: Learner, damping: float = 0.0
+) -> tuple[InfluenceFunction | None, str | None]:
+    """Influence functions for ``learner`` (with ``damping``) and None, or, for a learner
+    without the methods they need (:data:`~mp_ray.learners.capabilities.INFLUENCE_FUNCTIONS`),
+    None and a note saying so: a comparison table leaves them out rather than fail."""
     lacking = missing(learner, INFLUENCE_FUNCTIONS)
     if not lacking:
-        return InfluenceFunction(learner), None
+        return InfluenceFunction(learner, damping=damping), None
     return None, (
         f"{InfluenceFunction.name} left out: learner {learner.name} does not implement "
         + ", ".join(lacking)

@@ -58,6 +58,20 @@ def test_exact_and_conjugate_gradient_influence_agree(setting):
     torch.testing.assert_close(cg, exact, rtol=1e-6, atol=1e-6)
 
 
+def test_damped_influence_solves_with_the_hessian_plus_damping(setting):
+    data, learner = setting
+    d, damping = learner.n_params, 0.5
+    rhs = torch.randn(3, d, generator=torch.Generator().manual_seed(0), dtype=learner.dtype)
+    exact = InfluenceFunction(learner, damping=damping)
+    eye = torch.eye(d, dtype=learner.dtype)
+    full = torch.ones(d, data.n_train, dtype=torch.bool)
+    hessian = learner.hvp(exact.theta.expand(d, -1), full, eye)
+    expected = torch.linalg.solve(hessian + damping * eye, rhs.T).T
+    torch.testing.assert_close(exact.solve(rhs), expected, rtol=1e-6, atol=1e-8)
+    cg = InfluenceFunction(learner, exact_max_dim=0, damping=damping)
+    torch.testing.assert_close(cg.solve(rhs), expected, rtol=1e-6, atol=1e-8)
+
+
 def test_influence_tracks_leave_one_out_retraining(setting):
     data, learner = setting
     masks = make_sampler(SamplerConfig(kind="leave_one_out"), data.n_train, 0).masks(

@@ -66,13 +66,15 @@ def behaviour_report(
     dataset: Dataset | None = None,
     learner: Learner | None = None,
     store: ExperimentStore | None = None,
+    influence_damping: float = 0.0,
 ) -> BehaviourReport:
     """Score every method of the experiment; see the module docstring. ``extra`` maps more
     method names to parameter methods (``predict(masks (B, n)) -> params (B, d)``); the default
     ``support_size`` is 5% of the training points. ``on_progress`` is called with the
     models retrained so far and in all as each batch of them is retrained. ``dataset``,
     ``learner`` and ``store``: the config's, when already loaded (the store opened and
-    checked against the config); else loaded here."""
+    checked against the config); else loaded here. ``influence_damping``: the λ of influence
+    functions' H_D + λI (and of the Newton step, which uses their solve)."""
     config = config.with_absolute_paths()
     dataset = dataset_of(config, dataset)
     if store is None:
@@ -85,7 +87,7 @@ def behaviour_report(
 
     start = time.perf_counter()
     # θ(D) and H_D⁻¹: a baseline, and the Newton step (None: the learner cannot give them)
-    influence, note = influence_baseline(learner)
+    influence, note = influence_baseline(learner, influence_damping)
     influence_seconds = time.perf_counter() - start
     methods: dict[str, OutputMethod] = {}
     for name, uri in (predictor_uris or {}).items():

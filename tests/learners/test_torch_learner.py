@@ -3,7 +3,6 @@ per-model ``torch.optim`` loop with the same initialisation, minibatches and opt
 
 from __future__ import annotations
 
-import math
 import textwrap
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from benchmarks.peers.torch_loop import reference_fit
 from mp_ray.config import ConfigError, LearnerConfig, parse_experiment
 from mp_ray.learners import TorchModuleLearner, make_learner, torch_module
 from mp_ray.learners.plugin import function
@@ -27,44 +27,6 @@ def small_subsets(n: int, seed: int = 0) -> np.ndarray:
     """Masks ``(3, n)``: about 12%, 6% and 3% of the points (the smaller ones idle)."""
     rng = np.random.default_rng(seed)
     return rng.random((3, n)) < np.array([[0.12], [0.06], [0.03]])
-
-
-def reference_fit(learner: TorchModuleLearner, mask: np.ndarray, seed: int) -> torch.Tensor:
-    """One model trained by a plain torch loop, as the learner's docstrings describe it."""
-    cfg = learner.config
-    X = torch.as_tensor(learner.X, dtype=torch.float64)
-    y = learner.y
-    torch.manual_seed(int(np.random.default_rng([seed, 0]).integers(2**63)))
-    model = function(cfg.factory)(X.shape[1], learner.n_outputs, **cfg.factory_kwargs).double()
-    if cfg.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    subset = np.flatnonzero(mask)
-    total = cfg.epochs * math.ceil(subset.size / cfg.batch_size)
-    factor = (lambda t: 0.5 * (1 + math.cos(math.pi * t / total))) if total else None
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, factor if cfg.lr_schedule == "cosine" else (lambda t: 1.0)
-    )
-    order = np.random.default_rng([seed, 1])
-    for _ in range(cfg.epochs if subset.size else 0):
-        permutation = order.permutation(subset)
-        for start in range(0, subset.size, cfg.batch_size):
-            batch = torch.as_tensor(permutation[start : start + cfg.batch_size])
-            out = model(X[batch])
-            if learner.n_classes == 1:
-                loss = F.mse_loss(out[:, 0], y[batch])
-            elif learner.n_classes == 2:
-                loss = F.binary_cross_entropy_with_logits(out[:, 0], y[batch].double())
-            else:
-                loss = F.cross_entropy(out, y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return nn.utils.parameters_to_vector(model.parameters()).detach()
 
 
 CASES = {
