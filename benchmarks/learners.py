@@ -21,11 +21,10 @@ plain loops, and the behaviour table of a convolutional network on digits.
    removals, counterfactual removals of datamodels' top supporters) with influence
    functions damped by ``--damping`` (H_D + λI: the network's H_D at θ(D) is indefinite);
    beside it, the same table for logistic regression on digits at the same row count.
-   The CNN's influence functions take most of this part's time: d = 3,818 is past their
-   exact inverse, so each prediction runs conjugate gradients, each iteration a
-   Hessian-vector product over all 1,257 training points per predicted row (about 0.3 s a
-   row on one loaded core); from θ(D), 4 subsets took 50 iterations at λ = 0.01, 16 at
-   0.1 and 8 at 1.
+   The CNN's influence functions form H_D exactly (d = 3,818 Hessian-vector products over
+   the 1,257 training points, in chunks) and pseudo-invert it once: conjugate gradients
+   would take 50 products per predicted row at λ = 0.01 (16 at 0.1, 8 at 1), and the table
+   predicts thousands of rows.
 
     .venv/bin/python benchmarks/learners.py [--n-models 400] [--cnn-rows 10000]
         [--predictor-steps N] [--damping 0.01] [--work runs/benchmarks/learners]

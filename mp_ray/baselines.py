@@ -11,8 +11,14 @@
   products when d ≤ ``exact_max_dim`` and pseudo-inverted (it is singular along the
   softmax's common intercept shift, where the gradients vanish); otherwise each solve runs
   conjugate gradients (batched over subsets), which stay in H_D's range from a zero start.
+  Forming H_D costs d products, each a pass over the training set; conjugate gradients
+  cost tens of products per predicted subset, so the exact inverse pays for itself after
+  d / (iterations) subsets: for the digits CNN (d = 3,818, 50 iterations at λ = 0.01)
+  after 76, where an LDS table predicts thousands. The products are taken in chunks of
+  basis vectors whose passes hold at most ``HVP_CHUNK_BYTES``.
   With ``damping`` λ > 0 every solve is with H_D + λI instead (Koh & Liang's damping for
-  non-convex models, whose H_D at θ(D) has small or negative eigenvalues).
+  non-convex models, whose H_D at θ(D) has small or negative eigenvalues). Conjugate
+  gradients need H_D + λI positive definite; the exact pseudo-inverse takes any λ.
   Points outside the ground set take the same step on the enlarged subset's objective
   (:meth:`InfluenceFunction.predict_with_points`): for D plus new points A this is
   θ(D) − C·H_D⁻¹ Σ_{a∈A} ∇ℓ_a(θ(D)), the first-order up-weighting of A.
@@ -30,7 +36,14 @@ import torch
 
 from mp_ray.learners import Learner, with_points
 from mp_ray.learners.capabilities import INFLUENCE_FUNCTIONS, missing
+from mp_ray.learners.memory import MIB, chunk_slices, rows_per_chunk
 from mp_ray.methods import Masks, check_masks
+
+# Intermediates of one chunk of Hessian-vector products while H_D is formed: each product
+# is a double backward pass over the training set, about four copies of its per-example
+# intermediates (forward outputs, their gradients, the gradients' tangents, temporaries).
+HVP_CHUNK_BYTES = 512 * MIB
+HVP_COPIES = 4
 
 
 def full_data_params(learner: Learner) -> torch.Tensor:
@@ -71,7 +84,7 @@ class InfluenceFunction:
     def __init__(
         self,
         learner: Learner,
-        exact_max_dim: int = 2048,
+        exact_max_dim: int = 4096,
         cg_tol: float = 1e-8,
         cg_iter: int = 500,
         damping: float = 0.0,
@@ -84,10 +97,20 @@ class InfluenceFunction:
         self.cg_tol, self.cg_iter = cg_tol, cg_iter
         self.inverse: torch.Tensor | None = None
         if learner.n_params <= exact_max_dim:
-            eye = torch.eye(learner.n_params, dtype=learner.dtype, device=learner.device)
             # Pseudo-inverse: over-parametrised models (the softmax's common intercept shift)
             # have a singular H_D, and the gradients have no component in its null space.
-            self.inverse = torch.linalg.pinv(self._hvp(eye), hermitian=True)
+            self.inverse = torch.linalg.pinv(self.hessian(), hermitian=True)
+
+    def hessian(self) -> torch.Tensor:
+        """H_D + damping·I, ``(d, d)``, symmetrised: its products with the basis vectors in
+        chunks of :data:`HVP_CHUNK_BYTES`."""
+        learner = self.learner
+        d = learner.n_params
+        floats = HVP_COPIES * learner.n_train * learner.loss_floats()
+        chunk = rows_per_chunk(HVP_CHUNK_BYTES, 1, floats, learner.dtype.itemsize)
+        eye = torch.eye(d, dtype=learner.dtype, device=learner.device)
+        rows = torch.cat([self._hvp(eye[part]) for part in chunk_slices(d, chunk)])
+        return 0.5 * (rows + rows.T)
 
     def _hvp(self, v: torch.Tensor) -> torch.Tensor:
         """(H_D + damping·I) · v for each row of ``v (B, d)``."""

@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn.linear_model import Ridge
 
+from mp_ray import baselines
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import DatasetConfig, LearnerConfig, SamplerConfig, parse_experiment
 from mp_ray.data import load_dataset
@@ -70,6 +71,42 @@ def test_damped_influence_solves_with_the_hessian_plus_damping(setting):
     torch.testing.assert_close(exact.solve(rhs), expected, rtol=1e-6, atol=1e-8)
     cg = InfluenceFunction(learner, exact_max_dim=0, damping=damping)
     torch.testing.assert_close(cg.solve(rhs), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_exact_influence_of_a_network_is_formed_in_chunks(monkeypatch):
+    """A CNN's H_D (d = 746) is indefinite; formed from products in chunks of a few basis
+    vectors, its damped (H_D + λI)⁻¹ equals a dense solve and, with λ past the smallest
+    eigenvalue, conjugate gradients."""
+    data = load_dataset(DatasetConfig(source="sklearn", name="digits"))
+    config = LearnerConfig(
+        kind="torch",
+        factory="mp_ray.learners.zoo:digits_cnn",
+        factory_kwargs={"channels": 2},
+        epochs=1,
+        batch_size=64,
+    )
+    learner = make_learner(config, data.X_train[:100], data.y_train[:100], data.n_classes)
+    d = learner.n_params
+    floats = baselines.HVP_COPIES * learner.n_train * learner.loss_floats()
+    monkeypatch.setattr(baselines, "HVP_CHUNK_BYTES", 100 * floats * learner.dtype.itemsize)
+    eye = torch.eye(d, dtype=learner.dtype)
+    hessian = InfluenceFunction(learner).hessian()  # 8 chunks of ≤ 100 products
+    assert torch.equal(hessian, hessian.T)
+    direct = learner.hvp(
+        learner.fit_batch(torch.ones(1, 100, dtype=torch.bool)).expand(d, -1),
+        torch.ones(d, 100, dtype=torch.bool),
+        eye,
+    )
+    torch.testing.assert_close(hessian, 0.5 * (direct + direct.T), rtol=1e-9, atol=1e-12)
+    lowest = float(torch.linalg.eigvalsh(hessian)[0])
+    assert lowest < 0
+    damping = 0.05 - lowest
+    rhs = torch.randn(2, d, generator=torch.Generator().manual_seed(1), dtype=learner.dtype)
+    expected = torch.linalg.solve(hessian + damping * eye, rhs.T).T
+    exact = InfluenceFunction(learner, damping=damping)
+    torch.testing.assert_close(exact.solve(rhs), expected, rtol=1e-6, atol=1e-9)
+    cg = InfluenceFunction(learner, exact_max_dim=0, damping=damping, cg_tol=1e-10, cg_iter=2000)
+    torch.testing.assert_close(cg.solve(rhs), expected, rtol=1e-5, atol=1e-7)
 
 
 def test_influence_tracks_leave_one_out_retraining(setting):
