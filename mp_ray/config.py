@@ -1173,7 +1173,9 @@ class TuneConfig(_Strict):
         default_factory=_default_search_space,
         description="The searched predictor fields, each with how it is drawn (other fields "
         "keep the predictor section's value). Default: lambda_global and lambda_local 0 or "
-        "log-spaced in [1e-4, 1], lr log-uniform in [1e-3, 2e-2], width 64, 128, 256 or 512.",
+        "log-spaced in [1e-4, 1], lr log-uniform in [1e-3, 2e-2], width 64, 128, 256 or 512; "
+        "a default dimension the learner cannot serve (a regulariser without its methods) "
+        "is left out, a given one is refused before any trial starts.",
     )
 
     @field_validator("search_space")

@@ -65,17 +65,27 @@ from mp_ray.config import (
     ChoiceSpace,
     ExperimentConfig,
     LogUniformSpace,
+    TuneConfig,
     UniformSpace,
     write_resolved_config,
 )
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.errors import MpRayError
-from mp_ray.predictor.fit import PREDICTOR_DIR, checkpoint_uri, fit_predictor, store_moments
+from mp_ray.learners import LearnerCapabilityError
+from mp_ray.loaded import learner_of
+from mp_ray.predictor.fit import (
+    PREDICTOR_DIR,
+    checkpoint_uri,
+    fit_predictor,
+    fit_settings,
+    store_moments,
+)
 from mp_ray.predictor.moments import TrainingMoments
 from mp_ray.predictor.predictor import Predictor
 from mp_ray.ray_resources import check_cluster_fits
 from mp_ray.store import ExperimentStore
 from mp_ray.store.identity import FIT_UNREAD, differences
+from mp_ray.tracking import check_tracking
 
 METRIC = "val_rel_error"
 RANKED_BY = "best_val_rel_error"  # a trial's rank: its last result's best validation error
@@ -125,6 +135,39 @@ class TuneOutcome:
     trials: list[dict[str, Any]]
     grid: tune.ResultGrid
     best: tune.Result
+
+
+def searchable(
+    config: ExperimentConfig, dataset: Dataset, labelled_rows: int, n_params: int
+) -> ExperimentConfig:
+    """``config`` with a search its trials can run, checked before any trial starts.
+
+    Each dimension of ``tune.search_space`` is tried at each of its candidates (every choice,
+    a range's bounds) with the predictor section's other settings, for ``n_params``
+    parameters and ``labelled_rows`` training rows
+    (:func:`~mp_ray.predictor.fit.fit_settings`): a regulariser or Newton steps the learner
+    lacks the methods for would fail every trial that samples it. Where ``tune.search_space``
+    is the default, a dimension that fails is left out (a learner without ``objective_grad``
+    searches no global regulariser); in a space the config gives, it is an error naming the
+    dimension and the value. MLflow
+    tracking on without mlflow is refused too (:func:`~mp_ray.tracking.check_tracking`)."""
+    check_tracking(config)
+    learner = learner_of(config, dataset)
+    fit_settings(config.predictor, learner, labelled_rows, n_params)
+    given = config.tune.search_space != TuneConfig().search_space
+    space = {}
+    for name, distribution in config.tune.search_space.items():
+        try:
+            for value in distribution.candidates():
+                settings = config.predictor.model_copy(update={name: value})
+                fit_settings(settings, learner, labelled_rows, n_params)
+        except (LearnerCapabilityError, ValueError) as error:
+            if given:
+                raise type(error)(f"tune.search_space.{name} = {value!r}: {error}") from error
+            continue
+        space[name] = distribution
+    tune_settings = config.tune.model_copy(update={"search_space": space})
+    return config.model_copy(update={"tune": tune_settings})
 
 
 def trial_uses_gpu(config: ExperimentConfig) -> bool:
@@ -301,6 +344,7 @@ def tune_predictor(
     # Refuse a mismatched or unfinished store here, before Tune starts any trial.
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
     moments = store_moments(store, config, dataset)
+    config = searchable(config, dataset, moments.count, store.spec.n_params)
     settings = config.tune
     folder = search_folder(config, name)
     resuming = tune.Tuner.can_restore(folder)

@@ -11,10 +11,12 @@ from file_opens import FileOpens
 from ray import tune
 
 from mp_ray.config import RESOLVED_CONFIG, load_experiment, parse_experiment
+from mp_ray.data import load_dataset
+from mp_ray.learners import LearnerCapabilityError
 from mp_ray.predictor import Predictor
 from mp_ray.ray_resources import ResourcesError
 from mp_ray.retrain import run_retrain
-from mp_ray.tuning import tune_predictor
+from mp_ray.tuning import searchable, tune_predictor
 
 
 @pytest.mark.ray
@@ -132,3 +134,42 @@ def test_trials_share_one_pass_for_the_training_moments(ray_session, tmp_path):
         for r in outcome.grid
     )
     assert spans[1][0] >= spans[0][1] - 1, spans
+
+
+def sklearn_search(tmp_path, search_space: dict | None) -> dict:
+    """A search over a ``kind: sklearn`` learner: it lacks ``objective_grad`` and
+    ``per_sample_loss``, the regularisers' methods."""
+    tune_section = {"storage_path": str(tmp_path / "tune")}
+    if search_space is not None:
+        tune_section["search_space"] = search_space
+    return {
+        "dataset": {"source": "sklearn", "name": "iris"},
+        "learner": {
+            "kind": "sklearn",
+            "estimator": "sklearn.linear_model:LogisticRegression",
+        },
+        "sampler": {"kind": "bernoulli"},
+        "store": {"uri": str(tmp_path / "iris.zarr"), "n_rows": 300, "block_rows": 50},
+        "tune": tune_section,
+    }
+
+
+def test_default_search_leaves_out_what_the_learner_cannot_serve(tmp_path):
+    config = parse_experiment(sklearn_search(tmp_path, None))
+    dataset = load_dataset(config.dataset)
+    searched = searchable(config, dataset, labelled_rows=240, n_params=15)
+    assert set(searched.tune.search_space) == {"lr", "width"}
+    logistic = config.with_overrides({"learner": {"kind": "logistic"}})
+    assert searchable(logistic, dataset, 240, 15).tune.search_space == config.tune.search_space
+    space = {"lr": {"type": "log_uniform", "low": 1e-3, "high": 1e-2}}
+    given = parse_experiment(sklearn_search(tmp_path, space))
+    assert searchable(given, dataset, 240, 15).tune.search_space == given.tune.search_space
+
+
+def test_a_given_search_the_learner_cannot_serve_is_refused_naming_it(tmp_path):
+    space = {"lambda_global": {"type": "choice", "values": [0.0, 0.01]}}
+    config = parse_experiment(sklearn_search(tmp_path, space))
+    with pytest.raises(LearnerCapabilityError) as refused:
+        searchable(config, load_dataset(config.dataset), labelled_rows=240, n_params=15)
+    message = str(refused.value)
+    assert "tune.search_space.lambda_global = 0.01" in message and "objective_grad" in message
