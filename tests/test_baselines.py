@@ -80,6 +80,7 @@ def test_exact_influence_of_a_network_is_formed_in_chunks(monkeypatch):
     data = load_dataset(DatasetConfig(source="sklearn", name="digits"))
     config = LearnerConfig(
         kind="torch",
+        dtype="float64",
         factory="mp_ray.learners.zoo:digits_cnn",
         factory_kwargs={"channels": 2},
         epochs=1,

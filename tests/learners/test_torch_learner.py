@@ -53,16 +53,18 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize(("dtype", "atol"), [("float64", 1e-9), ("float32", 1e-5)])
 @pytest.mark.parametrize(("name", "settings"), CASES.values(), ids=list(CASES))
-def test_equals_a_plain_per_model_torch_loop(dataset, name, settings):
+def test_equals_a_plain_per_model_torch_loop(dataset, name, settings, dtype, atol):
     data = dataset(name)
-    config = LearnerConfig(kind="torch", epochs=3, batch_size=16, **settings)
+    config = LearnerConfig(kind="torch", dtype=dtype, epochs=3, batch_size=16, **settings)
     learner = make_learner(config, data.X_train, data.y_train, data.n_classes)
     masks = small_subsets(data.n_train)
     trained = learner.fit_batch(masks, SEEDS)
+    assert trained.dtype == getattr(torch, dtype)
     for k in range(len(masks)):
         expected = reference_fit(learner, masks[k], int(SEEDS[k]))
-        torch.testing.assert_close(trained[k], expected, rtol=0, atol=1e-9)
+        torch.testing.assert_close(trained[k], expected, rtol=0, atol=atol)
         assert (trained[k] - learner.initial_params(SEEDS[k : k + 1])[0]).abs().max() > 1e-3
 
 
@@ -74,7 +76,12 @@ def digits(dataset):
 @pytest.fixture(scope="module")
 def cnn(digits) -> TorchModuleLearner:
     config = LearnerConfig(
-        kind="torch", factory=CNN, factory_kwargs={"channels": 4}, epochs=2, batch_size=16
+        kind="torch",
+        dtype="float64",
+        factory=CNN,
+        factory_kwargs={"channels": 4},
+        epochs=2,
+        batch_size=16,
     )
     return make_learner(config, digits.X_train, digits.y_train, digits.n_classes)
 
