@@ -27,9 +27,13 @@ plain loops, and the behaviour table of a convolutional network on digits.
    predicts thousands of rows.
 
     .venv/bin/python benchmarks/learners.py [--n-models 400] [--cnn-rows 10000]
-        [--predictor-steps N] [--damping 0.01] [--work runs/benchmarks/learners]
-        [--out benchmarks/results]
+        [--predictor-steps N] [--damping 0.01] [--parts torch svm cnn logistic]
+        [--work runs/benchmarks/learners] [--out benchmarks/results]
 
+Each part saves its results in ``--work`` (``torch.json``, ``svm.json``,
+``behaviour-<learner>-r<rows>.json``); ``--parts`` runs only those named and reads the
+others from there, so the parts can each run on a quiet machine at different times (the
+stores resume too).
 Writes ``learners.{json,md,png}`` to ``--out`` and prints the tables and the ratios; the
 load average (``uptime``) at the start and end of each part is recorded.
 """
@@ -70,6 +74,7 @@ SVM = Family(
 )
 SVM_DATASETS = ("breast_cancer", "digits")
 WARM_UP = 4  # subsets of the untimed learner run before each timed one
+PARTS = ("torch", "svm", "cnn", "logistic")  # the behaviour tables: cnn and logistic
 
 
 def uptime() -> str:
@@ -172,6 +177,9 @@ def behaviour(
         print(f"  {name} {stage}: {seconds[stage]:.0f} s", flush=True)
         return result
 
+    from mp_ray.ray_session import connect
+
+    connect()
     load = [uptime()]
     timed("retrain", lambda: run_retrain(config))
     datamodels = timed("datamodels", lambda: run_datamodels(config))
@@ -252,6 +260,22 @@ def plot(torch_rows: list[dict], svm_rows: list[dict], cases: list[dict], path: 
     fig.savefig(path, dpi=120)
 
 
+def saved_part(work: Path, name: str, run: bool, compute: Callable[[], Any]) -> Any | None:
+    """Part ``name``'s results: computed and saved as ``work/<name>.json`` when ``run``,
+    else read from there (None when it was never run), so the parts of a run of hours can
+    run at different times and on a quiet machine each."""
+    path = work / f"{name}.json"
+    if run:
+        result = compute()
+        work.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=str))
+        return result
+    if path.exists():
+        print(f"{name}: from {path}")
+        return json.loads(path.read_text())
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-models", type=int, default=400, help="models of each throughput")
@@ -262,40 +286,71 @@ def main() -> None:
     parser.add_argument("--predictor-steps", type=int, help="default: the config's")
     parser.add_argument("--damping", type=float, default=0.01, help="influence functions' λ")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="the parts to run now; the others are read from --work when they ran before",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "runs/benchmarks/learners")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     cnn = load_experiment(CNN_CONFIG).learner.factory
-    torch_rows = [
-        torch_throughput(factory, args.n_models, args.rounds)
-        for factory in (cnn, "mp_ray.learners.zoo:mlp")
-    ]
+    torch_rows = (
+        saved_part(
+            args.work,
+            "torch",
+            "torch" in args.parts,
+            lambda: [
+                torch_throughput(factory, args.n_models, args.rounds)
+                for factory in (cnn, "mp_ray.learners.zoo:mlp")
+            ],
+        )
+        or []
+    )
     print(torch_markdown(torch_rows), flush=True)
-    svm_rows = [
-        row
-        for name in SVM_DATASETS
-        for row in run_problem(
-            make_problem(name, args.n_models, 0.5), args.n_reference, args.block, args.rounds, SVM
-        )
-    ]
+    svm_rows = saved_part(
+        args.work,
+        "svm",
+        "svm" in args.parts,
+        lambda: [
+            row
+            for name in SVM_DATASETS
+            for row in run_problem(
+                make_problem(name, args.n_models, 0.5),
+                args.n_reference,
+                args.block,
+                args.rounds,
+                SVM,
+            )
+        ],
+    )
+    svm_rows = svm_rows or []
     print(throughput_markdown(svm_rows), flush=True)
-    from mp_ray.ray_session import connect
-
-    connect()
-    cases = [
-        behaviour(pipeline_config(learner, args.cnn_rows, args.work), name, steps, damping)
-        for learner, name, steps, damping in (
-            (None, "cnn", args.predictor_steps, args.damping),
-            ({"kind": "logistic", "C": 1.0}, "logistic", args.predictor_steps, 0.0),
+    cases = []
+    for learner, name, damping in (
+        (None, "cnn", args.damping),
+        ({"kind": "logistic", "C": 1.0}, "logistic", 0.0),
+    ):
+        config = pipeline_config(learner, args.cnn_rows, args.work)
+        case = saved_part(
+            args.work,
+            f"behaviour-{name}-r{args.cnn_rows}",
+            name in args.parts,
+            lambda config=config, name=name, damping=damping: behaviour(
+                config, name, args.predictor_steps, damping
+            ),
         )
-    ]
+        cases += [case] if case is not None else []
     meta = {
         "n_models": args.n_models,
         "cnn_rows": args.cnn_rows,
         "rounds": args.rounds,
         "damping": args.damping,
+        "parts_run": args.parts,
         **host_meta(args.threads, start),
     }
     args.out.mkdir(parents=True, exist_ok=True)
