@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from in_process_store import train_in_process
 from sklearn.linear_model import Ridge
 
 from mp_ray import baselines
@@ -31,7 +32,6 @@ from mp_ray.predictor.evaluation import (
     size_strata,
     within_size_correlations,
 )
-from mp_ray.retrain import BlockTrainer
 from mp_ray.sampling import make_sampler
 from mp_ray.scores import relative_errors
 from mp_ray.store.rows import TRAIN, VAL, Rows, read_split, split_blocks
@@ -173,10 +173,7 @@ def store(tmp_path_factory):
             },
         }
     )
-    trainer = BlockTrainer(config, load_dataset(config.dataset))
-    for block in range(trainer.store.n_blocks):
-        trainer.run_block(block)
-    return trainer.store
+    return train_in_process(config)
 
 
 def test_streamed_baselines_equal_direct_fits_on_the_training_rows(store):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from in_process_store import train_in_process
 
 from mp_ray import Experiment
 from mp_ray.config import parse_experiment
 from mp_ray.evaluation.report import behaviour_report
 from mp_ray.predictor.evaluation import evaluate_on_store
-from mp_ray.retrain import BlockTrainer
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,7 @@ def experiment(tmp_path_factory) -> Experiment:
         }
     )
     experiment = Experiment(config)
-    trainer = BlockTrainer(config, experiment.dataset)
-    for block in range(trainer.store.n_blocks):
-        trainer.run_block(block)
+    train_in_process(config, experiment.dataset)
     return experiment
 
 

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from in_process_store import train_in_process
 from scipy import stats
 
 from mp_ray.apps import RetrainedModels, Utility
@@ -18,7 +19,6 @@ from mp_ray.apps.valuation import LearnedUtility, MaxSamples, RelativeTruncation
 from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.learners import Learner, make_learner
-from mp_ray.retrain import BlockTrainer
 from mp_ray.store import ExperimentStore, StoreIncompleteError, StoreMismatchError
 from mp_ray.store.rows import TEST, TRAIN, VAL, read_split
 
@@ -64,11 +64,9 @@ def setting(tmp_path_factory) -> Setting:
         }
     )
     dataset = load_dataset(config.dataset)
-    trainer = BlockTrainer(config, dataset)
-    for block in range(trainer.store.n_blocks):
-        trainer.run_block(block)
+    store = train_in_process(config, dataset)
     learner = make_learner(config.learner, dataset.X_train, dataset.y_train, dataset.n_classes)
-    return Setting(config, dataset, learner, trainer.store)
+    return Setting(config, dataset, learner, store)
 
 
 @pytest.fixture(scope="module")

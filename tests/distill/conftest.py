@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from in_process_store import train_in_process
 
 from mp_ray.config import ExperimentConfig, parse_experiment
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.distill import DistilledDatamodel, DistillReport, run_distill
-from mp_ray.retrain import BlockTrainer
 
 
 def experiment(root: Path, **distill: Any) -> ExperimentConfig:
@@ -40,9 +40,7 @@ def experiment(root: Path, **distill: Any) -> ExperimentConfig:
 
 def build_store(config: ExperimentConfig, dataset: Dataset) -> None:
     """Train every block of the experiment's store in this process."""
-    trainer = BlockTrainer(config, dataset)
-    for block in range(trainer.store.n_blocks):
-        trainer.run_block(block)
+    train_in_process(config, dataset)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zarr
 from checked_reads import CheckedReadsStore
+from in_process_store import train_in_process
 
 from mp_ray.baselines import FullDataModel, InfluenceFunction
 from mp_ray.config import ExperimentConfig, parse_experiment
@@ -21,7 +22,6 @@ from mp_ray.evaluation.report import behaviour_report
 from mp_ray.learners import make_learner
 from mp_ray.method_outputs import ParameterOutputs
 from mp_ray.predictor.evaluation import evaluate_on_store, evaluation_table
-from mp_ray.retrain import BlockTrainer
 from mp_ray.scores import lds
 from mp_ray.store.identity import MODELS_UNREAD, SEEDED_UNREAD
 from mp_ray.store.rows import TEST, Rows, row_splits
@@ -42,9 +42,7 @@ def config(tmp_path_factory) -> ExperimentConfig:
             "splits": {"test_fraction": 0.4},
         }
     )
-    trainer = BlockTrainer(config, load_dataset(config.dataset))
-    for block in range(trainer.store.n_blocks):
-        trainer.run_block(block)
+    train_in_process(config)
     return config
 
 

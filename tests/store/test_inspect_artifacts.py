@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from in_process_store import train_in_process
 from typer.testing import CliRunner
 
 from mp_ray.apps import RetrainedModels, Utility
@@ -57,10 +58,7 @@ def inspect(uri: str, *options: str) -> str:
 def store(tmp_path_factory) -> ExperimentStore:
     """The store with its rows and nothing else yet."""
     config = experiment(tmp_path_factory.mktemp("inspect"))
-    trainer = BlockTrainer(config, load_dataset(config.dataset))
-    for block in range(trainer.store.n_blocks):
-        trainer.run_block(block)
-    return trainer.store
+    return train_in_process(config)
 
 
 def test_a_store_of_rows_alone_has_no_artifacts(tmp_path):
