@@ -1,7 +1,7 @@
 """The README's "Bring your own model" examples run as written, each command a real
 ``mp-ray`` process on the test session's Ray, from a folder holding the example's files:
-retrain → datamodels → lds for a scikit-learn estimator and for a learner class of one's own,
-then a stage that needs what the plug-in lacks, refused at its start."""
+retrain → datamodels → lds for a torch network, a scikit-learn estimator and a learner class
+of one's own, then a stage that needs what the plug-in lacks, refused at its start."""
 
 from __future__ import annotations
 
@@ -63,8 +63,21 @@ def behaviour_table(done: subprocess.CompletedProcess[str], learner: str) -> str
 @pytest.mark.timeout(1800)
 def test_the_readme_examples_run_as_written(ray_session, tmp_path):
     blocks = readme_blocks()
-    assert [language for language, _ in blocks] == ["yaml", "bash", "python", "yaml", "bash"]
-    (_, sklearn_yaml), (_, sklearn_commands), (_, module), (_, custom_yaml), (_, commands) = blocks
+    languages = ["python", "yaml", "bash", "yaml", "bash", "python", "yaml", "bash"]
+    assert [language for language, _ in blocks] == languages
+    (_, factory), (_, torch_yaml), (_, torch_commands) = blocks[:3]
+    (_, sklearn_yaml), (_, sklearn_commands), (_, module), (_, custom_yaml), (_, commands) = blocks[
+        3:
+    ]
+    (tmp_path / "small_net.py").write_text(factory)
+    (tmp_path / "small_net.yaml").write_text(torch_yaml)
+    done = run_block(torch_commands, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "trained 600 models" in done.stderr
+    table = done.stdout[done.stdout.rindex("method") :]
+    assert "influence functions" in table and "datamodels" in table, table
+    assert "left out" not in done.stderr
+
     (tmp_path / "sklearn_logistic.yaml").write_text(sklearn_yaml)
     (tmp_path / "nearest_means.py").write_text(module)
     (tmp_path / "nearest_means.yaml").write_text(custom_yaml)
