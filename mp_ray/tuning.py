@@ -63,6 +63,7 @@ from ray.tune.utils import flatten_dict
 from mp_ray.config import (
     RESOLVED_CONFIG,
     ChoiceSpace,
+    ConfigError,
     ExperimentConfig,
     LogUniformSpace,
     TuneConfig,
@@ -149,8 +150,9 @@ def searchable(
     lacks the methods for would fail every trial that samples it. Where ``tune.search_space``
     is the default, a dimension that fails is left out (a learner without ``objective_grad``
     searches no global regulariser); in a space the config gives, it is an error naming the
-    dimension and the value. MLflow
-    tracking on without mlflow is refused too (:func:`~mp_ray.tracking.check_tracking`)."""
+    dimension and the value (:class:`~mp_ray.learners.LearnerCapabilityError` for a missing
+    method, :class:`~mp_ray.config.ConfigError` otherwise). MLflow tracking on without
+    mlflow is refused too (:func:`~mp_ray.tracking.check_tracking`)."""
     check_tracking(config)
     learner = learner_of(config, dataset)
     fit_settings(config.predictor, learner, labelled_rows, n_params)
@@ -163,7 +165,12 @@ def searchable(
                 fit_settings(settings, learner, labelled_rows, n_params)
         except (LearnerCapabilityError, ValueError) as error:
             if given:
-                raise type(error)(f"tune.search_space.{name} = {value!r}: {error}") from error
+                refusal = (
+                    LearnerCapabilityError
+                    if isinstance(error, LearnerCapabilityError)
+                    else ConfigError
+                )
+                raise refusal(f"tune.search_space.{name} = {value!r}: {error}") from error
             continue
         space[name] = distribution
     tune_settings = config.tune.model_copy(update={"search_space": space})

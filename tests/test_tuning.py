@@ -10,7 +10,7 @@ import yaml
 from file_opens import FileOpens
 from ray import tune
 
-from mp_ray.config import RESOLVED_CONFIG, load_experiment, parse_experiment
+from mp_ray.config import RESOLVED_CONFIG, ConfigError, load_experiment, parse_experiment
 from mp_ray.data import load_dataset
 from mp_ray.learners import LearnerCapabilityError
 from mp_ray.predictor import Predictor
@@ -173,3 +173,11 @@ def test_a_given_search_the_learner_cannot_serve_is_refused_naming_it(tmp_path):
         searchable(config, load_dataset(config.dataset), labelled_rows=240, n_params=15)
     message = str(refused.value)
     assert "tune.search_space.lambda_global = 0.01" in message and "objective_grad" in message
+
+
+def test_a_given_search_of_newton_steps_for_a_network_is_a_config_error(tmp_path):
+    data = sklearn_search(tmp_path, {"newton_steps": {"type": "choice", "values": [0, 2]}})
+    data["learner"] = {"kind": "torch", "factory": "mp_ray.learners.zoo:mlp"}
+    config = parse_experiment(data)
+    with pytest.raises(ConfigError, match=r"tune.search_space.newton_steps = 2: .*convex"):
+        searchable(config, load_dataset(config.dataset), labelled_rows=240, n_params=99)
