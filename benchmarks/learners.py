@@ -109,7 +109,8 @@ def torch_throughput(factory: str, n_models: int, rounds: int) -> dict[str, Any]
         batched = learner.fit_batch(masks, seeds)
         runs.append(time.perf_counter() - start)
     load.append(uptime())
-    loop_accuracy = test_accuracy(learner, torch.stack(loop_parts), data)
+    looped = torch.stack(loop_parts)
+    loop_accuracy = test_accuracy(learner, looped, data)
     accuracy = test_accuracy(learner, batched, data)
     loop_rate = n_models / sum(loop_seconds)
     rate = n_models / float(np.median(runs))
@@ -124,7 +125,7 @@ def torch_throughput(factory: str, n_models: int, rounds: int) -> dict[str, Any]
         "round_speedups": [
             round(n_models / t / r, 2) for t, r in zip(runs, slice_rates, strict=True)
         ],
-        "max_abs_difference": float((batched - torch.stack(loop_parts)).abs().max()),
+        "max_abs_difference": float((batched - looped).abs().max()),
         "dtype": str(learner.dtype).removeprefix("torch."),
         "loop_test_accuracy": float(loop_accuracy.mean()),
         "mp_ray_test_accuracy": float(accuracy.mean()),
@@ -181,6 +182,7 @@ def behaviour(
     from mp_ray.datamodels.job import run_datamodels
     from mp_ray.evaluation.report import behaviour_report
     from mp_ray.predictor.fit import fit_predictor
+    from mp_ray.ray_session import connect
     from mp_ray.retrain import run_retrain
 
     if steps is not None:
@@ -195,8 +197,6 @@ def behaviour(
         seconds[stage] = time.perf_counter() - start
         print(f"  {name} {stage}: {seconds[stage]:.0f} s", flush=True)
         return result
-
-    from mp_ray.ray_session import connect
 
     connect()
     load = [uptime()]
@@ -331,23 +331,25 @@ def main() -> None:
         or []
     )
     print(torch_markdown(torch_rows), flush=True)
-    svm_rows = saved_part(
-        args.work,
-        "svm",
-        "svm" in args.parts,
-        lambda: [
-            row
-            for name in SVM_DATASETS
-            for row in run_problem(
-                make_problem(name, args.n_models, 0.5),
-                args.n_reference,
-                args.block,
-                args.rounds,
-                SVM,
-            )
-        ],
+    svm_rows = (
+        saved_part(
+            args.work,
+            "svm",
+            "svm" in args.parts,
+            lambda: [
+                row
+                for name in SVM_DATASETS
+                for row in run_problem(
+                    make_problem(name, args.n_models, 0.5),
+                    args.n_reference,
+                    args.block,
+                    args.rounds,
+                    SVM,
+                )
+            ],
+        )
+        or []
     )
-    svm_rows = svm_rows or []
     print(throughput_markdown(svm_rows), flush=True)
     cases = []
     for learner, name, damping in (

@@ -72,7 +72,7 @@ from mp_ray.config import (
 )
 from mp_ray.data import Dataset, load_dataset
 from mp_ray.errors import MpRayError
-from mp_ray.learners import LearnerCapabilityError
+from mp_ray.learners import Learner, LearnerCapabilityError
 from mp_ray.loaded import learner_of
 from mp_ray.predictor.fit import (
     PREDICTOR_DIR,
@@ -139,9 +139,14 @@ class TuneOutcome:
 
 
 def searchable(
-    config: ExperimentConfig, dataset: Dataset, labelled_rows: int, n_params: int
+    config: ExperimentConfig,
+    dataset: Dataset,
+    labelled_rows: int,
+    n_params: int,
+    learner: Learner | None = None,
 ) -> ExperimentConfig:
-    """``config`` with a search its trials can run, checked before any trial starts.
+    """``config`` with a search its trials can run, checked before any trial starts
+    (``learner``: the config's on ``dataset`` when already made).
 
     Each dimension of ``tune.search_space`` is tried at each of its candidates (every choice,
     a range's bounds) with the predictor section's other settings, for ``n_params``
@@ -154,7 +159,7 @@ def searchable(
     method, :class:`~mp_ray.config.ConfigError` otherwise). MLflow tracking on without
     mlflow is refused too (:func:`~mp_ray.tracking.check_tracking`)."""
     check_tracking(config)
-    learner = learner_of(config, dataset)
+    learner = learner_of(config, dataset, learner)
     fit_settings(config.predictor, learner, labelled_rows, n_params)
     given = config.tune.search_space != TuneConfig().search_space
     space = {}
@@ -350,8 +355,9 @@ def tune_predictor(
     dataset = dataset if dataset is not None else load_dataset(config.dataset)
     # Refuse a mismatched or unfinished store here, before Tune starts any trial.
     store = ExperimentStore.open_for(config, dataset.fingerprint, FIT_UNREAD, complete=True)
-    moments = store_moments(store, config, dataset)
-    config = searchable(config, dataset, moments.count, store.spec.n_params)
+    learner = learner_of(config, dataset)
+    moments = store_moments(store, config, dataset, learner)
+    config = searchable(config, dataset, moments.count, store.spec.n_params, learner)
     settings = config.tune
     folder = search_folder(config, name)
     resuming = tune.Tuner.can_restore(folder)
