@@ -23,18 +23,18 @@ and :meth:`~SVM.hvp` and :meth:`~SVM.hessian` give the generalized Hessian
 the derivative of that gradient wherever no margin equals 1 exactly.
 
 Solver: the c·K binary problems of a batch (problem j·K + k: class j of subset k, the
-columns of the output GEMM, see :mod:`mp_ray.learners.linear`) are solved at once by
-Newton's method with the generalized Hessian (:func:`mp_ray.learners.optim.newton`; one
-``(p+1) × (p+1)`` Hessian per problem, all of them one GEMM over the upper triangles of
-x̃x̃ᵀ, batched Cholesky), from the anchor of the subset's size
-(:mod:`mp_ray.learners.anchored`). On such piecewise quadratics Newton's method stops once
-it has found the set of margin violators (Keerthi & DeCoste, 2005): on breast_cancer
-(1,000 Bernoulli(½) subsets, C = 1) it took 7 iterations to the exact optimum where L-BFGS
-preconditioned by the anchor's Hessian, logistic regression's solver, took up to 117 to
-tol = 1e-8 and 1.4–3.3× as long (one thread, a shared machine); on digits (one-vs-rest,
-C = 0.5, nearly separable) L-BFGS had converged on none of 6 subsets after 500 iterations,
-Newton on all after 10. A problem stops when its Newton step is at most tol · ‖θ_j‖
-(``SVMLearnerConfig.tol``), after which the step is taken, or after ``max_iter`` iterations.
+columns of the output GEMM, see :mod:`mp_ray.learners.linear`) are solved at once by finite
+Newton (:mod:`mp_ray.learners.hinge_newton`: Hessians over each problem's margin violators
+only, an exact line search on the piecewise-quadratic objective along the step) from the
+anchor of the subset's size (:mod:`mp_ray.learners.anchored`). On such piecewise quadratics
+Newton's method stops once it has found the set of margin violators (Keerthi & DeCoste,
+2005): on breast_cancer (1,000 Bernoulli(½) subsets, C = 1) it took 7 iterations to the
+exact optimum where L-BFGS preconditioned by the anchor's Hessian, logistic regression's
+solver, took up to 117 to tol = 1e-8 and 1.4–3.3× as long (one thread, a shared machine);
+on digits (one-vs-rest, C = 0.5, nearly separable) L-BFGS had converged on none of 6
+subsets after 500 iterations, Newton on all after 10. A problem stops when its Newton step
+is at most tol · ‖θ_j‖ (``SVMLearnerConfig.tol``), after which the step is taken, or after
+``max_iter`` iterations.
 
 Degenerate subsets — empty, or missing a class — do have a finite optimum here (the
 penalised intercept keeps it so; for the empty subset it is θ = 0), but as for every
@@ -49,10 +49,13 @@ from functools import cached_property
 
 import torch
 
+from mp_ray.learners import hinge_newton
 from mp_ray.learners.anchored import AnchoredLearner, ChunkTerms
 from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import symmetric
-from mp_ray.learners.optim import Rows, newton
+
+# The (n, problems) arrays a solve holds on a CPU, which has no memory budget of its own.
+CPU_SOLVE_BYTES = 2**28
 
 
 class SVM(AnchoredLearner):
@@ -162,53 +165,19 @@ class SVM(AnchoredLearner):
     # -- training --------------------------------------------------------------------------
 
     def _solve(self, weights: torch.Tensor) -> torch.Tensor:
-        """Optimal parameters for non-degenerate subsets ``weights (n, K)``, (K, d): Newton on
-        the c·K binary problems, problem j·K + k being class j of subset k."""
+        """Optimal parameters for non-degenerate subsets ``weights (n, K)``, (K, d): finite
+        Newton (:mod:`mp_ray.learners.hinge_newton`) on the c·K binary problems, problem
+        j·K + k being class j of subset k, from the anchors."""
         n_models = weights.shape[1]
         start = self.columns(self._anchor(self._grid_points(weights))).T.contiguous()
-        problem_weights = weights.repeat(1, self.n_outputs)  # (n, c·K)
-        problem_signs = self._train_signs.repeat_interleave(n_models, dim=1)  # (n, c·K)
-
-        def problems(rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
-            """The weights and signs of the problems in ``rows`` (sorted): all, or copies."""
-            if len(rows) == problem_weights.shape[1]:
-                return problem_weights, problem_signs
-            return problem_weights[:, rows], problem_signs[:, rows]
-
-        def value(theta: torch.Tensor, rows: Rows) -> torch.Tensor:
-            return self._binary_terms(theta, *problems(rows), order=0)[0]
-
-        def value_grad_hess(theta: torch.Tensor, rows: Rows) -> tuple[torch.Tensor, ...]:
-            return self._binary_terms(theta, *problems(rows), order=2)
-
-        solve = newton(value, value_grad_hess, start, self.config.tol, self.config.max_iter)
-        return self.from_columns(solve.theta.T)
-
-    def _binary_terms(
-        self, theta: torch.Tensor, weights: torch.Tensor, signs: torch.Tensor, order: int
-    ) -> tuple[torch.Tensor, ...]:
-        """The objective of binary problems ``theta (A, q)`` with sample ``weights (n, A)``
-        and targets ``signs (n, A)``, (A,), and up to ``order`` its gradient (A, q) and
-        generalized Hessian (A, q, q); one pass in chunks of rows."""
-        n_problems, q = theta.shape
-        data_value: torch.Tensor | float = 0.0
-        data_grad = theta.new_zeros(q, n_problems) if order > 0 else None
-        data_hessian: torch.Tensor | float = 0.0
-        for rows in self.budget_chunks(n_problems, 6):  # outputs, 3 terms, weights, signs
-            X_rows = self.X_aug[rows]
-            loss, residual, curvature = self._squared_hinge(
-                X_rows @ theta.T, signs[rows], weights[rows], order
-            )
-            data_value = data_value + loss
-            if residual is not None:
-                data_grad.addmm_(X_rows.T, residual)
-            if curvature is not None:
-                data_hessian = data_hessian + self._data_hessians(curvature.T, rows)
-        value = self.penalty(theta) + self.C * data_value
-        if data_grad is None:
-            return (value,)
-        gradient = theta + self.C * data_grad.T
-        if order == 1:
-            return value, gradient
-        identity = torch.eye(q, dtype=theta.dtype, device=theta.device)
-        return value, gradient, identity + self.C * data_hessian
+        theta = hinge_newton.solve(
+            self.X_aug,
+            start,
+            weights.T.repeat(self.n_outputs, 1),
+            self._train_signs.T.repeat_interleave(n_models, dim=0),
+            self.C,
+            self.config.tol,
+            self.config.max_iter,
+            self.memory_budget or CPU_SOLVE_BYTES,
+        )
+        return self.from_columns(theta.T)

@@ -69,6 +69,15 @@ def test_logistic_passes_in_chunks_equal_one_pass(dataset, subsets, name):
     torch.testing.assert_close(chunked.fit_batch(masks), params, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", ["breast_cancer", "digits"])
+def test_svm_solves_in_groups_under_a_budget_equal_one_pass(dataset, subsets, name):
+    """Under the budget the solver holds a few problems at a time (one, here) and gathers
+    their violators a bucket of one problem at a time; a row's result is its own."""
+    data, whole, chunked = chunked_and_whole(dataset, "svm", name, C=0.5)
+    masks = torch.as_tensor(subsets(data))[:4]
+    torch.testing.assert_close(chunked.fit_batch(masks), whole.fit_batch(masks))
+
+
 def test_ridge_passes_in_chunks_equal_one_pass(dataset, subsets):
     data, whole, chunked = chunked_and_whole(dataset, "ridge", "digits", alpha=2.0)
     masks = torch.as_tensor(subsets(data))

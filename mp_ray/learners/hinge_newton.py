@@ -1,0 +1,198 @@
+"""Finite Newton for many L2-regularised squared-hinge problems at once (the linear SVM's
+solver).
+
+P binary problems share the training inputs x̃_i ``(n, q)``; problem a has sample weights
+w_ia ≥ 0 and targets s_ia = ±1 and minimises::
+
+    J_a(θ) = ½‖θ‖² + C · Σ_i w_ia h_ia²,   h_ia = max(0, 1 − s_ia x̃_i·θ)
+
+a convex, piecewise-quadratic function. Newton's method with the generalized Hessian
+``I + 2C Σ_{i∈V} w_ia x̃_i x̃_iᵀ``, V = {i : w_ia h_ia > 0} the problem's margin violators,
+reaches the exact optimum once V is the optimum's (Keerthi & DeCoste, 2005). Each
+iteration, for all problems still running:
+
+- **Outputs held.** z = θX̃ᵀ ``(P, n)`` is kept and moved along each step (z += t·X̃d), so an
+  iteration costs two GEMMs with X̃: the gradient ``θ − 2C (w∘s∘h)X̃`` and the step's
+  outputs dX̃ᵀ. Arrays are problem-major, so dropping finished problems copies whole rows.
+- **Hessians over the violators only** (:func:`violator_hessians`): the rows of X̃ of each
+  problem's violators, gathered and padded to the most of any problem in a bucket of
+  problems with similar counts, and one batched ``X̃_Vᵀ diag(2Cw) X̃_V`` product per bucket.
+  Violators are a few percent of the points (5% on digits' one-vs-rest problems, 6% on
+  breast_cancer), so this costs a fraction of a GEMM over all n points' x̃x̃ᵀ.
+- **Exact line search** (:func:`step_lengths`): along the Newton direction d, φ(t) = J(θ + td)
+  is a one-dimensional piecewise quadratic whose derivative needs only z and X̃d, no GEMM.
+  Its root is found by Newton's method on φ′ safeguarded by false position. Steps from an
+  anchor cross many margins (on digits the best t is often 10⁻³–10⁻²), where halving from
+  t = 1 costs a pass over X̃ per trial.
+
+A problem stops when its Newton step is at most ``tol · ‖θ‖``, after which the full step is
+taken (exact once V is right), or when its gradient is down to the precision's rounding
+floor (as :mod:`mp_ray.learners.optim`), or after ``max_iter`` iterations. Problems that stop
+leave the batch. The (P, n) arrays a solve holds are bounded by ``budget_bytes``: larger
+batches are solved in consecutive groups of problems.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Arrays of (problems, n) a solve holds at once: outputs, slacks, weights, signs, the step's
+# outputs, and line-search temporaries.
+STATE_FLOATS = 8
+# Problems per bucket of the violator Hessians: padding is to the bucket's largest count.
+BUCKET = 128
+# Line search: stop at |φ′(t)| ≤ CURVATURE · |φ′(0)| (the strong Wolfe condition), within at
+# most LINE_SEARCH_ITER evaluations of φ′ (the last bracket's decreasing end is taken then).
+CURVATURE = 0.3
+LINE_SEARCH_ITER = 30
+
+
+def violator_hessians(X: torch.Tensor, curvature: torch.Tensor, budget_floats: int) -> torch.Tensor:
+    """``I + Σ_i a_ai x̃_i x̃_iᵀ`` for curvatures ``a (P, n)`` ≥ 0 that are zero outside each
+    problem's violators, ``(P, q, q)``; gathered rows of ``X (n, q)`` per bucket of problems,
+    at most ``budget_floats`` of them at once."""
+    n_problems, q = curvature.shape[0], X.shape[1]
+    entries = (curvature > 0).nonzero()  # (E, 2): problem, point; by problem
+    counts = torch.bincount(entries[:, 0], minlength=n_problems)
+    order = torch.argsort(counts)  # buckets of similar counts pad little
+    position = torch.empty_like(order)
+    position[order] = torch.arange(n_problems, device=order.device)
+    by_position = torch.argsort(position[entries[:, 0]], stable=True)
+    entries = entries[by_position]
+    sorted_counts = counts[order]
+    rank = torch.arange(len(entries), device=entries.device)
+    rank -= (torch.cumsum(sorted_counts, 0) - sorted_counts)[position[entries[:, 0]]]
+    values = curvature[entries[:, 0], entries[:, 1]]
+    ends = torch.cumsum(sorted_counts, 0).tolist()
+    most = int(sorted_counts[-1]) if n_problems else 0
+    size = max(1, min(BUCKET, budget_floats // max(1, 2 * most * q)))
+    hessians = X.new_zeros(n_problems, q, q)
+    for start in range(0, n_problems, size):
+        stop = min(start + size, n_problems)
+        width = int(sorted_counts[stop - 1])
+        if width == 0:
+            continue
+        first, last = (ends[start - 1] if start else 0), ends[stop - 1]
+        rows = position[entries[first:last, 0]] - start
+        index = X.new_zeros(stop - start, width, dtype=torch.long)
+        weight = X.new_zeros(stop - start, width)
+        index[rows, rank[first:last]] = entries[first:last, 1]
+        weight[rows, rank[first:last]] = values[first:last]
+        gathered = X[index]  # (bucket, width, q); padding is row 0 with weight 0
+        hessians[order[start:stop]] = gathered.transpose(1, 2) @ (gathered * weight[..., None])
+    hessians.diagonal(dim1=1, dim2=2).add_(1)
+    return hessians
+
+
+def step_lengths(
+    slack: torch.Tensor,
+    along: torch.Tensor,
+    weights: torch.Tensor,
+    theta: torch.Tensor,
+    direction: torch.Tensor,
+    C: float,
+) -> torch.Tensor:
+    """The step t > 0 along ``direction (P, q)`` from ``theta (P, q)`` that minimises
+    φ(t) = ½‖θ + td‖² + C Σ_i w_i max(0, a_i − t b_i)² to the strong Wolfe condition, per
+    problem, ``(P,)``; ``slack`` a = 1 − s∘z, ``along`` b = s∘(dX̃ᵀ) and ``weights`` w are
+    ``(P, n)``. φ′ is continuous, piecewise linear and increasing (φ′(0) < 0 for a descent
+    direction): Newton's method on it, kept inside the bracket [lo, hi] of the signs of φ′
+    seen so far, by false position where it leaves it."""
+    theta_d = torch.linalg.vecdot(theta, direction)
+    d_d = torch.linalg.vecdot(direction, direction)
+    weighted = weights * along
+    curved = weighted * along
+    slope0 = theta_d - 2 * C * torch.linalg.vecdot(weighted, slack.clamp(min=0))
+    t = torch.ones_like(theta_d)
+    lo, slope_lo = torch.zeros_like(t), slope0.clone()
+    hi, slope_hi = torch.full_like(t, torch.inf), torch.full_like(t, torch.inf)
+    for _ in range(LINE_SEARCH_ITER):
+        hinge = torch.addcmul(slack, t[:, None], along, value=-1).clamp_(min=0)
+        slope = theta_d + t * d_d - 2 * C * torch.linalg.vecdot(weighted, hinge)
+        done = slope.abs() <= CURVATURE * slope0.abs()
+        if bool(done.all()):
+            return t
+        curvature = d_d + 2 * C * torch.linalg.vecdot(curved, hinge.sign_())
+        rising = slope > 0
+        hi, slope_hi = torch.where(rising, t, hi), torch.where(rising, slope, slope_hi)
+        lo, slope_lo = torch.where(rising, lo, t), torch.where(rising, slope_lo, slope)
+        newton = t - slope / curvature
+        outside = ~((newton > lo) & (newton < hi))
+        secant = lo - slope_lo * (hi - lo) / (slope_hi - slope_lo)
+        guess = torch.where(outside, torch.where(torch.isinf(hi), 4 * t, secant), newton)
+        t = torch.where(done, t, guess)
+    # Out of evaluations: the bracket's decreasing end, where φ is below φ(0).
+    return torch.where(done | (lo == 0), t, lo)
+
+
+def solve(
+    X: torch.Tensor,
+    theta0: torch.Tensor,
+    weights: torch.Tensor,
+    signs: torch.Tensor,
+    C: float,
+    tol: float,
+    max_iter: int,
+    budget_bytes: int,
+) -> torch.Tensor:
+    """The optima ``(P, q)`` of the problems with inputs ``X (n, q)``, sample ``weights
+    (P, n)`` and ±1 ``signs (P, n)``, from ``theta0 (P, q)``; groups of problems whose
+    ``(P, n)`` arrays fit ``budget_bytes``."""
+    per_problem = STATE_FLOATS * X.shape[0] * X.element_size()
+    group = max(1, budget_bytes // per_problem)
+    budget_floats = budget_bytes // X.element_size()
+    parts = [
+        _solve_group(X, theta0[rows], weights[rows], signs[rows], C, tol, max_iter, budget_floats)
+        for rows in (slice(start, start + group) for start in range(0, theta0.shape[0], group))
+    ]
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def _solve_group(
+    X: torch.Tensor,
+    theta: torch.Tensor,
+    weights: torch.Tensor,
+    signs: torch.Tensor,
+    C: float,
+    tol: float,
+    max_iter: int,
+    budget_floats: int,
+) -> torch.Tensor:
+    """:func:`solve` for one group of problems."""
+    eps = torch.finfo(X.dtype).eps
+    tol = max(tol, 1000 * eps)
+    result = theta.clone()
+    running = torch.arange(theta.shape[0], device=theta.device)
+    outputs = theta @ X.T  # (P, n)
+    floor = None
+    for iteration in range(max_iter + 1):
+        slack = 1 - signs * outputs
+        hinge = slack.clamp(min=0)
+        residual = weights * hinge
+        gradient = theta - 2 * C * ((residual * signs) @ X)
+        if floor is None:  # the rounding floor of optim._rounding_floor
+            floor = 1000 * eps * torch.linalg.vector_norm(gradient, dim=1).clamp(min=1.0)
+        hessians = violator_hessians(X, (2 * C) * weights * (residual > 0), budget_floats)
+        factor, info = torch.linalg.cholesky_ex(hessians)
+        step = torch.cholesky_solve(gradient[..., None], factor)[..., 0]
+        # A numerically indefinite Hessian falls back to a gradient step.
+        step = torch.where((info > 0)[:, None], gradient, step)
+        norm = torch.linalg.vector_norm
+        done = (norm(step, dim=1) <= tol * norm(theta, dim=1)) | (norm(gradient, dim=1) <= floor)
+        if bool(done.any()):
+            finished = running[done]
+            result[finished] = theta[done] - step[done]
+            keep = ~done
+            running, theta, step, floor = running[keep], theta[keep], step[keep], floor[keep]
+            outputs, slack, weights, signs = outputs[keep], slack[keep], weights[keep], signs[keep]
+        if running.numel() == 0:
+            break
+        if iteration == max_iter:
+            result[running] = theta
+            break
+        direction = step.neg_()
+        moved = direction @ X.T
+        t = step_lengths(slack, signs * moved, weights, theta, direction, C)
+        theta = theta + t[:, None] * direction
+        outputs = outputs.add_(moved.mul_(t[:, None]))
+    return result
