@@ -9,18 +9,19 @@ import torch
 from mp_ray.learners import hinge_newton
 
 
-def test_violator_hessians_equal_the_sum_over_all_points(monkeypatch):
+def test_sparse_grams_equal_the_sum_over_all_points(monkeypatch):
     generator = torch.Generator().manual_seed(0)
     n, q, problems = 50, 6, 300  # more problems than a bucket: three buckets
     X = torch.randn(n, q, generator=generator, dtype=torch.float64)
-    violates = torch.rand(problems, n, generator=generator) < torch.rand(problems, 1)
-    violates[7] = False  # a problem without violators: the identity
-    curvature = violates * torch.rand(problems, n, generator=generator, dtype=torch.float64)
-    dense = torch.eye(q, dtype=torch.float64) + torch.einsum("pi,ij,ik->pjk", curvature, X, X)
-    torch.testing.assert_close(hinge_newton.violator_hessians(X, curvature, 10**8), dense)
-    torch.testing.assert_close(hinge_newton.violator_hessians(X, curvature, 1), dense)
+    nonzero = torch.rand(problems, n, generator=generator) < torch.rand(problems, 1)
+    nonzero[7] = False  # a problem without points: zero
+    # Signed coefficients, as the changes between two iterations' curvatures.
+    coefficients = nonzero * torch.randn(problems, n, generator=generator, dtype=torch.float64)
+    dense = torch.einsum("pi,ij,ik->pjk", coefficients, X, X)
+    torch.testing.assert_close(hinge_newton.sparse_grams(X, coefficients, 10**8), dense)
+    torch.testing.assert_close(hinge_newton.sparse_grams(X, coefficients, 1), dense)
     monkeypatch.setattr(hinge_newton, "BUCKET", 7)
-    torch.testing.assert_close(hinge_newton.violator_hessians(X, curvature, 10**8), dense)
+    torch.testing.assert_close(hinge_newton.sparse_grams(X, coefficients, 10**8), dense)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
