@@ -108,23 +108,35 @@ def step_lengths(
     t = torch.ones_like(theta_d)
     lo, slope_lo = torch.zeros_like(t), slope0.clone()
     hi, slope_hi = torch.full_like(t, torch.inf), torch.full_like(t, torch.inf)
+    searching = torch.ones_like(t, dtype=torch.bool)
+    rows = torch.arange(len(t), device=t.device)  # the problem of each row of the arrays
     for _ in range(LINE_SEARCH_ITER):
-        hinge = torch.addcmul(slack, t[:, None], along, value=-1).clamp_(min=0)
-        slope = theta_d + t * d_d - 2 * C * torch.linalg.vecdot(weighted, hinge)
-        done = slope.abs() <= CURVATURE * slope0.abs()
-        if bool(done.all()):
+        at = t[rows]
+        hinge = torch.addcmul(slack, at[:, None], along, value=-1).clamp_(min=0)
+        slope = theta_d[rows] + at * d_d[rows] - 2 * C * torch.linalg.vecdot(weighted, hinge)
+        done = slope.abs() <= CURVATURE * slope0[rows].abs()
+        searching[rows[done]] = False
+        if not bool(searching.any()):
             return t
-        curvature = d_d + 2 * C * torch.linalg.vecdot(curved, hinge.sign_())
+        curvature = d_d[rows] + 2 * C * torch.linalg.vecdot(curved, hinge.sign_())
         rising = slope > 0
-        hi, slope_hi = torch.where(rising, t, hi), torch.where(rising, slope, slope_hi)
-        lo, slope_lo = torch.where(rising, lo, t), torch.where(rising, slope_lo, slope)
-        newton = t - slope / curvature
-        outside = ~((newton > lo) & (newton < hi))
-        secant = lo - slope_lo * (hi - lo) / (slope_hi - slope_lo)
-        guess = torch.where(outside, torch.where(torch.isinf(hi), 4 * t, secant), newton)
-        t = torch.where(done, t, guess)
+        hi[rows] = torch.where(rising, at, hi[rows])
+        slope_hi[rows] = torch.where(rising, slope, slope_hi[rows])
+        lo[rows] = torch.where(rising, lo[rows], at)
+        slope_lo[rows] = torch.where(rising, slope_lo[rows], slope)
+        low, high = lo[rows], hi[rows]
+        newton = at - slope / curvature
+        outside = ~((newton > low) & (newton < high))
+        secant = low - slope_lo[rows] * (high - low) / (slope_hi[rows] - slope_lo[rows])
+        guess = torch.where(outside, torch.where(torch.isinf(high), 4 * at, secant), newton)
+        t[rows] = torch.where(done, at, guess)
+        if 2 * int(torch.count_nonzero(~done)) <= len(rows):  # drop the finished rows
+            keep = ~done
+            rows, slack, along, weighted, curved = (
+                x[keep] for x in (rows, slack, along, weighted, curved)
+            )
     # Out of evaluations: the bracket's decreasing end, where φ is below φ(0).
-    return torch.where(done | (lo == 0), t, lo)
+    return torch.where(searching & (lo > 0), lo, t)
 
 
 def _updated(
