@@ -13,7 +13,12 @@ plain loops, and the behaviour table of a convolutional network on digits.
    1e-2 while the models' accuracy stays the same. Timing is interleaved as
    in retrain_throughput.py: the loop in ``--rounds`` slices, each followed by one run of
    the learner on all subsets (after an untimed warm-up of a few); the loop's throughput is
-   over all slices, the learner's the median over its runs.
+   over all slices, the learner's the median over its runs. Beside them, in thread-time
+   per model-step (one model's one minibatch step): the loop's, the learner's, and that of
+   the step's gradients alone (``MinibatchLearner.step_gradient`` on the models that train
+   together, one thread, no optimizer or minibatch gathering). The loop's over the last is
+   the **ceiling**: the speed-up batching would reach if training cost nothing but those
+   gradients' kernels.
 2. ``kind: svm`` against a ``LinearSVC`` loop at equal accuracy, on breast_cancer and digits:
    retrain_throughput.py's protocol with LinearSVC in place of LogisticRegression (a tight
    reference optimum with the primal solver at tol = 1e-12 on ``--n-reference`` subsets;
@@ -109,6 +114,9 @@ def torch_throughput(factory: str, n_models: int, rounds: int) -> dict[str, Any]
         batched = learner.fit_batch(masks, seeds)
         runs.append(time.perf_counter() - start)
     load.append(uptime())
+    steps = int(learner.minibatches(masks, seeds)[1][:, :, 0].sum())  # model-steps of all
+    threads = torch.get_num_threads()
+    floor = gradient_floor(learner, masks, seeds)
     looped = torch.stack(loop_parts)
     loop_accuracy = test_accuracy(learner, looped, data)
     accuracy = test_accuracy(learner, batched, data)
@@ -126,12 +134,41 @@ def torch_throughput(factory: str, n_models: int, rounds: int) -> dict[str, Any]
             round(n_models / t / r, 2) for t, r in zip(runs, slice_rates, strict=True)
         ],
         "max_abs_difference": float((batched - looped).abs().max()),
+        # Thread-milliseconds per model-step: the loop's and mp-ray's whole training, and
+        # the step's gradients alone; the ceiling is the speed-up if the batched training
+        # cost only those gradients, on every thread.
+        "loop_thread_ms_per_step": 1e3 * sum(loop_seconds) * threads / steps,
+        "mp_ray_thread_ms_per_step": 1e3 * float(np.median(runs)) * threads / steps,
+        "gradient_thread_ms_per_step": 1e3 * floor,
+        "ceiling": sum(loop_seconds) * threads / steps / floor,
         "dtype": str(learner.dtype).removeprefix("torch."),
         "loop_test_accuracy": float(loop_accuracy.mean()),
         "mp_ray_test_accuracy": float(accuracy.mean()),
         "max_accuracy_difference": float((accuracy - loop_accuracy).abs().max()),
         "load": load,
     }
+
+
+def gradient_floor(learner: Any, masks: np.ndarray, seeds: np.ndarray, repeats: int = 20) -> float:
+    """Thread-seconds per model-step of one training step's gradients alone (no optimizer,
+    no minibatch gathering): the models that train together (one chunk) on their first
+    minibatches, on one intra-op thread, as each group of a batch runs."""
+    k = min(len(masks), learner.models_per_chunk(len(masks)))
+    theta = learner.initial_params(seeds[:k])
+    index, weight = learner.minibatches(masks[:k], seeds[:k])
+    rows, w = index[:, 0].long(), weight[:, 0].to(learner.dtype)
+    inputs = (theta, learner.X[rows], learner.y[rows], w)
+    step_gradient = learner.step_gradient()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        step_gradient(*inputs)  # untimed
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step_gradient(*inputs)
+        return (time.perf_counter() - start) / (repeats * k)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_accuracy(learner: Any, params: torch.Tensor, data: Any) -> torch.Tensor:
@@ -143,8 +180,9 @@ def test_accuracy(learner: Any, params: torch.Tensor, data: Any) -> torch.Tensor
 def torch_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| factory (d) | models | plain loop models/s | kind: torch models/s | speed-up"
-        " | per round: min–max | max |θ − θ_loop| | test accuracy: loop / mp-ray (max diff) |",
-        "|---|---|---|---|---|---|---|---|",
+        " | per round: min–max | thread-ms per model-step: loop / mp-ray / gradients alone"
+        " | ceiling | max |θ − θ_loop| | test accuracy: loop / mp-ray (max diff) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -153,6 +191,8 @@ def torch_markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['loop_models_per_s']:,.1f} | {r['mp_ray_models_per_s']:,.1f} "
             f"| **{r['speedup']:.1f}×** "
             f"| {min(r['round_speedups']):.1f}–{max(r['round_speedups']):.1f}× "
+            f"| {r['loop_thread_ms_per_step']:.2f} / {r['mp_ray_thread_ms_per_step']:.2f} "
+            f"/ {r['gradient_thread_ms_per_step']:.2f} | {r['ceiling']:.1f}× "
             f"| {r['max_abs_difference']:.1e} "
             f"| {r['loop_test_accuracy']:.4f} / {r['mp_ray_test_accuracy']:.4f} "
             f"({r['max_accuracy_difference']:.4f}) |"

@@ -27,6 +27,7 @@ Degenerate subsets: an empty subset takes no steps and keeps its initialisation.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -114,6 +115,18 @@ class MinibatchLearner(Learner):
         index, weight = self.minibatches(mask_np, seeds)
         # A model steps while the first entry of its minibatch is real: its own step count.
         optimizer = self.optimizer(weight[:, :, 0].sum(dim=1, keepdim=True).to(self.dtype))
+        step_grad = self.step_gradient()
+        for step in range(index.shape[1]):
+            rows, w = index[:, step].long(), weight[:, step].to(self.dtype)
+            live = w[:, :1]  # a step's first entry is real unless the model idles
+            g = step_grad(theta, self.X[rows], self.y[rows], w)
+            theta = optimizer.step(theta, g, live, step)
+        return theta
+
+    def step_gradient(self) -> Callable[..., torch.Tensor]:
+        """One training step's gradients of K models: ``(θ (K, d), X (K, b, p), y (K, b),
+        w (K, b)) -> (K, d)``, each model's mean loss over the real (w = 1) entries of its
+        minibatch of b examples, vectorised over the models."""
 
         def batch_loss(
             th: torch.Tensor, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor
@@ -121,13 +134,7 @@ class MinibatchLearner(Learner):
             """Mean loss of one model over the real entries of its minibatch."""
             return (self._loss(self._forward(th, X), y) * w).sum() / w.sum().clamp(min=1.0)
 
-        step_grad = vmap(grad(batch_loss))
-        for step in range(index.shape[1]):
-            rows, w = index[:, step].long(), weight[:, step].to(self.dtype)
-            live = w[:, :1]  # a step's first entry is real unless the model idles
-            g = step_grad(theta, self.X[rows], self.y[rows], w)
-            theta = optimizer.step(theta, g, live, step)
-        return theta
+        return vmap(grad(batch_loss))
 
 
 def as_numpy(array: ArrayLike) -> np.ndarray:
