@@ -21,7 +21,7 @@ iteration, for all problems still running:
   breast_cancer), so this costs a fraction of a GEMM over all n points' x̃x̃ᵀ. Once fewer
   points change sides than there are violators (after the first few iterations: on digits
   the changes per problem fell 191, 54, 25, 15, 9, 5, … against ~60 violators), the last
-  Hessian is updated over the changed points instead (:func:`_updated`).
+  Hessian is updated over the changed points instead (:func:`_hessians`).
 - **Exact line search** (:func:`step_lengths`): along the Newton direction d, φ(t) = J(θ + td)
   is a one-dimensional piecewise quadratic whose derivative needs only z and X̃d, no GEMM.
   Its root is found by Newton's method on φ′ safeguarded by false position. Steps from an
@@ -139,19 +139,20 @@ def step_lengths(
     return torch.where(searching & (lo > 0), lo, t)
 
 
-def _updated(
-    hessians: torch.Tensor,
+def _hessians(
     X: torch.Tensor,
     curvature: torch.Tensor,
-    previous: torch.Tensor,
     budget_floats: int,
+    last: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """The Hessians ``I + Σ_i a_pi x̃_i x̃_iᵀ`` for the new ``curvature (P, n)``, from the
-    ``hessians (P, q, q)`` of the ``previous`` ones: plus the sum over the points whose
-    curvature changed when they are fewer than the violators (late iterations), else anew."""
-    change = curvature - previous
-    if int(torch.count_nonzero(change)) < int(torch.count_nonzero(curvature)):
-        return hessians.add_(sparse_grams(X, change, budget_floats))
+    """The Hessians ``I + Σ_i a_pi x̃_i x̃_iᵀ`` ``(P, q, q)`` for the ``curvature a (P, n)``.
+    With the ``last`` (Hessians, curvature), updated over the points whose curvature
+    changed when they are fewer than the violators (late iterations), else anew."""
+    if last is not None:
+        hessians, previous = last
+        change = curvature - previous
+        if int(torch.count_nonzero(change)) < int(torch.count_nonzero(curvature)):
+            return hessians.add_(sparse_grams(X, change, budget_floats))
     fresh = sparse_grams(X, curvature, budget_floats)
     fresh.diagonal(dim1=1, dim2=2).add_(1)
     return fresh
@@ -212,12 +213,8 @@ def _solve_group(
         if floor is None:  # the rounding floor of optim._rounding_floor
             floor = 1000 * eps * torch.linalg.vector_norm(gradient, dim=1).clamp(min=1.0)
         curvature = (2 * C) * weights * (residual > 0)
-        if hessians is None:
-            hessians = sparse_grams(X, curvature, budget_floats)
-            hessians.diagonal(dim1=1, dim2=2).add_(1)
-        else:
-            hessians = _updated(hessians, X, curvature, previous, budget_floats)
-        previous = curvature
+        last = None if hessians is None else (hessians, previous)
+        hessians, previous = _hessians(X, curvature, budget_floats, last), curvature
         factor, info = torch.linalg.cholesky_ex(hessians)
         step = _cholesky_solve(factor, gradient)
         # A numerically indefinite Hessian falls back to a gradient step.
