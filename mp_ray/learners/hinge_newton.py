@@ -104,39 +104,45 @@ def step_lengths(
     d_d = torch.linalg.vecdot(direction, direction)
     weighted = weights * along
     curved = weighted * along
-    slope0 = theta_d - 2 * C * torch.linalg.vecdot(weighted, slack.clamp(min=0))
-    t = torch.ones_like(theta_d)
-    lo, slope_lo = torch.zeros_like(t), slope0.clone()
+    slope0 = torch.add(theta_d, torch.linalg.vecdot(weighted, slack.clamp(min=0)), alpha=-2 * C)
+    enough = CURVATURE * slope0.abs()
+    result = torch.ones_like(theta_d)
+    # Per row of the arrays (the problems still searching, dropped in halves): the step, the
+    # bracket [lo, hi] and φ′ at its ends, and what φ′ needs.
+    t = result.clone()
+    lo, slope_lo = torch.zeros_like(t), slope0
     hi, slope_hi = torch.full_like(t, torch.inf), torch.full_like(t, torch.inf)
-    searching = torch.ones_like(t, dtype=torch.bool)
     rows = torch.arange(len(t), device=t.device)  # the problem of each row of the arrays
     for _ in range(LINE_SEARCH_ITER):
-        at = t[rows]
-        hinge = torch.addcmul(slack, at[:, None], along, value=-1).clamp_(min=0)
-        slope = theta_d[rows] + at * d_d[rows] - 2 * C * torch.linalg.vecdot(weighted, hinge)
-        done = slope.abs() <= CURVATURE * slope0[rows].abs()
-        searching[rows[done]] = False
-        if not bool(searching.any()):
-            return t
-        curvature = d_d[rows] + 2 * C * torch.linalg.vecdot(curved, hinge.sign_())
+        hinge = torch.addcmul(slack, t[:, None], along, value=-1).clamp_(min=0)
+        slope = torch.add(
+            torch.addcmul(theta_d, t, d_d), torch.linalg.vecdot(weighted, hinge), alpha=-2 * C
+        )
+        done = slope.abs() <= enough
+        if bool(done.all()):
+            result[rows] = t
+            return result
+        curvature = torch.add(d_d, torch.linalg.vecdot(curved, hinge.sign_()), alpha=2 * C)
         rising = slope > 0
-        hi[rows] = torch.where(rising, at, hi[rows])
-        slope_hi[rows] = torch.where(rising, slope, slope_hi[rows])
-        lo[rows] = torch.where(rising, lo[rows], at)
-        slope_lo[rows] = torch.where(rising, slope_lo[rows], slope)
-        low, high = lo[rows], hi[rows]
-        newton = at - slope / curvature
-        outside = ~((newton > low) & (newton < high))
-        secant = low - slope_lo[rows] * (high - low) / (slope_hi[rows] - slope_lo[rows])
-        guess = torch.where(outside, torch.where(torch.isinf(high), 4 * at, secant), newton)
-        t[rows] = torch.where(done, at, guess)
-        if 2 * int(torch.count_nonzero(~done)) <= len(rows):  # drop the finished rows
+        hi, slope_hi = torch.where(rising, t, hi), torch.where(rising, slope, slope_hi)
+        lo, slope_lo = torch.where(rising, lo, t), torch.where(rising, slope_lo, slope)
+        newton = torch.addcdiv(t, slope, curvature, value=-1)
+        inside = (newton > lo) & (newton < hi)
+        secant = torch.addcdiv(lo, slope_lo * (hi - lo), slope_hi - slope_lo, value=-1)
+        guess = torch.where(inside, newton, torch.where(torch.isinf(hi), 4 * t, secant))
+        t = torch.where(done, t, guess)
+        if 2 * int(done.sum()) >= len(rows):  # drop the finished rows
+            result[rows[done]] = t[done]
             keep = ~done
             rows, slack, along, weighted, curved = (
                 x[keep] for x in (rows, slack, along, weighted, curved)
             )
-    # Out of evaluations: the bracket's decreasing end, where φ is below φ(0).
-    return torch.where(searching & (lo > 0), lo, t)
+            t, lo, hi, slope_lo, slope_hi = (x[keep] for x in (t, lo, hi, slope_lo, slope_hi))
+            theta_d, d_d, enough = theta_d[keep], d_d[keep], enough[keep]
+    # Out of evaluations: the searching rows take their bracket's decreasing end, where φ is
+    # below φ(0) (the rows found done keep their step).
+    result[rows] = torch.where(done | (lo == 0), t, lo)
+    return result
 
 
 def _hessians(
