@@ -43,7 +43,7 @@ import torch
 # curvatures, their update, the step's outputs, and line-search temporaries.
 STATE_FLOATS = 12
 # Problems per bucket of the violator Hessians: padding is to the bucket's largest count.
-BUCKET = 128
+BUCKET = 256
 # Line search: stop at |φ′(t)| ≤ CURVATURE · |φ′(0)| (the strong Wolfe condition), within at
 # most LINE_SEARCH_ITER evaluations of φ′ (the last bracket's decreasing end is taken then).
 CURVATURE = 0.3
@@ -53,37 +53,60 @@ LINE_SEARCH_ITER = 30
 def sparse_grams(X: torch.Tensor, coefficients: torch.Tensor, budget_floats: int) -> torch.Tensor:
     """``Σ_i a_pi x̃_i x̃_iᵀ`` per problem p over the nonzero coefficients ``a (P, n)``,
     ``(P, q, q)``: the rows of ``X (n, q)`` with nonzero a gathered per bucket of problems, at
-    most ``budget_floats`` of them at once."""
+    most ``budget_floats`` of them at once. Buckets group problems of similar counts (the
+    padding is to a bucket's largest); a batch that fits one bucket is taken whole."""
     n_problems, q = coefficients.shape[0], X.shape[1]
     entries = coefficients.nonzero()  # (E, 2): problem, point; by problem
     counts = torch.bincount(entries[:, 0], minlength=n_problems)
-    order = torch.argsort(counts)  # buckets of similar counts pad little
+    most = int(counts.max()) if n_problems else 0
+    size = max(1, min(BUCKET, budget_floats // max(1, 2 * most * q)))
+    if n_problems <= size:
+        return _bucket_grams(X, coefficients, entries, counts, most)
+    order = torch.argsort(counts)
     position = torch.empty_like(order)
     position[order] = torch.arange(n_problems, device=order.device)
-    by_position = torch.argsort(position[entries[:, 0]], stable=True)
-    entries = entries[by_position]
+    entries = entries[torch.argsort(position[entries[:, 0]], stable=True)]  # by bucket
     sorted_counts = counts[order]
-    rank = torch.arange(len(entries), device=entries.device)
-    rank -= (torch.cumsum(sorted_counts, 0) - sorted_counts)[position[entries[:, 0]]]
-    values = coefficients[entries[:, 0], entries[:, 1]]
     ends = torch.cumsum(sorted_counts, 0).tolist()
-    most = int(sorted_counts[-1]) if n_problems else 0
-    size = max(1, min(BUCKET, budget_floats // max(1, 2 * most * q)))
-    grams = X.new_zeros(n_problems, q, q)
+    grams = X.new_empty(n_problems, q, q)
     for start in range(0, n_problems, size):
         stop = min(start + size, n_problems)
-        width = int(sorted_counts[stop - 1])
-        if width == 0:
-            continue
-        first, last = (ends[start - 1] if start else 0), ends[stop - 1]
-        rows = position[entries[first:last, 0]] - start
-        index = X.new_zeros(stop - start, width, dtype=torch.long)
-        weight = X.new_zeros(stop - start, width)
-        index[rows, rank[first:last]] = entries[first:last, 1]
-        weight[rows, rank[first:last]] = values[first:last]
-        gathered = X[index]  # (bucket, width, q); padding is row 0 with weight 0
-        grams[order[start:stop]] = gathered.transpose(1, 2) @ (gathered * weight[..., None])
+        part = entries[(ends[start - 1] if start else 0) : ends[stop - 1]]
+        rows = order[start:stop]
+        grams[rows] = _bucket_grams(
+            X,
+            coefficients,
+            torch.stack([position[part[:, 0]] - start, part[:, 1]], dim=1),
+            sorted_counts[start:stop],
+            int(sorted_counts[stop - 1]),
+            rows,
+        )
     return grams
+
+
+def _bucket_grams(
+    X: torch.Tensor,
+    coefficients: torch.Tensor,
+    entries: torch.Tensor,
+    counts: torch.Tensor,
+    width: int,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`sparse_grams` of one bucket of B problems, ``(B, q, q)``: ``entries (E, 2)``
+    (problem within the bucket, point), grouped by problem, ``counts (B,)`` of them, at most
+    ``width``; ``rows (B,)`` the bucket's problems in ``coefficients`` (None: all)."""
+    grams_shape = (len(counts), X.shape[1], X.shape[1])
+    if width == 0:
+        return X.new_zeros(grams_shape)
+    problem, point = entries[:, 0], entries[:, 1]
+    rank = torch.arange(len(entries), device=entries.device)
+    rank -= (torch.cumsum(counts, 0) - counts)[problem]
+    index = X.new_zeros(len(counts), width, dtype=torch.long)
+    weight = X.new_zeros(len(counts), width)
+    index[problem, rank] = point
+    weight[problem, rank] = coefficients[problem if rows is None else rows[problem], point]
+    gathered = X[index]  # (B, width, q); padding is row 0 with weight 0
+    return gathered.transpose(1, 2) @ (gathered * weight[..., None])
 
 
 def step_lengths(

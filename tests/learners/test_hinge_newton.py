@@ -11,7 +11,7 @@ from mp_ray.learners import hinge_newton
 
 def test_sparse_grams_equal_the_sum_over_all_points(monkeypatch):
     generator = torch.Generator().manual_seed(0)
-    n, q, problems = 50, 6, 300  # more problems than a bucket: three buckets
+    n, q, problems = 50, 6, 300  # more problems than a bucket: two buckets
     X = torch.randn(n, q, generator=generator, dtype=torch.float64)
     nonzero = torch.rand(problems, n, generator=generator) < torch.rand(problems, 1)
     nonzero[7] = False  # a problem without points: zero
@@ -20,6 +20,8 @@ def test_sparse_grams_equal_the_sum_over_all_points(monkeypatch):
     dense = torch.einsum("pi,ij,ik->pjk", coefficients, X, X)
     torch.testing.assert_close(hinge_newton.sparse_grams(X, coefficients, 10**8), dense)
     torch.testing.assert_close(hinge_newton.sparse_grams(X, coefficients, 1), dense)
+    few = hinge_newton.sparse_grams(X, coefficients[:100], 10**8)  # one bucket, taken whole
+    torch.testing.assert_close(few, dense[:100])
     monkeypatch.setattr(hinge_newton, "BUCKET", 7)
     torch.testing.assert_close(hinge_newton.sparse_grams(X, coefficients, 10**8), dense)
 
