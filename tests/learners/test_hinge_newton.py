@@ -22,6 +22,9 @@ def test_sparse_grams_equal_the_sum_over_all_points(monkeypatch):
     torch.testing.assert_close(hinge_newton.sparse_grams(X, coefficients, 1), dense)
     few = hinge_newton.sparse_grams(X, coefficients[:100], 10**8)  # one bucket, taken whole
     torch.testing.assert_close(few, dense[:100])
+    # No nonzero coefficient at all (no point changed sides): zeros.
+    nothing = hinge_newton.sparse_grams(X, torch.zeros_like(coefficients), 10**8)
+    assert nothing.shape == (problems, q, q) and (nothing == 0).all()
     monkeypatch.setattr(hinge_newton, "BUCKET", 7)
     torch.testing.assert_close(hinge_newton.sparse_grams(X, coefficients, 10**8), dense)
 
