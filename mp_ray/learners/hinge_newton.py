@@ -238,7 +238,7 @@ def _solve_group(
         slack = 1 - signs * outputs
         hinge = slack.clamp(min=0)
         residual = weights * hinge
-        gradient = theta - 2 * C * ((residual * signs) @ X)
+        gradient = torch.addmm(theta, residual * signs, X, alpha=-2 * C)
         if floor is None:  # the rounding floor of optim._rounding_floor
             floor = 1000 * eps * torch.linalg.vector_norm(gradient, dim=1).clamp(min=1.0)
         curvature = (2 * C) * weights * (residual > 0)
@@ -265,6 +265,6 @@ def _solve_group(
         direction = step.neg_()
         moved = direction @ X.T
         t = step_lengths(slack, signs * moved, weights, theta, direction, C)
-        theta = theta + t[:, None] * direction
-        outputs = outputs.add_(moved.mul_(t[:, None]))
+        theta = torch.addcmul(theta, t[:, None], direction)
+        outputs = outputs.addcmul_(moved, t[:, None])
     return result
