@@ -11,7 +11,7 @@ a convex, piecewise-quadratic function. Newton's method with the generalized Hes
 reaches the exact optimum once V is the optimum's (Keerthi & DeCoste, 2005). Each
 iteration, for all problems still running:
 
-- **Outputs held.** z = θX̃ᵀ ``(P, n)`` is kept and moved along each step (z += t·X̃d), so an
+- **Outputs held.** z = θX̃ᵀ ``(P, n)`` is kept and moved along each step (z += t·dX̃ᵀ), so an
   iteration costs two GEMMs with X̃: the gradient ``θ − 2C (w∘s∘h)X̃`` and the step's
   outputs dX̃ᵀ. Arrays are problem-major, so dropping finished problems copies whole rows.
 - **Hessians over the violators only** (:func:`sparse_grams`): the rows of X̃ of each

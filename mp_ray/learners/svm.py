@@ -54,7 +54,7 @@ from mp_ray.learners.anchored import AnchoredLearner, ChunkTerms
 from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import symmetric
 
-# The (n, problems) arrays a solve holds on a CPU, which has no memory budget of its own.
+# The (problems, n) arrays a solve holds on a CPU, which has no memory budget of its own.
 CPU_SOLVE_BYTES = 2**28
 
 
