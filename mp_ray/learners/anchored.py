@@ -18,7 +18,8 @@ anchors and the batching are shared.
 - Anchor: the optimum of the full training set with every sample weight equal to f, the
   grid fraction (``ANCHOR_FRACTIONS``) nearest to |S|/n — the expectation of the subset's
   objective — solved once per grid point by Newton's method and cached with the Cholesky
-  factor of its last Hessian. Subset solves start there.
+  factor of its last Hessian (a learner may solve them its own way instead:
+  :meth:`~AnchoredLearner._solve_anchors`). Subset solves start there.
 
 On a CPU, a batch whose groups of rows would each compute at least ``GROUP_OUTPUTS``
 outputs per evaluation is solved in such groups, one per intra-op thread
@@ -45,6 +46,7 @@ from mp_ray.learners.optim import Rows, newton
 # Newton's stop for an anchor: its last step ≤ 1e-2·‖θ‖, after which the error was ~1e-4 (a
 # start needs no more: subset optima lie ~30% away on digits).
 ANCHOR_TOL = 1e-2
+ANCHOR_MAX_ITER = 100
 # Outputs (examples × outputs × models) of one evaluation that make a group of rows worth a
 # thread of its own; see _min_group.
 GROUP_OUTPUTS = 2**19
@@ -212,30 +214,39 @@ class AnchoredLearner(LinearLearner):
     def _anchor(self, grid_index: torch.Tensor) -> torch.Tensor:
         """Starting points ``(K, d)``: for each row, the optimum of the full training set with
         every weight equal to the row's grid fraction f (the subset objective's expectation
-        for a subset of size f·n), solved once per grid point by Newton and cached with the
-        Cholesky factor of its last Hessian (:meth:`_anchor_factor`)."""
+        for a subset of size f·n), solved once per grid point (:meth:`_solve_anchors`) and
+        cached, with the Cholesky factor of its last Hessian where the solver gives one
+        (:meth:`_anchor_factor`)."""
         missing = sorted(set(grid_index.tolist()) - self._anchors.keys())
         if missing:
-            weights = self._grid[missing].expand(self.n_train, -1)
-            flat = self._flat_directions()
-
-            def value(theta: torch.Tensor, rows: Rows) -> torch.Tensor:
-                return self._evaluate(theta, weights[:, rows], order=0)[0]
-
-            def value_grad_hess(theta: torch.Tensor, rows: Rows) -> tuple[torch.Tensor, ...]:
-                f, g, hess = self._evaluate(theta, weights[:, rows], order=2)
-                return f, g, hess + flat
-
-            start = torch.zeros(len(missing), self.n_params, dtype=self.dtype, device=self.device)
-            solve = newton(value, value_grad_hess, start, ANCHOR_TOL, 100)
-            solved = self._canonical(solve.theta)
+            solved, factors = self._solve_anchors(self._grid[missing])
             for i, index in enumerate(missing):
                 self._anchors[index] = solved[i]
-                self._anchor_factors[index] = solve.hessian_factor[i]
+                if factors is not None:
+                    self._anchor_factors[index] = factors[i]
         return torch.stack([self._anchors[i] for i in grid_index.tolist()])
+
+    def _solve_anchors(self, fractions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The anchors of the grid ``fractions (G,)``, ``(G, d)``, to ``ANCHOR_TOL``, and the
+        Cholesky factors ``(G, d, d)`` of their last Hessians: Newton's method on the full
+        training set with every weight f, from zero."""
+        weights = fractions.expand(self.n_train, -1)
+        flat = self._flat_directions()
+
+        def value(theta: torch.Tensor, rows: Rows) -> torch.Tensor:
+            return self._evaluate(theta, weights[:, rows], order=0)[0]
+
+        def value_grad_hess(theta: torch.Tensor, rows: Rows) -> tuple[torch.Tensor, ...]:
+            f, g, hess = self._evaluate(theta, weights[:, rows], order=2)
+            return f, g, hess + flat
+
+        start = torch.zeros(len(fractions), self.n_params, dtype=self.dtype, device=self.device)
+        solve = newton(value, value_grad_hess, start, ANCHOR_TOL, ANCHOR_MAX_ITER)
+        return self._canonical(solve.theta), solve.hessian_factor
 
     def _anchor_factor(self, grid_index: int) -> torch.Tensor:
         """The Cholesky factor ``(d, d)`` of H_f, the Hessian of the anchor's objective (full
-        training set, weights f) at the anchor's last Newton iterate; cached with the anchor."""
+        training set, weights f) at the anchor's last Newton iterate; cached with the anchor.
+        Only for a learner whose :meth:`_solve_anchors` gives the factors (the default)."""
         self._anchor(torch.tensor([grid_index]))
         return self._anchor_factors[grid_index]

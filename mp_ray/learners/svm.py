@@ -50,7 +50,7 @@ from functools import cached_property
 import torch
 
 from mp_ray.learners import hinge_newton
-from mp_ray.learners.anchored import AnchoredLearner, ChunkTerms
+from mp_ray.learners.anchored import ANCHOR_MAX_ITER, ANCHOR_TOL, AnchoredLearner, ChunkTerms
 from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import symmetric
 
@@ -164,20 +164,38 @@ class SVM(AnchoredLearner):
 
     # -- training --------------------------------------------------------------------------
 
+    def _solve_anchors(self, fractions: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """The anchors ``(G, d)`` of the grid ``fractions (G,)`` by the subsets' own solver,
+        from zero to ``ANCHOR_TOL``; no Hessian factors (the SVM's solves use none)."""
+        start = torch.zeros(
+            self.n_outputs * len(fractions),
+            self.n_features + 1,
+            dtype=self.dtype,
+            device=self.device,
+        )
+        weights = fractions[:, None].expand(-1, self.n_train)
+        return self._finite_newton(start, weights, ANCHOR_TOL, ANCHOR_MAX_ITER), None
+
     def _solve(self, weights: torch.Tensor) -> torch.Tensor:
-        """Optimal parameters for non-degenerate subsets ``weights (n, K)``, (K, d): finite
-        Newton (:mod:`mp_ray.learners.hinge_newton`) on the c·K binary problems, problem
-        j·K + k being class j of subset k, from the anchors."""
-        n_models = weights.shape[1]
+        """Optimal parameters for non-degenerate subsets ``weights (n, K)``, (K, d), from the
+        anchors."""
         start = self.columns(self._anchor(self._grid_points(weights))).T.contiguous()
+        return self._finite_newton(start, weights.T, self.config.tol, self.config.max_iter)
+
+    def _finite_newton(
+        self, start: torch.Tensor, weights: torch.Tensor, tol: float, max_iter: int
+    ) -> torch.Tensor:
+        """The optima ``(K, d)`` for sample ``weights (K, n)`` by finite Newton
+        (:mod:`mp_ray.learners.hinge_newton`) on the c·K binary problems from ``start``
+        ``(c·K, p + 1)``, problem j·K + k being class j of subset k."""
         theta = hinge_newton.solve(
             self.X_aug,
             start,
-            weights.T.repeat(self.n_outputs, 1),
-            self._train_signs.T.repeat_interleave(n_models, dim=0),
+            weights.repeat(self.n_outputs, 1),
+            self._train_signs.T.repeat_interleave(weights.shape[0], dim=0),
             self.C,
-            self.config.tol,
-            self.config.max_iter,
+            tol,
+            max_iter,
             self.memory_budget or CPU_SOLVE_BYTES,
         )
         return self.from_columns(theta.T)
