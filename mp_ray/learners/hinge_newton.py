@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import torch
 
+from mp_ray.learners.optim import finished, rounding_floor
+
 # Arrays of (problems, n) a solve holds at once: outputs, slacks, weights, signs, the last
 # curvatures, their update, the step's outputs, and line-search temporaries.
 STATE_FLOATS = 12
@@ -115,19 +117,20 @@ def step_lengths(
     weights: torch.Tensor,
     theta: torch.Tensor,
     direction: torch.Tensor,
+    slope0: torch.Tensor,
     C: float,
 ) -> torch.Tensor:
     """The step t > 0 along ``direction (P, q)`` from ``theta (P, q)`` that minimises
     φ(t) = ½‖θ + td‖² + C Σ_i w_i max(0, a_i − t b_i)² to the strong Wolfe condition, per
     problem, ``(P,)``; ``slack`` a = 1 − s∘z, ``along`` b = s∘(dX̃ᵀ) and ``weights`` w are
-    ``(P, n)``. φ′ is continuous, piecewise linear and increasing (φ′(0) < 0 for a descent
-    direction): Newton's method on it, kept inside the bracket [lo, hi] of the signs of φ′
-    seen so far, by false position where it leaves it."""
+    ``(P, n)``, and ``slope0`` φ′(0) = ∇J(θ)·d ``(P,)``. φ′ is continuous, piecewise linear
+    and increasing (φ′(0) < 0 for a descent direction): Newton's method on it, kept inside
+    the bracket [lo, hi] of the signs of φ′ seen so far, by false position where it leaves
+    it."""
     theta_d = torch.linalg.vecdot(theta, direction)
     d_d = torch.linalg.vecdot(direction, direction)
     weighted = weights * along
     curved = weighted * along
-    slope0 = torch.add(theta_d, torch.linalg.vecdot(weighted, slack.clamp(min=0)), alpha=-2 * C)
     enough = CURVATURE * slope0.abs()
     result = torch.ones_like(theta_d)
     # Per row of the arrays (the problems still searching, dropped in halves): the step, the
@@ -228,8 +231,6 @@ def _solve_group(
     budget_floats: int,
 ) -> torch.Tensor:
     """:func:`solve` for one group of problems."""
-    eps = torch.finfo(X.dtype).eps
-    tol = max(tol, 1000 * eps)
     result = theta.clone()
     running = torch.arange(theta.shape[0], device=theta.device)
     outputs = theta @ X.T  # (P, n)
@@ -239,22 +240,23 @@ def _solve_group(
         hinge = slack.clamp(min=0)
         residual = weights * hinge
         gradient = torch.addmm(theta, residual * signs, X, alpha=-2 * C)
-        if floor is None:  # the rounding floor of optim._rounding_floor
-            floor = 1000 * eps * torch.linalg.vector_norm(gradient, dim=1).clamp(min=1.0)
+        if floor is None:
+            floor = rounding_floor(gradient)
         curvature = (2 * C) * weights * (residual > 0)
         last = None if hessians is None else (hessians, previous)
         hessians, previous = _hessians(X, curvature, budget_floats, last), curvature
         factor, info = torch.linalg.cholesky_ex(hessians)
         step = _cholesky_solve(factor, gradient)
-        # A numerically indefinite Hessian falls back to a gradient step.
-        step = torch.where((info > 0)[:, None], gradient, step)
-        norm = torch.linalg.vector_norm
-        done = (norm(step, dim=1) <= tol * norm(theta, dim=1)) | (norm(gradient, dim=1) <= floor)
+        # A numerically indefinite Hessian falls back to a gradient step, which estimates
+        # nothing about the distance to the optimum (only the gradient floor stops it).
+        indefinite = (info > 0)[:, None]
+        step = torch.where(indefinite, gradient, step)
+        done = finished(theta, gradient, step.masked_fill(indefinite, torch.inf), tol, floor)
         if bool(done.any()):
-            finished = running[done]
-            result[finished] = theta[done] - step[done]
+            result[running[done]] = theta[done] - step[done]
             keep = ~done
             running, theta, step, floor = running[keep], theta[keep], step[keep], floor[keep]
+            gradient = gradient[keep]
             outputs, slack, weights, signs = outputs[keep], slack[keep], weights[keep], signs[keep]
             hessians, previous = hessians[keep], previous[keep]
         if running.numel() == 0:
@@ -264,7 +266,8 @@ def _solve_group(
             break
         direction = step.neg_()
         moved = direction @ X.T
-        t = step_lengths(slack, signs * moved, weights, theta, direction, C)
+        slope = torch.linalg.vecdot(gradient, direction)
+        t = step_lengths(slack, signs * moved, weights, theta, direction, slope, C)
         theta = torch.addcmul(theta, t[:, None], direction)
         outputs = outputs.addcmul_(moved, t[:, None])
     return result

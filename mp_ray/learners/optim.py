@@ -102,12 +102,12 @@ def _step(
     return new_theta, state
 
 
-def _rounding_floor(g: torch.Tensor) -> torch.Tensor:
+def rounding_floor(g: torch.Tensor) -> torch.Tensor:
     """The gradient norm below which a row's gradient is rounding noise, (A,)."""
     return 1000 * torch.finfo(g.dtype).eps * torch.linalg.vector_norm(g, dim=1).clamp(min=1.0)
 
 
-def _finished(
+def finished(
     theta: torch.Tensor, g: torch.Tensor, step: torch.Tensor, tol: float, floor: torch.Tensor
 ) -> torch.Tensor:
     """Rows whose ``step`` is within ``tol`` of ``theta`` or whose gradient is at the floor."""
@@ -126,7 +126,7 @@ def newton(
     converged = torch.zeros(theta.shape[0], dtype=torch.bool, device=theta.device)
     f, g, hess = evaluate(theta, active)
     factors = hess.new_zeros(hess.shape)
-    floor = _rounding_floor(g)
+    floor = rounding_floor(g)
     iterations = 0
     while True:
         factor, info = torch.linalg.cholesky_ex(hess)
@@ -135,7 +135,7 @@ def newton(
         # nothing about the distance to the optimum (only the gradient floor stops it).
         indefinite = (info > 0)[:, None]
         step = torch.where(indefinite, g, step)
-        done = _finished(theta[active], g, step.masked_fill(indefinite, torch.inf), tol, floor)
+        done = finished(theta[active], g, step.masked_fill(indefinite, torch.inf), tol, floor)
         if bool(done.any()):
             theta[active[done]] -= step[done]
             converged[active[done]] = True
@@ -169,7 +169,7 @@ def lbfgs(
     active = torch.arange(theta.shape[0], device=theta.device)
     converged = torch.zeros(theta.shape[0], dtype=torch.bool, device=theta.device)
     f, g = evaluate(theta, active) if start is None else start
-    floor = _rounding_floor(g)
+    floor = rounding_floor(g)
     history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, y, 1/sᵀy)
     iterations = 0
     while True:
@@ -178,7 +178,7 @@ def lbfgs(
         bad = torch.linalg.vecdot(g, direction) >= 0
         if bool(bad.any()):
             direction[bad] = -precondition(g[bad], active[bad])
-        done = _finished(theta[active], g, direction, tol, floor)
+        done = finished(theta[active], g, direction, tol, floor)
         if bool(done.any()):
             theta[active[done]] += direction[done]
             converged[active[done]] = True

@@ -49,11 +49,11 @@ def test_step_lengths_meet_the_strong_wolfe_condition_and_descend(scale):
         return 0.5 * (moved**2).sum(-1) + C * (weights[:, None] * hinge**2).sum(-1)
 
     along = signs * (direction @ X.T)
-    t = hinge_newton.step_lengths(slack, along, weights, theta, direction, C)
+    slope0 = torch.linalg.vecdot(gradient, direction)
+    t = hinge_newton.step_lengths(slack, along, weights, theta, direction, slope0, C)
     assert (t > 0).all()
     h = 1e-6 * t[:, None] * torch.tensor([-1.0, 1.0], dtype=torch.float64)
     slope = (phi(t[:, None] + h) @ torch.tensor([-1.0, 1.0], dtype=torch.float64)) / h[:, 1] / 2
-    slope0 = torch.linalg.vecdot(gradient, direction)
     assert (slope.abs() <= hinge_newton.CURVATURE * slope0.abs() * (1 + 1e-6)).all()
     start, reached = phi(torch.zeros(problems, 1, dtype=torch.float64))[:, 0], phi(t[:, None])[:, 0]
     assert (reached < start).all()
