@@ -132,9 +132,14 @@ class MinibatchLearner(Learner):
             th: torch.Tensor, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor
         ) -> torch.Tensor:
             """Mean loss of one model over the real entries of its minibatch."""
-            return (self._loss(self._forward(th, X), y) * w).sum() / w.sum().clamp(min=1.0)
+            return self._minibatch_loss(self._forward(th, X), y, w)
 
         return vmap(grad(batch_loss))
+
+    def _minibatch_loss(self, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The mean loss over the real (w = 1) entries of minibatches: outputs ``(..., b, c)``,
+        labels and weights ``(..., b)``, (...)."""
+        return (self._loss(out, y) * w).sum(dim=-1) / w.sum(dim=-1).clamp(min=1.0)
 
 
 def as_numpy(array: ArrayLike) -> np.ndarray:

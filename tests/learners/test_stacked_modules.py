@@ -1,0 +1,143 @@
+"""The stacked layers of ``kind: torch`` (mp_ray/learners/stacked_modules.py): K models' outputs
+and step gradients equal vmap's over ``functional_call`` for every supported layer; any other
+module is left to vmap, and its models still equal the plain per-model loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.peers.torch_loop import reference_fit
+from mp_ray.config import LearnerConfig
+from mp_ray.learners import make_learner
+from mp_ray.learners.minibatch import MinibatchLearner
+from mp_ray.learners.stacked_modules import stacked_forward
+
+K, BATCH = 3, 7
+
+
+def pooled_cnn(n_features: int, n_outputs: int) -> nn.Module:
+    """Convolutions without bias, grouped, dilated, strided and 'same'-padded, both poolings
+    and several activations, on the 8×8 digits."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        nn.Tanh(),
+        nn.MaxPool2d(2),  # 4×4
+        nn.Conv2d(4, 6, 3, padding="same", groups=2),
+        nn.GELU(),
+        nn.Conv2d(6, 6, 3, padding=2, dilation=2, stride=2),  # 2×2
+        nn.AvgPool2d(2, ceil_mode=True),  # 1×1
+        nn.SiLU(),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(6, n_outputs),
+    )
+
+
+def row_linear(n_features: int, n_outputs: int) -> nn.Module:
+    """A linear layer on each row of the 8×8 image (inputs of more than two dimensions),
+    nested containers."""
+    return nn.Sequential(
+        nn.Sequential(nn.Unflatten(-1, (8, 8)), nn.Linear(8, 3), nn.LeakyReLU(0.1)),
+        nn.Flatten(1, 2),
+        nn.Sequential(nn.Linear(24, 5, bias=False), nn.Sigmoid()),
+        nn.Linear(5, n_outputs),
+    )
+
+
+class Residual(nn.Module):
+    """A module of its own (not a container): vmap's."""
+
+    def __init__(self, n_features: int, n_outputs: int) -> None:
+        super().__init__()
+        self.inner = nn.Linear(n_features, n_features)
+        self.head = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x + torch.relu(self.inner(x)))
+
+
+def residual(n_features: int, n_outputs: int) -> nn.Module:
+    return Residual(n_features, n_outputs)
+
+
+STACKED = {
+    "digits_cnn": ("mp_ray.learners.zoo:digits_cnn", {"channels": 3}),
+    "mlp": ("mp_ray.learners.zoo:mlp", {"hidden": 6}),
+    "pooled_cnn": (f"{__name__}:pooled_cnn", {}),
+    "row_linear": (f"{__name__}:row_linear", {}),
+    "linear": ("torch.nn:Linear", {}),
+}
+
+
+def learner_for(digits, factory: str, factory_kwargs: dict):
+    config = LearnerConfig(
+        kind="torch", dtype="float64", factory=factory, factory_kwargs=factory_kwargs
+    )
+    return make_learner(config, digits.X_train, digits.y_train, digits.n_classes)
+
+
+@pytest.fixture(scope="module")
+def digits(dataset):
+    return dataset("digits")
+
+
+@pytest.mark.parametrize(("factory", "factory_kwargs"), STACKED.values(), ids=list(STACKED))
+def test_stacked_outputs_and_step_gradients_equal_vmaps(digits, factory, factory_kwargs):
+    learner = learner_for(digits, factory, factory_kwargs)
+    assert learner._stacked is not None
+    theta = learner.initial_params(np.array([1, 2, 3]))
+    rows = torch.as_tensor(np.random.default_rng(0).integers(0, digits.n_train, (K, BATCH)))
+    X, y = learner.X[rows], learner.y[rows]
+    w = torch.ones(K, BATCH, dtype=learner.dtype)
+    w[1, 4:] = 0  # a padded minibatch
+
+    expected = torch.vmap(learner._forward)(theta, X)
+    outputs = learner._stacked(learner._named(theta), X)
+    assert outputs.shape == (K, BATCH, 10)
+    torch.testing.assert_close(outputs, expected, rtol=0, atol=1e-12)
+
+    vmapped = MinibatchLearner.step_gradient(learner)(theta, X, y, w)
+    stacked = learner.step_gradient()(theta, X, y, w)
+    assert vmapped.abs().max() > 1e-3
+    torch.testing.assert_close(stacked, vmapped, rtol=0, atol=1e-12)
+    # Each model's gradient is its own: another model's parameters do not move it.
+    shifted = theta.clone()
+    shifted[0] += 0.5
+    torch.testing.assert_close(learner.step_gradient()(shifted, X, y, w)[1:], stacked[1:])
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        Residual(64, 10),
+        nn.Sequential(nn.Linear(64, 4), Residual(4, 10)),
+        nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3, padding_mode="reflect")),
+        nn.Sequential(nn.Linear(64, 4), nn.PReLU(), nn.Linear(4, 10)),
+        nn.Sequential(nn.Flatten(0), nn.Linear(64, 10)),
+        nn.Sequential(nn.Unflatten(0, (1, -1)), nn.Linear(64, 10)),
+        nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv1d(1, 2, 3)),
+    ],
+    ids=[
+        "own-module",
+        "own-module-inside",
+        "reflect-padding",
+        "prelu",
+        "flatten-0",
+        "unflatten-0",
+        "conv1d",
+    ],
+)
+def test_other_modules_are_left_to_vmap(module):
+    assert stacked_forward(module) is None
+
+
+def test_a_module_left_to_vmap_still_equals_the_plain_loop(digits):
+    learner = learner_for(digits, f"{__name__}:residual", {})
+    assert learner._stacked is None
+    mask = np.random.default_rng(3).random(digits.n_train) < 0.05
+    trained = learner.fit_batch(mask[None], np.array([4]))[0]
+    torch.testing.assert_close(trained, reference_fit(learner, mask, 4), rtol=0, atol=1e-9)
