@@ -66,10 +66,13 @@ from mp_ray.learners.stacked_optim import StackedAdam, StackedOptimizer, Stacked
 
 _SEEDING = threading.Lock()  # torch's global generator, seeded per model by initial_params
 _PROBE_ROWS = 2  # training rows of the forward pass that checks a new module
-# Activations of one step of a chunk of models trained together on a CPU: 200 digits_cnn
-# models (62k floats a model) trained 20–30% faster in chunks of 35–70 than all at once,
-# whose 12 MB of activations spill out of the cache (best of 3 runs on a loaded 2-core VM).
-CHUNK_FLOATS = 2**22
+# Activations of one step of a chunk of models trained together on a CPU, about a core's
+# L2 cache (1 MiB here) to a few times it: 136 digits_cnn models (62k floats a model) on 2
+# cores, two threads, trained at 0.21 thread-ms a model-step in chunks of 12–25 and at
+# 0.23–0.26 in chunks of 68 (2**22 floats), whose ReLUs' backward passes then ran at the
+# memory's speed; chunks of 8 lost more to per-operation work (0.25–0.27). The MLP's speed
+# (3.5k floats a model) was the same in chunks of 68 to 1,092.
+CHUNK_FLOATS = 2**20
 # Activations of one step of the smallest group of models given a CPU thread of its own:
 # smaller groups lose more to per-operation work than they gain (not tuned).
 GROUP_FLOATS = 2**16
