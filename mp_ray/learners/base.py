@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from mp_ray.config import LearnerConfig
 from mp_ray.errors import MpRayError
+from mp_ray.learners.allocator import retain_freed_memory
 from mp_ray.learners.memory import chunk_slices, device_budget, rows_per_chunk
 from mp_ray.learners.threads import model_groups, run_single_threaded
 from mp_ray.methods import mask_tensor
@@ -89,6 +90,8 @@ class Learner(ABC):
     ) -> None:
         self.config = config
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            retain_freed_memory()  # the process's allocator keeps freed memory for reuse
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
         self.n_classes = n_classes
         self.X = self.as_tensor(X)
