@@ -226,28 +226,60 @@ class TorchModuleLearner(MinibatchLearner):
             [fit_chunk(weights[rows], None if seeds is None else seeds[rows]) for rows in chunks]
         )
 
-    def _step_floats(self) -> int:
-        """Activations of one model in one training step: a minibatch's :meth:`loss_floats`."""
-        return self.loss_floats() * self.config.batch_size
+    def _pass_floats(self, n_examples: int) -> int:
+        """Activations of one model in a pass over ``n_examples`` examples: their
+        :meth:`loss_floats`."""
+        return self.loss_floats() * n_examples
 
     def _min_group(self) -> int:
         """Models whose steps compute at least ``GROUP_FLOATS`` activations: a group issues
         every operation itself, so a smaller one loses more to per-operation work than it
         gains from a thread of its own."""
-        return max(1, GROUP_FLOATS // self._step_floats())
+        return max(1, GROUP_FLOATS // self._pass_floats(self.config.batch_size))
 
-    def models_per_chunk(self, n_models: int) -> int:
-        """How many of ``n_models`` train together: with a memory budget, those whose steps
-        fit in it (activations, their gradients and the step's temporaries: thrice the
-        activations); else on a CPU, those whose activations of one step take about
-        ``CHUNK_FLOATS``; else all."""
+    def models_per_chunk(self, n_models: int, n_examples: int | None = None) -> int:
+        """How many of ``n_models`` take a pass over ``n_examples`` examples (default: a
+        training step's minibatch) together: with a memory budget, those whose passes fit in
+        it (activations, their gradients and the pass's temporaries: thrice the
+        activations); else on a CPU, those whose activations take about ``CHUNK_FLOATS``;
+        else all."""
+        floats = self._pass_floats(n_examples or self.config.batch_size)
         if self.memory_budget is not None:
-            return rows_per_chunk(
-                self.memory_budget, 1, 3 * self._step_floats(), self.dtype.itemsize
-            )
+            return rows_per_chunk(self.memory_budget, 1, 3 * floats, self.dtype.itemsize)
         if self.device.type == "cpu":
-            return max(1, CHUNK_FLOATS // self._step_floats())
+            return max(1, CHUNK_FLOATS // floats)
         return max(1, n_models)
+
+    def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
+        """Outputs ``(K, m, c)`` of the K models on the shared inputs ``X (m, p)``: through
+        the stacked layers in chunks of :meth:`models_per_chunk` models where the module
+        allows it, else vmap's (:meth:`MinibatchLearner.decision`)."""
+        if self._stacked is None:
+            return super().decision(params, X)
+        X, params = self.as_tensor(X), params.to(self.dtype)
+        chunks = chunk_slices(params.shape[0], self.models_per_chunk(params.shape[0], len(X)))
+        parts = [params[rows] for rows in chunks]
+        return torch.cat([self._stacked(self._named(p), X.expand(len(p), *X.shape)) for p in parts])
+
+    def objective_and_grad(
+        self, params: torch.Tensor, masks: ArrayLike
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective ``(K,)`` and its gradient ``(K, d)`` from one forward and backward
+        pass over the training set per chunk of :meth:`models_per_chunk` models, so a pass
+        holds one chunk's activations; as the base class when ``params`` carry a graph."""
+        if params.requires_grad:
+            return super().objective_and_grad(params, masks)
+        weights = self.masks_tensor(masks)
+        values, grads = [], []
+        for rows in chunk_slices(
+            params.shape[0], self.models_per_chunk(params.shape[0], self.n_train)
+        ):
+            with torch.enable_grad():
+                theta = params[rows].to(self.dtype).requires_grad_(True)
+                value = self.objective(theta, weights[rows])
+                values.append(value.detach())
+                grads.append(torch.autograd.grad(value.sum(), theta)[0])
+        return torch.cat(values), torch.cat(grads)
 
     def optimizer(self, total_steps: torch.Tensor) -> StackedOptimizer:
         cfg = self.config

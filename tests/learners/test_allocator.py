@@ -14,14 +14,17 @@ import pytest
 from mp_ray.learners.allocator import OPT_OUT_ENV
 
 # Allocations of 1–4 MiB freed in an interleaved order, twice; prints the page faults of the
-# second round. With ``build``, a learner is built on the CPU first. (How often glibc faults
-# at its defaults depends on the heap's history: with mp_ray.learners imported, as in every
-# process that trains, this pattern faults ~28,000 times a round.)
+# second round. glibc's thresholds move with the sizes a process has freed so far, so the
+# process first sets them to glibc's starting values (128 KiB, fixed), where every such block
+# is mapped and faulted in anew; with ``build``, a learner is then built on the CPU.
 PROGRAM = """
-import resource, sys
+import ctypes, ctypes.util, resource, sys
 import numpy as np, torch
 from mp_ray.config import LearnerConfig
 from mp_ray.learners import make_learner
+from mp_ray.learners.allocator import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+assert libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024) and libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
 if sys.argv[1] == "build":
     make_learner(LearnerConfig(kind="ridge"), np.eye(4), np.arange(4.0), 1)
 
@@ -54,6 +57,6 @@ def second_round_faults(mode: str, **env: str) -> int:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
 def test_building_a_cpu_learner_keeps_freed_memory_for_reuse():
     defaults = second_round_faults("plain")
-    assert defaults > 5_000  # 4 MiB is 1,024 pages: glibc maps and faults them in again
+    assert defaults > 5_000  # 60 blocks of 1–4 MiB (256–1,024 pages each), all faulted in
     assert second_round_faults("build") < defaults / 10
     assert second_round_faults("build", **{OPT_OUT_ENV: "0"}) > defaults / 2

@@ -141,3 +141,24 @@ def test_a_module_left_to_vmap_still_equals_the_plain_loop(digits):
     mask = np.random.default_rng(3).random(digits.n_train) < 0.05
     trained = learner.fit_batch(mask[None], np.array([4]))[0]
     torch.testing.assert_close(trained, reference_fit(learner, mask, 4), rtol=0, atol=1e-9)
+
+
+def test_outputs_and_the_objectives_gradient_in_chunks_of_models_equal_vmaps(digits):
+    learner = learner_for(digits, "mp_ray.learners.zoo:digits_cnn", {"channels": 3})
+    assert learner.models_per_chunk(4, learner.n_train) < 4  # the training set: several chunks
+    params = learner.initial_params(np.arange(4))
+    masks = np.random.default_rng(5).random((4, digits.n_train)) < 0.5
+    X = digits.X_test[:50]
+    torch.testing.assert_close(
+        learner.decision(params, X),
+        MinibatchLearner.decision(learner, params, X),
+        rtol=0,
+        atol=1e-12,
+    )
+    value, gradient = learner.objective_and_grad(params, masks)
+    expected_value, expected_gradient = MinibatchLearner.objective_and_grad(
+        learner, params.clone().requires_grad_(True), masks
+    )
+    torch.testing.assert_close(value, expected_value.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(gradient, expected_gradient.detach(), rtol=0, atol=1e-12)
+    assert gradient.abs().max() > 1e-3
