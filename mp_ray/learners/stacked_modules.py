@@ -1,6 +1,6 @@
 """K models of one ``nn.Module`` architecture run at once, layer by layer, with each layer's
-own batched operation: the fast path of ``kind: torch``'s training steps for modules built
-from standard layers.
+own batched operation: the fast path of ``kind: torch``'s training steps and outputs for
+modules built from standard layers.
 
 ``torch.func.vmap`` over ``functional_call`` (the general path) turns each layer of the K
 models into one batched operation too, but in layouts of its own choosing: on a CPU, a
@@ -17,12 +17,12 @@ converted only where a layer needs the other. Gradients are autograd's through t
 operations: model k's loss depends on model k's parameters alone, so the gradient of the
 sum of the K losses holds each model's own gradient.
 
-Supported: ``nn.Sequential`` (nested) of ``nn.Linear``, ``nn.Conv2d`` (zero padding), the
-parameter-free activations of ``ELEMENTWISE``, ``nn.MaxPool2d`` / ``nn.AvgPool2d``,
-``nn.Flatten`` from dimension 1 on / ``nn.Unflatten`` of dimension ≥ 1 or −1 (never the
-example dimension), ``nn.Identity`` and
-``nn.Dropout`` (off: the learner runs modules in eval mode). :func:`stacked_forward` returns
-None for any other module, and the learner keeps vmap for it.
+Supported, each by its exact class (a subclass may compute anything): ``nn.Sequential``
+(nested) of ``nn.Linear``, ``nn.Conv2d`` (zero padding), the parameter-free activations of
+``ELEMENTWISE`` (``nn.Dropout`` among them: off, the learner runs modules in eval mode),
+``nn.MaxPool2d`` (without indices) / ``nn.AvgPool2d``, ``nn.Flatten`` from dimension 1 on and
+``nn.Unflatten`` of dimension ≥ 1 or −1 (never the example dimension).
+:func:`stacked_forward` returns None for any other module, and the learner keeps vmap for it.
 """
 
 from __future__ import annotations
@@ -199,9 +199,9 @@ def _layer(layer: nn.Module, name: str) -> Callable[[Stack, Params], Stack] | No
         return _linear(layer, name)
     if type(layer) is nn.Conv2d and layer.padding_mode == "zeros":
         return _conv2d(layer, name)
-    if isinstance(layer, POOLING):
+    if type(layer) in POOLING and not getattr(layer, "return_indices", False):
         return _pooling(layer)
-    if isinstance(layer, ELEMENTWISE):
+    if type(layer) in ELEMENTWISE:
         return _elementwise(layer)
     # Flattening or splitting the example dimension would mix the examples of a model.
     if type(layer) is nn.Flatten and layer.start_dim >= 1:

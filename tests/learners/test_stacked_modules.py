@@ -120,6 +120,8 @@ def test_stacked_outputs_and_step_gradients_equal_vmaps(digits, factory, factory
         nn.Sequential(nn.Flatten(0), nn.Linear(64, 10)),
         nn.Sequential(nn.Unflatten(0, (1, -1)), nn.Linear(64, 10)),
         nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv1d(1, 2, 3)),
+        nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.MaxPool2d(2, return_indices=True)),
+        nn.Sequential(nn.Linear(64, 10), type("MyReLU", (nn.ReLU,), {})()),
     ],
     ids=[
         "own-module",
@@ -129,6 +131,8 @@ def test_stacked_outputs_and_step_gradients_equal_vmaps(digits, factory, factory
         "flatten-0",
         "unflatten-0",
         "conv1d",
+        "pool-indices",
+        "relu-subclass",
     ],
 )
 def test_other_modules_are_left_to_vmap(module):
