@@ -27,22 +27,23 @@ optimizer (``sgd`` with momentum or ``adam``) and learning-rate schedule, steppe
 
     J_S(θ) = (1/|S|)·Σ_{i∈S} ℓ_i(θ) + (weight_decay/2)·‖θ‖²
 
-Vectorisation: a training step of the K models runs each layer of theirs as one batched
-operation. For a module built from standard layers (``nn.Sequential`` of linear,
-convolutional, pooling, activation and reshaping layers; see
-:mod:`mp_ray.learners.stacked_modules`) each layer runs on the K models' stacked parameters
-and activations, and autograd gives their gradients. For any other module, one module
-instance (a copy per thread) takes each model's parameters, views of its row of
-``θ (K, d)``, through ``torch.func.functional_call``, and ``torch.func.vmap`` maps over the
-models; it also does so for :meth:`~TorchModuleLearner.decision`, and over examples for
-:meth:`~TorchModuleLearner.per_sample_grads`. The two paths compute the same function: a
-CNN's step gradients agree to rounding (float64, tests/learners/test_stacked_modules.py),
-and the stacked one trained the digits CNN of configs/digits_cnn.yaml 1.2–1.45× faster on a
-2-core CPU. A batch trains in consecutive chunks of
-models (:meth:`~TorchModuleLearner.models_per_chunk`: on a CPU, as many as keep one step's
-activations in the cache; with a memory budget, as many as fit in it), and on a CPU with
-several intra-op threads in concurrent groups of rows, one thread each
+Vectorisation: a training step, or the outputs (:meth:`~TorchModuleLearner.decision`), of
+the K models runs each layer of theirs as one batched operation. For a module built from
+standard layers (``nn.Sequential`` of linear, convolutional, pooling, activation and
+reshaping layers; see :mod:`mp_ray.learners.stacked_modules`) each layer runs on the K
+models' stacked parameters and activations, and autograd gives their gradients. For any
+other module, one module instance (a copy per thread) takes each model's parameters, views
+of its row of ``θ (K, d)``, through ``torch.func.functional_call``, and ``torch.func.vmap``
+maps over the models. :meth:`~TorchModuleLearner.per_sample_grads` always vmaps over
+examples. The two paths compute the same function: a CNN's step gradients agree to rounding
+(float64, tests/learners/test_stacked_modules.py), and the stacked one trained the digits CNN
+of configs/digits_cnn.yaml 1.2–1.45× faster on a 2-core CPU. A batch trains in consecutive
+chunks of models (:meth:`~TorchModuleLearner.models_per_chunk`: on a CPU, as many as keep
+one step's activations in the cache; with a memory budget, as many as fit in it), and on a
+CPU with several intra-op threads in concurrent groups of rows, one thread each
 (:mod:`mp_ray.learners.threads`). Each row's result is the same in any chunk or group.
+Passes over a whole set of examples (outputs, the objective and its gradient) take the
+models in chunks too, sized for that set.
 """
 
 from __future__ import annotations
@@ -275,7 +276,7 @@ class TorchModuleLearner(MinibatchLearner):
             params.shape[0], self.models_per_chunk(params.shape[0], self.n_train)
         ):
             with torch.enable_grad():
-                theta = params[rows].to(self.dtype).requires_grad_(True)
+                theta = params[rows].detach().to(self.dtype).requires_grad_(True)
                 value = self.objective(theta, weights[rows])
                 values.append(value.detach())
                 grads.append(torch.autograd.grad(value.sum(), theta)[0])
