@@ -74,8 +74,11 @@ class MinibatchLearner(Learner):
         return self._loss(self.decision(params, X), self.labels(y))
 
     def objective(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
-        mean = self.mean_subset_loss(params, masks)
-        return mean + 0.5 * self.config.weight_decay * (params.to(self.dtype) ** 2).sum(dim=1)
+        return self.mean_subset_loss(params, masks) + self._decay(params)
+
+    def _decay(self, params: torch.Tensor) -> torch.Tensor:
+        """The objective's (weight_decay/2)·‖θ‖², (K,)."""
+        return 0.5 * self.config.weight_decay * (params.to(self.dtype) ** 2).sum(dim=1)
 
     def degenerate(self, masks: ArrayLike) -> torch.Tensor:
         """Only the empty subset: the steps are defined on any non-empty one."""

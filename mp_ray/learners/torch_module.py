@@ -42,8 +42,8 @@ chunks of models (:meth:`~TorchModuleLearner.models_per_chunk`: on a CPU, as man
 one step's activations in the cache; with a memory budget, as many as fit in it), and on a
 CPU with several intra-op threads in concurrent groups of rows, one thread each
 (:mod:`mp_ray.learners.threads`). Each row's result is the same in any chunk or group.
-Passes over a whole set of examples (outputs, the objective and its gradient) take the
-models in chunks too, sized for that set.
+Passes over a whole set of examples (outputs, the objective and its gradient) run in blocks
+of models and examples of about a training step's chunk of activations each.
 """
 
 from __future__ import annotations
@@ -227,59 +227,86 @@ class TorchModuleLearner(MinibatchLearner):
             [fit_chunk(weights[rows], None if seeds is None else seeds[rows]) for rows in chunks]
         )
 
-    def _pass_floats(self, n_examples: int) -> int:
-        """Activations of one model in a pass over ``n_examples`` examples: their
-        :meth:`loss_floats`."""
-        return self.loss_floats() * n_examples
+    def _step_floats(self) -> int:
+        """Activations of one model in one training step: a minibatch's :meth:`loss_floats`."""
+        return self.loss_floats() * self.config.batch_size
 
     def _min_group(self) -> int:
         """Models whose steps compute at least ``GROUP_FLOATS`` activations: a group issues
         every operation itself, so a smaller one loses more to per-operation work than it
         gains from a thread of its own."""
-        return max(1, GROUP_FLOATS // self._pass_floats(self.config.batch_size))
+        return max(1, GROUP_FLOATS // self._step_floats())
 
-    def models_per_chunk(self, n_models: int, n_examples: int | None = None) -> int:
-        """How many of ``n_models`` take a pass over ``n_examples`` examples (default: a
-        training step's minibatch) together: with a memory budget, those whose passes fit in
-        it (activations, their gradients and the pass's temporaries: thrice the
-        activations); else on a CPU, those whose activations take about ``CHUNK_FLOATS``;
-        else all."""
-        floats = self._pass_floats(n_examples or self.config.batch_size)
+    def models_per_chunk(self, n_models: int) -> int:
+        """How many of ``n_models`` train together: with a memory budget, those whose steps
+        fit in it (activations, their gradients and the step's temporaries: thrice the
+        activations); else on a CPU, those whose activations of one step take about
+        ``CHUNK_FLOATS``; else all."""
         if self.memory_budget is not None:
-            return rows_per_chunk(self.memory_budget, 1, 3 * floats, self.dtype.itemsize)
+            return rows_per_chunk(
+                self.memory_budget, 1, 3 * self._step_floats(), self.dtype.itemsize
+            )
         if self.device.type == "cpu":
-            return max(1, CHUNK_FLOATS // floats)
+            return max(1, CHUNK_FLOATS // self._step_floats())
         return max(1, n_models)
+
+    def _blocks(self, n_models: int, n_examples: int) -> tuple[list[slice], list[slice]]:
+        """Chunks of models and of examples for a pass over ``n_examples`` examples, a block
+        of the two holding about a training step's chunk of activations: the models of
+        :meth:`models_per_chunk`, and the examples of as many minibatches as that chunk has
+        room for beyond its models."""
+        if self.memory_budget is None and self.device.type != "cpu":
+            return [slice(0, n_models)], [slice(0, n_examples)]  # no budget: one block
+        room = self.models_per_chunk(n_models)
+        models = max(1, min(n_models, room))
+        rows = self.config.batch_size * max(1, room // models)
+        return chunk_slices(n_models, models), chunk_slices(n_examples, rows)
+
+    def _stacked_outputs(self, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(k, m, c)`` of the models ``theta (k, d)`` on shared inputs ``X (m, p)``
+        through the stacked layers."""
+        return self._stacked(self._named(theta), X.expand(len(theta), *X.shape))
 
     def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         """Outputs ``(K, m, c)`` of the K models on the shared inputs ``X (m, p)``: through
-        the stacked layers in chunks of :meth:`models_per_chunk` models where the module
-        allows it, else vmap's (:meth:`MinibatchLearner.decision`)."""
+        the stacked layers in blocks of models and examples (:meth:`_blocks`) where the
+        module allows it, else vmap's (:meth:`MinibatchLearner.decision`)."""
         if self._stacked is None:
             return super().decision(params, X)
         X, params = self.as_tensor(X), params.to(self.dtype)
-        chunks = chunk_slices(params.shape[0], self.models_per_chunk(params.shape[0], len(X)))
-        parts = [params[rows] for rows in chunks]
-        return torch.cat([self._stacked(self._named(p), X.expand(len(p), *X.shape)) for p in parts])
+        model_chunks, row_chunks = self._blocks(len(params), len(X))
+        return torch.cat(
+            [
+                torch.cat([self._stacked_outputs(params[m], X[r]) for r in row_chunks], dim=1)
+                for m in model_chunks
+            ]
+        )
 
     def objective_and_grad(
         self, params: torch.Tensor, masks: ArrayLike
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The objective ``(K,)`` and its gradient ``(K, d)`` from one forward and backward
-        pass over the training set per chunk of :meth:`models_per_chunk` models, so a pass
-        holds one chunk's activations; as the base class when ``params`` carry a graph."""
-        if params.requires_grad:
+        """The objective ``(K,)`` and its gradient ``(K, d)`` with one forward and backward
+        pass per block of models and training examples (:meth:`_blocks`), so a pass holds
+        one block's activations whatever the training set's size; as the base class when
+        ``params`` carry a graph or the module is not stacked."""
+        if params.requires_grad or self._stacked is None:
             return super().objective_and_grad(params, masks)
         weights = self.masks_tensor(masks)
+        sizes = weights.sum(dim=1).clamp(min=1.0)  # the mean over S, 0 when S is empty
+        model_chunks, row_chunks = self._blocks(len(params), self.n_train)
         values, grads = [], []
-        for rows in chunk_slices(
-            params.shape[0], self.models_per_chunk(params.shape[0], self.n_train)
-        ):
+        for m in model_chunks:
+            theta = params[m].detach().to(self.dtype).requires_grad_(True)
             with torch.enable_grad():
-                theta = params[rows].detach().to(self.dtype).requires_grad_(True)
-                value = self.objective(theta, weights[rows])
-                values.append(value.detach())
-                grads.append(torch.autograd.grad(value.sum(), theta)[0])
+                value = self._decay(theta)
+                grad = torch.autograd.grad(value.sum(), theta)[0]
+                for r in row_chunks:
+                    losses = self._loss(self._stacked_outputs(theta, self.X[r]), self.y[r])
+                    part = (losses * weights[m, r]).sum(dim=1) / sizes[m]
+                    grad = grad + torch.autograd.grad(part.sum(), theta)[0]
+                    value = value.detach() + part.detach()
+            values.append(value)
+            grads.append(grad)
         return torch.cat(values), torch.cat(grads)
 
     def optimizer(self, total_steps: torch.Tensor) -> StackedOptimizer:

@@ -147,9 +147,9 @@ def test_a_module_left_to_vmap_still_equals_the_plain_loop(digits):
     torch.testing.assert_close(trained, reference_fit(learner, mask, 4), rtol=0, atol=1e-9)
 
 
-def test_outputs_and_the_objectives_gradient_in_chunks_of_models_equal_vmaps(digits):
+def test_outputs_and_the_objectives_gradient_in_blocks_equal_vmaps(digits):
     learner = learner_for(digits, "mp_ray.learners.zoo:digits_cnn", {"channels": 3})
-    assert learner.models_per_chunk(4, learner.n_train) < 4  # the training set: several chunks
+    assert len(learner._blocks(4, learner.n_train)[1]) > 1  # blocks of training examples
     params = learner.initial_params(np.arange(4))
     masks = np.random.default_rng(5).random((4, digits.n_train)) < 0.5
     X = digits.X_test[:50]
