@@ -148,7 +148,7 @@ def _conv2d(layer: nn.Conv2d, name: str) -> Callable[[Stack, Params], Stack]:
         )
         if layer.bias is not None:
             # Added apart: oneDNN's backward pass takes longer over the bias's gradient
-            # than the sum of the output's gradient does alone (0.6 against 0.04 ms).
+            # than a sum of the output's gradient (0.35–0.7 against 0.02–0.04 ms, 68 CNNs).
             out = out + params[f"{name}bias"].reshape(1, -1, 1, 1)
         return Stack(out, True, x.n_models)
 
