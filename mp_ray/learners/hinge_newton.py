@@ -1,5 +1,6 @@
-"""Finite Newton for many L2-regularised squared-hinge problems at once (the linear SVM's
-solver).
+"""Finite Newton for many L2-regularised squared-hinge problems at once, as batched torch
+operations: the linear SVM's solver on an accelerator (on a CPU, the same algorithm runs
+compiled, a problem at a time per thread: :mod:`mp_ray.learners.hinge_newton_cpu`).
 
 P binary problems share the training inputs x̃_i ``(n, q)``; problem a has sample weights
 w_ia ≥ 0 and targets s_ia = ±1 and minimises::

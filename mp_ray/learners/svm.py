@@ -23,10 +23,12 @@ and :meth:`~SVM.hvp` and :meth:`~SVM.hessian` give the generalized Hessian
 the derivative of that gradient wherever no margin equals 1 exactly.
 
 Solver: the c·K binary problems of a batch (problem j·K + k: class j of subset k, the
-columns of the output GEMM, see :mod:`mp_ray.learners.linear`) are solved at once by finite
-Newton (:mod:`mp_ray.learners.hinge_newton`: Hessians over each problem's margin violators
-only, an exact line search on the piecewise-quadratic objective along the step) from the
-anchor of the subset's size (:mod:`mp_ray.learners.anchored`). On such piecewise quadratics
+columns of the output GEMM, see :mod:`mp_ray.learners.linear`) are solved by finite Newton
+(:mod:`mp_ray.learners.hinge_newton`: Hessians over each problem's margin violators only, an
+exact line search on the piecewise-quadratic objective along the step) from the anchor of
+the subset's size (:mod:`mp_ray.learners.anchored`): on a CPU compiled, one problem per
+intra-op thread at a time (:mod:`mp_ray.learners.hinge_newton_cpu`), on an accelerator all at
+once as batched torch operations. On such piecewise quadratics
 Newton's method stops once it has found the set of margin violators (Keerthi & DeCoste,
 2005): on breast_cancer (1,000 Bernoulli(½) subsets, C = 1) it took 7 iterations to the
 exact optimum where L-BFGS preconditioned by the anchor's Hessian, logistic regression's
@@ -49,13 +51,13 @@ from functools import cached_property
 
 import torch
 
-from mp_ray.learners import hinge_newton
+from mp_ray.learners import hinge_newton, hinge_newton_cpu
 from mp_ray.learners.anchored import ANCHOR_MAX_ITER, ANCHOR_TOL, AnchoredLearner, ChunkTerms
 from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.linear import symmetric
 
-# The (problems, n) arrays a solve holds on a CPU, which has no memory budget of its own.
-CPU_SOLVE_BYTES = 2**28
+# The (problems, n) arrays a batched solve holds on an accelerator without a memory budget.
+UNBUDGETED_SOLVE_BYTES = 2**28
 
 
 class SVM(AnchoredLearner):
@@ -164,6 +166,12 @@ class SVM(AnchoredLearner):
 
     # -- training --------------------------------------------------------------------------
 
+    def _min_group(self) -> int | None:
+        """None: a batch is never split into groups of rows, since on a CPU the compiled
+        solver (:mod:`mp_ray.learners.hinge_newton_cpu`) spreads its problems over the
+        intra-op threads itself."""
+        return None
+
     def _solve_anchors(self, fractions: torch.Tensor) -> tuple[torch.Tensor, None]:
         """The anchors ``(G, d)`` of the grid ``fractions (G,)`` by the subsets' own solver,
         from zero to ``ANCHOR_TOL``; no Hessian factors (the SVM's solves use none)."""
@@ -188,14 +196,15 @@ class SVM(AnchoredLearner):
         """The optima ``(K, d)`` for sample ``weights (K, n)`` by finite Newton
         (:mod:`mp_ray.learners.hinge_newton`) on the c·K binary problems from ``start``
         ``(c·K, p + 1)``, problem j·K + k being class j of subset k."""
-        theta = hinge_newton.solve(
+        problems = (
             self.X_aug,
             start,
             weights.repeat(self.n_outputs, 1),
             self._train_signs.T.repeat_interleave(weights.shape[0], dim=0),
-            self.C,
-            tol,
-            max_iter,
-            self.memory_budget or CPU_SOLVE_BYTES,
         )
+        if self.device.type == "cpu":
+            theta = hinge_newton_cpu.solve(*problems, self.C, tol, max_iter)
+        else:
+            budget = self.memory_budget or UNBUDGETED_SOLVE_BYTES
+            theta = hinge_newton.solve(*problems, self.C, tol, max_iter, budget)
         return self.from_columns(theta.T)
