@@ -193,8 +193,9 @@ class SVM(AnchoredLearner):
     def _finite_newton(
         self, start: torch.Tensor, weights: torch.Tensor, tol: float, max_iter: int
     ) -> torch.Tensor:
-        """The optima ``(K, d)`` for sample ``weights (K, n)`` by finite Newton
-        (:mod:`mp_ray.learners.hinge_newton`) on the c·K binary problems from ``start``
+        """The optima ``(K, d)`` for sample ``weights (K, n)`` by finite Newton (compiled on a
+        CPU, :mod:`mp_ray.learners.hinge_newton_cpu`; else batched,
+        :mod:`mp_ray.learners.hinge_newton`) on the c·K binary problems from ``start``
         ``(c·K, p + 1)``, problem j·K + k being class j of subset k."""
         problems = (
             self.X_aug,
