@@ -12,8 +12,9 @@ Why a second form: the batched one issues each step as torch operations over all
 once, and on problems as small as breast_cancer's (31 parameters, 398 points) their count, not
 their arithmetic, sets the time: 9 µs a problem and Newton iteration, of which MKL's Cholesky
 factorisation of a 31×31 matrix alone takes 2.1. Compiled, a problem's iteration runs as loops
-over its violators and its points, and the problems of a batch are spread over the intra-op
-threads (torch's count) with no interpreter between them. Solving 250 Bernoulli(½) subsets'
+over its violators and its points, and a batch's problems are split into one group per
+intra-op thread (torch's count), each group one compiled call that releases the interpreter
+lock (:mod:`mp_ray.learners.threads` runs them). Solving 250 Bernoulli(½) subsets'
 problems on 2 cores, against the batched form: breast_cancer 1.8× as fast on one thread and
 2.7× on two in float32 (2.2× and 2.7× in float64); digits' one-vs-rest problems 1.16× and
 1.6× (2.0× and 2.8×). Accelerators keep the batched form.
@@ -22,18 +23,14 @@ problems on 2 cores, against the batched form: breast_cancer 1.8× as fast on on
 from __future__ import annotations
 
 import math
-import threading
+from functools import partial
 
-import numba
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 from mp_ray.learners.hinge_newton import CURVATURE, LINE_SEARCH_ITER
-
-# numba's workqueue threading layer (its fallback where no OpenMP or TBB is found) must not
-# run two parallel kernels at once; the solves of a process take turns.
-_KERNEL = threading.Lock()
+from mp_ray.learners.threads import model_groups, run_single_threaded
 
 
 def solve(
@@ -47,18 +44,29 @@ def solve(
 ) -> torch.Tensor:
     """The optima ``(P, q)`` of the problems with inputs ``X (n, q)``, sample ``weights
     (P, n)`` and ±1 ``signs (P, n)``, from ``theta0 (P, q)``: CPU tensors of one floating
-    dtype; the problems spread over torch's intra-op threads."""
-    arrays = [t.detach().contiguous().numpy() for t in (X, theta0, weights, signs)]
-    theta = arrays[1].copy()
-    dtype = arrays[0].dtype.type
-    with _KERNEL:
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-        _solve_all(arrays[0], theta, arrays[2], arrays[3], dtype(2 * C), dtype(tol), max_iter)
+    dtype; the problems in one consecutive group per intra-op thread (torch's count), each
+    group solved by a compiled call that releases the interpreter lock."""
+    X_np, theta0_np, weights_np, signs_np = (
+        t.detach().contiguous().numpy() for t in (X, theta0, weights, signs)
+    )
+    theta = theta0_np.copy()
+    dtype = X_np.dtype.type
+
+    def solve_rows(rows: slice) -> None:
+        _solve_rows(
+            X_np, theta[rows], weights_np[rows], signs_np[rows], dtype(2 * C), dtype(tol), max_iter
+        )
+
+    groups = model_groups(theta.shape[0], torch.device("cpu"), 1)
+    if len(groups) == 1:
+        solve_rows(groups[0])
+    else:
+        run_single_threaded([partial(solve_rows, rows) for rows in groups])
     return torch.from_numpy(theta)
 
 
-@njit(parallel=True, cache=True)
-def _solve_all(
+@njit(nogil=True, cache=True)
+def _solve_rows(
     X: np.ndarray,
     theta: np.ndarray,
     weights: np.ndarray,
@@ -69,7 +77,7 @@ def _solve_all(
 ) -> None:
     """Each row of ``theta (P, q)`` from its start to its problem's optimum, in place;
     ``two_c`` = 2C in the arrays' dtype, as every scalar of the arithmetic."""
-    for p in prange(theta.shape[0]):
+    for p in range(theta.shape[0]):
         _solve_one(X, theta[p], weights[p], signs[p], two_c, tol, max_iter)
 
 
