@@ -71,6 +71,7 @@ def test_results_do_not_depend_on_the_thread_count_or_the_other_problems(tol):
         )
         torch.set_num_threads(2)
         together = hinge_newton_cpu.solve(X, start, weights, signs, C, tol, 100)
+        assert torch.get_num_threads() == 2  # the caller's count, kept
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(alone, together)
