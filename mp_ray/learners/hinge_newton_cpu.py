@@ -12,9 +12,12 @@ Why a second form: the batched one issues each step as torch operations over all
 once, and on problems as small as breast_cancer's (31 parameters, 398 points) their count, not
 their arithmetic, sets the time: 9 µs a problem and Newton iteration, of which MKL's Cholesky
 factorisation of a 31×31 matrix alone takes 2.1. Compiled, a problem's iteration runs as loops
-over its violators and its points, and a batch's problems are split into one group per
-intra-op thread (torch's count), each group one compiled call that releases the interpreter
-lock (:mod:`mp_ray.learners.threads` runs them). Solving 250 Bernoulli(½) subsets'
+over its violators and its points. With several intra-op threads (torch's count) the problems
+are spread over as many of numba's threads; with one, no thread pool starts at all (a
+retraining actor's case: pool threads waiting beside a busy actor took the other actor's core).
+Python threads with one compiled call each, tried instead, lost half their speed to torch's
+OpenMP threads, which keep spinning for milliseconds after the caller's last parallel
+operation. Solving 250 Bernoulli(½) subsets'
 problems on 2 cores, against the batched form: breast_cancer 1.8× as fast on one thread and
 2.7× on two in float32 (2.2× and 2.7× in float64); digits' one-vs-rest problems 1.16× and
 1.6× (2.0× and 2.8×). Accelerators keep the batched form.
@@ -23,14 +26,18 @@ problems on 2 cores, against the batched form: breast_cancer 1.8× as fast on on
 from __future__ import annotations
 
 import math
-from functools import partial
+import threading
 
+import numba
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 
 from mp_ray.learners.hinge_newton import CURVATURE, LINE_SEARCH_ITER
-from mp_ray.learners.threads import model_groups, run_single_threaded
+
+# numba's workqueue threading layer (its fallback where no OpenMP or TBB is found) must not
+# run two parallel kernels at once: the parallel solves of a process take turns.
+_PARALLEL = threading.Lock()
 
 
 def solve(
@@ -44,28 +51,25 @@ def solve(
 ) -> torch.Tensor:
     """The optima ``(P, q)`` of the problems with inputs ``X (n, q)``, sample ``weights
     (P, n)`` and ±1 ``signs (P, n)``, from ``theta0 (P, q)``: CPU tensors of one floating
-    dtype; the problems in one consecutive group per intra-op thread (torch's count), each
-    group solved by a compiled call that releases the interpreter lock."""
+    dtype; the problems spread over torch's intra-op threads."""
     X_np, theta0_np, weights_np, signs_np = (
         t.detach().contiguous().numpy() for t in (X, theta0, weights, signs)
     )
     theta = theta0_np.copy()
     dtype = X_np.dtype.type
-
-    def solve_rows(rows: slice) -> None:
-        _solve_rows(
-            X_np, theta[rows], weights_np[rows], signs_np[rows], dtype(2 * C), dtype(tol), max_iter
-        )
-
-    groups = model_groups(theta.shape[0], torch.device("cpu"), 1)
-    if len(groups) == 1:
-        solve_rows(groups[0])
-    else:
-        run_single_threaded([partial(solve_rows, rows) for rows in groups])
+    arguments = (X_np, theta, weights_np, signs_np, dtype(2 * C), dtype(tol), max_iter)
+    threads = torch.get_num_threads()
+    if threads == 1 or theta.shape[0] == 1:
+        _solve_rows(*arguments)  # no thread pool at all (a retraining actor's case)
+        return torch.from_numpy(theta)
+    with _PARALLEL:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        _solve_rows_parallel(*arguments)
+    torch.set_num_threads(threads)  # as the caller had it, whatever OpenMP's start did
     return torch.from_numpy(theta)
 
 
-@njit(nogil=True, cache=True)
+@njit(cache=True)
 def _solve_rows(
     X: np.ndarray,
     theta: np.ndarray,
@@ -78,6 +82,21 @@ def _solve_rows(
     """Each row of ``theta (P, q)`` from its start to its problem's optimum, in place;
     ``two_c`` = 2C in the arrays' dtype, as every scalar of the arithmetic."""
     for p in range(theta.shape[0]):
+        _solve_one(X, theta[p], weights[p], signs[p], two_c, tol, max_iter)
+
+
+@njit(parallel=True, cache=True)
+def _solve_rows_parallel(
+    X: np.ndarray,
+    theta: np.ndarray,
+    weights: np.ndarray,
+    signs: np.ndarray,
+    two_c: float,
+    tol: float,
+    max_iter: int,
+) -> None:
+    """:func:`_solve_rows` with the rows spread over numba's threads."""
+    for p in prange(theta.shape[0]):
         _solve_one(X, theta[p], weights[p], signs[p], two_c, tol, max_iter)
 
 
