@@ -17,10 +17,10 @@ are spread over as many of numba's threads; with one, no thread pool starts at a
 retraining actor's case: pool threads waiting beside a busy actor took the other actor's core).
 Python threads with one compiled call each, tried instead, lost half their speed to torch's
 OpenMP threads, which keep spinning for milliseconds after the caller's last parallel
-operation. Solving 250 Bernoulli(½) subsets'
-problems on 2 cores, against the batched form: breast_cancer 1.8× as fast on one thread and
-2.7× on two in float32 (2.2× and 2.7× in float64); digits' one-vs-rest problems 1.16× and
-1.6× (2.0× and 2.8×). Accelerators keep the batched form.
+operation. Solving 250 Bernoulli(½) subsets' problems on 2 cores, against the batched form:
+breast_cancer 1.5× as fast on one thread and 2.3× on two in float32 (2.0× and 2.8× in
+float64); digits' one-vs-rest problems 1.3× and 1.8× (2.2× and 2.9×). Accelerators keep the
+batched form.
 """
 
 from __future__ import annotations
