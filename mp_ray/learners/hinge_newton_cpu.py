@@ -118,20 +118,24 @@ def _solve_one(
     along = np.zeros_like(outputs)  # s_i x̃_i·d: the slacks fall by t·along along d
     for i in points:
         outputs[i] = _dot(X[i], theta)
-    hessian = np.empty((q, q), dtype=X.dtype)  # lower triangle, then its Cholesky factor
+    hessian = np.empty((q, q), dtype=X.dtype)  # lower triangle
+    factor = np.empty_like(hessian)  # the Hessian's Cholesky factor
+    violating = np.zeros(X.shape[0], dtype=np.bool_)
     gradient = np.empty(q, dtype=X.dtype)
     direction = np.empty(q, dtype=X.dtype)
     eps = np.finfo(X.dtype).eps
     tol = max(tol, 1000 * eps)
     floor = -1.0
     for iteration in range(max_iter + 1):
-        _violator_terms(X, theta, w, s, two_c, points, outputs, slack, gradient, hessian)
+        _gradient(X, theta, w, s, two_c, points, outputs, slack, gradient)
+        _update_hessian(X, w, two_c, points, slack, violating, hessian, iteration == 0)
         gradient_norm = math.sqrt(_dot(gradient, gradient))
         if floor < 0:
             floor = 1000 * eps * max(gradient_norm, 1.0)
-        definite = _cholesky(hessian)
+        factor[:] = hessian
+        definite = _cholesky(factor)
         if definite:
-            _cholesky_solve(hessian, gradient, direction)
+            _cholesky_solve(factor, gradient, direction)
             direction *= -1
         else:  # numerically indefinite: a gradient step, which estimates nothing
             direction[:] = -gradient
@@ -170,7 +174,7 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def _violator_terms(
+def _gradient(
     X: np.ndarray,
     theta: np.ndarray,
     w: np.ndarray,
@@ -180,26 +184,58 @@ def _violator_terms(
     outputs: np.ndarray,
     slack: np.ndarray,
     gradient: np.ndarray,
-    hessian: np.ndarray,
 ) -> None:
-    """At the current outputs: the ``slack`` of each point, the ``gradient`` θ − 2C Σ w s h x̃
-    and the lower triangle of the generalized Hessian I + 2C Σ_{h>0} w x̃x̃ᵀ (``two_c`` = 2C)."""
-    q = theta.shape[0]
-    for k in range(q):
-        gradient[k] = theta[k]
-        hessian[k, : k + 1] = 0
-        hessian[k, k] = 1
+    """At the current outputs: the ``slack`` of each point and the ``gradient``
+    θ − 2C Σ w s h x̃ (``two_c`` = 2C)."""
+    gradient[:] = theta
     for i in points:
         slack[i] = 1 - s[i] * outputs[i]
         if slack[i] > 0:
-            curvature = two_c * w[i]
-            residual = curvature * s[i] * slack[i]
-            for k in range(q):
-                x_k = X[i, k]
-                gradient[k] -= residual * x_k
-                scaled = curvature * x_k
-                for j in range(k + 1):
-                    hessian[k, j] += scaled * X[i, j]
+            residual = two_c * w[i] * s[i] * slack[i]
+            for k in range(theta.shape[0]):
+                gradient[k] -= residual * X[i, k]
+
+
+@njit(cache=True)
+def _update_hessian(
+    X: np.ndarray,
+    w: np.ndarray,
+    two_c: float,
+    points: np.ndarray,
+    slack: np.ndarray,
+    violating: np.ndarray,
+    hessian: np.ndarray,
+    fresh: bool,
+) -> None:
+    """The lower triangle of the generalized Hessian I + 2C Σ_{h>0} w x̃x̃ᵀ in ``hessian``,
+    from the last one over the points that changed sides (``violating`` marks the last
+    violators, and then the new ones) when they are fewer than the violators, else anew."""
+    changed, count = 0, 0
+    for i in points:
+        count += slack[i] > 0
+        changed += (slack[i] > 0) != violating[i]
+    if fresh or changed >= count:
+        for k in range(hessian.shape[0]):
+            hessian[k, : k + 1] = 0
+            hessian[k, k] = 1
+        for i in points:
+            if slack[i] > 0:
+                _add_outer(hessian, X[i], two_c * w[i])
+    else:
+        for i in points:
+            if (slack[i] > 0) != violating[i]:
+                _add_outer(hessian, X[i], two_c * w[i] if slack[i] > 0 else -two_c * w[i])
+    for i in points:
+        violating[i] = slack[i] > 0
+
+
+@njit(cache=True)
+def _add_outer(a: np.ndarray, x: np.ndarray, c: float) -> None:
+    """``a += c·x xᵀ`` on the lower triangle of ``a (q, q)``."""
+    for k in range(x.shape[0]):
+        scaled = c * x[k]
+        for j in range(k + 1):
+            a[k, j] += scaled * x[j]
 
 
 @njit(cache=True)
