@@ -5,8 +5,9 @@ The algorithm is :mod:`mp_ray.learners.hinge_newton`'s, problem by problem: the 
 the generalized Hessian over the margin violators, the exact line search (Newton's method on
 φ′ safeguarded by false position, to the same strong Wolfe condition within the same count of
 evaluations) and the stopping rules (the Newton step at most ``tol · ‖θ‖``, raised to 1000·eps
-of the dtype, after which the step is taken; the gradient at its rounding floor; ``max_iter``).
-Only the points of positive weight are visited.
+of the dtype, after which the step is taken; the gradient at its rounding floor; ``max_iter``),
+with the Hessian updated over the points that changed sides when they are fewer than the
+violators. Only the points of positive weight are visited.
 
 Why a second form: the batched one issues each step as torch operations over all problems at
 once, and on problems as small as breast_cancer's (31 parameters, 398 points) their count, not
@@ -18,8 +19,8 @@ retraining actor's case: pool threads waiting beside a busy actor took the other
 Python threads with one compiled call each, tried instead, lost half their speed to torch's
 OpenMP threads, which keep spinning for milliseconds after the caller's last parallel
 operation. Solving 250 Bernoulli(½) subsets' problems on 2 cores, against the batched form:
-breast_cancer 1.5× as fast on one thread and 2.3× on two in float32 (2.0× and 2.8× in
-float64); digits' one-vs-rest problems 1.3× and 1.8× (2.2× and 2.9×). Accelerators keep the
+breast_cancer 1.4× as fast on one thread and 2.3× on two in float32 (2.0× and 2.8× in
+float64); digits' one-vs-rest problems 1.5× and 2.1× (2.5× and 3.4×). Accelerators keep the
 batched form.
 """
 
