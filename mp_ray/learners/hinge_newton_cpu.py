@@ -70,7 +70,7 @@ def solve(
     return torch.from_numpy(theta)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _solve_rows(
     X: np.ndarray,
     theta: np.ndarray,
@@ -81,12 +81,13 @@ def _solve_rows(
     max_iter: int,
 ) -> None:
     """Each row of ``theta (P, q)`` from its start to its problem's optimum, in place;
-    ``two_c`` = 2C in the arrays' dtype, as every scalar of the arithmetic."""
+    ``two_c`` = 2C in the arrays' dtype, as every scalar of the arithmetic. The interpreter
+    lock is released meanwhile (the process's other Python threads go on)."""
     for p in range(theta.shape[0]):
         _solve_one(X, theta[p], weights[p], signs[p], two_c, tol, max_iter)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _solve_rows_parallel(
     X: np.ndarray,
     theta: np.ndarray,
