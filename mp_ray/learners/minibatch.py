@@ -67,6 +67,16 @@ class MinibatchLearner(Learner):
         logp = torch.log_softmax(out, dim=-1)
         return -logp.gather(-1, y.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
+    def _loss_grad(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each example's loss's gradient with respect to its outputs: outputs ``(..., m, c)``,
+        labels ``(m,)`` or ``(..., m)``, ``(..., m, c)`` (those of :meth:`_loss`, in closed
+        form)."""
+        if self.n_classes == 1:
+            return 2 * (out - y.to(out.dtype)[..., None])
+        if self.n_classes == 2:
+            return torch.sigmoid(out) - y.to(out.dtype)[..., None]
+        return torch.softmax(out, dim=-1) - F.one_hot(y, out.shape[-1]).to(out.dtype)
+
     def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         return vmap(self._forward, in_dims=(0, None))(params.to(self.dtype), self.as_tensor(X))
 
@@ -143,6 +153,13 @@ class MinibatchLearner(Learner):
         """The mean loss over the real (w = 1) entries of minibatches: outputs ``(..., b, c)``,
         labels and weights ``(..., b)``, (...)."""
         return (self._loss(out, y) * w).sum(dim=-1) / w.sum(dim=-1).clamp(min=1.0)
+
+    def _minibatch_loss_grad(
+        self, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
+        """The gradient of :meth:`_minibatch_loss` with respect to the outputs ``(..., b, c)``."""
+        share = w / w.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        return self._loss_grad(out, y) * share[..., None]
 
 
 def as_numpy(array: ArrayLike) -> np.ndarray:

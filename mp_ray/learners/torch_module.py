@@ -31,7 +31,8 @@ Vectorisation: a training step, or the outputs (:meth:`~TorchModuleLearner.decis
 the K models runs each layer of theirs as one batched operation. For a module built from
 standard layers (``nn.Sequential`` of linear, convolutional, pooling, activation and
 reshaping layers; see :mod:`mp_ray.learners.stacked_modules`) each layer runs on the K
-models' stacked parameters and activations, and autograd gives their gradients. For any
+models' stacked parameters and activations, and each layer's own backward pass gives the
+gradients, from the losses' closed-form gradient with respect to the outputs. For any
 other module, one module instance (a copy per thread) takes each model's parameters, views
 of its row of ``θ (K, d)``, through ``torch.func.functional_call``, and ``torch.func.vmap``
 maps over the models. :meth:`~TorchModuleLearner.per_sample_grads` always vmaps over
@@ -62,7 +63,7 @@ from mp_ray.learners.base import ArrayLike
 from mp_ray.learners.memory import chunk_slices, rows_per_chunk
 from mp_ray.learners.minibatch import MinibatchLearner, generators
 from mp_ray.learners.plugin import function
-from mp_ray.learners.stacked_modules import stacked_forward
+from mp_ray.learners.stacked_modules import Params, stacked_module
 from mp_ray.learners.stacked_optim import StackedAdam, StackedOptimizer, StackedSGD
 
 _SEEDING = threading.Lock()  # torch's global generator, seeded per model by initial_params
@@ -104,7 +105,7 @@ class TorchModuleLearner(MinibatchLearner):
         self.sizes = [math.prod(shape) for shape in self.shapes]
         self.activation_floats = self._check_outputs()
         # The K models' layers run stacked where the module allows it, else through vmap.
-        self._stacked = stacked_forward(self.module)
+        self._stacked = stacked_module(self.module)
 
     def _build(self, seed: int) -> nn.Module:
         """The factory's module, initialised by torch's generator seeded with ``seed``;
@@ -187,23 +188,24 @@ class TorchModuleLearner(MinibatchLearner):
         return functional_call(self._thread_module(), self._named(theta), (X,))
 
     def step_gradient(self) -> Callable[..., torch.Tensor]:
-        """:meth:`MinibatchLearner.step_gradient`; for a module of standard layers, autograd
-        through the stacked layers (:mod:`mp_ray.learners.stacked_modules`): model k's loss
-        depends on row k of θ alone, so the gradient of the K losses' sum is each model's
-        own."""
-        forward = self._stacked
-        if forward is None:
+        """:meth:`MinibatchLearner.step_gradient`; for a module of standard layers, the
+        stacked layers' backward passes (:mod:`mp_ray.learners.stacked_modules`) from the
+        minibatch losses' gradient with respect to the outputs."""
+        stacked = self._stacked
+        if stacked is None:
             return super().step_gradient()
 
         def gradient(
             theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor
         ) -> torch.Tensor:
-            theta = theta.detach().requires_grad_(True)
-            with torch.enable_grad():
-                losses = self._minibatch_loss(forward(self._named(theta), X), y, w)
-                return torch.autograd.grad(losses.sum(), theta)[0]
+            out, pullback = stacked.vjp(self._named(theta), X)
+            return self._flat(pullback(self._minibatch_loss_grad(out, y, w)), len(theta))
 
         return gradient
+
+    def _flat(self, grads: Params, n_models: int) -> torch.Tensor:
+        """Gradients by parameter name, ``(K, *shape)`` each, as ``(K, d)``."""
+        return torch.cat([grads[name].reshape(n_models, -1) for name in self.names], dim=1)
 
     def loss_floats(self) -> int:
         """Every submodule's outputs per example (measured at construction), beside the
@@ -265,7 +267,7 @@ class TorchModuleLearner(MinibatchLearner):
     def _stacked_outputs(self, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         """Outputs ``(k, m, c)`` of the models ``theta (k, d)`` on shared inputs ``X (m, p)``
         through the stacked layers."""
-        return self._stacked(self._named(theta), X.expand(len(theta), *X.shape))
+        return self._stacked.outputs(self._named(theta), X.expand(len(theta), *X.shape))
 
     def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         """Outputs ``(K, m, c)`` of the K models on the shared inputs ``X (m, p)``: through
@@ -296,15 +298,15 @@ class TorchModuleLearner(MinibatchLearner):
         model_chunks, row_chunks = self._blocks(len(params), self.n_train)
         values, grads = [], []
         for m in model_chunks:
-            theta = params[m].detach().to(self.dtype).requires_grad_(True)
-            with torch.enable_grad():
-                value = self._decay(theta)
-                grad = torch.autograd.grad(value.sum(), theta)[0]
-                for r in row_chunks:
-                    losses = self._loss(self._stacked_outputs(theta, self.X[r]), self.y[r])
-                    part = (losses * weights[m, r]).sum(dim=1) / sizes[m]
-                    grad = grad + torch.autograd.grad(part.sum(), theta)[0]
-                    value = value.detach() + part.detach()
+            named = self._named(params[m].detach().to(self.dtype))
+            value = self._decay(params[m])
+            grad = self.config.weight_decay * params[m].to(self.dtype)
+            for r in row_chunks:
+                share = weights[m, r] / sizes[m, None]  # (k, rows): the mean over S
+                out, pullback = self._stacked.vjp(named, self.X[r].expand(len(share), -1, -1))
+                value = value + (self._loss(out, self.y[r]) * share).sum(dim=1)
+                output_grad = self._loss_grad(out, self.y[r]) * share[..., None]
+                grad = grad + self._flat(pullback(output_grad), len(share))
             values.append(value)
             grads.append(grad)
         return torch.cat(values), torch.cat(grads)

@@ -13,7 +13,7 @@ from benchmarks.peers.torch_loop import reference_fit
 from mp_ray.config import LearnerConfig
 from mp_ray.learners import make_learner
 from mp_ray.learners.minibatch import MinibatchLearner
-from mp_ray.learners.stacked_modules import stacked_forward
+from mp_ray.learners.stacked_modules import stacked_module
 
 K, BATCH = 3, 7
 
@@ -96,7 +96,7 @@ def test_stacked_outputs_and_step_gradients_equal_vmaps(digits, factory, factory
     w[1, 4:] = 0  # a padded minibatch
 
     expected = torch.vmap(learner._forward)(theta, X)
-    outputs = learner._stacked(learner._named(theta), X)
+    outputs = learner._stacked.outputs(learner._named(theta), X)
     assert outputs.shape == (K, BATCH, 10)
     torch.testing.assert_close(outputs, expected, rtol=0, atol=1e-12)
 
@@ -136,7 +136,7 @@ def test_stacked_outputs_and_step_gradients_equal_vmaps(digits, factory, factory
     ],
 )
 def test_other_modules_are_left_to_vmap(module):
-    assert stacked_forward(module) is None
+    assert stacked_module(module) is None
 
 
 def test_a_module_left_to_vmap_still_equals_the_plain_loop(digits):
