@@ -53,8 +53,9 @@ class MinibatchLearner(Learner):
         """Each row's initialisation from its seed alone, (K, d)."""
 
     @abstractmethod
-    def optimizer(self, total_steps: torch.Tensor) -> StackedOptimizer:
-        """A fresh optimizer for K models taking ``total_steps (K, 1)`` steps each."""
+    def optimizer(self, live: torch.Tensor) -> StackedOptimizer:
+        """A fresh optimizer for K models, ``live (K, steps)`` 1.0 where model k takes step t
+        and 0.0 where it idles."""
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-example loss of outputs ``(..., m, c)`` against labels ``(m,)``, (..., m)."""
@@ -126,14 +127,14 @@ class MinibatchLearner(Learner):
         seeds = np.zeros(len(mask_np), dtype=np.int64) if seeds is None else as_numpy(seeds)
         theta = self.initial_params(seeds)
         index, weight = self.minibatches(mask_np, seeds)
-        # A model steps while the first entry of its minibatch is real: its own step count.
-        optimizer = self.optimizer(weight[:, :, 0].sum(dim=1, keepdim=True).to(self.dtype))
+        weight = weight.to(self.dtype)
+        # A model steps while the first entry of its minibatch is real.
+        optimizer = self.optimizer(weight[:, :, 0])
         step_grad = self.step_gradient()
         for step in range(index.shape[1]):
-            rows, w = index[:, step].long(), weight[:, step].to(self.dtype)
-            live = w[:, :1]  # a step's first entry is real unless the model idles
+            rows, w = index[:, step], weight[:, step]
             g = step_grad(theta, self.X[rows], self.y[rows], w)
-            theta = optimizer.step(theta, g, live, step)
+            theta = optimizer.step(theta, g, step)
         return theta
 
     def step_gradient(self) -> Callable[..., torch.Tensor]:

@@ -74,6 +74,6 @@ class MLP(MinibatchLearner):
         ]
         return torch.as_tensor(np.stack(rows), dtype=self.dtype, device=self.device)
 
-    def optimizer(self, total_steps: torch.Tensor) -> StackedSGD:
+    def optimizer(self, live: torch.Tensor) -> StackedSGD:
         """Plain SGD at the constant rate ``lr``."""
-        return StackedSGD(self.config.lr, self.config.weight_decay)
+        return StackedSGD(self.config.lr, self.config.weight_decay, live)

@@ -6,13 +6,15 @@ fused operations): weight decay is the coupled L2 term ``g + weight_decay·θ`` 
 SGD's momentum buffer starts as the first step's direction (no dampening, no Nesterov),
 Adam has torch's defaults β = (0.9, 0.999), ε = 1e-8 and its bias corrections.
 
-Each step takes the gradients ``(K, d)`` and ``live (K, 1)``: 1.0 for a model that steps,
-0.0 for one that idles (its parameters stay). A model's idle steps come after all of its
-own (:mod:`mp_ray.learners.minibatch`), so step t is the (t + 1)-th step of every live
-model; what an idling model's optimizer state does is never read again.
+The optimizer is built for a batch's whole run from ``live (K, steps)``: 1.0 where model k
+takes step t, 0.0 where it idles (its parameters stay). A model's idle steps come after all
+of its own (:mod:`mp_ray.learners.minibatch`), so step t is the (t + 1)-th step of every live
+model, and its step count T_k is its row's sum; what an idling model's optimizer state does
+is never read again. Each step's learning rate times ``live`` is computed once for the run,
+``(steps, K, 1)``, and a step is a few fused in-place operations on ``(K, d)``.
 
-Learning-rate schedules, per model k with T_k steps of its own: ``constant`` (lr) or
-``cosine``, ``lr·½(1 + cos(π t / T_k))`` at step t = 0 … T_k − 1 — what
+Learning-rate schedules, per model k: ``constant`` (lr) or ``cosine``,
+``lr·½(1 + cos(π t / T_k))`` at step t = 0 … T_k − 1 — what
 ``torch.optim.lr_scheduler.LambdaLR`` with that factor, stepped after every minibatch, gives.
 """
 
@@ -33,39 +35,27 @@ ADAM_EPS = 1e-8
 @dataclass
 class StackedOptimizer(ABC):
     """Steps ``θ (K, d)`` with learning rate ``lr`` under ``schedule`` and L2
-    ``weight_decay``; ``total_steps (K, 1)``, each model's own step count, is needed by the
-    cosine schedule only."""
+    ``weight_decay``, where ``live (K, steps)`` says which models take each step."""
 
     lr: float
     weight_decay: float
+    live: torch.Tensor
     schedule: Schedule = "constant"
-    total_steps: torch.Tensor | None = None
+    rates: torch.Tensor = field(init=False)  # (steps, K, 1): step t's rate times live
 
     def __post_init__(self) -> None:
-        if self.schedule == "cosine" and self.total_steps is None:
-            raise ValueError("the cosine schedule needs each model's total_steps")
-
-    def rate(self, step: int) -> float | torch.Tensor:
-        """The learning rate of step ``step``: a float, or per model ``(K, 1)``."""
+        live = self.live.T[:, :, None]
         if self.schedule == "constant":
-            return self.lr
-        return self.lr * 0.5 * (1 + torch.cos(math.pi * step / self.total_steps.clamp(min=1)))
-
-    scratch: torch.Tensor | None = field(default=None, init=False)  # (K, d), reused
+            self.rates = self.lr * live
+            return
+        steps = torch.arange(live.shape[0], dtype=live.dtype, device=live.device)[:, None, None]
+        total = live.sum(dim=0, keepdim=True).clamp(min=1)  # (1, K, 1): T_k
+        self.rates = self.lr * 0.5 * (1 + torch.cos(math.pi * steps / total)) * live
 
     @abstractmethod
-    def step(
-        self, theta: torch.Tensor, grad: torch.Tensor, live: torch.Tensor, step: int
-    ) -> torch.Tensor:
+    def step(self, theta: torch.Tensor, grad: torch.Tensor, step: int) -> torch.Tensor:
         """Update ``θ (K, d)`` in place by step number ``step`` (from 0) with gradients
-        ``grad (K, d)`` of the unregularised loss (overwritten); models with ``live (K, 1)``
-        = 0 keep theirs. Returns θ."""
-
-    def _regularised(self, theta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """``grad + weight_decay·θ``, in place of ``grad``."""
-        if self.scratch is None:
-            self.scratch = torch.empty_like(theta)
-        return grad.add_(torch.mul(theta, self.weight_decay, out=self.scratch))
+        ``grad (K, d)`` of the unregularised loss (overwritten). Returns θ."""
 
 
 @dataclass
@@ -76,17 +66,15 @@ class StackedSGD(StackedOptimizer):
     momentum: float = 0.0
     buffer: torch.Tensor | None = field(default=None, init=False)  # (K, d), from the first step
 
-    def step(
-        self, theta: torch.Tensor, grad: torch.Tensor, live: torch.Tensor, step: int
-    ) -> torch.Tensor:
-        direction = self._regularised(theta, grad)
+    def step(self, theta: torch.Tensor, grad: torch.Tensor, step: int) -> torch.Tensor:
+        direction = grad.add_(theta, alpha=self.weight_decay)
         if self.momentum:
             if self.buffer is None:
                 self.buffer = direction.clone()
             else:
                 self.buffer.mul_(self.momentum).add_(direction)
             direction = self.buffer
-        return theta.sub_(torch.mul(direction, self.rate(step) * live, out=self.scratch))
+        return theta.addcmul_(direction, self.rates[step], value=-1)
 
 
 @dataclass
@@ -97,18 +85,16 @@ class StackedAdam(StackedOptimizer):
     first: torch.Tensor | None = field(default=None, init=False)
     second: torch.Tensor | None = field(default=None, init=False)
 
-    def step(
-        self, theta: torch.Tensor, grad: torch.Tensor, live: torch.Tensor, step: int
-    ) -> torch.Tensor:
+    def step(self, theta: torch.Tensor, grad: torch.Tensor, step: int) -> torch.Tensor:
         beta1, beta2 = ADAM_BETAS
-        g = self._regularised(theta, grad)
+        g = grad.add_(theta, alpha=self.weight_decay)
         if self.first is None or self.second is None:
             self.first, self.second = torch.zeros_like(theta), torch.zeros_like(theta)
         self.first.lerp_(g, 1 - beta1)
         self.second.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         correction1 = 1 - beta1 ** (step + 1)
         correction2 = 1 - beta2 ** (step + 1)
-        denominator = torch.sqrt(self.second, out=self.scratch)
+        denominator = torch.sqrt(self.second, out=g)  # g is no longer needed
         denominator.div_(math.sqrt(correction2)).add_(ADAM_EPS)
         update = torch.div(self.first, denominator, out=g)
-        return theta.sub_(update.mul_(self.rate(step) * live / correction1))
+        return theta.addcmul_(update, self.rates[step], value=-1 / correction1)

@@ -311,11 +311,11 @@ class TorchModuleLearner(MinibatchLearner):
             grads.append(grad)
         return torch.cat(values), torch.cat(grads)
 
-    def optimizer(self, total_steps: torch.Tensor) -> StackedOptimizer:
+    def optimizer(self, live: torch.Tensor) -> StackedOptimizer:
         cfg = self.config
         if cfg.optimizer == "adam":
-            return StackedAdam(cfg.lr, cfg.weight_decay, cfg.lr_schedule, total_steps)
-        return StackedSGD(cfg.lr, cfg.weight_decay, cfg.lr_schedule, total_steps, cfg.momentum)
+            return StackedAdam(cfg.lr, cfg.weight_decay, live, cfg.lr_schedule)
+        return StackedSGD(cfg.lr, cfg.weight_decay, live, cfg.lr_schedule, cfg.momentum)
 
     def per_sample_grads(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
         """Gradient of each example's loss under one model ``params (d,)``, ``(m, d)``:
