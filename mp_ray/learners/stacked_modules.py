@@ -84,6 +84,8 @@ class Stack:
     data: torch.Tensor
     channels: bool
     n_models: int
+    # ``data`` is a layer's new output that no context holds: the next layer may overwrite it.
+    fresh: bool = False
 
     def features(self) -> torch.Tensor:
         """The activations as ``(K, b, …)``."""
@@ -140,7 +142,7 @@ class _Linear(StackedLayer):
             bias = params[f"{self.name}bias"][:, None, :]
             out = torch.baddbmm(bias, flat, weight.transpose(1, 2))
         context = (x, inputs.shape, flat) if keep else None
-        return Stack(out.view(*inputs.shape[:-1], -1), False, x.n_models), context
+        return Stack(out.view(*inputs.shape[:-1], -1), False, x.n_models, fresh=True), context
 
     def backward(
         self, context: Context, grad: torch.Tensor, params: Params, input_grad: bool
@@ -186,7 +188,7 @@ class _Conv2d(StackedLayer):
         out = F.conv2d(
             inputs, weight, bias, layer.stride, self.padding, layer.dilation, self._groups(x)
         )
-        return Stack(out, True, x.n_models), ((x, inputs, weight) if keep else None)
+        return Stack(out, True, x.n_models, fresh=True), ((x, inputs, weight) if keep else None)
 
     def backward(
         self, context: Context, grad: torch.Tensor, params: Params, input_grad: bool
@@ -215,16 +217,17 @@ class _Conv2d(StackedLayer):
 
 
 class _ReLU(StackedLayer):
-    """``nn.ReLU``: its backward pass masks the gradient by the outputs."""
+    """``nn.ReLU``, in place on a fresh input; its backward pass masks the gradient by the
+    outputs, in place (the gradient is the backward passes' own)."""
 
     def forward(self, x: Stack, params: Params, keep: bool) -> tuple[Stack, Context]:
-        out = torch.relu(x.data)
+        out = torch.relu_(x.data) if x.fresh else torch.relu(x.data)
         return Stack(out, x.channels, x.n_models), (out if keep else None)
 
     def backward(
         self, context: Context, grad: torch.Tensor, params: Params, input_grad: bool
     ) -> tuple[torch.Tensor | None, Params]:
-        return torch.ops.aten.threshold_backward(grad, context, 0), {}
+        return torch.ops.aten.threshold_backward.grad_input(grad, context, 0, grad_input=grad), {}
 
 
 @dataclass
@@ -340,9 +343,9 @@ class StackedModule:
         self, params: Params, X: torch.Tensor
     ) -> tuple[torch.Tensor, Callable[[torch.Tensor], Params]]:
         """The K models' outputs ``(K, b, c)`` on ``X (K, b, p)``, and the function that maps
-        a loss's gradient with respect to them (same shape) to its gradients with respect to
-        ``params`` (by name, ``(K, *shape)`` each): the layers' backward passes in reverse
-        order."""
+        a loss's gradient with respect to them (same shape; it may be overwritten) to its
+        gradients with respect to ``params`` (by name, ``(K, *shape)`` each): the layers'
+        backward passes in reverse order."""
         x = Stack(X, False, X.shape[0])
         contexts = []
         for layer in self.layers:

@@ -37,6 +37,14 @@ def pooled_cnn(n_features: int, n_outputs: int) -> nn.Module:
     )
 
 
+def relu_chain(n_features: int, n_outputs: int) -> nn.Module:
+    """ReLUs on the inputs and on another ReLU's outputs, which must not be overwritten, and
+    on a linear layer's, which may."""
+    return nn.Sequential(
+        nn.ReLU(), nn.Linear(n_features, 5), nn.ReLU(), nn.ReLU(), nn.Linear(5, n_outputs)
+    )
+
+
 def row_linear(n_features: int, n_outputs: int) -> nn.Module:
     """A linear layer on each row of the 8×8 image (inputs of more than two dimensions),
     nested containers."""
@@ -69,6 +77,7 @@ STACKED = {
     "mlp": ("mp_ray.learners.zoo:mlp", {"hidden": 6}),
     "pooled_cnn": (f"{__name__}:pooled_cnn", {}),
     "row_linear": (f"{__name__}:row_linear", {}),
+    "relu_chain": (f"{__name__}:relu_chain", {}),
     "linear": ("torch.nn:Linear", {}),
 }
 
@@ -92,6 +101,7 @@ def test_stacked_outputs_and_step_gradients_equal_vmaps(digits, factory, factory
     theta = learner.initial_params(np.array([1, 2, 3]))
     rows = torch.as_tensor(np.random.default_rng(0).integers(0, digits.n_train, (K, BATCH)))
     X, y = learner.X[rows], learner.y[rows]
+    inputs, training_inputs = X.clone(), learner.X.clone()
     w = torch.ones(K, BATCH, dtype=learner.dtype)
     w[1, 4:] = 0  # a padded minibatch
 
@@ -108,6 +118,8 @@ def test_stacked_outputs_and_step_gradients_equal_vmaps(digits, factory, factory
     shifted = theta.clone()
     shifted[0] += 0.5
     torch.testing.assert_close(learner.step_gradient()(shifted, X, y, w)[1:], stacked[1:])
+    learner.decision(theta, digits.X_train[:5])
+    assert torch.equal(X, inputs) and torch.equal(learner.X, training_inputs)  # never in place
 
 
 @pytest.mark.parametrize(
