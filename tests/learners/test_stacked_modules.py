@@ -45,6 +45,12 @@ def relu_chain(n_features: int, n_outputs: int) -> nn.Module:
     )
 
 
+def flatten_linear(n_features: int, n_outputs: int) -> nn.Module:
+    """A whole flattening fused into the linear layer after it, on the features form (the
+    CNNs' heads take the channels form)."""
+    return nn.Sequential(nn.Unflatten(1, (8, 8)), nn.Flatten(), nn.Linear(64, n_outputs))
+
+
 def row_linear(n_features: int, n_outputs: int) -> nn.Module:
     """A linear layer on each row of the 8×8 image (inputs of more than two dimensions),
     nested containers."""
@@ -78,6 +84,7 @@ STACKED = {
     "pooled_cnn": (f"{__name__}:pooled_cnn", {}),
     "row_linear": (f"{__name__}:row_linear", {}),
     "relu_chain": (f"{__name__}:relu_chain", {}),
+    "flatten_linear": (f"{__name__}:flatten_linear", {}),
     "linear": ("torch.nn:Linear", {}),
 }
 
