@@ -65,8 +65,10 @@ class MinibatchLearner(Learner):
             return F.binary_cross_entropy_with_logits(
                 out[..., 0], y.to(out.dtype).expand_as(out[..., 0]), reduction="none"
             )
-        logp = torch.log_softmax(out, dim=-1)
-        return -logp.gather(-1, y.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+        # log Σ exp − the label's output: torch's (log_)softmax over a short last dimension
+        # is slow on a CPU (58–71 against 19–23 µs for outputs (17, 32, 10), one thread).
+        label = out.gather(-1, y.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+        return torch.logsumexp(out, dim=-1) - label
 
     def _loss_grad(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each example's loss's gradient with respect to its outputs: outputs ``(..., m, c)``,
@@ -76,7 +78,8 @@ class MinibatchLearner(Learner):
             return 2 * (out - y.to(out.dtype)[..., None])
         if self.n_classes == 2:
             return torch.sigmoid(out) - y.to(out.dtype)[..., None]
-        return torch.softmax(out, dim=-1) - F.one_hot(y, out.shape[-1]).to(out.dtype)
+        softmax = torch.exp(out - torch.logsumexp(out, dim=-1, keepdim=True))
+        return softmax - F.one_hot(y, out.shape[-1]).to(out.dtype)
 
     def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         return vmap(self._forward, in_dims=(0, None))(params.to(self.dtype), self.as_tensor(X))
