@@ -124,45 +124,54 @@ class MinibatchLearner(Learner):
             torch.as_tensor(weight.reshape(shape), device=self.device),
         )
 
+    @staticmethod
+    def shares(real: torch.Tensor) -> torch.Tensor:
+        """Each minibatch entry's weight in its minibatch's mean loss, from ``real (..., b)``
+        (:meth:`minibatches`' mask as floats, 1.0 for a real entry): 1/|B| for the |B| real
+        entries, 0 for padding."""
+        return real / real.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
     def _fit(self, weights: torch.Tensor, seeds: ArrayLike | None) -> torch.Tensor:
         """Train K models; ``seeds`` default to 0 for every row."""
         mask_np = weights.bool().cpu().numpy()
         seeds = np.zeros(len(mask_np), dtype=np.int64) if seeds is None else as_numpy(seeds)
         theta = self.initial_params(seeds)
-        index, weight = self.minibatches(mask_np, seeds)
-        weight = weight.to(self.dtype)
+        index, real = self.minibatches(mask_np, seeds)
+        real = real.to(self.dtype)
         # A model steps while the first entry of its minibatch is real.
-        optimizer = self.optimizer(weight[:, :, 0])
+        optimizer = self.optimizer(real[:, :, 0])
+        shares = self.shares(real)
         step_grad = self.step_gradient()
         for step in range(index.shape[1]):
-            rows, w = index[:, step], weight[:, step]
-            g = step_grad(theta, self.X[rows], self.y[rows], w)
+            rows = index[:, step]
+            g = step_grad(theta, self.X[rows], self.y[rows], shares[:, step])
             theta = optimizer.step(theta, g, step)
         return theta
 
     def step_gradient(self) -> Callable[..., torch.Tensor]:
         """One training step's gradients of K models: ``(θ (K, d), X (K, b, p), y (K, b),
-        w (K, b)) -> (K, d)``, each model's mean loss over the real (w = 1) entries of its
-        minibatch of b examples, vectorised over the models."""
+        share (K, b)) -> (K, d)``, each model's mean loss over the real entries of its
+        minibatch of b examples (``share``: :meth:`shares`), vectorised over the models."""
 
         def batch_loss(
-            th: torch.Tensor, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+            th: torch.Tensor, X: torch.Tensor, y: torch.Tensor, share: torch.Tensor
         ) -> torch.Tensor:
             """Mean loss of one model over the real entries of its minibatch."""
-            return self._minibatch_loss(self._forward(th, X), y, w)
+            return self._minibatch_loss(self._forward(th, X), y, share)
 
         return vmap(grad(batch_loss))
 
-    def _minibatch_loss(self, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """The mean loss over the real (w = 1) entries of minibatches: outputs ``(..., b, c)``,
-        labels and weights ``(..., b)``, (...)."""
-        return (self._loss(out, y) * w).sum(dim=-1) / w.sum(dim=-1).clamp(min=1.0)
+    def _minibatch_loss(
+        self, out: torch.Tensor, y: torch.Tensor, share: torch.Tensor
+    ) -> torch.Tensor:
+        """The mean loss over the real entries of minibatches: outputs ``(..., b, c)``, labels
+        and :meth:`shares` ``(..., b)``, (...)."""
+        return (self._loss(out, y) * share).sum(dim=-1)
 
     def _minibatch_loss_grad(
-        self, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+        self, out: torch.Tensor, y: torch.Tensor, share: torch.Tensor
     ) -> torch.Tensor:
         """The gradient of :meth:`_minibatch_loss` with respect to the outputs ``(..., b, c)``."""
-        share = w / w.sum(dim=-1, keepdim=True).clamp(min=1.0)
         return self._loss_grad(out, y) * share[..., None]
 
 

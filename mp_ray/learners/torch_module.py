@@ -194,12 +194,16 @@ class TorchModuleLearner(MinibatchLearner):
         stacked = self._stacked
         if stacked is None:
             return super().step_gradient()
+        # The last θ and its parameters' views, made once: the optimizer steps θ in place.
+        last: list[tuple[torch.Tensor, Params]] = []
 
         def gradient(
-            theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+            theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, share: torch.Tensor
         ) -> torch.Tensor:
-            out, pullback = stacked.vjp(self._named(theta), X)
-            return self._flat(pullback(self._minibatch_loss_grad(out, y, w)), len(theta))
+            if not last or last[0][0] is not theta:
+                last[:] = [(theta, self._named(theta))]
+            out, pullback = stacked.vjp(last[0][1], X)
+            return self._flat(pullback(self._minibatch_loss_grad(out, y, share)), len(theta))
 
         return gradient
 

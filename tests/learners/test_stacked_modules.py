@@ -109,8 +109,9 @@ def test_stacked_outputs_and_step_gradients_equal_vmaps(digits, factory, factory
     rows = torch.as_tensor(np.random.default_rng(0).integers(0, digits.n_train, (K, BATCH)))
     X, y = learner.X[rows], learner.y[rows]
     inputs, training_inputs = X.clone(), learner.X.clone()
-    w = torch.ones(K, BATCH, dtype=learner.dtype)
-    w[1, 4:] = 0  # a padded minibatch
+    real = torch.ones(K, BATCH, dtype=learner.dtype)
+    real[1, 4:] = 0  # a padded minibatch
+    w = MinibatchLearner.shares(real)
 
     expected = torch.vmap(learner._forward)(theta, X)
     outputs = learner._stacked.outputs(learner._named(theta), X)
@@ -118,13 +119,20 @@ def test_stacked_outputs_and_step_gradients_equal_vmaps(digits, factory, factory
     torch.testing.assert_close(outputs, expected, rtol=0, atol=1e-12)
 
     vmapped = MinibatchLearner.step_gradient(learner)(theta, X, y, w)
-    stacked = learner.step_gradient()(theta, X, y, w)
+    step = learner.step_gradient()
+    stacked = step(theta, X, y, w)
     assert vmapped.abs().max() > 1e-3
     torch.testing.assert_close(stacked, vmapped, rtol=0, atol=1e-12)
-    # Each model's gradient is its own: another model's parameters do not move it.
+    # Each model's gradient is its own: another model's parameters do not move it (the same
+    # step function, given another θ or the same θ changed in place).
+    shift = torch.linspace(0, 1, theta.shape[1], dtype=theta.dtype)
     shifted = theta.clone()
-    shifted[0] += 0.5
-    torch.testing.assert_close(learner.step_gradient()(shifted, X, y, w)[1:], stacked[1:])
+    shifted[0] += shift
+    moved = step(shifted, X, y, w)
+    torch.testing.assert_close(moved[1:], stacked[1:])
+    assert (moved[0] - stacked[0]).abs().max() > 1e-3
+    theta[0] += shift
+    torch.testing.assert_close(step(theta, X, y, w), moved)
     learner.decision(theta, digits.X_train[:5])
     assert torch.equal(X, inputs) and torch.equal(learner.X, training_inputs)  # never in place
 
