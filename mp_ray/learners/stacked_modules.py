@@ -16,13 +16,14 @@ layouts. Here the activations of the K models are held as
 converted only where a layer needs the other.
 
 Gradients: each layer states its own backward pass (a linear layer's two batched products, a
-convolution's ``convolution_backward``, a ReLU's mask), and :meth:`StackedModule.gradient`
+convolution's ``convolution_backward``, a ReLU's mask), and :meth:`StackedModule.vjp`
 runs them in reverse order on the gradient of the loss with respect to the outputs. Model k's
 loss depends on model k's parameters alone, so the gradient of the sum of the K losses holds
 each model's own. Autograd over the same operations computes the same numbers, but its
-graph, layout conversions and per-operation bookkeeping cost a fifth to a quarter of a small
+graph, layout conversions and per-operation bookkeeping cost a sixth to a quarter of a small
 CNN's step (digits_cnn, chunks of 17 models, one CPU thread); the other activations and the
-poolings still use autograd, over that one layer.
+poolings still use autograd, over that one layer. A whole ``nn.Flatten`` followed by an
+``nn.Linear`` runs as one layer that reads channels-last maps in their memory order.
 
 Supported, each by its exact class (a subclass may compute anything): ``nn.Sequential``
 (nested) of ``nn.Linear``, ``nn.Conv2d`` (zero padding, numeric or symmetric ``"same"``), the
