@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -388,13 +388,25 @@ class StackedModule:
     ``module.named_parameters()``) and model k on its own inputs ``X[k]``."""
 
     layers: list[StackedLayer]
+    # The first layer with parameters: the inputs' gradient is wanted down to it.
+    first: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.first = next(i for i, layer in enumerate(self.layers) if _has_params(layer))
+
+    def _forward(self, params: Params, X: torch.Tensor, keep: bool) -> tuple[Stack, list[Context]]:
+        """The last layer's outputs on ``X (K, b, p)`` and each layer's context (None each
+        unless ``keep``)."""
+        x = Stack(X, False, X.shape[0])
+        contexts = []
+        for layer in self.layers:
+            x, context = layer.forward(x, params, keep)
+            contexts.append(context)
+        return x, contexts
 
     def outputs(self, params: Params, X: torch.Tensor) -> torch.Tensor:
         """The K models' outputs ``(K, b, c)`` on ``X (K, b, p)``."""
-        x = Stack(X, False, X.shape[0])
-        for layer in self.layers:
-            x, _ = layer.forward(x, params, keep=False)
-        return x.features()
+        return self._forward(params, X, keep=False)[0].features()
 
     def vjp(
         self, params: Params, X: torch.Tensor
@@ -403,20 +415,14 @@ class StackedModule:
         a loss's gradient with respect to them (same shape; it may be overwritten) to its
         gradients with respect to ``params`` (by name, ``(K, *shape)`` each): the layers'
         backward passes in reverse order."""
-        x = Stack(X, False, X.shape[0])
-        contexts = []
-        for layer in self.layers:
-            x, context = layer.forward(x, params, keep=True)
-            contexts.append(context)
-        last = x
+        last, contexts = self._forward(params, X, keep=True)
 
         def pullback(output_grad: torch.Tensor) -> Params:
             grad = last.from_features(output_grad)
             grads: Params = {}
-            # The inputs' gradient is wanted down to the first layer with parameters.
-            first = next(i for i, layer in enumerate(self.layers) if _has_params(layer))
-            for i in range(len(self.layers) - 1, first - 1, -1):
-                grad, layer_grads = self.layers[i].backward(contexts[i], grad, params, i > first)
+            for i in range(len(self.layers) - 1, self.first - 1, -1):
+                input_grad = i > self.first
+                grad, layer_grads = self.layers[i].backward(contexts[i], grad, params, input_grad)
                 grads |= layer_grads
             return grads
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Literal
 
 import torch
@@ -39,12 +39,12 @@ class StackedOptimizer(ABC):
 
     lr: float
     weight_decay: float
-    live: torch.Tensor
+    live: InitVar[torch.Tensor]
     schedule: Schedule = "constant"
     rates: torch.Tensor = field(init=False)  # (steps, K, 1): step t's rate times live
 
-    def __post_init__(self) -> None:
-        live = self.live.T[:, :, None]
+    def __post_init__(self, live: torch.Tensor) -> None:
+        live = live.T[:, :, None]
         if self.schedule == "constant":
             self.rates = self.lr * live
             return
