@@ -78,8 +78,11 @@ class MinibatchLearner(Learner):
             return 2 * (out - y.to(out.dtype)[..., None])
         if self.n_classes == 2:
             return torch.sigmoid(out) - y.to(out.dtype)[..., None]
-        softmax = torch.exp(out - torch.logsumexp(out, dim=-1, keepdim=True))
-        return softmax - F.one_hot(y, out.shape[-1]).to(out.dtype)
+        # softmax − one-hot(label), the label's −1 added in place (F.one_hot checks its
+        # labels' range and builds a tensor of its own: five operations more a step).
+        grad = torch.sub(out, torch.logsumexp(out, dim=-1, keepdim=True)).exp_()
+        label = y.expand(*out.shape[:-1]).unsqueeze(-1)
+        return grad.scatter_(-1, label, -1.0, reduce="add")
 
     def decision(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         return vmap(self._forward, in_dims=(0, None))(params.to(self.dtype), self.as_tensor(X))
@@ -172,7 +175,7 @@ class MinibatchLearner(Learner):
         self, out: torch.Tensor, y: torch.Tensor, share: torch.Tensor
     ) -> torch.Tensor:
         """The gradient of :meth:`_minibatch_loss` with respect to the outputs ``(..., b, c)``."""
-        return self._loss_grad(out, y) * share[..., None]
+        return self._loss_grad(out, y).mul_(share[..., None])
 
 
 def as_numpy(array: ArrayLike) -> np.ndarray:

@@ -214,6 +214,14 @@ class _FlattenLinear(_Linear):
         return grad.view(k, out, h, w, c).permute(0, 1, 4, 2, 3).reshape(k, out, -1)
 
 
+def _channels_last(weight: torch.Tensor) -> torch.Tensor:
+    """The K models' convolution weights ``(K, C_out, C_in/groups, kh, kw)`` as one grouped
+    convolution's ``(K·C_out, C_in/groups, kh, kw)`` in channels-last memory: one copy
+    (flattening the models' rows of θ and then reordering them would take two)."""
+    k, c_out, c_in, kh, kw = weight.shape
+    return weight.permute(0, 1, 3, 4, 2).reshape(k * c_out, kh, kw, c_in).permute(0, 3, 1, 2)
+
+
 def _padding(layer: nn.Conv2d) -> tuple[int, int] | None:
     """The convolution's zero padding per side, or None when ``"same"`` pads unevenly."""
     if layer.padding == "valid":
@@ -237,8 +245,7 @@ class _Conv2d(StackedLayer):
 
     def forward(self, x: Stack, params: Params, keep: bool) -> tuple[Stack, Context]:
         inputs = x.as_channels()
-        weight = params[f"{self.name}weight"]  # (K, C_out, C_in/groups, kh, kw)
-        weight = weight.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+        weight = _channels_last(params[f"{self.name}weight"])
         layer = self.layer
         bias = None if layer.bias is None else params[f"{self.name}bias"].reshape(-1)
         out = F.conv2d(
