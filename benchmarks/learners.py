@@ -18,7 +18,11 @@ plain loops, and the behaviour table of a convolutional network on digits.
    the step's gradients alone (``MinibatchLearner.step_gradient`` on the models that train
    together, one thread, no optimizer or minibatch gathering). The loop's over the last is
    the **ceiling**: the speed-up batching would reach if training cost nothing but those
-   gradients' kernels.
+   gradients' kernels. Then the same comparison over the cores (:mod:`torch_layouts`): one
+   single-threaded process per torch thread (``--threads``), each with its share of the
+   loop's slices and of the learner's subsets — the retraining actors' layout, and the
+   loop spread over the machine as a user would spread it; the loop gains nothing from a
+   second thread in one process, so this is the per-core comparison.
 2. ``kind: svm`` against a ``LinearSVC`` loop at equal accuracy, on breast_cancer and digits:
    retrain_throughput.py's protocol with LinearSVC in place of LogisticRegression (a tight
    reference optimum with the primal solver at tol = 1e-12 on ``--n-reference`` subsets;
@@ -67,13 +71,11 @@ from peers.torch_loop import reference_fit
 from retrain_throughput import C, Family, host_meta, make_problem, run_problem
 from retrain_throughput import markdown as throughput_markdown
 from sklearn.svm import LinearSVC
+from torch_layouts import CNN_CONFIG, WARM_UP, process_throughput, torch_case
 
-from mp_ray.config import ExperimentConfig, LearnerConfig, load_experiment
-from mp_ray.data import load_dataset
-from mp_ray.learners import make_learner
+from mp_ray.config import ExperimentConfig, load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-CNN_CONFIG = ROOT / "configs" / "digits_cnn.yaml"
 SVM = Family(
     "svm",
     "Linear SVM (squared hinge)",
@@ -82,7 +84,6 @@ SVM = Family(
     (1e-4,),  # LinearSVC's default
 )
 SVM_DATASETS = ("breast_cancer", "digits")
-WARM_UP = 4  # subsets of the untimed learner run before each timed one
 PARTS = ("torch", "svm", "cnn", "logistic")  # the behaviour tables: cnn and logistic
 
 
@@ -91,17 +92,12 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def torch_throughput(factory: str, n_models: int, rounds: int) -> dict[str, Any]:
+def torch_throughput(factory: str, n_models: int, rounds: int, processes: int) -> dict[str, Any]:
     """``kind: torch`` with the CNN config's optimizer and ``factory`` against the plain
-    loop on the same subsets and seeds."""
-    experiment = load_experiment(CNN_CONFIG)
-    settings = experiment.learner.model_dump()
-    if factory != settings["factory"]:
-        settings.update(factory=factory, factory_kwargs={})
-    data = load_dataset(experiment.dataset)
-    learner = make_learner(LearnerConfig(**settings), data.X_train, data.y_train, data.n_classes)
-    masks = np.random.default_rng(0).random((n_models, data.n_train)) < 0.5
-    seeds = np.arange(n_models)
+    loop on the same subsets and seeds: in this process, then over ``processes``
+    single-threaded processes (:mod:`torch_layouts`)."""
+    case = torch_case(factory, n_models)
+    learner, data, masks, seeds = case.learner, case.data, case.masks, case.seeds
     pieces = np.array_split(seeds, rounds)
     load = [uptime()]
     loop_parts, loop_seconds, runs = [], [], []
@@ -145,6 +141,24 @@ def torch_throughput(factory: str, n_models: int, rounds: int) -> dict[str, Any]
         "loop_test_accuracy": float(loop_accuracy.mean()),
         "mp_ray_test_accuracy": float(accuracy.mean()),
         "max_accuracy_difference": float((accuracy - loop_accuracy).abs().max()),
+        "load": load,
+        "over_processes": over_processes(factory, n_models, rounds, processes, loop_rate),
+    }
+
+
+def over_processes(
+    factory: str, n_models: int, rounds: int, processes: int, plain_loop_rate: float
+) -> dict[str, Any]:
+    """:func:`torch_layouts.process_throughput` with its ratios: the learner's over the
+    processes against the loop's over them and against ``plain_loop_rate`` (one process)."""
+    load = [uptime()]
+    result = process_throughput(factory, n_models, rounds, processes)
+    load.append(uptime())
+    rate = result["mp_ray_models_per_s"]
+    return {
+        **result,
+        "speedup": rate / result["loop_models_per_s"],
+        "speedup_vs_plain_loop": rate / plain_loop_rate,
         "load": load,
     }
 
@@ -196,6 +210,21 @@ def torch_markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['max_abs_difference']:.1e} "
             f"| {r['loop_test_accuracy']:.4f} / {r['mp_ray_test_accuracy']:.4f} "
             f"({r['max_accuracy_difference']:.4f}) |"
+        )
+    lines += [
+        "",
+        "Over the cores: one single-threaded process per core, each on its share of the subsets",
+        "",
+        "| factory | processes | loop models/s | kind: torch models/s | speed-up"
+        " | speed-up against the plain loop in one process |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p = r["over_processes"]
+        lines.append(
+            f"| {r['factory'].rpartition(':')[2]} | {p['processes']} "
+            f"| {p['loop_models_per_s']:,.1f} | {p['mp_ray_models_per_s']:,.1f} "
+            f"| **{p['speedup']:.1f}×** | {p['speedup_vs_plain_loop']:.1f}× |"
         )
     return "\n".join(lines)
 
@@ -344,7 +373,12 @@ def main() -> None:
     parser.add_argument("--cnn-rows", type=int, default=10_000)
     parser.add_argument("--predictor-steps", type=int, help="default: the config's")
     parser.add_argument("--damping", type=float, default=0.01, help="influence functions' λ")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch CPU threads; the processes of the second layout",
+    )
     parser.add_argument(
         "--parts",
         nargs="+",
@@ -364,7 +398,7 @@ def main() -> None:
             "torch",
             "torch" in args.parts,
             lambda: [
-                torch_throughput(factory, args.n_models, args.rounds)
+                torch_throughput(factory, args.n_models, args.rounds, args.threads)
                 for factory in (cnn, "mp_ray.learners.zoo:mlp")
             ],
         )
@@ -427,7 +461,12 @@ def main() -> None:
         for note in case["notes"]:
             print(f"{case['learner']}: {note}")
     for r in torch_rows:
-        print(f"kind: torch, {r['factory']}: {r['speedup']:.1f}× the plain loop's throughput")
+        p = r["over_processes"]
+        print(
+            f"kind: torch, {r['factory']}: {r['speedup']:.1f}× the plain loop's throughput in"
+            f" one process; over {p['processes']} processes {p['speedup']:.1f}× the loop's over"
+            f" them, {p['speedup_vs_plain_loop']:.1f}× the plain loop's in one"
+        )
     for r in svm_rows:
         print(
             f"kind: svm, {r['dataset']} {r['mp_ray_dtype']}: {r['speedup']:.1f}× LinearSVC's"
