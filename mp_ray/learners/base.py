@@ -48,6 +48,7 @@ def _writable(array: ArrayLike) -> ArrayLike:
 DERIVED_FROM: dict[str, tuple[str, ...]] = {
     "objective_grad": ("objective",),
     "objective_and_grad": ("objective", "objective_grad"),
+    "objective_grad_and_loss": ("objective_and_grad", "mean_subset_loss"),
     "hvp": ("objective_grad",),
     "per_sample_grads": ("per_sample_loss",),
     "weighted_loss": ("per_sample_loss",),
@@ -291,6 +292,15 @@ class Learner(ABC):
         """:meth:`objective` ``(K,)`` and :meth:`objective_grad` ``(K, d)`` at once (a learner
         may compute both in one pass)."""
         return self.objective(params, masks), self.objective_grad(params, masks)
+
+    def objective_grad_and_loss(
+        self, params: torch.Tensor, masks: ArrayLike
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`objective_and_grad` and :meth:`mean_subset_loss` at once, ``(K,)``,
+        ``(K, d)`` and ``(K,)`` (the retraining job's metrics): a learner whose pass for the
+        objective gives the mean loss too may override it."""
+        objective, grad = self.objective_and_grad(params, masks)
+        return objective, grad, self.mean_subset_loss(params, masks)
 
     def hvp(self, params: torch.Tensor, masks: ArrayLike, v: torch.Tensor) -> torch.Tensor:
         """Hessian of :meth:`objective` times ``v (K, d)``, ``(K, d)``."""

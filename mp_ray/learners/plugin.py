@@ -54,7 +54,10 @@ selection, distill
 ======================================  ==========================  =========================
 
 ``per_sample_grads`` (the gradient of each example's loss under one model) is no stage's
-need; the logistic learner uses it inside its solver. ``output_metric()``, for a model
+need; the logistic learner uses it inside its solver. ``objective_and_grad`` and
+``objective_grad_and_loss`` (the retraining job's objective, gradient and mean training
+loss) default to those methods one after the other; a learner that gets them from one pass
+over the training set may override them (``kind: torch`` does). ``output_metric()``, for a model
 linear in its parameters per output column, lets the predictor fit in output space.
 
 ``kind: sklearn`` (:mod:`mp_ray.learners.sklearn_learner`) is a ready-made plug-in over any

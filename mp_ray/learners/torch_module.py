@@ -292,29 +292,46 @@ class TorchModuleLearner(MinibatchLearner):
     def objective_and_grad(
         self, params: torch.Tensor, masks: ArrayLike
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The objective ``(K,)`` and its gradient ``(K, d)`` with one forward and backward
-        pass per block of models and training examples (:meth:`_blocks`), so a pass holds
-        one block's activations whatever the training set's size; as the base class when
-        ``params`` carry a graph or the module is not stacked."""
+        """The objective ``(K,)`` and its gradient ``(K, d)``: :meth:`_stacked_objective`,
+        or as the base class when ``params`` carry a graph or the module is not stacked."""
         if params.requires_grad or self._stacked is None:
             return super().objective_and_grad(params, masks)
+        return self._stacked_objective(params, masks)[:2]
+
+    def objective_grad_and_loss(
+        self, params: torch.Tensor, masks: ArrayLike
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The objective, its gradient and the mean training loss from one pass
+        (:meth:`_stacked_objective`); as the base class where :meth:`objective_and_grad` is."""
+        if params.requires_grad or self._stacked is None:
+            return super().objective_grad_and_loss(params, masks)
+        return self._stacked_objective(params, masks)
+
+    def _stacked_objective(
+        self, params: torch.Tensor, masks: ArrayLike
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The objective ``(K,)``, its gradient ``(K, d)`` and the mean loss over each subset
+        ``(K,)`` with one forward and backward pass per block of models and training examples
+        (:meth:`_blocks`), so a pass holds one block's activations whatever the training
+        set's size."""
         weights = self.masks_tensor(masks)
         sizes = weights.sum(dim=1).clamp(min=1.0)  # the mean over S, 0 when S is empty
         model_chunks, row_chunks = self._blocks(len(params), self.n_train)
-        values, grads = [], []
+        losses, grads = [], []
         for m in model_chunks:
             named = self._named(params[m].detach().to(self.dtype))
-            value = self._decay(params[m])
+            loss = torch.zeros(len(params[m]), dtype=self.dtype, device=self.device)
             grad = self.config.weight_decay * params[m].to(self.dtype)
             for r in row_chunks:
                 share = weights[m, r] / sizes[m, None]  # (k, rows): the mean over S
                 out, pullback = self._stacked.vjp(named, self.X[r].expand(len(share), -1, -1))
-                value = value + (self._loss(out, self.y[r]) * share).sum(dim=1)
+                loss = loss + (self._loss(out, self.y[r]) * share).sum(dim=1)
                 output_grad = self._loss_grad(out, self.y[r]) * share[..., None]
                 grad = grad + self._flat(pullback(output_grad), len(share))
-            values.append(value)
+            losses.append(loss)
             grads.append(grad)
-        return torch.cat(values), torch.cat(grads)
+        loss = torch.cat(losses)
+        return loss + self._decay(params), torch.cat(grads), loss
 
     def optimizer(self, live: torch.Tensor) -> StackedOptimizer:
         cfg = self.config

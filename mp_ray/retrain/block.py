@@ -188,15 +188,21 @@ class BlockTrainer:
             f"test_{score}": learner.score(params, data.X_test, data.y_test),
         }
         names = self.spec.metric_names
+        train_loss = None
         if "objective" in names:
-            objective, gradient = learner.objective_and_grad(params, mask_t)
+            if "train_loss" in names:  # a learner may give both from one pass
+                objective, gradient, train_loss = learner.objective_grad_and_loss(params, mask_t)
+            else:
+                objective, gradient = learner.objective_and_grad(params, mask_t)
             columns |= {
                 "objective": objective,
                 "grad_norm": torch.linalg.vector_norm(gradient, dim=1),
             }
         if "train_loss" in names:
+            if train_loss is None:
+                train_loss = learner.mean_subset_loss(params, mask_t)
             columns |= {
-                "train_loss": learner.mean_subset_loss(params, mask_t),
+                "train_loss": train_loss,
                 "val_loss": learner.per_sample_loss(params, data.X_val, data.y_val).mean(dim=1),
                 "test_loss": learner.per_sample_loss(params, data.X_test, data.y_test).mean(dim=1),
             }

@@ -196,4 +196,14 @@ def test_a_store_holds_only_the_metrics_a_learner_can_give(tmp_path):
     able = experiment("SquaredClassMeans").with_overrides(
         {"store.uri": str(tmp_path / "able.zarr")}
     )
-    assert BlockTrainer(able, data).spec.metric_names == CLASSIFICATION_METRICS
+    trainer = BlockTrainer(able, data)
+    assert trainer.spec.metric_names == CLASSIFICATION_METRICS
+    # The objective and the mean training loss through the base class's one-by-one default.
+    values = trainer.train_rows(np.arange(4))
+    metrics = dict(zip(CLASSIFICATION_METRICS, values["metrics"].T, strict=True))
+    params, masks = torch.as_tensor(values["params"]), values["masks"]
+    expected = trainer.learner.mean_subset_loss(params, masks).numpy()
+    np.testing.assert_allclose(metrics["train_loss"], expected, rtol=1e-6)
+    expected = trainer.learner.objective(params, masks).numpy()
+    np.testing.assert_allclose(metrics["objective"], expected, rtol=1e-6)
+    assert (metrics["train_loss"] > 0).all()

@@ -195,3 +195,12 @@ def test_outputs_and_the_objectives_gradient_in_blocks_equal_vmaps(digits):
     torch.testing.assert_close(value, expected_value.detach(), rtol=0, atol=1e-12)
     torch.testing.assert_close(gradient, expected_gradient.detach(), rtol=0, atol=1e-12)
     assert gradient.abs().max() > 1e-3
+    # The retraining job's metrics: the mean loss over each subset from the same pass.
+    masks[0] = False  # an empty subset: its mean loss is 0
+    value, gradient, loss = learner.objective_grad_and_loss(params, masks)
+    expected_value, expected_gradient = learner.objective_and_grad(params, masks)
+    expected_loss = learner.mean_subset_loss(params, masks)
+    torch.testing.assert_close(value, expected_value, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=0, atol=1e-12)
+    torch.testing.assert_close(loss, expected_loss, rtol=0, atol=1e-12)
+    assert loss[0] == 0 and (loss[1:] > 0.1).all()
