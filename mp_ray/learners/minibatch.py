@@ -129,9 +129,9 @@ class MinibatchLearner(Learner):
 
     @staticmethod
     def shares(real: torch.Tensor) -> torch.Tensor:
-        """Each minibatch entry's weight in its minibatch's mean loss, from ``real (..., b)``
-        (:meth:`minibatches`' mask as floats, 1.0 for a real entry): 1/|B| for the |B| real
-        entries, 0 for padding."""
+        """Each entry's weight in the mean loss over a minibatch or subset, from ``real
+        (..., b)`` (:meth:`minibatches`' mask or a subset's, as floats, 1.0 for a member):
+        1/|B| for the |B| members, 0 elsewhere (all 0 for an empty one)."""
         return real / real.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
     def _fit(self, weights: torch.Tensor, seeds: ArrayLike | None) -> torch.Tensor:

@@ -314,8 +314,7 @@ class TorchModuleLearner(MinibatchLearner):
         ``(K,)`` with one forward and backward pass per block of models and training examples
         (:meth:`_blocks`), so a pass holds one block's activations whatever the training
         set's size."""
-        weights = self.masks_tensor(masks)
-        sizes = weights.sum(dim=1).clamp(min=1.0)  # the mean over S, 0 when S is empty
+        shares = self.shares(self.masks_tensor(masks))  # (K, n): the mean over S
         model_chunks, row_chunks = self._blocks(len(params), self.n_train)
         losses, grads = [], []
         for m in model_chunks:
@@ -323,7 +322,7 @@ class TorchModuleLearner(MinibatchLearner):
             loss = torch.zeros(len(params[m]), dtype=self.dtype, device=self.device)
             grad = self.config.weight_decay * params[m].to(self.dtype)
             for r in row_chunks:
-                share = weights[m, r] / sizes[m, None]  # (k, rows): the mean over S
+                share = shares[m, r]
                 out, pullback = self._stacked.vjp(named, self.X[r].expand(len(share), -1, -1))
                 loss = loss + (self._loss(out, self.y[r]) * share).sum(dim=1)
                 output_grad = self._loss_grad(out, self.y[r]) * share[..., None]
