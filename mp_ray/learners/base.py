@@ -211,7 +211,10 @@ class Learner(ABC):
 
     def predict(self, params: torch.Tensor, X: ArrayLike) -> torch.Tensor:
         """Predicted class ids (int64) or regression values, shape ``(K, m)``."""
-        out = self.decision(params, X)
+        return self.predictions_from_outputs(self.decision(params, X))
+
+    def predictions_from_outputs(self, out: torch.Tensor) -> torch.Tensor:
+        """:meth:`predict` from the outputs ``(K, m, c)`` of :meth:`decision`."""
         if self.n_classes == 1:
             return out[..., 0]
         if self.n_classes == 2:
@@ -226,7 +229,10 @@ class Learner(ABC):
         Binary: (2y − 1)·logit; multiclass: logit_y − max_{k≠y} logit_k; regression:
         −|ŷ − y| (larger is better in every case).
         """
-        out = self.decision(params, X)
+        return self.margin_from_outputs(self.decision(params, X), y)
+
+    def margin_from_outputs(self, out: torch.Tensor, y: ArrayLike) -> torch.Tensor:
+        """:meth:`margin` from the outputs ``(K, m, c)`` of :meth:`decision`."""
         y = self.labels(y)
         if self.n_classes == 1:
             return -(out[..., 0] - y).abs()
@@ -236,6 +242,12 @@ class Learner(ABC):
         correct = out.gather(-1, index).squeeze(-1)
         others = out.scatter(-1, index, float("-inf")).amax(dim=-1)
         return correct - others
+
+    def loss_from_outputs(self, out: torch.Tensor, y: ArrayLike) -> torch.Tensor:
+        """:meth:`per_sample_loss` from the outputs ``(K, m, c)`` of :meth:`decision`, ``(K,
+        m)`` (optional: for a learner whose loss is a function of its outputs, so that a set's
+        outputs, accuracies and losses take one pass over it)."""
+        raise self.lacks("loss_from_outputs")
 
     def budget_chunks(self, n_models: int, floats_per_model: int) -> list[slice]:
         """Consecutive training rows in chunks for a pass over ``n_models`` models that holds
@@ -268,8 +280,12 @@ class Learner(ABC):
 
     def score(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
         """Accuracy (classification) or R² (regression) of each model, ``(K,)``."""
+        return self.score_from_outputs(self.decision(params, X), y)
+
+    def score_from_outputs(self, out: torch.Tensor, y: ArrayLike) -> torch.Tensor:
+        """:meth:`score` from the outputs ``(K, m, c)`` of :meth:`decision`."""
         y = self.labels(y)
-        predicted = self.predict(params, X)
+        predicted = self.predictions_from_outputs(out)
         if self.n_classes > 1:
             return (predicted == y).to(self.dtype).mean(dim=1)
         residual = ((predicted - y) ** 2).sum(dim=1)

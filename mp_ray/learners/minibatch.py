@@ -88,7 +88,10 @@ class MinibatchLearner(Learner):
         return vmap(self._forward, in_dims=(0, None))(params.to(self.dtype), self.as_tensor(X))
 
     def per_sample_loss(self, params: torch.Tensor, X: ArrayLike, y: ArrayLike) -> torch.Tensor:
-        return self._loss(self.decision(params, X), self.labels(y))
+        return self.loss_from_outputs(self.decision(params, X), y)
+
+    def loss_from_outputs(self, out: torch.Tensor, y: ArrayLike) -> torch.Tensor:
+        return self._loss(out, self.labels(y))
 
     def objective(self, params: torch.Tensor, masks: ArrayLike) -> torch.Tensor:
         return self.mean_subset_loss(params, masks) + self._decay(params)

@@ -57,8 +57,11 @@ selection, distill
 need; the logistic learner uses it inside its solver. ``objective_and_grad`` and
 ``objective_grad_and_loss`` (the retraining job's objective, gradient and mean training
 loss) default to those methods one after the other; a learner that gets them from one pass
-over the training set may override them (``kind: torch`` does). ``output_metric()``, for a model
-linear in its parameters per output column, lets the predictor fit in output space.
+over the training set may override them (``kind: torch`` does). ``loss_from_outputs(out,
+y)``, the per-example loss as a function of :meth:`decision`'s outputs, lets the retraining
+job take a validation or test set's accuracies, losses and margins from one pass over it.
+``output_metric()``, for a model linear in its parameters per output column, lets the
+predictor fit in output space.
 
 ``kind: sklearn`` (:mod:`mp_ray.learners.sklearn_learner`) is a ready-made plug-in over any
 scikit-learn estimator. This module also loads what configs name by import path

@@ -181,16 +181,19 @@ class BlockTrainer:
         mask_t = torch.as_tensor(masks, device=learner.device)
         params = learner.fit_batch(mask_t, seeds)
         score = "accuracy" if data.task == "classification" else "r2"
+        names = self.spec.metric_names
+        losses = "train_loss" in names
+        val_score, val_loss, _ = self._evaluated(params, data.X_val, data.y_val, losses)
+        test_score, test_loss, test_out = self._evaluated(params, data.X_test, data.y_test, losses)
         columns = {
             "subset_size": mask_t.sum(dim=1).to(learner.dtype),
             "degenerate": learner.degenerate(mask_t).to(learner.dtype),
-            f"val_{score}": learner.score(params, data.X_val, data.y_val),
-            f"test_{score}": learner.score(params, data.X_test, data.y_test),
+            f"val_{score}": val_score,
+            f"test_{score}": test_score,
         }
-        names = self.spec.metric_names
         train_loss = None
         if "objective" in names:
-            if "train_loss" in names:  # a learner may give both from one pass
+            if losses:  # a learner may give both from one pass
                 objective, gradient, train_loss = learner.objective_grad_and_loss(params, mask_t)
             else:
                 objective, gradient = learner.objective_and_grad(params, mask_t)
@@ -198,21 +201,35 @@ class BlockTrainer:
                 "objective": objective,
                 "grad_norm": torch.linalg.vector_norm(gradient, dim=1),
             }
-        if "train_loss" in names:
+        if losses:
             if train_loss is None:
                 train_loss = learner.mean_subset_loss(params, mask_t)
-            columns |= {
-                "train_loss": train_loss,
-                "val_loss": learner.per_sample_loss(params, data.X_val, data.y_val).mean(dim=1),
-                "test_loss": learner.per_sample_loss(params, data.X_test, data.y_test).mean(dim=1),
-            }
+            columns |= {"train_loss": train_loss, "val_loss": val_loss, "test_loss": test_loss}
+        margins = learner.margin_from_outputs(test_out, data.y_test)
         return {
             "masks": masks,
             "params": params.detach().cpu().numpy(),
-            "outputs": learner.margin(params, data.X_test, data.y_test).detach().cpu().numpy(),
+            "outputs": margins.detach().cpu().numpy(),
             "metrics": torch.stack([columns[name] for name in names], dim=1).detach().cpu().numpy(),
             "seeds": seeds,
         }
+
+    def _evaluated(
+        self, params: torch.Tensor, X: np.ndarray, y: np.ndarray, loss: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The score ``(K,)``, (when ``loss``) the mean loss ``(K,)`` and the outputs ``(K, m,
+        c)`` of the models ``params`` on one evaluation set: one pass over it where the
+        learner's loss is a function of its outputs, else a second for the loss."""
+        learner = self.learner
+        out = learner.decision(params, X)
+        mean_loss = None
+        if loss:
+            if learner.provides("loss_from_outputs"):
+                per_example = learner.loss_from_outputs(out, y)
+            else:
+                per_example = learner.per_sample_loss(params, X, y)
+            mean_loss = per_example.mean(dim=1)
+        return learner.score_from_outputs(out, y), mean_loss, out
 
     def run_block(self, block: int) -> dict[str, Any]:
         """Train and write ``block`` unless it is already done; returns timings."""
