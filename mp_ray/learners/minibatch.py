@@ -170,8 +170,9 @@ class MinibatchLearner(Learner):
     def _minibatch_loss(
         self, out: torch.Tensor, y: torch.Tensor, share: torch.Tensor
     ) -> torch.Tensor:
-        """The mean loss over the real entries of minibatches: outputs ``(..., b, c)``, labels
-        and :meth:`shares` ``(..., b)``, (...)."""
+        """The mean loss over the real entries of minibatches (or a subset's share of it on a
+        chunk of its rows): outputs ``(..., b, c)``, labels ``(b,)`` or ``(..., b)``,
+        :meth:`shares` ``(..., b)``; ``(...)``."""
         return (self._loss(out, y) * share).sum(dim=-1)
 
     def _minibatch_loss_grad(

@@ -324,8 +324,8 @@ class TorchModuleLearner(MinibatchLearner):
             for r in row_chunks:
                 share = shares[m, r]
                 out, pullback = self._stacked.vjp(named, self.X[r].expand(len(share), -1, -1))
-                loss = loss + (self._loss(out, self.y[r]) * share).sum(dim=1)
-                output_grad = self._loss_grad(out, self.y[r]) * share[..., None]
+                loss = loss + self._minibatch_loss(out, self.y[r], share)
+                output_grad = self._minibatch_loss_grad(out, self.y[r], share)
                 grad = grad + self._flat(pullback(output_grad), len(share))
             losses.append(loss)
             grads.append(grad)
