@@ -635,7 +635,13 @@ class RetrainConfig(_Strict):
     """The pool of Ray actors that retrains models block by block."""
 
     num_actors: int = Field(default=2, gt=0, description="Number of retraining actors.")
-    num_cpus: float = Field(default=1.0, ge=0, description="CPUs reserved per actor.")
+    num_cpus: float = Field(
+        default=1.0,
+        ge=0,
+        description="CPUs reserved per actor, its torch threads on a CPU. One actor per core "
+        "(1) trains the minibatch learners (torch, mlp) fastest: in one process their groups "
+        "of rows contend for Python's interpreter lock.",
+    )
     num_gpus: float = Field(
         default=0.0,
         ge=0,
