@@ -314,12 +314,22 @@ def _cell(value: Any) -> str:
 
 
 def plot(torch_rows: list[dict], svm_rows: list[dict], cases: list[dict], path: Path) -> None:
-    """Left: models per second, plain loop against mp-ray; right: LDS per method."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    """Left: models per second, plain loop against mp-ray (the torch learners in one process
+    and over the cores); right: LDS per method."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     groups = [
         *(
             (r["factory"].rpartition(":")[2], r["loop_models_per_s"], r["mp_ray_models_per_s"])
             for r in torch_rows
+        ),
+        *(
+            (
+                f"{r['factory'].rpartition(':')[2]}\n{p['processes']} procs",
+                p["loop_models_per_s"],
+                p["mp_ray_models_per_s"],
+            )
+            for r in torch_rows
+            for p in [r["over_processes"]]
         ),
         *(
             (f"svm\n{r['dataset']}", r["sklearn_models_per_s"], r["mp_ray_models_per_s"])
@@ -332,7 +342,7 @@ def plot(torch_rows: list[dict], svm_rows: list[dict], cases: list[dict], path: 
     left.bar(x + 0.2, [g[2] for g in groups], 0.4, label="mp-ray")
     for xi, (_, peer, ours) in zip(x, groups, strict=True):
         left.annotate(f"{ours / peer:.0f}×", (xi + 0.2, ours), ha="center", va="bottom")
-    left.set_xticks(x, [g[0] for g in groups])
+    left.set_xticks(x, [g[0] for g in groups], fontsize=8)
     left.set_yscale("log")
     left.set_ylabel("models trained per second")
     left.legend(fontsize=8)
