@@ -7,6 +7,10 @@ The groups run with no synchronisation between them; the one pass synchronises i
 at the end of each of its few hundred operations. On a shared 2-core virtual machine, in
 paired, alternating runs of 1,000 float32 digits fits (4 blocks of 250), one pass took
 290–330 ms in some periods and 455–500 ms in others; two groups took 285–390 ms throughout.
+The groups share the interpreter lock, which every torch operation releases and takes back:
+a learner whose steps are many small operations (the minibatch learners) loses to it, and
+trains faster in one single-threaded process per core (digits' CNN: 96 models/s in two
+groups against 120 in two processes; benchmarks/README.md, "Learners").
 
 The intra-op thread count is per thread in torch (OpenMP's and MKL's settings of the calling
 thread), which is what lets a worker thread run single-threaded while the caller keeps its
