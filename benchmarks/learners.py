@@ -220,7 +220,9 @@ def torch_markdown(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        p = r["over_processes"]
+        p = r.get("over_processes")  # absent from a torch.json saved before this layout
+        if p is None:
+            continue
         lines.append(
             f"| {r['factory'].rpartition(':')[2]} | {p['processes']} "
             f"| {p['loop_models_per_s']:,.1f} | {p['mp_ray_models_per_s']:,.1f} "
@@ -329,7 +331,7 @@ def plot(torch_rows: list[dict], svm_rows: list[dict], cases: list[dict], path: 
                 p["mp_ray_models_per_s"],
             )
             for r in torch_rows
-            for p in [r["over_processes"]]
+            if (p := r.get("over_processes")) is not None
         ),
         *(
             (f"svm\n{r['dataset']}", r["sklearn_models_per_s"], r["mp_ray_models_per_s"])
@@ -471,12 +473,13 @@ def main() -> None:
         for note in case["notes"]:
             print(f"{case['learner']}: {note}")
     for r in torch_rows:
-        p = r["over_processes"]
-        print(
-            f"kind: torch, {r['factory']}: {r['speedup']:.1f}× the plain loop's throughput in"
-            f" one process; over {p['processes']} processes {p['speedup']:.1f}× the loop's over"
-            f" them, {p['speedup_vs_plain_loop']:.1f}× the plain loop's in one"
-        )
+        line = f"kind: torch, {r['factory']}: {r['speedup']:.1f}× the plain loop's throughput"
+        if (p := r.get("over_processes")) is not None:
+            line += (
+                f" in one process; over {p['processes']} processes {p['speedup']:.1f}× the"
+                f" loop's over them, {p['speedup_vs_plain_loop']:.1f}× the plain loop's in one"
+            )
+        print(line)
     for r in svm_rows:
         print(
             f"kind: svm, {r['dataset']} {r['mp_ray_dtype']}: {r['speedup']:.1f}× LinearSVC's"
