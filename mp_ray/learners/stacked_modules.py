@@ -121,7 +121,7 @@ class StackedLayer(ABC):
 
     @abstractmethod
     def backward(
-        self, context: Context, grad: torch.Tensor, params: Params, input_grad: bool
+        self, context: Context, grad: torch.Tensor, input_grad: bool
     ) -> tuple[torch.Tensor | None, Params]:
         """From ``grad``, the gradient of the loss with respect to the outputs (in their
         form): that with respect to the inputs (in theirs; None unless ``input_grad``) and
@@ -162,7 +162,7 @@ class _Linear(StackedLayer):
         return Stack(out.view(*inputs.shape[:-1], -1), False, x.n_models, fresh=True), context
 
     def backward(
-        self, context: Context, grad: torch.Tensor, params: Params, input_grad: bool
+        self, context: Context, grad: torch.Tensor, input_grad: bool
     ) -> tuple[torch.Tensor | None, Params]:
         x, shape, flat, weight = context
         grad = grad.flatten(1, -2)  # (K, m, out)
@@ -254,7 +254,7 @@ class _Conv2d(StackedLayer):
         return Stack(out, True, x.n_models, fresh=True), ((x, inputs, weight) if keep else None)
 
     def backward(
-        self, context: Context, grad: torch.Tensor, params: Params, input_grad: bool
+        self, context: Context, grad: torch.Tensor, input_grad: bool
     ) -> tuple[torch.Tensor | None, Params]:
         x, inputs, weight = context
         layer = self.layer
@@ -288,7 +288,7 @@ class _ReLU(StackedLayer):
         return Stack(out, x.channels, x.n_models), (out if keep else None)
 
     def backward(
-        self, context: Context, grad: torch.Tensor, params: Params, input_grad: bool
+        self, context: Context, grad: torch.Tensor, input_grad: bool
     ) -> tuple[torch.Tensor | None, Params]:
         return torch.ops.aten.threshold_backward.grad_input(grad, context, 0, grad_input=grad), {}
 
@@ -311,7 +311,7 @@ class _Autograd(StackedLayer):
         return Stack(out.detach(), x.channels or self.channels, x.n_models), (x, inputs, out)
 
     def backward(
-        self, context: Context, grad: torch.Tensor, params: Params, input_grad: bool
+        self, context: Context, grad: torch.Tensor, input_grad: bool
     ) -> tuple[torch.Tensor | None, Params]:
         x, inputs, out = context
         (inputs_grad,) = torch.autograd.grad(out, inputs, grad)
@@ -330,7 +330,7 @@ class _Reshape(StackedLayer):
         return Stack(self.reshape(inputs), False, x.n_models), ((x, inputs.shape) if keep else None)
 
     def backward(
-        self, context: Context, grad: torch.Tensor, params: Params, input_grad: bool
+        self, context: Context, grad: torch.Tensor, input_grad: bool
     ) -> tuple[torch.Tensor | None, Params]:
         x, shape = context
         return x.from_features(grad.reshape(shape)), {}
@@ -429,7 +429,7 @@ class StackedModule:
             grads: Params = {}
             for i in range(len(self.layers) - 1, self.first - 1, -1):
                 input_grad = i > self.first
-                grad, layer_grads = self.layers[i].backward(contexts[i], grad, params, input_grad)
+                grad, layer_grads = self.layers[i].backward(contexts[i], grad, input_grad)
                 grads |= layer_grads
             return grads
 
