@@ -192,8 +192,7 @@ class TorchModuleLearner(MinibatchLearner):
         """:meth:`MinibatchLearner.step_gradient`; for a module of standard layers, the
         stacked layers' backward passes (:mod:`mp_ray.learners.stacked_modules`) from the
         minibatch losses' gradient with respect to the outputs."""
-        stacked = self._stacked
-        if stacked is None:
+        if self._stacked is None:
             return super().step_gradient()
         # The last θ and its parameters' views, made once: the optimizer steps θ in place.
         last: list[tuple[torch.Tensor, Params]] = []
@@ -203,10 +202,17 @@ class TorchModuleLearner(MinibatchLearner):
         ) -> torch.Tensor:
             if not last or last[0][0] is not theta:
                 last[:] = [(theta, self._named(theta))]
-            out, pullback = stacked.vjp(last[0][1], X)
-            return self._flat(pullback(self._minibatch_loss_grad(out, y, share)), len(theta))
+            return self._stacked_gradient(last[0][1], X, y, share)[1]
 
         return gradient
+
+    def _stacked_gradient(
+        self, named: Params, X: torch.Tensor, y: torch.Tensor, share: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outputs ``(K, b, c)`` of the stacked models ``named`` on ``X (K, b, p)`` and
+        the gradient ``(K, d)`` of their :meth:`_minibatch_loss` (labels ``y``, ``share``)."""
+        out, pullback = self._stacked.vjp(named, X)
+        return out, self._flat(pullback(self._minibatch_loss_grad(out, y, share)), len(X))
 
     def _flat(self, grads: Params, n_models: int) -> torch.Tensor:
         """Gradients by parameter name, ``(K, *shape)`` each, as ``(K, d)``."""
@@ -322,11 +328,11 @@ class TorchModuleLearner(MinibatchLearner):
             loss = torch.zeros(len(params[m]), dtype=self.dtype, device=self.device)
             grad = self.config.weight_decay * params[m].to(self.dtype)
             for r in row_chunks:
-                share = shares[m, r]
-                out, pullback = self._stacked.vjp(named, self.X[r].expand(len(share), -1, -1))
-                loss = loss + self._minibatch_loss(out, self.y[r], share)
-                output_grad = self._minibatch_loss_grad(out, self.y[r], share)
-                grad = grad + self._flat(pullback(output_grad), len(share))
+                share, y = shares[m, r], self.y[r]
+                inputs = self.X[r].expand(len(share), -1, -1)
+                out, part = self._stacked_gradient(named, inputs, y, share)
+                loss = loss + self._minibatch_loss(out, y, share)
+                grad = grad + part
             losses.append(loss)
             grads.append(grad)
         loss = torch.cat(losses)
